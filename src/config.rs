@@ -1,0 +1,72 @@
+//! Configuration of `finetune serve`: flags, then environment, then defaults.
+//! Secrets (provider API keys, in later releases) come only from the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+/// Largest gRPC message accepted or sent: bounds inline datasets.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// Largest dataset UploadDataset stores (OpenAI's Uploads API takes up to 8 GB).
+pub const DEFAULT_MAX_DATASET_BYTES: u64 = 2 << 30;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Settings of the server.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address to listen on (port 0 picks a free port, printed at start).
+    #[arg(long, env = "FINETUNE_ADDR", default_value = "127.0.0.1:50051")]
+    pub addr: SocketAddr,
+
+    /// Directory for uploaded datasets and, later, the job store.
+    #[arg(long, env = "FINETUNE_DATA_DIR", default_value = "finetune-data")]
+    pub data_dir: PathBuf,
+
+    /// Log format; the level comes from RUST_LOG (default info).
+    #[arg(long, env = "FINETUNE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Seconds to let in-flight calls finish after SIGINT/SIGTERM before closing them.
+    #[arg(long, env = "FINETUNE_DRAIN_SECONDS", default_value_t = 10)]
+    pub drain_seconds: u64,
+
+    /// Largest gRPC message in bytes (inline datasets must fit in one).
+    #[arg(long, env = "FINETUNE_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: usize,
+
+    /// Largest dataset UploadDataset accepts, in bytes.
+    #[arg(long, env = "FINETUNE_MAX_DATASET_BYTES", default_value_t = DEFAULT_MAX_DATASET_BYTES)]
+    pub max_dataset_bytes: u64,
+
+    /// Model catalog (prices, contexts) replacing the shipped data/models.toml.
+    #[arg(long, env = "FINETUNE_CATALOG")]
+    pub catalog: Option<PathBuf>,
+}
+
+impl ServeConfig {
+    pub fn drain(&self) -> Duration {
+        Duration::from_secs(self.drain_seconds)
+    }
+
+    /// A configuration for tests and embedding: loopback, ephemeral port, given data dir.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> ServeConfig {
+        ServeConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: data_dir.into(),
+            log_format: LogFormat::Text,
+            drain_seconds: 10,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_dataset_bytes: DEFAULT_MAX_DATASET_BYTES,
+            catalog: None,
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! The model catalog: encoding, training context and price per model, from a data file.
+
+use serde::Deserialize;
+
+use super::tokens::Encoding;
+use crate::error::Error;
+
+/// The catalog shipped with the service (`data/models.toml`).
+pub(crate) const BUILTIN_CATALOG: &str = include_str!("../../data/models.toml");
+
+/// Training context assumed for models the catalog does not list.
+const FALLBACK_CONTEXT: u64 = 65_536;
+
+/// One model's training facts.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ModelInfo {
+    pub name: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    pub encoding: Encoding,
+    pub training_context: u64,
+    /// USD per 1M training tokens; 0 when unknown.
+    #[serde(default)]
+    pub training_usd_per_1m: f64,
+    #[serde(default)]
+    pub source: String,
+}
+
+/// The models the service knows, loaded from TOML.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Catalog {
+    pub default_model: String,
+    #[serde(rename = "model")]
+    pub models: Vec<ModelInfo>,
+}
+
+/// What a model name resolved to.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The model as the caller named it.
+    pub requested: String,
+    pub info: ModelInfo,
+    /// False when the catalog did not list the model and defaults were assumed.
+    pub known: bool,
+}
+
+impl Catalog {
+    /// The catalog shipped with the binary.
+    pub fn builtin() -> Catalog {
+        Catalog::parse(BUILTIN_CATALOG, "data/models.toml").expect("the shipped catalog is valid")
+    }
+
+    /// Parses a catalog file; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Catalog, Error> {
+        let catalog: Catalog =
+            toml::from_str(text).map_err(|e| Error::Config(format!("{origin}: {e}")))?;
+        if catalog.models.is_empty() {
+            return Err(Error::Config(format!("{origin}: no [[model]] entries")));
+        }
+        for m in &catalog.models {
+            if m.training_context == 0 || !(m.training_usd_per_1m >= 0.0) {
+                return Err(Error::Config(format!(
+                    "{origin}: model {}: training_context must be > 0 and training_usd_per_1m >= 0",
+                    m.name
+                )));
+            }
+        }
+        Ok(catalog)
+    }
+
+    /// Loads a catalog from a file.
+    pub fn load(path: &std::path::Path) -> Result<Catalog, Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read catalog {}: {e}", path.display())))?;
+        Catalog::parse(&text, &path.display().to_string())
+    }
+
+    /// Resolves a model name (empty = the default). A fine-tuned name such as
+    /// `ft:gpt-4o-2024-08-06:org:suffix:id` resolves to its base model. Unknown
+    /// names get the encoding their family uses, a conservative context and no price.
+    pub fn resolve(&self, model: &str) -> Resolved {
+        let requested = if model.is_empty() {
+            self.default_model.clone()
+        } else {
+            model.to_owned()
+        };
+        let base = base_model(&requested);
+        if let Some(info) = self
+            .models
+            .iter()
+            .find(|m| m.name == base || m.aliases.iter().any(|a| a == base))
+        {
+            return Resolved {
+                requested,
+                info: info.clone(),
+                known: true,
+            };
+        }
+        let info = ModelInfo {
+            name: base.to_owned(),
+            aliases: Vec::new(),
+            encoding: Encoding::for_model_family(base),
+            training_context: FALLBACK_CONTEXT,
+            training_usd_per_1m: 0.0,
+            source: "not in the catalog: assumed".to_owned(),
+        };
+        Resolved {
+            requested,
+            info,
+            known: false,
+        }
+    }
+}
+
+/// `ft:gpt-4o-2024-08-06:org:suffix:id` -> `gpt-4o-2024-08-06`; other names unchanged.
+fn base_model(model: &str) -> &str {
+    match model.strip_prefix("ft:") {
+        Some(rest) => rest.split(':').next().unwrap_or(rest),
+        None => model,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_aliases_fine_tuned_names_and_unknown_models() {
+        let c = Catalog::builtin();
+        assert_eq!(c.resolve("").info.name, "gpt-4o-2024-08-06");
+        assert_eq!(c.resolve("gpt-4o-mini").info.name, "gpt-4o-mini-2024-07-18");
+        let ft = c.resolve("ft:gpt-3.5-turbo-0125:acme:fe:abc123");
+        assert_eq!(ft.info.name, "gpt-3.5-turbo-0125");
+        assert_eq!(ft.info.encoding, Encoding::Cl100kBase);
+        // ft:gpt-4.1 must not fall into the gpt-4 (cl100k) family.
+        let unknown = c.resolve("ft:gpt-4.1-2099-01-01:acme::x");
+        assert!(!unknown.known);
+        assert_eq!(unknown.info.encoding, Encoding::O200kBase);
+        assert_eq!(c.resolve("gpt-4-0314").info.encoding, Encoding::Cl100kBase);
+    }
+
+    #[test]
+    fn rejects_a_catalog_without_models() {
+        let err = Catalog::parse("default_model = \"x\"\nmodel = []\n", "t.toml").unwrap_err();
+        assert!(err.to_string().contains("no [[model]] entries"), "{err}");
+    }
+}

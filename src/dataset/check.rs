@@ -1,0 +1,1132 @@
+//! Checks of one JSONL line against OpenAI's training-file formats, and its token count.
+//!
+//! Formats: `FineTuneChatRequestInput` (supervised chat, with tools, legacy functions and
+//! assistant `weight`) and `FineTunePreferenceRequestInput` (DPO), as described in
+//! ../shared/reference/openai-api.md sections 4 and 5. Codes shared with OpenAI's data-prep
+//! cookbook keep its names; unlike the cookbook, tool messages and assistant messages that carry
+//! only tool calls are valid.
+
+use serde_json::{Map, Value};
+use xxhash_rust::xxh3::Xxh3;
+
+use super::problem::{Code, LineProblems};
+use super::secrets;
+use super::tokens::Counter;
+
+/// Tokens the cookbook adds per message, per `name`, and per example to prime the reply.
+const TOKENS_PER_MESSAGE: u64 = 3;
+const TOKENS_PER_NAME: u64 = 1;
+const TOKENS_REPLY_PRIMING: u64 = 3;
+/// An image at `detail: low` costs 85 tokens (OpenAI's guide); we count every image so.
+const TOKENS_PER_IMAGE: u64 = 85;
+
+/// The format a line is written in, judged by its keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LineFormat {
+    Chat,
+    Preference,
+    Completion,
+    /// An object with none of the formats' keys.
+    Unknown,
+}
+
+/// What a line that is a JSON object contributes to the dataset's statistics.
+#[derive(Debug)]
+pub(crate) struct Example {
+    pub(crate) format: LineFormat,
+    pub(crate) tokens: u64,
+    pub(crate) assistant_tokens: u64,
+    pub(crate) messages: u64,
+    /// Hash of the example as sent to OpenAI (without `metadata`), key order ignored.
+    pub(crate) hash: u128,
+    pub(crate) intent: Option<String>,
+}
+
+/// Checks one line (without its newline). Returns the example when the line is a JSON object.
+pub(crate) fn check_line(
+    bytes: &[u8],
+    counter: &mut Counter,
+    p: &mut LineProblems,
+) -> Option<Example> {
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            p.push(
+                "",
+                Code::InvalidUtf8,
+                format!(
+                    "invalid UTF-8 at byte {} of the line; save the file as UTF-8",
+                    e.valid_up_to() + 1
+                ),
+            );
+            return None;
+        }
+    };
+    if text.trim().is_empty() {
+        p.push(
+            "",
+            Code::BlankLine,
+            "blank line; JSONL needs exactly one JSON object per line: delete it",
+        );
+        return None;
+    }
+    let value: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            p.push("", Code::InvalidJson, json_error_message(&e));
+            return None;
+        }
+    };
+    let Value::Object(obj) = value else {
+        p.push(
+            "",
+            Code::DataType,
+            format!(
+                "each line must be a JSON object, found {}",
+                type_name(&value)
+            ),
+        );
+        return None;
+    };
+    let mut w = Walker { p, counter };
+    let intent = w.intent(&obj);
+    let format = detect(&obj);
+    let counts = match format {
+        LineFormat::Chat => w.chat(&obj),
+        LineFormat::Preference => w.preference(&obj),
+        LineFormat::Completion => w.completion(&obj),
+        LineFormat::Unknown => {
+            w.p.push(
+                "messages",
+                Code::MissingMessagesList,
+                "no `messages` list: a chat example needs {\"messages\": [...]} (or a preference example input/preferred_output/non_preferred_output)",
+            );
+            Counts::default()
+        }
+    };
+    Some(Example {
+        format,
+        tokens: counts.tokens,
+        assistant_tokens: counts.assistant_tokens,
+        messages: counts.messages,
+        hash: hash_example(&obj),
+        intent,
+    })
+}
+
+/// serde_json's message without its "at line 1 column N" suffix, with the column up front.
+fn json_error_message(e: &serde_json::Error) -> String {
+    let full = e.to_string();
+    let reason = match full.rfind(" at line ") {
+        Some(i) => &full[..i],
+        None => &full,
+    };
+    format!("invalid JSON at column {}: {reason}", e.column())
+}
+
+fn detect(obj: &Map<String, Value>) -> LineFormat {
+    const PREFERENCE: &[&str] = &[
+        "input",
+        "preferred_output",
+        "non_preferred_output",
+        "preferred_completion",
+        "non_preferred_completion",
+    ];
+    if obj.contains_key("messages") {
+        LineFormat::Chat
+    } else if PREFERENCE.iter().any(|k| obj.contains_key(*k)) {
+        LineFormat::Preference
+    } else if obj.contains_key("prompt") || obj.contains_key("completion") {
+        LineFormat::Completion
+    } else {
+        LineFormat::Unknown
+    }
+}
+
+pub(crate) fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn hash_example(obj: &Map<String, Value>) -> u128 {
+    let mut h = Xxh3::new();
+    for (k, v) in obj {
+        if k != "metadata" {
+            h.update(k.as_bytes());
+            h.update(&[0xff]);
+            hash_value(v, &mut h);
+        }
+    }
+    h.digest128()
+}
+
+fn hash_value(v: &Value, h: &mut Xxh3) {
+    match v {
+        Value::Null => h.update(b"n"),
+        Value::Bool(b) => h.update(if *b { b"t" } else { b"f" }),
+        Value::Number(n) => {
+            h.update(b"#");
+            h.update(n.to_string().as_bytes());
+        }
+        Value::String(s) => {
+            h.update(b"s");
+            h.update(&(s.len() as u64).to_le_bytes());
+            h.update(s.as_bytes());
+        }
+        Value::Array(items) => {
+            h.update(b"[");
+            for item in items {
+                hash_value(item, h);
+            }
+            h.update(b"]");
+        }
+        Value::Object(map) => {
+            h.update(b"{");
+            // serde_json's Map is ordered by key, so equal objects hash equally.
+            for (k, item) in map {
+                h.update(&(k.len() as u64).to_le_bytes());
+                h.update(k.as_bytes());
+                hash_value(item, h);
+            }
+            h.update(b"}");
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    tokens: u64,
+    assistant_tokens: u64,
+    messages: u64,
+}
+
+/// Which roles a message list may use.
+#[derive(Clone, Copy)]
+enum Roles {
+    /// Supervised chat: every role.
+    Chat,
+    /// The `input` of a preference example: no legacy function role.
+    PreferenceInput,
+}
+
+struct Walker<'a> {
+    p: &'a mut LineProblems,
+    counter: &'a mut Counter,
+}
+
+impl Walker<'_> {
+    /// Counts a string's tokens and flags it when it looks like a credential.
+    fn text(&mut self, path: &str, s: &str) -> u64 {
+        if let Some(kind) = secrets::find(s) {
+            self.p.push(
+                path,
+                Code::PossibleSecret,
+                format!("this text contains what looks like {kind}; a fine-tuned model can repeat it: remove or redact it"),
+            );
+        }
+        self.counter.count(s)
+    }
+
+    fn intent(&mut self, obj: &Map<String, Value>) -> Option<String> {
+        match obj.get("metadata")? {
+            Value::Object(meta) => match meta.get("intent")? {
+                Value::String(s) => Some(s.clone()),
+                other => {
+                    let found = type_name(other);
+                    self.p.push(
+                        "metadata.intent",
+                        Code::InvalidMetadata,
+                        format!("intent must be a string, found {found}"),
+                    );
+                    None
+                }
+            },
+            other => {
+                let found = type_name(other);
+                self.p.push(
+                    "metadata",
+                    Code::InvalidMetadata,
+                    format!("metadata must be an object such as {{\"intent\": \"fix_code\"}}, found {found}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn unrecognized_top_keys(&mut self, obj: &Map<String, Value>, allowed: &[&str], format: &str) {
+        for key in obj.keys().filter(|k| !allowed.contains(&k.as_str())) {
+            self.p.push(
+                key.as_str(),
+                Code::UnrecognizedKey,
+                format!(
+                    "`{key}` is not a key of a {format} example (allowed: {})",
+                    allowed.join(", ")
+                ),
+            );
+        }
+    }
+
+    fn chat(&mut self, obj: &Map<String, Value>) -> Counts {
+        self.unrecognized_top_keys(
+            obj,
+            &[
+                "messages",
+                "tools",
+                "parallel_tool_calls",
+                "functions",
+                "metadata",
+            ],
+            "chat",
+        );
+        let mut counts = Counts::default();
+        counts.tokens += self.tools_block(obj, "");
+        if let Some(functions) = obj.get("functions") {
+            counts.tokens += self.functions(functions);
+        }
+        let Some(messages) = self.message_list(obj.get("messages"), "messages") else {
+            return counts;
+        };
+        let mut seen = RolesSeen::default();
+        for (i, m) in messages.iter().enumerate() {
+            let c = self.message(m, &format!("messages[{i}]"), Roles::Chat, &mut seen);
+            counts.tokens += c.tokens;
+            counts.assistant_tokens += c.assistant_tokens;
+        }
+        counts.messages = messages.len() as u64;
+        counts.tokens += TOKENS_REPLY_PRIMING;
+        if !seen.assistant {
+            self.p.push(
+                "messages",
+                Code::ExampleMissingAssistantMessage,
+                "no assistant message: the model learns only from assistant messages",
+            );
+        }
+        seen.warn_missing(self.p, "messages");
+        counts
+    }
+
+    /// `tools` and `parallel_tool_calls` of a chat example or a preference input.
+    fn tools_block(&mut self, obj: &Map<String, Value>, prefix: &str) -> u64 {
+        let mut tokens = 0;
+        if let Some(flag) = obj.get("parallel_tool_calls") {
+            if !flag.is_boolean() {
+                self.p.push(
+                    format!("{prefix}parallel_tool_calls"),
+                    Code::InvalidTools,
+                    format!(
+                        "parallel_tool_calls must be true or false, found {}",
+                        type_name(flag)
+                    ),
+                );
+            }
+        }
+        if let Some(tools) = obj.get("tools") {
+            let path = format!("{prefix}tools");
+            let Value::Array(items) = tools else {
+                self.p.push(
+                    &path,
+                    Code::InvalidTools,
+                    format!("tools must be a list, found {}", type_name(tools)),
+                );
+                return 0;
+            };
+            for (i, tool) in items.iter().enumerate() {
+                let tp = format!("{path}[{i}]");
+                match tool.get("type").and_then(Value::as_str) {
+                    Some("function") => {}
+                    _ => self.p.push(
+                        format!("{tp}.type"),
+                        Code::InvalidTools,
+                        "a tool's type must be \"function\"",
+                    ),
+                }
+                match tool.get("function") {
+                    Some(Value::Object(f)) => {
+                        self.function_definition(f, &format!("{tp}.function"), Code::InvalidTools)
+                    }
+                    _ => self.p.push(
+                        format!("{tp}.function"),
+                        Code::InvalidTools,
+                        "a tool needs a `function` object",
+                    ),
+                }
+            }
+            // How OpenAI counts tool definitions is unpublished; the JSON text is our estimate.
+            tokens += self.counter.count(&tools.to_string());
+        }
+        tokens
+    }
+
+    fn function_definition(&mut self, f: &Map<String, Value>, path: &str, code: Code) {
+        match f.get("name").and_then(Value::as_str) {
+            Some(name) if valid_function_name(name) => {}
+            Some(_) => self.p.push(
+                format!("{path}.name"),
+                code,
+                "a function name must be 1-64 characters of a-z, A-Z, 0-9, _ or -",
+            ),
+            None => self.p.push(
+                format!("{path}.name"),
+                code,
+                "a function needs a string `name`",
+            ),
+        }
+        if let Some(d) = f.get("description") {
+            if !d.is_string() {
+                self.p.push(
+                    format!("{path}.description"),
+                    code,
+                    "description must be a string",
+                );
+            }
+        }
+        if let Some(params) = f.get("parameters") {
+            if !params.is_object() {
+                self.p.push(
+                    format!("{path}.parameters"),
+                    code,
+                    "parameters must be a JSON Schema object",
+                );
+            }
+        }
+    }
+
+    fn functions(&mut self, functions: &Value) -> u64 {
+        self.p.push(
+            "functions",
+            Code::DeprecatedFunctions,
+            "`functions` is deprecated: use `tools`",
+        );
+        let Value::Array(items) = functions else {
+            self.p.push(
+                "functions",
+                Code::InvalidFunctions,
+                format!("functions must be a list, found {}", type_name(functions)),
+            );
+            return 0;
+        };
+        if items.is_empty() || items.len() > 128 {
+            self.p.push(
+                "functions",
+                Code::InvalidFunctions,
+                format!("functions must hold 1 to 128 items, found {}", items.len()),
+            );
+        }
+        for (i, f) in items.iter().enumerate() {
+            match f {
+                Value::Object(f) => {
+                    self.function_definition(f, &format!("functions[{i}]"), Code::InvalidFunctions)
+                }
+                other => self.p.push(
+                    format!("functions[{i}]"),
+                    Code::InvalidFunctions,
+                    format!("a function must be an object, found {}", type_name(other)),
+                ),
+            }
+        }
+        self.counter.count(&functions.to_string())
+    }
+
+    fn message_list<'v>(&mut self, v: Option<&'v Value>, path: &str) -> Option<&'v Vec<Value>> {
+        match v {
+            Some(Value::Array(items)) if !items.is_empty() => Some(items),
+            Some(Value::Array(_)) => {
+                self.p.push(
+                    path,
+                    Code::MissingMessagesList,
+                    "the messages list is empty",
+                );
+                None
+            }
+            Some(other) => {
+                let found = type_name(other);
+                self.p.push(
+                    path,
+                    Code::MissingMessagesList,
+                    format!("messages must be a list of messages, found {found}"),
+                );
+                None
+            }
+            None => {
+                self.p
+                    .push(path, Code::MissingMessagesList, "`messages` is missing");
+                None
+            }
+        }
+    }
+
+    fn message(&mut self, m: &Value, path: &str, roles: Roles, seen: &mut RolesSeen) -> Counts {
+        let mut counts = Counts {
+            tokens: TOKENS_PER_MESSAGE,
+            ..Counts::default()
+        };
+        let Value::Object(m) = m else {
+            self.p.push(
+                path,
+                Code::DataType,
+                format!("a message must be an object, found {}", type_name(m)),
+            );
+            return counts;
+        };
+        let role = match m.get("role") {
+            Some(Value::String(r)) => {
+                counts.tokens += self.counter.count(r);
+                Some(r.as_str())
+            }
+            Some(other) => {
+                let found = type_name(other);
+                self.p.push(
+                    format!("{path}.role"),
+                    Code::UnrecognizedRole,
+                    format!("role must be a string, found {found}"),
+                );
+                None
+            }
+            None => {
+                self.p.push(
+                    format!("{path}.role"),
+                    Code::MessageMissingKey,
+                    "the message has no `role`",
+                );
+                None
+            }
+        };
+        let known = match (role, roles) {
+            (Some("system" | "developer" | "user" | "assistant" | "tool"), _) => role,
+            (Some("function"), Roles::Chat) => {
+                self.p.push(
+                    format!("{path}.role"),
+                    Code::DeprecatedFunctions,
+                    "the `function` role is deprecated: use `tool`",
+                );
+                role
+            }
+            (Some(other), _) => {
+                let allowed = match roles {
+                    Roles::Chat => "system, developer, user, assistant, tool or function",
+                    Roles::PreferenceInput => "system, developer, user, assistant or tool",
+                };
+                self.p.push(
+                    format!("{path}.role"),
+                    Code::UnrecognizedRole,
+                    format!(
+                        "unrecognized role \"{}\": use {allowed}",
+                        truncate(other, 40)
+                    ),
+                );
+                None
+            }
+            (None, _) => None,
+        };
+        seen.note(known);
+
+        if let Some(role) = known {
+            let allowed: &[&str] = match role {
+                "assistant" => &[
+                    "role",
+                    "content",
+                    "name",
+                    "weight",
+                    "tool_calls",
+                    "function_call",
+                    "refusal",
+                ],
+                "tool" => &["role", "content", "tool_call_id"],
+                _ => &["role", "content", "name"],
+            };
+            for key in m.keys().filter(|k| !allowed.contains(&k.as_str())) {
+                if key == "weight" {
+                    self.p.push(
+                        format!("{path}.weight"),
+                        Code::InvalidWeight,
+                        format!("weight is only allowed on assistant messages, not {role}"),
+                    );
+                } else {
+                    self.p.push(
+                        format!("{path}.{key}"),
+                        Code::MessageUnrecognizedKey,
+                        format!(
+                            "`{key}` is not allowed in a {role} message (allowed: {})",
+                            allowed.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+
+        if let Some(name) = m.get("name") {
+            match name {
+                Value::String(s) => counts.tokens += self.counter.count(s) + TOKENS_PER_NAME,
+                other => {
+                    let found = type_name(other);
+                    self.p.push(
+                        format!("{path}.name"),
+                        Code::MessageUnrecognizedKey,
+                        format!("name must be a string, found {found}"),
+                    );
+                }
+            }
+        }
+
+        let trained = match m.get("weight") {
+            None => true,
+            Some(w) if known == Some("assistant") => match w.as_u64() {
+                Some(0) => false,
+                Some(1) => true,
+                _ => {
+                    self.p.push(
+                        format!("{path}.weight"),
+                        Code::InvalidWeight,
+                        format!("weight must be the number 0 or 1, found {}", short_json(w)),
+                    );
+                    true
+                }
+            },
+            Some(_) => true,
+        };
+
+        let has_calls = known == Some("assistant")
+            && (m.contains_key("tool_calls") || m.contains_key("function_call"));
+        if let Some(calls) = m.get("tool_calls").filter(|_| known == Some("assistant")) {
+            counts.tokens += self.tool_calls(calls, &format!("{path}.tool_calls"));
+        }
+        if let Some(call) = m
+            .get("function_call")
+            .filter(|_| known == Some("assistant"))
+        {
+            self.p.push(
+                format!("{path}.function_call"),
+                Code::DeprecatedFunctions,
+                "`function_call` is deprecated: use `tool_calls`",
+            );
+            counts.tokens += self.function_call(
+                call,
+                &format!("{path}.function_call"),
+                Code::InvalidToolCall,
+            );
+        }
+        if known == Some("tool") {
+            match m.get("tool_call_id") {
+                Some(Value::String(id)) if !id.is_empty() => {
+                    counts.tokens += self.counter.count(id)
+                }
+                Some(_) => self.p.push(
+                    format!("{path}.tool_call_id"),
+                    Code::MessageMissingKey,
+                    "tool_call_id must be a non-empty string",
+                ),
+                None => self.p.push(
+                    format!("{path}.tool_call_id"),
+                    Code::MessageMissingKey,
+                    "a tool message needs the `tool_call_id` it answers",
+                ),
+            }
+        }
+        if known == Some("function") && !matches!(m.get("name"), Some(Value::String(_))) {
+            self.p.push(
+                format!("{path}.name"),
+                Code::MessageMissingKey,
+                "a function message needs the `name` of the function",
+            );
+        }
+
+        let content_tokens = self.content(m.get("content"), path, known, has_calls);
+        counts.tokens += content_tokens;
+        if let Some(Value::String(r)) = m.get("refusal") {
+            counts.tokens += self.text(&format!("{path}.refusal"), r);
+        }
+        if known == Some("assistant") && trained {
+            counts.assistant_tokens += content_tokens;
+        }
+        counts
+    }
+
+    /// Checks `content` and returns its tokens.
+    fn content(
+        &mut self,
+        content: Option<&Value>,
+        path: &str,
+        role: Option<&str>,
+        has_calls: bool,
+    ) -> u64 {
+        let cpath = format!("{path}.content");
+        match content {
+            None if has_calls => 0,
+            None => {
+                if role.is_some() {
+                    self.p.push(
+                        &cpath,
+                        Code::MessageMissingKey,
+                        "the message has no `content`",
+                    );
+                }
+                0
+            }
+            Some(Value::Null) if has_calls => 0,
+            Some(Value::String(s)) if s.is_empty() && !has_calls => {
+                self.p
+                    .push(&cpath, Code::MissingContent, "content is empty");
+                0
+            }
+            Some(Value::String(s)) => self.text(&cpath, s),
+            Some(Value::Array(parts)) if parts.is_empty() => {
+                self.p.push(
+                    &cpath,
+                    Code::MissingContent,
+                    "content is an empty list of parts",
+                );
+                0
+            }
+            Some(Value::Array(parts)) => {
+                let mut tokens = 0;
+                for (i, part) in parts.iter().enumerate() {
+                    tokens += self.content_part(part, &format!("{cpath}[{i}]"), role);
+                }
+                tokens
+            }
+            Some(other) => {
+                let found = type_name(other);
+                self.p.push(
+                    &cpath,
+                    Code::MissingContent,
+                    format!("content must be a string or a list of parts, found {found}"),
+                );
+                0
+            }
+        }
+    }
+
+    fn content_part(&mut self, part: &Value, path: &str, role: Option<&str>) -> u64 {
+        let Value::Object(part) = part else {
+            self.p.push(
+                path,
+                Code::InvalidContentPart,
+                format!(
+                    "a content part must be an object, found {}",
+                    type_name(part)
+                ),
+            );
+            return 0;
+        };
+        match part.get("type").and_then(Value::as_str) {
+            Some("text") => match part.get("text") {
+                Some(Value::String(t)) => self.text(&format!("{path}.text"), t),
+                _ => {
+                    self.p.push(
+                        format!("{path}.text"),
+                        Code::InvalidContentPart,
+                        "a text part needs a string `text`",
+                    );
+                    0
+                }
+            },
+            Some("refusal") if role == Some("assistant") => match part.get("refusal") {
+                Some(Value::String(t)) => self.text(&format!("{path}.refusal"), t),
+                _ => {
+                    self.p.push(
+                        format!("{path}.refusal"),
+                        Code::InvalidContentPart,
+                        "a refusal part needs a string `refusal`",
+                    );
+                    0
+                }
+            },
+            Some("image_url") if role == Some("user") => {
+                let url = part
+                    .get("image_url")
+                    .and_then(|i| i.get("url"))
+                    .and_then(Value::as_str);
+                match url {
+                    Some(u)
+                        if u.starts_with("https://")
+                            || u.starts_with("http://")
+                            || u.starts_with("data:image/") => {}
+                    Some(_) => self.p.push(
+                        format!("{path}.image_url.url"),
+                        Code::InvalidContentPart,
+                        "an image URL must be https:// or a data:image/... URL",
+                    ),
+                    None => self.p.push(
+                        format!("{path}.image_url.url"),
+                        Code::InvalidContentPart,
+                        "an image part needs {\"image_url\": {\"url\": ...}}",
+                    ),
+                }
+                if let Some(detail) = part.get("image_url").and_then(|i| i.get("detail")) {
+                    if !matches!(detail.as_str(), Some("low" | "high" | "auto")) {
+                        self.p.push(
+                            format!("{path}.image_url.detail"),
+                            Code::InvalidContentPart,
+                            "detail must be low, high or auto",
+                        );
+                    }
+                }
+                TOKENS_PER_IMAGE
+            }
+            Some("image_url") => {
+                let role = role.unwrap_or("this");
+                self.p.push(
+                    format!("{path}.type"),
+                    Code::InvalidContentPart,
+                    format!("images are only allowed in user messages, not in {role} messages"),
+                );
+                0
+            }
+            Some(other) => {
+                self.p.push(
+                    format!("{path}.type"),
+                    Code::InvalidContentPart,
+                    format!("unknown content part type \"{}\"", truncate(other, 40)),
+                );
+                0
+            }
+            None => {
+                self.p.push(
+                    format!("{path}.type"),
+                    Code::InvalidContentPart,
+                    "a content part needs a string `type`",
+                );
+                0
+            }
+        }
+    }
+
+    fn tool_calls(&mut self, calls: &Value, path: &str) -> u64 {
+        let Value::Array(items) = calls else {
+            self.p.push(
+                path,
+                Code::InvalidToolCall,
+                format!("tool_calls must be a list, found {}", type_name(calls)),
+            );
+            return 0;
+        };
+        if items.is_empty() {
+            self.p
+                .push(path, Code::InvalidToolCall, "tool_calls is an empty list");
+        }
+        let mut tokens = 0;
+        for (i, call) in items.iter().enumerate() {
+            let cp = format!("{path}[{i}]");
+            let Value::Object(call) = call else {
+                self.p.push(
+                    &cp,
+                    Code::InvalidToolCall,
+                    format!("a tool call must be an object, found {}", type_name(call)),
+                );
+                continue;
+            };
+            match call.get("id") {
+                Some(Value::String(id)) if !id.is_empty() => tokens += self.counter.count(id),
+                _ => self.p.push(
+                    format!("{cp}.id"),
+                    Code::InvalidToolCall,
+                    "a tool call needs a non-empty string `id`",
+                ),
+            }
+            if call.get("type").and_then(Value::as_str) != Some("function") {
+                self.p.push(
+                    format!("{cp}.type"),
+                    Code::InvalidToolCall,
+                    "a tool call's type must be \"function\"",
+                );
+            }
+            match call.get("function") {
+                Some(f) => {
+                    tokens +=
+                        self.function_call(f, &format!("{cp}.function"), Code::InvalidToolCall)
+                }
+                None => self.p.push(
+                    format!("{cp}.function"),
+                    Code::InvalidToolCall,
+                    "a tool call needs a `function` object",
+                ),
+            }
+        }
+        tokens
+    }
+
+    /// A called function: `{name, arguments}` where arguments is a JSON string.
+    fn function_call(&mut self, f: &Value, path: &str, code: Code) -> u64 {
+        let Value::Object(f) = f else {
+            self.p.push(
+                path,
+                code,
+                format!("the function must be an object, found {}", type_name(f)),
+            );
+            return 0;
+        };
+        let mut tokens = 0;
+        match f.get("name") {
+            Some(Value::String(n)) if !n.is_empty() => tokens += self.counter.count(n),
+            _ => self.p.push(
+                format!("{path}.name"),
+                code,
+                "the called function needs a non-empty string `name`",
+            ),
+        }
+        match f.get("arguments") {
+            Some(Value::String(args)) => {
+                if let Err(e) = serde_json::from_str::<Value>(args) {
+                    self.p.push(
+                        format!("{path}.arguments"),
+                        code,
+                        format!("arguments must be a string holding JSON; it does not parse: {}", json_error_message(&e)),
+                    );
+                }
+                tokens += self.text(&format!("{path}.arguments"), args);
+            }
+            Some(other) => self.p.push(
+                format!("{path}.arguments"),
+                code,
+                format!("arguments must be a JSON-encoded string, found {} (encode it with JSON.stringify)", type_name(other)),
+            ),
+            None => self.p.push(format!("{path}.arguments"), code, "the called function needs `arguments` (a JSON string)"),
+        }
+        tokens
+    }
+
+    fn preference(&mut self, obj: &Map<String, Value>) -> Counts {
+        self.unrecognized_top_keys(
+            obj,
+            &[
+                "input",
+                "preferred_output",
+                "non_preferred_output",
+                "preferred_completion",
+                "non_preferred_completion",
+                "metadata",
+            ],
+            "preference",
+        );
+        let mut counts = Counts::default();
+        match obj.get("input") {
+            Some(Value::Object(input)) => {
+                for key in input
+                    .keys()
+                    .filter(|k| !["messages", "tools", "parallel_tool_calls"].contains(&k.as_str()))
+                {
+                    self.p.push(
+                        format!("input.{key}"),
+                        Code::UnrecognizedKey,
+                        format!("`{key}` is not a key of a preference input"),
+                    );
+                }
+                counts.tokens += self.tools_block(input, "input.");
+                if let Some(messages) = self.message_list(input.get("messages"), "input.messages") {
+                    let mut seen = RolesSeen::default();
+                    for (i, m) in messages.iter().enumerate() {
+                        counts.tokens += self
+                            .message(
+                                m,
+                                &format!("input.messages[{i}]"),
+                                Roles::PreferenceInput,
+                                &mut seen,
+                            )
+                            .tokens;
+                    }
+                    counts.messages += messages.len() as u64;
+                    seen.warn_missing(self.p, "input.messages");
+                }
+            }
+            Some(other) => {
+                let found = type_name(other);
+                self.p.push(
+                    "input",
+                    Code::InvalidPreference,
+                    format!("input must be an object with `messages`, found {found}"),
+                );
+            }
+            None => self.p.push(
+                "input",
+                Code::InvalidPreference,
+                "a preference example needs `input` ({\"messages\": [...]})",
+            ),
+        }
+        for (key, legacy) in [
+            ("preferred_output", "preferred_completion"),
+            ("non_preferred_output", "non_preferred_completion"),
+        ] {
+            let value = match (obj.get(key), obj.get(legacy)) {
+                (Some(v), _) => Some((key, v)),
+                (None, Some(v)) => {
+                    self.p.push(
+                        legacy,
+                        Code::LegacyFieldName,
+                        format!("`{legacy}` is an older name: OpenAI documents `{key}`"),
+                    );
+                    Some((legacy, v))
+                }
+                (None, None) => None,
+            };
+            let Some((name, v)) = value else {
+                self.p.push(
+                    key,
+                    Code::InvalidPreference,
+                    format!(
+                        "a preference example needs `{key}`: a list with one assistant message"
+                    ),
+                );
+                continue;
+            };
+            let c = self.preference_output(v, name);
+            counts.tokens += c.tokens;
+            counts.messages += c.messages;
+            if key == "preferred_output" {
+                counts.assistant_tokens += c.assistant_tokens;
+            }
+        }
+        counts.tokens += TOKENS_REPLY_PRIMING;
+        counts
+    }
+
+    fn preference_output(&mut self, v: &Value, path: &str) -> Counts {
+        let mut counts = Counts::default();
+        let Value::Array(items) = v else {
+            self.p.push(
+                path,
+                Code::InvalidPreference,
+                format!(
+                    "{path} must be a list with one assistant message, found {}",
+                    type_name(v)
+                ),
+            );
+            return counts;
+        };
+        if items.len() != 1 {
+            self.p.push(
+                path,
+                Code::InvalidPreference,
+                format!(
+                    "{path} must hold exactly 1 assistant message, found {}",
+                    items.len()
+                ),
+            );
+        }
+        for (i, m) in items.iter().enumerate() {
+            let mp = format!("{path}[{i}]");
+            let Value::Object(msg) = m else {
+                self.p.push(
+                    &mp,
+                    Code::DataType,
+                    format!("a message must be an object, found {}", type_name(m)),
+                );
+                continue;
+            };
+            counts.messages += 1;
+            counts.tokens += TOKENS_PER_MESSAGE;
+            match msg.get("role").and_then(Value::as_str) {
+                Some("assistant") => counts.tokens += self.counter.count("assistant"),
+                _ => self.p.push(
+                    format!("{mp}.role"),
+                    Code::InvalidPreference,
+                    "a preference output's role must be \"assistant\"",
+                ),
+            }
+            for key in msg
+                .keys()
+                .filter(|k| !["role", "content"].contains(&k.as_str()))
+            {
+                self.p.push(
+                    format!("{mp}.{key}"),
+                    Code::MessageUnrecognizedKey,
+                    format!("`{key}` is not allowed in a preference output (DPO is text-only: role and content)"),
+                );
+            }
+            match msg.get("content") {
+                Some(Value::String(s)) if !s.is_empty() => {
+                    let t = self.text(&format!("{mp}.content"), s);
+                    counts.tokens += t;
+                    counts.assistant_tokens += t;
+                }
+                Some(Value::String(_)) => self.p.push(
+                    format!("{mp}.content"),
+                    Code::MissingContent,
+                    "content is empty",
+                ),
+                Some(other) => {
+                    let found = type_name(other);
+                    self.p.push(
+                        format!("{mp}.content"),
+                        Code::MissingContent,
+                        format!(
+                            "DPO outputs are text-only: content must be a string, found {found}"
+                        ),
+                    );
+                }
+                None => self.p.push(
+                    format!("{mp}.content"),
+                    Code::MessageMissingKey,
+                    "the message has no `content`",
+                ),
+            }
+        }
+        counts
+    }
+
+    fn completion(&mut self, obj: &Map<String, Value>) -> Counts {
+        self.p.push(
+            "",
+            Code::UnsupportedFormat,
+            "prompt/completion lines are the legacy format for babbage-002/davinci-002; chat models need {\"messages\": [...]}",
+        );
+        let mut counts = Counts::default();
+        for key in ["prompt", "completion"] {
+            if let Some(Value::String(s)) = obj.get(key) {
+                counts.tokens += self.text(key, s);
+            }
+        }
+        counts
+    }
+}
+
+#[derive(Default)]
+struct RolesSeen {
+    system: bool,
+    user: bool,
+    assistant: bool,
+}
+
+impl RolesSeen {
+    fn note(&mut self, role: Option<&str>) {
+        match role {
+            Some("system" | "developer") => self.system = true,
+            Some("user") => self.user = true,
+            Some("assistant") => self.assistant = true,
+            _ => {}
+        }
+    }
+
+    fn warn_missing(&self, p: &mut LineProblems, path: &str) {
+        if !self.system {
+            p.push(path, Code::MissingSystemMessage, "no system message: the model sees your instructions only if every example carries them");
+        }
+        if !self.user {
+            p.push(path, Code::MissingUserMessage, "no user message");
+        }
+    }
+}
+
+fn valid_function_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// At most `max` characters of `s`, for quoting user values in messages.
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+fn short_json(v: &Value) -> String {
+    truncate(&v.to_string(), 40)
+}

@@ -1,0 +1,357 @@
+//! The validation engine: format checks, exact token counts, epochs and cost for a
+//! fine-tuning dataset. Pure: it reads bytes and returns a report, shared by the
+//! server and the CLI.
+
+mod catalog;
+mod check;
+mod problem;
+pub mod render;
+mod scan;
+mod secrets;
+mod stats;
+mod tokens;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use serde::Serialize;
+
+pub use catalog::{Catalog, ModelInfo, Resolved};
+pub use problem::{Code, Problem, Role, Severity};
+pub use stats::{Distribution, auto_epochs};
+pub use tokens::{Counter, Encoding};
+
+use check::LineFormat;
+use scan::{FileScan, ScanContext, Sink, scan};
+
+use crate::error::Error;
+
+/// Minimum training examples OpenAI accepts.
+pub const MIN_EXAMPLES: u64 = 10;
+/// Fewer training examples than this draws a warning (the pipeline advises 50-100+).
+pub const ADVISED_EXAMPLES: u64 = 50;
+/// Default and largest number of listed problems.
+pub const DEFAULT_MAX_PROBLEMS: usize = 1000;
+pub const MAX_MAX_PROBLEMS: usize = 100_000;
+/// Default minimum examples per intent.
+pub const DEFAULT_MIN_PER_INTENT: u64 = 3;
+
+/// How to validate.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Base model; empty means the catalog's default.
+    pub model: String,
+    /// Epochs to estimate for; None applies OpenAI's automatic rule.
+    pub epochs: Option<u32>,
+    pub max_problems: usize,
+    pub min_examples_per_intent: u64,
+    /// Worker threads for parsing and tokenizing.
+    pub threads: usize,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            model: String::new(),
+            epochs: None,
+            max_problems: DEFAULT_MAX_PROBLEMS,
+            min_examples_per_intent: DEFAULT_MIN_PER_INTENT,
+            threads: std::thread::available_parallelism().map_or(2, usize::from),
+        }
+    }
+}
+
+/// A dataset to read: a name for messages and its bytes.
+pub struct Input<'a> {
+    pub name: String,
+    pub reader: Box<dyn Read + Send + 'a>,
+}
+
+impl<'a> Input<'a> {
+    pub fn from_bytes(name: impl Into<String>, bytes: &'a [u8]) -> Input<'a> {
+        Input {
+            name: name.into(),
+            reader: Box::new(bytes),
+        }
+    }
+}
+
+/// The training-file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    Chat,
+    Preference,
+    Completion,
+}
+
+impl Format {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Format::Chat => "supervised chat",
+            Format::Preference => "preference (DPO)",
+            Format::Completion => "legacy prompt/completion",
+        }
+    }
+}
+
+/// Token figures of one file.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenSummary {
+    pub encoding: &'static str,
+    pub total: u64,
+    pub per_example: Distribution,
+    pub assistant_total: u64,
+    pub assistant_per_example: Distribution,
+    pub messages_per_example: Distribution,
+    pub examples_over_context: u64,
+}
+
+/// One validated file.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileSummary {
+    pub name: String,
+    pub sha256: String,
+    pub size_bytes: u64,
+    pub lines: u64,
+    pub examples: u64,
+    pub tokens: TokenSummary,
+}
+
+/// A row of the intent coverage table.
+#[derive(Debug, Clone, Serialize)]
+pub struct IntentRow {
+    /// Empty for untagged examples.
+    pub intent: String,
+    pub examples: u64,
+    pub below_minimum: bool,
+}
+
+/// The complete result of a validation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub format: Option<Format>,
+    pub model: String,
+    pub model_known: bool,
+    pub training: FileSummary,
+    pub validation: Option<FileSummary>,
+    /// Whole-dataset findings (line 0) first, then by file (training first) and line.
+    pub problems: Vec<Problem>,
+    pub problems_truncated: bool,
+    pub max_problems: usize,
+    pub error_count: u64,
+    pub warning_count: u64,
+    /// Every problem counted by code, listed or not.
+    pub counts_by_code: BTreeMap<&'static str, u64>,
+    pub training_context_tokens: u64,
+    pub epochs: u32,
+    pub epochs_auto: bool,
+    pub epochs_explanation: String,
+    pub billed_tokens: u64,
+    pub price_per_million_usd: f64,
+    pub estimated_cost_usd: f64,
+    pub min_examples_per_intent: u64,
+    pub intents: Vec<IntentRow>,
+}
+
+impl Report {
+    pub fn has_errors(&self) -> bool {
+        self.error_count > 0
+    }
+}
+
+/// Validates a training file and an optional validation file.
+///
+/// Only I/O errors and invalid options fail; every problem with the content is in the report.
+pub fn validate(
+    training: Input<'_>,
+    validation: Option<Input<'_>>,
+    options: &Options,
+    catalog: &Catalog,
+) -> Result<Report, Error> {
+    if let Some(e) = options.epochs {
+        if !(1..=50).contains(&e) {
+            return Err(Error::invalid(
+                "epochs",
+                format!("must be between 1 and 50, got {e}"),
+            ));
+        }
+    }
+    let model = catalog.resolve(&options.model);
+    let max_problems = options.max_problems.clamp(1, MAX_MAX_PROBLEMS);
+    let mut line_sink = Sink::new(max_problems);
+    let encoding = model.info.encoding;
+    let context_tokens = model.info.training_context;
+
+    let Input {
+        name: training_name,
+        reader: mut training_reader,
+    } = training;
+    let ctx = ScanContext {
+        role: Role::Training,
+        encoding,
+        context_tokens,
+        threads: options.threads,
+        training_hashes: None,
+    };
+    let mut train = scan(&mut training_reader, &ctx, &mut line_sink)?;
+
+    let validation = match validation {
+        Some(Input { name, mut reader }) => {
+            let ctx = ScanContext {
+                role: Role::Validation,
+                encoding,
+                context_tokens,
+                threads: options.threads,
+                training_hashes: Some(&train.hashes),
+            };
+            let scanned = scan(&mut reader, &ctx, &mut line_sink)?;
+            Some((name, scanned))
+        }
+        None => None,
+    };
+
+    // Whole-dataset findings.
+    let mut dataset_sink = Sink::new(max_problems);
+    let n = train.tokens.len() as u64;
+    let whole = |sink: &mut Sink, code: Code, message: String| {
+        sink.add(Role::Training, 0, String::new(), code, message)
+    };
+    if !model.known {
+        whole(
+            &mut dataset_sink,
+            Code::UnknownModel,
+            format!(
+                "model \"{}\" is not in the catalog: assumed {} and a {}-token context, no price",
+                model.requested,
+                encoding.name(),
+                context_tokens
+            ),
+        );
+    }
+    if n < MIN_EXAMPLES {
+        whole(
+            &mut dataset_sink,
+            Code::TooFewExamples,
+            format!("{n} training examples: OpenAI requires at least {MIN_EXAMPLES}"),
+        );
+    } else if n < ADVISED_EXAMPLES {
+        whole(
+            &mut dataset_sink,
+            Code::FewExamples,
+            format!("{n} training examples: 50-100 or more usually train noticeably better"),
+        );
+    }
+    let intents = intent_rows(&train, options.min_examples_per_intent);
+    for row in intents.iter().filter(|r| r.below_minimum) {
+        whole(
+            &mut dataset_sink,
+            Code::IntentBelowMinimum,
+            format!(
+                "intent \"{}\" has {} example(s), fewer than the minimum of {}",
+                row.intent, row.examples, options.min_examples_per_intent
+            ),
+        );
+    }
+
+    let (epochs, epochs_auto, epochs_explanation) = match options.epochs {
+        Some(e) => (e, false, format!("requested: {e}")),
+        None => {
+            let (e, why) = auto_epochs(n);
+            (e, true, why)
+        }
+    };
+    let billed_per_epoch: u64 = train.tokens.iter().map(|&t| t.min(context_tokens)).sum();
+    let billed_tokens = billed_per_epoch * u64::from(epochs);
+    let price = model.info.training_usd_per_1m;
+
+    let counts_total = merge_counts(&dataset_sink, &line_sink);
+    let error_count = dataset_sink.count(Severity::Error) + line_sink.count(Severity::Error);
+    let warning_count = dataset_sink.count(Severity::Warning) + line_sink.count(Severity::Warning);
+    let mut problems = dataset_sink.listed;
+    let mut truncated = line_sink.truncated || dataset_sink.truncated;
+    problems.extend(line_sink.listed);
+    if problems.len() > max_problems {
+        problems.truncate(max_problems);
+        truncated = true;
+    }
+
+    let format = train.format.and_then(|f| match f {
+        LineFormat::Chat => Some(Format::Chat),
+        LineFormat::Preference => Some(Format::Preference),
+        LineFormat::Completion => Some(Format::Completion),
+        LineFormat::Unknown => None,
+    });
+    let training = summarize(training_name, &mut train, encoding);
+    let validation = validation.map(|(name, mut scanned)| summarize(name, &mut scanned, encoding));
+    Ok(Report {
+        format,
+        model: model.info.name.clone(),
+        model_known: model.known,
+        training,
+        validation,
+        problems,
+        problems_truncated: truncated,
+        max_problems,
+        error_count,
+        warning_count,
+        counts_by_code: counts_total,
+        training_context_tokens: context_tokens,
+        epochs,
+        epochs_auto,
+        epochs_explanation,
+        billed_tokens,
+        price_per_million_usd: price,
+        estimated_cost_usd: billed_tokens as f64 * price / 1e6,
+        min_examples_per_intent: options.min_examples_per_intent,
+        intents,
+    })
+}
+
+fn merge_counts(a: &Sink, b: &Sink) -> BTreeMap<&'static str, u64> {
+    let mut out = BTreeMap::new();
+    for (code, n) in a.counts.iter().chain(b.counts.iter()) {
+        *out.entry(code.as_str()).or_default() += n;
+    }
+    out
+}
+
+fn intent_rows(train: &FileScan, min: u64) -> Vec<IntentRow> {
+    if train.intents.keys().all(String::is_empty) {
+        return Vec::new();
+    }
+    let mut rows: Vec<IntentRow> = train
+        .intents
+        .iter()
+        .map(|(intent, &examples)| IntentRow {
+            intent: intent.clone(),
+            examples,
+            below_minimum: !intent.is_empty() && examples < min,
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b.examples
+            .cmp(&a.examples)
+            .then_with(|| a.intent.cmp(&b.intent))
+    });
+    rows
+}
+
+fn summarize(name: String, scan: &mut FileScan, encoding: Encoding) -> FileSummary {
+    FileSummary {
+        name,
+        sha256: std::mem::take(&mut scan.sha256),
+        size_bytes: scan.size_bytes,
+        lines: scan.lines,
+        examples: scan.tokens.len() as u64,
+        tokens: TokenSummary {
+            encoding: encoding.name(),
+            total: scan.tokens.iter().sum(),
+            assistant_total: scan.assistant_tokens.iter().sum(),
+            per_example: Distribution::of(&mut scan.tokens),
+            assistant_per_example: Distribution::of(&mut scan.assistant_tokens),
+            messages_per_example: Distribution::of(&mut scan.messages),
+            examples_over_context: scan.over_context,
+        },
+    }
+}

@@ -1,0 +1,131 @@
+//! Problems found in a dataset: a stable code, a severity, where, and why.
+
+use serde::Serialize;
+
+/// Whether a problem blocks training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// Which file of a validation request a problem belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Training,
+    Validation,
+}
+
+macro_rules! codes {
+    ($($variant:ident => $name:literal, $severity:ident, $doc:literal;)*) => {
+        /// Every problem code, with its stable name and severity.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Code {
+            $(#[doc = $doc] $variant,)*
+        }
+
+        impl Code {
+            /// Every code, in declaration order.
+            pub const ALL: &'static [Code] = &[$(Code::$variant,)*];
+
+            /// The stable lower_snake_case name used in reports and the API.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Code::$variant => $name,)* }
+            }
+
+            /// Whether problems with this code block training.
+            pub fn severity(self) -> Severity {
+                match self { $(Code::$variant => Severity::$severity,)* }
+            }
+
+            /// One line on what the code means, for documentation.
+            pub fn description(self) -> &'static str {
+                match self { $(Code::$variant => $doc,)* }
+            }
+        }
+    };
+}
+
+codes! {
+    InvalidUtf8 => "invalid_utf8", Error, "The line is not valid UTF-8.";
+    Utf8Bom => "utf8_bom", Error, "The file starts with a byte-order mark, which is not JSON.";
+    BlankLine => "blank_line", Error, "An empty or whitespace-only line between examples.";
+    InvalidJson => "invalid_json", Error, "The line is not valid JSON (the column is given).";
+    DataType => "data_type", Error, "The line, or a message, is not a JSON object.";
+    MissingMessagesList => "missing_messages_list", Error, "`messages` is missing, empty or not a list.";
+    MessageMissingKey => "message_missing_key", Error, "A message lacks a required key (`role`, `content`, `tool_call_id`, `name`).";
+    MessageUnrecognizedKey => "message_unrecognized_key", Error, "A message has a key its role does not allow.";
+    UnrecognizedRole => "unrecognized_role", Error, "The role is not system, developer, user, assistant, tool or function.";
+    MissingContent => "missing_content", Error, "The content is empty, null or of the wrong type.";
+    InvalidContentPart => "invalid_content_part", Error, "A content part is malformed or not allowed for the role.";
+    ExampleMissingAssistantMessage => "example_missing_assistant_message", Error, "The example has no assistant message to learn from.";
+    InvalidWeight => "invalid_weight", Error, "`weight` is not 0 or 1, or is on a message that is not the assistant's.";
+    InvalidToolCall => "invalid_tool_call", Error, "An assistant tool call is malformed, or its arguments are not a JSON string.";
+    InvalidTools => "invalid_tools", Error, "The example's `tools` or `parallel_tool_calls` are malformed.";
+    InvalidFunctions => "invalid_functions", Error, "The legacy `functions` list is malformed.";
+    InvalidPreference => "invalid_preference", Error, "A preference (DPO) example is malformed.";
+    MixedFormat => "mixed_format", Error, "The line's format differs from the dataset's (chat vs preference).";
+    UnsupportedFormat => "unsupported_format", Error, "Legacy prompt/completion lines cannot train chat models.";
+    PossibleSecret => "possible_secret", Error, "A string looks like an API key or private key; a trained model can repeat it.";
+    TooFewExamples => "too_few_examples", Error, "Fewer than 10 training examples: OpenAI rejects the job.";
+    InvalidMetadata => "invalid_metadata", Warning, "The example's `metadata` is not an object or its `intent` is not a string.";
+    UnrecognizedKey => "unrecognized_key", Warning, "A top-level key the format does not define.";
+    DeprecatedFunctions => "deprecated_functions", Warning, "Legacy `functions`/`function_call`/`function` role: prefer tools.";
+    LegacyFieldName => "legacy_field_name", Warning, "`preferred_completion`-style names: OpenAI documents `*_output`.";
+    FewExamples => "few_examples", Warning, "Fewer than 50 training examples; 50-100+ are advised.";
+    ExampleTooLong => "example_too_long", Warning, "The example exceeds the model's training context and will be truncated.";
+    MissingSystemMessage => "missing_system_message", Warning, "The example has no system (or developer) message.";
+    MissingUserMessage => "missing_user_message", Warning, "The example has no user message.";
+    DuplicateExample => "duplicate_example", Warning, "The example repeats an earlier one exactly.";
+    ValidationOverlap => "validation_overlap", Warning, "A validation example also appears in the training data.";
+    IntentBelowMinimum => "intent_below_minimum", Warning, "An intent has fewer examples than the configured minimum.";
+    UnknownModel => "unknown_model", Warning, "The model is not in the catalog; defaults were assumed.";
+}
+
+/// One finding about a dataset.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Problem {
+    pub dataset: Role,
+    /// 1-based line number; 0 for a finding about the whole dataset.
+    pub line: u32,
+    /// JSON path inside the line, e.g. `messages[2].role`; empty for the whole line.
+    pub path: String,
+    #[serde(serialize_with = "code_name")]
+    pub code: Code,
+    pub severity: Severity,
+    pub message: String,
+}
+
+fn code_name<S: serde::Serializer>(code: &Code, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(code.as_str())
+}
+
+/// Problems found in one line, before the file and line are known. Keeps at
+/// most `cap` of them (a single huge line can hold millions) and counts the rest.
+#[derive(Debug)]
+pub(crate) struct LineProblems {
+    pub(crate) items: Vec<(String, Code, String)>,
+    /// Problems found beyond the cap, by code.
+    pub(crate) dropped: Vec<Code>,
+    cap: usize,
+}
+
+impl LineProblems {
+    pub(crate) fn new(cap: usize) -> LineProblems {
+        LineProblems {
+            items: Vec::new(),
+            dropped: Vec::new(),
+            cap,
+        }
+    }
+
+    pub(crate) fn push(&mut self, path: impl Into<String>, code: Code, message: impl Into<String>) {
+        if self.items.len() < self.cap {
+            self.items.push((path.into(), code, message.into()));
+        } else {
+            self.dropped.push(code);
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! FineTune service: validate fine-tuning datasets, train and watch jobs, and serve
+//! completions over gRPC (`fileengine.finetune.v1.FineTuneService`).
+//!
+//! Data flows one way: `service` (gRPC handlers) -> core (`dataset`) -> ports (`store`).
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod dataset;
+pub mod error;
+pub mod pb;
+pub mod server;
+pub mod service;
+pub mod store;
+
+pub use error::Error;

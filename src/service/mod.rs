@@ -1,0 +1,234 @@
+//! gRPC handlers: validate the request, convert, call the core, convert back.
+
+mod convert;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::info;
+
+use crate::config::ServeConfig;
+use crate::dataset::{self, Catalog, Input};
+use crate::error::Error;
+use crate::pb;
+use crate::pb::fine_tune_service_server::FineTuneService;
+use crate::store::{DatasetStore, Expected};
+
+/// Everything the handlers share.
+pub struct AppState {
+    pub catalog: Catalog,
+    pub datasets: DatasetStore,
+    pub max_dataset_bytes: u64,
+}
+
+impl AppState {
+    pub fn open(config: &ServeConfig) -> Result<AppState, Error> {
+        let catalog = match &config.catalog {
+            Some(path) => Catalog::load(path)?,
+            None => Catalog::builtin(),
+        };
+        Ok(AppState {
+            catalog,
+            datasets: DatasetStore::open(&config.data_dir)?,
+            max_dataset_bytes: config.max_dataset_bytes,
+        })
+    }
+}
+
+/// The `FineTuneService` implementation.
+#[derive(Clone)]
+pub struct Service {
+    state: Arc<AppState>,
+}
+
+impl Service {
+    pub fn new(state: Arc<AppState>) -> Service {
+        Service { state }
+    }
+
+    /// Opens a dataset source for reading on a blocking thread.
+    fn input(&self, source: pb::DatasetSource, field: &str) -> Result<Input<'static>, Error> {
+        let label = |default: String| {
+            if source.file_name.is_empty() {
+                default
+            } else {
+                source.file_name.clone()
+            }
+        };
+        match source.source {
+            Some(pb::dataset_source::Source::Content(bytes)) => Ok(Input {
+                name: label(format!("<{field}>")),
+                reader: Box::new(std::io::Cursor::new(bytes)),
+            }),
+            Some(pb::dataset_source::Source::DatasetId(id)) => {
+                let path = self.state.datasets.path(&id).map_err(|e| match e {
+                    Error::InvalidArgument { reason, .. } => {
+                        Error::invalid(format!("{field}.dataset_id"), reason)
+                    }
+                    other => other,
+                })?;
+                let file = std::fs::File::open(&path)
+                    .map_err(|e| Error::Io(format!("cannot open stored dataset {id}: {e}")))?;
+                Ok(Input {
+                    name: label(id),
+                    reader: Box::new(file),
+                })
+            }
+            None => Err(Error::invalid(field, "set either content or dataset_id")),
+        }
+    }
+}
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+fn not_yet(rpc: &str, what: &str) -> Status {
+    Error::Unimplemented(format!(
+        "{rpc} is part of the v1 API but not available in this release yet ({what}); ValidateDataset and UploadDataset work today"
+    ))
+    .into()
+}
+
+#[tonic::async_trait]
+impl FineTuneService for Service {
+    async fn validate_dataset(
+        &self,
+        request: Request<pb::ValidateDatasetRequest>,
+    ) -> Result<Response<pb::ValidateDatasetResponse>, Status> {
+        let mut req = request.into_inner();
+        let options = convert::options(&req)?;
+        let training = self.input(req.training.take().unwrap_or_default(), "training")?;
+        let validation = req
+            .validation
+            .take()
+            .map(|v| self.input(v, "validation"))
+            .transpose()?;
+        let state = self.state.clone();
+        let report = tokio::task::spawn_blocking(move || {
+            dataset::validate(training, validation, &options, &state.catalog)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("validation task failed: {e}")))??;
+        info!(
+            examples = report.training.examples,
+            errors = report.error_count,
+            warnings = report.warning_count,
+            tokens = report.training.tokens.total,
+            "validated dataset"
+        );
+        Ok(Response::new(pb::ValidateDatasetResponse {
+            report: Some(convert::report(&report)),
+        }))
+    }
+
+    async fn upload_dataset(
+        &self,
+        request: Request<Streaming<pb::UploadDatasetRequest>>,
+    ) -> Result<Response<pb::UploadDatasetResponse>, Status> {
+        let mut stream = request.into_inner();
+        let mut upload = self
+            .state
+            .datasets
+            .begin(self.state.max_dataset_bytes)
+            .await?;
+        let mut expected = Expected::default();
+        let mut first = true;
+        while let Some(msg) = stream.next().await {
+            let msg = msg?;
+            if let Some(header) = msg.header {
+                if !first {
+                    return Err(Error::invalid(
+                        "header",
+                        "only the first message may carry a header",
+                    )
+                    .into());
+                }
+                if !header.sha256.is_empty() {
+                    expected.sha256 = Some(header.sha256);
+                }
+                if header.size_bytes > 0 {
+                    if header.size_bytes > self.state.max_dataset_bytes {
+                        return Err(Error::ResourceExhausted(format!(
+                            "announced size {} exceeds the upload limit of {} bytes (max_dataset_bytes)",
+                            header.size_bytes, self.state.max_dataset_bytes
+                        ))
+                        .into());
+                    }
+                    expected.size_bytes = Some(header.size_bytes);
+                }
+            }
+            first = false;
+            upload.write(&msg.chunk).await?;
+        }
+        let stored = upload.finish(&expected).await?;
+        info!(dataset_id = %stored.id, size_bytes = stored.size_bytes, already_present = stored.already_present, "stored dataset");
+        Ok(Response::new(pb::UploadDatasetResponse {
+            dataset_id: stored.id,
+            size_bytes: stored.size_bytes,
+            already_present: stored.already_present,
+        }))
+    }
+
+    async fn start_training(
+        &self,
+        _request: Request<pb::StartTrainingRequest>,
+    ) -> Result<Response<pb::StartTrainingResponse>, Status> {
+        Err(not_yet(
+            "StartTraining",
+            "it needs the OpenAI adapter and the job store",
+        ))
+    }
+
+    async fn get_job(
+        &self,
+        _request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::GetJobResponse>, Status> {
+        Err(not_yet("GetJob", "jobs arrive with StartTraining"))
+    }
+
+    async fn list_jobs(
+        &self,
+        _request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        Err(not_yet("ListJobs", "jobs arrive with StartTraining"))
+    }
+
+    async fn cancel_job(
+        &self,
+        _request: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::CancelJobResponse>, Status> {
+        Err(not_yet("CancelJob", "jobs arrive with StartTraining"))
+    }
+
+    type WatchJobStream = ResponseStream<pb::WatchJobResponse>;
+
+    async fn watch_job(
+        &self,
+        _request: Request<pb::WatchJobRequest>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
+        Err(not_yet("WatchJob", "jobs arrive with StartTraining"))
+    }
+
+    async fn complete(
+        &self,
+        _request: Request<pb::CompleteRequest>,
+    ) -> Result<Response<pb::CompleteResponse>, Status> {
+        Err(not_yet(
+            "Complete",
+            "it needs the tiers and the provider adapters",
+        ))
+    }
+
+    type StreamCompleteStream = ResponseStream<pb::StreamCompleteResponse>;
+
+    async fn stream_complete(
+        &self,
+        _request: Request<pb::StreamCompleteRequest>,
+    ) -> Result<Response<Self::StreamCompleteStream>, Status> {
+        Err(not_yet(
+            "StreamComplete",
+            "it needs the tiers and the provider adapters",
+        ))
+    }
+}
