@@ -29,13 +29,17 @@ fn main() {
     let file_bytes = std::fs::metadata(&path)
         .unwrap_or_else(|e| die(&format!("cannot stat {path}: {e}")))
         .len();
-    let file = std::fs::File::open(&path).unwrap_or_else(|e| die(&format!("cannot open {path}: {e}")));
+    let file =
+        std::fs::File::open(&path).unwrap_or_else(|e| die(&format!("cannot open {path}: {e}")));
 
     // Untimed: parse every line and keep the strings the cookbook encodes.
     let mut strings: Vec<String> = Vec::new();
     let mut examples = 0u64;
     let mut overhead = 0u64;
-    for (i, line) in std::io::BufReader::with_capacity(1 << 20, file).lines().enumerate() {
+    for (i, line) in std::io::BufReader::with_capacity(1 << 20, file)
+        .lines()
+        .enumerate()
+    {
         let line = line.unwrap_or_else(|e| die(&format!("reading {path}: {e}")));
         if line.trim().is_empty() {
             continue;
@@ -48,7 +52,9 @@ fn main() {
         examples += 1;
         overhead += 3; // every reply is primed with <|start|>assistant<|message|>
         for message in messages {
-            let Value::Object(message) = message else { continue };
+            let Value::Object(message) = message else {
+                continue;
+            };
             overhead += 3; // tokens_per_message
             for (key, v) in message {
                 if let Value::String(s) = v {
@@ -78,9 +84,9 @@ fn main() {
     // Timed: tokenizing only.
     let start = Instant::now();
     let counted: u64 = std::thread::scope(|s| {
-        let halves = [first, second];
-        let handles: Vec<_> = halves[..THREADS]
-            .iter()
+        let halves: [&[String]; THREADS] = [first, second];
+        let handles: Vec<_> = halves
+            .into_iter()
             .map(|half| {
                 s.spawn(move || {
                     half.iter()

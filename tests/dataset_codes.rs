@@ -1,6 +1,8 @@
 //! Every problem code, with the line number and JSON path a user needs to fix it.
 
-use finetune::dataset::{self, Catalog, Code, Format, Input, Options, Problem, Report, Role, Severity};
+use finetune::dataset::{
+    self, Catalog, Code, Format, Input, Options, Problem, Report, Role, Severity,
+};
 
 const SYSTEM: &str = r#"{"role":"system","content":"You are File Engine."}"#;
 const USER: &str = r#"{"role":"user","content":"Build a pricing page"}"#;
@@ -14,7 +16,12 @@ fn chat(messages: &str) -> String {
     format!(r#"{{"messages":[{messages}]}}"#)
 }
 
-fn run_with(training: &[u8], validation: Option<&[u8]>, options: &Options, catalog: &Catalog) -> Report {
+fn run_with(
+    training: &[u8],
+    validation: Option<&[u8]>,
+    options: &Options,
+    catalog: &Catalog,
+) -> Report {
     dataset::validate(
         Input::from_bytes("train.jsonl", training),
         validation.map(|v| Input::from_bytes("valid.jsonl", v)),
@@ -25,7 +32,12 @@ fn run_with(training: &[u8], validation: Option<&[u8]>, options: &Options, catal
 }
 
 fn run(training: &str) -> Report {
-    run_with(training.as_bytes(), None, &Options::default(), &Catalog::builtin())
+    run_with(
+        training.as_bytes(),
+        None,
+        &Options::default(),
+        &Catalog::builtin(),
+    )
 }
 
 fn problem<'r>(report: &'r Report, code: Code) -> &'r Problem {
@@ -68,7 +80,11 @@ fn byte_order_mark_is_reported_and_the_line_still_checked() {
 
 #[test]
 fn blank_and_invalid_json_lines() {
-    let r = run(&format!("{}\n\n{{\"messages\": [}}\n{}\n", valid(1), valid(2)));
+    let r = run(&format!(
+        "{}\n\n{{\"messages\": [}}\n{}\n",
+        valid(1),
+        valid(2)
+    ));
     expect(&r, Code::BlankLine, 2, "");
     let p = expect(&r, Code::InvalidJson, 3, "");
     assert!(p.message.contains("column 15"), "{}", p.message);
@@ -77,27 +93,47 @@ fn blank_and_invalid_json_lines() {
 
 #[test]
 fn data_type_for_lines_and_messages() {
-    let r = run(&lines(&["[1, 2]".into(), chat(&format!("{SYSTEM},5,{ASSISTANT}"))]));
+    let r = run(&lines(&[
+        "[1, 2]".into(),
+        chat(&format!("{SYSTEM},5,{ASSISTANT}")),
+    ]));
     let p = expect(&r, Code::DataType, 1, "");
     assert!(p.message.contains("a list"));
-    let second = r.problems.iter().find(|p| p.code == Code::DataType && p.line == 2).unwrap();
+    let second = r
+        .problems
+        .iter()
+        .find(|p| p.code == Code::DataType && p.line == 2)
+        .unwrap();
     assert_eq!(second.path, "messages[1]");
 }
 
 #[test]
 fn missing_messages_list() {
-    let r = run(&lines(&[r#"{"messages": []}"#.into(), r#"{"conversation": []}"#.into()]));
+    let r = run(&lines(&[
+        r#"{"messages": []}"#.into(),
+        r#"{"conversation": []}"#.into(),
+    ]));
     expect(&r, Code::MissingMessagesList, 1, "messages");
-    assert!(r.problems.iter().any(|p| p.code == Code::MissingMessagesList && p.line == 2));
+    assert!(
+        r.problems
+            .iter()
+            .any(|p| p.code == Code::MissingMessagesList && p.line == 2)
+    );
 }
 
 #[test]
 fn message_keys_roles_and_content() {
     let r = run(&lines(&[
         chat(&format!(r#"{SYSTEM},{{"content":"no role"}},{ASSISTANT}"#)),
-        chat(&format!(r#"{SYSTEM},{{"role":"user","content":"x","foo":1}},{ASSISTANT}"#)),
-        chat(&format!(r#"{SYSTEM},{{"role":"bot","content":"x"}},{ASSISTANT}"#)),
-        chat(&format!(r#"{SYSTEM},{{"role":"user","content":""}},{ASSISTANT}"#)),
+        chat(&format!(
+            r#"{SYSTEM},{{"role":"user","content":"x","foo":1}},{ASSISTANT}"#
+        )),
+        chat(&format!(
+            r#"{SYSTEM},{{"role":"bot","content":"x"}},{ASSISTANT}"#
+        )),
+        chat(&format!(
+            r#"{SYSTEM},{{"role":"user","content":""}},{ASSISTANT}"#
+        )),
         chat(&format!(r#"{SYSTEM},{{"role":"user"}},{ASSISTANT}"#)),
     ]));
     expect(&r, Code::MessageMissingKey, 1, "messages[1].role");
@@ -105,7 +141,9 @@ fn message_keys_roles_and_content() {
     let p = expect(&r, Code::UnrecognizedRole, 3, "messages[1].role");
     assert!(p.message.contains("\"bot\""));
     expect(&r, Code::MissingContent, 4, "messages[1].content");
-    assert!(r.problems.iter().any(|p| p.code == Code::MessageMissingKey && p.line == 5 && p.path == "messages[1].content"));
+    assert!(r.problems.iter().any(|p| p.code == Code::MessageMissingKey
+        && p.line == 5
+        && p.path == "messages[1].content"));
 }
 
 #[test]
@@ -113,12 +151,21 @@ fn content_parts() {
     let r = run(&chat(&format!(
         r#"{SYSTEM},{USER},{{"role":"assistant","content":[{{"type":"image_url","image_url":{{"url":"https://example.com/a.png"}}}}]}}"#
     )));
-    let p = expect(&r, Code::InvalidContentPart, 1, "messages[2].content[0].type");
+    let p = expect(
+        &r,
+        Code::InvalidContentPart,
+        1,
+        "messages[2].content[0].type",
+    );
     assert!(p.message.contains("only allowed in user messages"));
     let ok = run(&chat(&format!(
         r#"{SYSTEM},{{"role":"user","content":[{{"type":"text","text":"What is this?"}},{{"type":"image_url","image_url":{{"url":"https://example.com/a.png","detail":"low"}}}}]}},{ASSISTANT}"#
     )));
-    assert!(!ok.counts_by_code.contains_key("invalid_content_part"), "{:?}", ok.problems);
+    assert!(
+        !ok.counts_by_code.contains_key("invalid_content_part"),
+        "{:?}",
+        ok.problems
+    );
 }
 
 #[test]
@@ -130,19 +177,37 @@ fn example_missing_assistant_message() {
 #[test]
 fn weights() {
     let r = run(&lines(&[
-        chat(&format!(r#"{SYSTEM},{USER},{{"role":"assistant","content":"a","weight":2}}"#)),
-        chat(&format!(r#"{SYSTEM},{{"role":"user","content":"b","weight":1}},{ASSISTANT}"#)),
-        chat(&format!(r#"{SYSTEM},{USER},{{"role":"assistant","content":"c","weight":"1"}}"#)),
+        chat(&format!(
+            r#"{SYSTEM},{USER},{{"role":"assistant","content":"a","weight":2}}"#
+        )),
+        chat(&format!(
+            r#"{SYSTEM},{{"role":"user","content":"b","weight":1}},{ASSISTANT}"#
+        )),
+        chat(&format!(
+            r#"{SYSTEM},{USER},{{"role":"assistant","content":"c","weight":"1"}}"#
+        )),
     ]));
     expect(&r, Code::InvalidWeight, 1, "messages[2].weight");
-    assert!(r.problems.iter().any(|p| p.code == Code::InvalidWeight && p.line == 2 && p.path == "messages[1].weight"));
-    assert!(r.problems.iter().any(|p| p.code == Code::InvalidWeight && p.line == 3));
+    assert!(
+        r.problems.iter().any(|p| p.code == Code::InvalidWeight
+            && p.line == 2
+            && p.path == "messages[1].weight")
+    );
+    assert!(
+        r.problems
+            .iter()
+            .any(|p| p.code == Code::InvalidWeight && p.line == 3)
+    );
 }
 
 #[test]
 fn weight_zero_is_not_counted_as_trained_assistant_tokens() {
-    let trained = run(&chat(&format!(r#"{SYSTEM},{USER},{{"role":"assistant","content":"one two three"}}"#)));
-    let skipped = run(&chat(&format!(r#"{SYSTEM},{USER},{{"role":"assistant","content":"one two three","weight":0}}"#)));
+    let trained = run(&chat(&format!(
+        r#"{SYSTEM},{USER},{{"role":"assistant","content":"one two three"}}"#
+    )));
+    let skipped = run(&chat(&format!(
+        r#"{SYSTEM},{USER},{{"role":"assistant","content":"one two three","weight":0}}"#
+    )));
     assert_eq!(skipped.counts_by_code.get("invalid_weight"), None);
     assert_eq!(trained.training.tokens.total, skipped.training.tokens.total);
     assert_eq!(trained.training.tokens.assistant_total, 3);
@@ -158,7 +223,11 @@ fn tool_calls_and_tool_messages_are_valid() {
         r#"{{"messages":[{SYSTEM},{USER},{TOOL_CALL},{{"role":"tool","tool_call_id":"call_1","content":"created"}},{ASSISTANT}],{TOOLS},"parallel_tool_calls":false}}"#
     );
     let r = run(&line);
-    let errors: Vec<_> = r.problems.iter().filter(|p| p.severity == Severity::Error && p.code != Code::TooFewExamples).collect();
+    let errors: Vec<_> = r
+        .problems
+        .iter()
+        .filter(|p| p.severity == Severity::Error && p.code != Code::TooFewExamples)
+        .collect();
     assert!(errors.is_empty(), "{errors:#?}");
     assert_eq!(r.format, Some(Format::Chat));
     // Tool calls and definitions count towards the example's tokens.
@@ -173,34 +242,61 @@ fn invalid_tool_calls_are_pinpointed() {
     let r = run(&lines(&[
         chat(&format!("{SYSTEM},{USER},{bad_args}")),
         chat(&format!("{SYSTEM},{USER},{object_args}")),
-        chat(&format!(r#"{SYSTEM},{USER},{{"role":"tool","content":"done"}},{ASSISTANT}"#)),
+        chat(&format!(
+            r#"{SYSTEM},{USER},{{"role":"tool","content":"done"}},{ASSISTANT}"#
+        )),
     ]));
-    expect(&r, Code::InvalidToolCall, 1, "messages[2].tool_calls[0].function.arguments");
-    let p = r.problems.iter().find(|p| p.code == Code::InvalidToolCall && p.line == 2).unwrap();
+    expect(
+        &r,
+        Code::InvalidToolCall,
+        1,
+        "messages[2].tool_calls[0].function.arguments",
+    );
+    let p = r
+        .problems
+        .iter()
+        .find(|p| p.code == Code::InvalidToolCall && p.line == 2)
+        .unwrap();
     assert!(p.message.contains("JSON-encoded string"), "{}", p.message);
-    assert!(r.problems.iter().any(|p| p.code == Code::MessageMissingKey && p.line == 3 && p.path == "messages[2].tool_call_id"));
+    assert!(r.problems.iter().any(|p| p.code == Code::MessageMissingKey
+        && p.line == 3
+        && p.path == "messages[2].tool_call_id"));
 }
 
 #[test]
 fn tools_and_legacy_functions() {
     let r = run(&lines(&[
-        format!(r#"{{"messages":[{SYSTEM},{USER},{ASSISTANT}],"tools":[{{"type":"function","function":{{"name":"bad name!"}}}}]}}"#),
+        format!(
+            r#"{{"messages":[{SYSTEM},{USER},{ASSISTANT}],"tools":[{{"type":"function","function":{{"name":"bad name!"}}}}]}}"#
+        ),
         format!(r#"{{"messages":[{SYSTEM},{USER},{ASSISTANT}],"parallel_tool_calls":"yes"}}"#),
         format!(r#"{{"messages":[{SYSTEM},{USER},{ASSISTANT}],"functions":[]}}"#),
-        format!(r#"{{"messages":[{SYSTEM},{USER},{ASSISTANT}],"functions":[{{"name":"get_time"}}]}}"#),
+        format!(
+            r#"{{"messages":[{SYSTEM},{USER},{ASSISTANT}],"functions":[{{"name":"get_time"}}]}}"#
+        ),
     ]));
     expect(&r, Code::InvalidTools, 1, "tools[0].function.name");
-    assert!(r.problems.iter().any(|p| p.code == Code::InvalidTools && p.line == 2 && p.path == "parallel_tool_calls"));
+    assert!(
+        r.problems.iter().any(|p| p.code == Code::InvalidTools
+            && p.line == 2
+            && p.path == "parallel_tool_calls")
+    );
     expect(&r, Code::InvalidFunctions, 3, "functions");
     expect(&r, Code::DeprecatedFunctions, 3, "functions");
-    assert!(!r.problems.iter().any(|p| p.code == Code::InvalidFunctions && p.line == 4));
+    assert!(
+        !r.problems
+            .iter()
+            .any(|p| p.code == Code::InvalidFunctions && p.line == 4)
+    );
 }
 
 const DPO: &str = r#"{"input":{"messages":[{"role":"system","content":"You are File Engine."},{"role":"user","content":"Fix my button"}]},"preferred_output":[{"role":"assistant","content":"Use onClick, not onclick."}],"non_preferred_output":[{"role":"assistant","content":"Try restarting."}]}"#;
 
 #[test]
 fn preference_examples_are_detected_and_counted() {
-    let data: Vec<String> = (0..12).map(|i| DPO.replace("Fix my button", &format!("Fix my button {i}"))).collect();
+    let data: Vec<String> = (0..12)
+        .map(|i| DPO.replace("Fix my button", &format!("Fix my button {i}")))
+        .collect();
     let r = run(&lines(&data));
     assert_eq!(r.format, Some(Format::Preference));
     assert_eq!(r.error_count, 0, "{:#?}", r.problems);
@@ -211,21 +307,34 @@ fn preference_examples_are_detected_and_counted() {
 
 #[test]
 fn preference_problems() {
-    let missing = DPO.replace(r#","non_preferred_output":[{"role":"assistant","content":"Try restarting."}]"#, "");
+    let missing = DPO.replace(
+        r#","non_preferred_output":[{"role":"assistant","content":"Try restarting."}]"#,
+        "",
+    );
     let two = DPO.replace(
         r#""preferred_output":[{"role":"assistant","content":"Use onClick, not onclick."}]"#,
         r#""preferred_output":[{"role":"assistant","content":"a"},{"role":"assistant","content":"b"}]"#,
     );
-    let legacy = DPO.replace("\"preferred_output\"", "\"preferred_completion\"").replace("\"non_preferred_completion\"", "\"non_preferred_output\"");
+    let legacy = DPO
+        .replace("\"preferred_output\"", "\"preferred_completion\"")
+        .replace("\"non_preferred_completion\"", "\"non_preferred_output\"");
     let r = run(&lines(&[missing, two, legacy]));
     expect(&r, Code::InvalidPreference, 1, "non_preferred_output");
-    assert!(r.problems.iter().any(|p| p.code == Code::InvalidPreference && p.line == 2 && p.path == "preferred_output"));
+    assert!(
+        r.problems.iter().any(|p| p.code == Code::InvalidPreference
+            && p.line == 2
+            && p.path == "preferred_output")
+    );
     expect(&r, Code::LegacyFieldName, 3, "preferred_completion");
 }
 
 #[test]
 fn mixed_and_unsupported_formats() {
-    let r = run(&lines(&[valid(1), DPO.into(), r#"{"prompt":"a","completion":"b"}"#.into()]));
+    let r = run(&lines(&[
+        valid(1),
+        DPO.into(),
+        r#"{"prompt":"a","completion":"b"}"#.into(),
+    ]));
     assert_eq!(r.format, Some(Format::Chat));
     let p = expect(&r, Code::MixedFormat, 2, "");
     assert!(p.message.contains("preference"));
@@ -235,10 +344,18 @@ fn mixed_and_unsupported_formats() {
 #[test]
 fn secrets_are_flagged_without_being_repeated() {
     let key = "sk-proj-Zx8Qw3Er5Ty7Ui9Op1As2Df4Gh6Jk8L";
-    let r = run(&chat(&format!(r#"{SYSTEM},{{"role":"user","content":"my key is {key}"}},{ASSISTANT}"#)));
+    let r = run(&chat(&format!(
+        r#"{SYSTEM},{{"role":"user","content":"my key is {key}"}},{ASSISTANT}"#
+    )));
     let p = expect(&r, Code::PossibleSecret, 1, "messages[1].content");
-    assert!(!p.message.contains(key) && !p.message.contains("Zx8Qw3"), "{}", p.message);
-    let pem = run(&chat(&format!(r#"{SYSTEM},{USER},{{"role":"assistant","content":"-----BEGIN PRIVATE KEY-----\nMIIE"}}"#)));
+    assert!(
+        !p.message.contains(key) && !p.message.contains("Zx8Qw3"),
+        "{}",
+        p.message
+    );
+    let pem = run(&chat(&format!(
+        r#"{SYSTEM},{USER},{{"role":"assistant","content":"-----BEGIN PRIVATE KEY-----\nMIIE"}}"#
+    )));
     expect(&pem, Code::PossibleSecret, 1, "messages[2].content");
 }
 
@@ -278,7 +395,10 @@ fn metadata_and_top_level_keys() {
 
 #[test]
 fn missing_system_and_user_messages() {
-    let r = run(&lines(&[chat(&format!("{USER},{ASSISTANT}")), chat(&format!("{SYSTEM},{ASSISTANT}"))]));
+    let r = run(&lines(&[
+        chat(&format!("{USER},{ASSISTANT}")),
+        chat(&format!("{SYSTEM},{ASSISTANT}")),
+    ]));
     expect(&r, Code::MissingSystemMessage, 1, "messages");
     expect(&r, Code::MissingUserMessage, 2, "messages");
 }
@@ -297,13 +417,22 @@ fn duplicates_name_both_lines_and_ignore_key_order_and_metadata() {
 fn validation_overlap_points_at_the_training_line() {
     let training = lines(&[valid(1), valid(2), valid(3)]);
     let validation = lines(&[valid(7), valid(2)]);
-    let r = run_with(training.as_bytes(), Some(validation.as_bytes()), &Options::default(), &Catalog::builtin());
+    let r = run_with(
+        training.as_bytes(),
+        Some(validation.as_bytes()),
+        &Options::default(),
+        &Catalog::builtin(),
+    );
     let p = expect(&r, Code::ValidationOverlap, 2, "");
     assert_eq!(p.dataset, Role::Validation);
     assert!(p.message.contains("training line 2"), "{}", p.message);
     let v = r.validation.as_ref().unwrap();
     assert_eq!(v.examples, 2);
-    assert_eq!(r.billed_tokens, r.training.tokens.total * u64::from(r.epochs), "validation is not billed");
+    assert_eq!(
+        r.billed_tokens,
+        r.training.tokens.total * u64::from(r.epochs),
+        "validation is not billed"
+    );
 }
 
 #[test]
@@ -311,11 +440,24 @@ fn intents_are_counted_and_thin_ones_named() {
     let mut data: Vec<String> = (0..4)
         .map(|i| format!(r#"{{"messages":[{SYSTEM},{{"role":"user","content":"q{i}"}},{ASSISTANT}],"metadata":{{"intent":"generate_code"}}}}"#))
         .collect();
-    data.push(format!(r#"{{"messages":[{SYSTEM},{USER},{ASSISTANT}],"metadata":{{"intent":"style_question"}}}}"#));
+    data.push(format!(
+        r#"{{"messages":[{SYSTEM},{USER},{ASSISTANT}],"metadata":{{"intent":"style_question"}}}}"#
+    ));
     data.push(valid(99));
     let r = run(&lines(&data));
-    let rows: Vec<(&str, u64, bool)> = r.intents.iter().map(|i| (i.intent.as_str(), i.examples, i.below_minimum)).collect();
-    assert_eq!(rows, vec![("generate_code", 4, false), ("", 1, false), ("style_question", 1, true)]);
+    let rows: Vec<(&str, u64, bool)> = r
+        .intents
+        .iter()
+        .map(|i| (i.intent.as_str(), i.examples, i.below_minimum))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("generate_code", 4, false),
+            ("", 1, false),
+            ("style_question", 1, true)
+        ]
+    );
     let p = expect(&r, Code::IntentBelowMinimum, 0, "");
     assert!(p.message.contains("style_question"));
 }
@@ -333,16 +475,42 @@ training_usd_per_1m = 10.0
         "test catalog",
     )
     .unwrap();
-    let data = lines(&[valid(1), chat(&format!(r#"{SYSTEM},{USER},{{"role":"assistant","content":"{}"}}"#, "word ".repeat(50)))]);
-    let r = run_with(data.as_bytes(), None, &Options { epochs: Some(2), ..Options::default() }, &catalog);
+    let data = lines(&[
+        valid(1),
+        chat(&format!(
+            r#"{SYSTEM},{USER},{{"role":"assistant","content":"{}"}}"#,
+            "word ".repeat(50)
+        )),
+    ]);
+    let r = run_with(
+        data.as_bytes(),
+        None,
+        &Options {
+            epochs: Some(2),
+            ..Options::default()
+        },
+        &catalog,
+    );
     let p = expect(&r, Code::ExampleTooLong, 2, "");
-    assert!(p.message.contains("training context of 40"), "{}", p.message);
+    assert!(
+        p.message.contains("training context of 40"),
+        "{}",
+        p.message
+    );
     assert_eq!(r.training.tokens.examples_over_context, 1);
     // Billing caps each example at the context.
     let first = r.training.tokens.total - r.training.tokens.per_example.max as u64;
     assert_eq!(r.billed_tokens, (first.min(40) + 40) * 2);
 
-    let r = run_with(data.as_bytes(), None, &Options { model: "llama-3-70b".into(), ..Options::default() }, &catalog);
+    let r = run_with(
+        data.as_bytes(),
+        None,
+        &Options {
+            model: "llama-3-70b".into(),
+            ..Options::default()
+        },
+        &catalog,
+    );
     expect(&r, Code::UnknownModel, 0, "");
     assert_eq!(r.estimated_cost_usd, 0.0);
 }
@@ -350,13 +518,20 @@ training_usd_per_1m = 10.0
 #[test]
 fn every_problem_is_counted_but_the_list_is_capped() {
     let bad: Vec<String> = (0..25).map(|_| "not json".to_owned()).collect();
-    let options = Options { max_problems: 5, ..Options::default() };
+    let options = Options {
+        max_problems: 5,
+        ..Options::default()
+    };
     let r = run_with(lines(&bad).as_bytes(), None, &options, &Catalog::builtin());
     assert_eq!(r.problems.len(), 5);
     assert!(r.problems_truncated);
     assert_eq!(r.counts_by_code.get("invalid_json"), Some(&25));
     assert_eq!(r.error_count, 26, "25 invalid lines and too_few_examples");
-    assert_eq!(r.problems[0].code, Code::TooFewExamples, "dataset-wide findings come first");
+    assert_eq!(
+        r.problems[0].code,
+        Code::TooFewExamples,
+        "dataset-wide findings come first"
+    );
 }
 
 #[test]
@@ -373,7 +548,11 @@ fn lines_are_numbered_across_batches_of_a_large_file() {
     // ~3 MiB so the reader splits it into several batches processed in parallel.
     let filler = "x".repeat(2000);
     let mut data: Vec<String> = (0..1500)
-        .map(|i| chat(&format!(r#"{SYSTEM},{{"role":"user","content":"{i} {filler}"}},{ASSISTANT}"#)))
+        .map(|i| {
+            chat(&format!(
+                r#"{SYSTEM},{{"role":"user","content":"{i} {filler}"}},{ASSISTANT}"#
+            ))
+        })
         .collect();
     data[1234] = "{broken".into();
     let r = run(&lines(&data));
@@ -388,6 +567,9 @@ fn every_code_is_exercised_by_this_file() {
     let source = include_str!("dataset_codes.rs");
     for code in Code::ALL {
         let variant = format!("{code:?}");
-        assert!(source.contains(&format!("Code::{variant}")), "no test names Code::{variant}");
+        assert!(
+            source.contains(&format!("Code::{variant}")),
+            "no test names Code::{variant}"
+        );
     }
 }

@@ -1,0 +1,100 @@
+//! Shared test harness: an in-process server on 127.0.0.1:0 with its own data directory.
+
+#![allow(
+    dead_code,
+    unreachable_pub,
+    reason = "a test helper module: each test binary uses a different part"
+)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use finetune::config::ServeConfig;
+use finetune::pb::fine_tune_service_client::FineTuneServiceClient;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub channel: Channel,
+    pub data_dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), finetune::Error>>>,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut ServeConfig)) -> TestServer {
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut config = ServeConfig::for_data_dir(data_dir.path());
+        adjust(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(finetune::server::serve(config, listener, async {
+            let _ = stopped.await;
+        }));
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        TestServer {
+            addr,
+            channel,
+            data_dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn client(&self) -> FineTuneServiceClient<Channel> {
+        FineTuneServiceClient::new(self.channel.clone())
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20)
+    }
+
+    /// Triggers a graceful shutdown and waits for it.
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+pub fn repo_file(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+pub fn sample_dataset() -> Vec<u8> {
+    std::fs::read(repo_file("examples/training-data.jsonl")).unwrap()
+}
+
+/// A valid chat dataset of about `bytes` bytes, every example distinct.
+pub fn synthetic_dataset(bytes: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes + 4096);
+    let answer =
+        "```html\n<button class=\"btn\" onclick=\"save()\">Save</button>\n```\n".repeat(20);
+    let mut i = 0;
+    while out.len() < bytes {
+        let line = serde_json::json!({
+            "messages": [
+                {"role": "system", "content": "You are File Engine, an expert web engineer."},
+                {"role": "user", "content": format!("Build component number {i}")},
+                {"role": "assistant", "content": answer},
+            ],
+            "metadata": {"intent": "generate_code"},
+        });
+        out.extend_from_slice(line.to_string().as_bytes());
+        out.push(b'\n');
+        i += 1;
+    }
+    out
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
