@@ -4,10 +4,16 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use futures_util::StreamExt;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
+use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
+use tonic_health::pb::health_server::{Health, HealthServer};
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+use tonic_health::server::{HealthReporter, HealthService};
 use tracing::{info, warn};
 
 use crate::config::ServeConfig;
@@ -29,8 +35,13 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let (health, health_service) = tonic_health::server::health_reporter();
+    let health = HealthReporter::new();
     set_health(&health, ServingStatus::NotServing).await;
+    let draining = CancellationToken::new();
+    let health_service = HealthServer::new(DrainingHealth {
+        inner: HealthService::from_health_reporter(health.clone()),
+        draining: draining.clone(),
+    });
 
     let state = Arc::new(AppState::open(&config)?);
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -83,6 +94,7 @@ pub async fn serve(
         "shutdown requested: NOT_SERVING, draining"
     );
     set_health(&health, ServingStatus::NotServing).await;
+    draining.cancel();
     let _ = stop_tx.send(());
     match tokio::time::timeout(config.drain(), &mut server).await {
         Ok(result) => {
@@ -102,9 +114,46 @@ pub async fn serve(
     Ok(())
 }
 
-async fn set_health(health: &tonic_health::server::HealthReporter, status: ServingStatus) {
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
     health.set_service_status("", status).await;
     health.set_service_status(SERVICE_NAME, status).await;
+}
+
+/// tonic-health's service, except that Watch streams end (after a last NOT_SERVING)
+/// when shutdown begins, so a health watcher never holds up the drain.
+struct DrainingHealth {
+    inner: HealthService,
+    draining: CancellationToken,
+}
+
+#[tonic::async_trait]
+impl Health for DrainingHealth {
+    async fn check(
+        &self,
+        request: Request<HealthCheckRequest>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
+        self.inner.check(request).await
+    }
+
+    type WatchStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<HealthCheckResponse, Status>> + Send>,
+    >;
+
+    async fn watch(
+        &self,
+        request: Request<HealthCheckRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let updates = self.inner.watch(request).await?.into_inner();
+        let last = futures_util::stream::once(async {
+            Ok(HealthCheckResponse {
+                status: tonic_health::pb::health_check_response::ServingStatus::NotServing as i32,
+            })
+        });
+        let stream = updates
+            .take_until(self.draining.clone().cancelled_owned())
+            .chain(last);
+        Ok(Response::new(Box::pin(stream)))
+    }
 }
 
 /// Completes on the first SIGINT or SIGTERM.

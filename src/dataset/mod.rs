@@ -233,7 +233,10 @@ pub fn validate(
         whole(
             &mut dataset_sink,
             Code::TooFewExamples,
-            format!("{n} training examples: OpenAI requires at least {MIN_EXAMPLES}"),
+            format!(
+                "{n} training example{}: OpenAI requires at least {MIN_EXAMPLES}",
+                if n == 1 { "" } else { "s" }
+            ),
         );
     } else if n < ADVISED_EXAMPLES {
         whole(
@@ -248,8 +251,11 @@ pub fn validate(
             &mut dataset_sink,
             Code::IntentBelowMinimum,
             format!(
-                "intent \"{}\" has {} example(s), fewer than the minimum of {}",
-                row.intent, row.examples, options.min_examples_per_intent
+                "intent \"{}\" has {} example{}, fewer than the minimum of {}",
+                row.intent,
+                row.examples,
+                if row.examples == 1 { "" } else { "s" },
+                options.min_examples_per_intent
             ),
         );
     }
