@@ -49,6 +49,7 @@ fn serve(config: ServeConfig) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let shutdown = crate::server::shutdown_signal();
         let listener = match tokio::net::TcpListener::bind(config.addr).await {
             Ok(l) => l,
             Err(e) => {
@@ -56,7 +57,7 @@ fn serve(config: ServeConfig) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        match crate::server::serve(config, listener, crate::server::shutdown_signal()).await {
+        match crate::server::serve(config, listener, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("finetune: {e}");
