@@ -40,7 +40,7 @@ fn run(training: &str) -> Report {
     )
 }
 
-fn problem<'r>(report: &'r Report, code: Code) -> &'r Problem {
+fn problem(report: &Report, code: Code) -> &Problem {
     report
         .problems
         .iter()

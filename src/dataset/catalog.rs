@@ -58,7 +58,10 @@ impl Catalog {
             return Err(Error::Config(format!("{origin}: no [[model]] entries")));
         }
         for m in &catalog.models {
-            if m.training_context == 0 || !(m.training_usd_per_1m >= 0.0) {
+            if m.training_context == 0
+                || !m.training_usd_per_1m.is_finite()
+                || m.training_usd_per_1m < 0.0
+            {
                 return Err(Error::Config(format!(
                     "{origin}: model {}: training_context must be > 0 and training_usd_per_1m >= 0",
                     m.name
