@@ -573,3 +573,24 @@ fn every_code_is_exercised_by_this_file() {
         );
     }
 }
+
+#[test]
+fn the_readme_documents_every_code() {
+    let readme = include_str!("../README.md");
+    for code in Code::ALL {
+        let row = format!(
+            "| `{}` | {} |",
+            code.as_str(),
+            if code.severity() == Severity::Error {
+                "error"
+            } else {
+                "warning"
+            }
+        );
+        assert!(
+            readme.contains(&row),
+            "README has no row for {}",
+            code.as_str()
+        );
+    }
+}
