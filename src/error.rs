@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::upstream::UpstreamError;
+
 /// The ErrorInfo domain of every error this service returns.
 pub const ERROR_DOMAIN: &str = "finetune.fileengine";
 
@@ -31,6 +33,20 @@ pub enum Error {
     /// The service's configuration is invalid.
     #[error("configuration error: {0}")]
     Config(String),
+    /// The request is valid but the state does not allow it (for example a dataset with
+    /// errors, or cancelling a finished job). `violations` are (type, subject, description).
+    #[error("{message}")]
+    FailedPrecondition {
+        message: String,
+        reason: &'static str,
+        violations: Vec<(String, String, String)>,
+    },
+    /// A request id was reused with different parameters.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A provider call failed.
+    #[error("{0}")]
+    Upstream(UpstreamError),
 }
 
 impl Error {
@@ -50,6 +66,16 @@ impl Error {
             Error::Unimplemented(_) => "NOT_IMPLEMENTED",
             Error::Io(_) => "STORAGE_ERROR",
             Error::Config(_) => "CONFIGURATION_ERROR",
+            Error::FailedPrecondition { reason, .. } => reason,
+            Error::AlreadyExists(_) => "REQUEST_ID_REUSED",
+            Error::Upstream(e) => match e {
+                UpstreamError::RateLimited { .. } => "UPSTREAM_RATE_LIMITED",
+                UpstreamError::Unavailable { .. } => "UPSTREAM_UNAVAILABLE",
+                UpstreamError::Rejected { .. } => "UPSTREAM_REJECTED",
+                UpstreamError::NotFound { .. } => "UPSTREAM_NOT_FOUND",
+                UpstreamError::Auth { .. } => "UPSTREAM_AUTH_FAILED",
+                UpstreamError::Protocol { .. } => "UPSTREAM_PROTOCOL_ERROR",
+            },
         }
     }
 }
@@ -63,11 +89,91 @@ impl From<Error> for Status {
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::Unimplemented(_) => Code::Unimplemented,
             Error::Io(_) | Error::Config(_) => Code::Internal,
+            Error::FailedPrecondition { .. } => Code::FailedPrecondition,
+            Error::AlreadyExists(_) => Code::AlreadyExists,
+            Error::Upstream(e) => upstream_code(e),
         };
-        let mut details = ErrorDetails::with_error_info(err.reason(), ERROR_DOMAIN, HashMap::new());
-        if let Error::InvalidArgument { field, reason } = &err {
-            details.add_bad_request_violation(field.clone(), reason.clone());
+        let mut metadata = HashMap::new();
+        if let Error::Upstream(e) = &err {
+            upstream_metadata(e, &mut metadata);
+        }
+        let mut details = ErrorDetails::with_error_info(err.reason(), ERROR_DOMAIN, metadata);
+        match &err {
+            Error::InvalidArgument { field, reason } => {
+                details.add_bad_request_violation(field.clone(), reason.clone());
+            }
+            Error::FailedPrecondition { violations, .. } if !violations.is_empty() => {
+                for (kind, subject, description) in violations {
+                    details.add_precondition_failure_violation(
+                        kind.clone(),
+                        subject.clone(),
+                        description.clone(),
+                    );
+                }
+            }
+            Error::Upstream(UpstreamError::RateLimited { retry_after, .. }) => {
+                details.set_retry_info(Some(
+                    retry_after.unwrap_or(std::time::Duration::from_secs(1)),
+                ));
+            }
+            _ => {}
         }
         Status::with_error_details(code, err.to_string(), details)
+    }
+}
+
+/// The deliberate mapping of provider failures to gRPC codes.
+fn upstream_code(e: &UpstreamError) -> Code {
+    match e {
+        UpstreamError::RateLimited { .. } => Code::ResourceExhausted,
+        UpstreamError::Unavailable { .. } => Code::Unavailable,
+        // A refused parameter of the caller's (model, suffix, hyperparameters) is their
+        // argument; anything else (file state, quota, conflicts) is a precondition.
+        UpstreamError::Rejected { status: 422, .. } => Code::InvalidArgument,
+        UpstreamError::Rejected { status: 409, .. } => Code::Aborted,
+        UpstreamError::Rejected { param: Some(p), .. }
+            if matches!(
+                p.as_str(),
+                "model" | "suffix" | "seed" | "hyperparameters" | "method" | "metadata"
+            ) || p.starts_with("method.")
+                || p.starts_with("hyperparameters.") =>
+        {
+            Code::InvalidArgument
+        }
+        UpstreamError::Rejected { code: Some(c), .. } if c == "model_not_available" => {
+            Code::InvalidArgument
+        }
+        UpstreamError::Rejected { .. } => Code::FailedPrecondition,
+        UpstreamError::NotFound { .. } => Code::NotFound,
+        // The service's own key was refused: not the caller's credentials.
+        UpstreamError::Auth { .. } => Code::FailedPrecondition,
+        UpstreamError::Protocol { .. } => Code::Internal,
+    }
+}
+
+fn upstream_metadata(e: &UpstreamError, metadata: &mut HashMap<String, String>) {
+    let provider = match e {
+        UpstreamError::RateLimited { provider, .. }
+        | UpstreamError::Unavailable { provider, .. }
+        | UpstreamError::Rejected { provider, .. }
+        | UpstreamError::NotFound { provider, .. }
+        | UpstreamError::Auth { provider, .. }
+        | UpstreamError::Protocol { provider, .. } => provider,
+    };
+    metadata.insert("provider".to_owned(), (*provider).to_owned());
+    if let UpstreamError::Rejected {
+        code,
+        param,
+        status,
+        ..
+    } = e
+    {
+        metadata.insert("http_status".to_owned(), status.to_string());
+        if let Some(c) = code {
+            metadata.insert("upstream_code".to_owned(), c.clone());
+        }
+        if let Some(p) = param {
+            metadata.insert("upstream_param".to_owned(), p.clone());
+        }
     }
 }

@@ -8,10 +8,12 @@
 pub mod cli;
 pub mod config;
 pub mod dataset;
+pub mod emulator;
 pub mod error;
 pub mod pb;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod upstream;
 
 pub use error::Error;
