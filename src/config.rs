@@ -50,6 +50,26 @@ pub struct ServeConfig {
     /// Model catalog (prices, contexts) replacing the shipped data/models.toml.
     #[arg(long, env = "FINETUNE_CATALOG")]
     pub catalog: Option<PathBuf>,
+
+    /// SQLite file of the job store [default: DATA_DIR/finetune.db].
+    #[arg(long, env = "FINETUNE_DATABASE")]
+    pub database: Option<PathBuf>,
+
+    /// Train against an in-process emulator of OpenAI's API: no key, no real training.
+    #[arg(long, env = "FINETUNE_EMULATOR")]
+    pub emulator: bool,
+
+    /// With --emulator: how many times faster than real time emulated jobs run.
+    #[arg(long, env = "FINETUNE_EMULATOR_TIME_SCALE", default_value_t = 20.0)]
+    pub emulator_time_scale: f64,
+
+    /// Seconds between a job's polls of OpenAI [default: 30, or 1 with --emulator].
+    #[arg(long, env = "FINETUNE_POLL_INTERVAL_SECONDS")]
+    pub poll_interval_seconds: Option<f64>,
+
+    /// Seconds of silence on a WatchJob stream before a heartbeat.
+    #[arg(long, env = "FINETUNE_HEARTBEAT_SECONDS", default_value_t = 15.0)]
+    pub heartbeat_seconds: f64,
 }
 
 impl ServeConfig {
@@ -67,6 +87,41 @@ impl ServeConfig {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_dataset_bytes: DEFAULT_MAX_DATASET_BYTES,
             catalog: None,
+            database: None,
+            emulator: false,
+            emulator_time_scale: 20.0,
+            poll_interval_seconds: None,
+            heartbeat_seconds: 15.0,
         }
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.database
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("finetune.db"))
+    }
+
+    /// Validates the settings that clap cannot.
+    pub fn check(&self) -> Result<(), crate::Error> {
+        let positive = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(crate::Error::Config(format!(
+                    "{name} must be a positive number of seconds, got {v}"
+                )))
+            }
+        };
+        positive("--heartbeat-seconds", self.heartbeat_seconds)?;
+        positive("--emulator-time-scale", self.emulator_time_scale)?;
+        if let Some(p) = self.poll_interval_seconds {
+            positive("--poll-interval-seconds", p)?;
+        }
+        Ok(())
+    }
+
+    pub fn poll_interval(&self) -> Duration {
+        let default = if self.emulator { 1.0 } else { 30.0 };
+        Duration::from_secs_f64(self.poll_interval_seconds.unwrap_or(default))
     }
 }

@@ -44,6 +44,9 @@ pub enum Error {
     /// A request id was reused with different parameters.
     #[error("{0}")]
     AlreadyExists(String),
+    /// The service cannot answer now (shutting down); the message says how to resume.
+    #[error("{0}")]
+    Unavailable(String),
     /// A provider call failed.
     #[error("{0}")]
     Upstream(UpstreamError),
@@ -68,6 +71,7 @@ impl Error {
             Error::Config(_) => "CONFIGURATION_ERROR",
             Error::FailedPrecondition { reason, .. } => reason,
             Error::AlreadyExists(_) => "REQUEST_ID_REUSED",
+            Error::Unavailable(_) => "SHUTTING_DOWN",
             Error::Upstream(e) => match e {
                 UpstreamError::RateLimited { .. } => "UPSTREAM_RATE_LIMITED",
                 UpstreamError::Unavailable { .. } => "UPSTREAM_UNAVAILABLE",
@@ -91,6 +95,7 @@ impl From<Error> for Status {
             Error::Io(_) | Error::Config(_) => Code::Internal,
             Error::FailedPrecondition { .. } => Code::FailedPrecondition,
             Error::AlreadyExists(_) => Code::AlreadyExists,
+            Error::Unavailable(_) => Code::Unavailable,
             Error::Upstream(e) => upstream_code(e),
         };
         let mut metadata = HashMap::new();

@@ -10,6 +10,7 @@ pub mod config;
 pub mod dataset;
 pub mod emulator;
 pub mod error;
+pub mod jobs;
 pub mod pb;
 pub mod server;
 pub mod service;

@@ -17,10 +17,16 @@ use tonic_health::server::{HealthReporter, HealthService};
 use tracing::{info, warn};
 
 use crate::config::ServeConfig;
+use crate::dataset::Catalog;
+use crate::emulator::{Emulator, EmulatorConfig};
 use crate::error::Error;
+use crate::jobs::{JobManager, JobsConfig};
 use crate::pb;
 use crate::pb::fine_tune_service_server::FineTuneServiceServer;
 use crate::service::{AppState, Service};
+use crate::store::{DatasetStore, SqliteStore};
+use crate::upstream::openai::OpenAi;
+use crate::upstream::{FineTuning, OpenAiConfig};
 
 /// The fully qualified name health checks use for the service.
 pub const SERVICE_NAME: &str = "fileengine.finetune.v1.FineTuneService";
@@ -43,7 +49,15 @@ pub async fn serve(
         draining: draining.clone(),
     });
 
-    let state = Arc::new(AppState::open(&config)?);
+    config.check()?;
+    let (state, upstream, emulator) = open_state(&config, draining.clone()).await?;
+    let state = Arc::new(state);
+    if let Some(jobs) = &state.jobs {
+        let resumed = jobs.resume().await?;
+        if resumed > 0 {
+            info!(resumed, "resumed polling unfinished jobs");
+        }
+    }
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -54,7 +68,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(|e| Error::Config(format!("reflection: {e}")))?;
-    let finetune = FineTuneServiceServer::new(Service::new(state))
+    let finetune = FineTuneServiceServer::new(Service::new(state.clone()))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
 
@@ -76,9 +90,14 @@ pub async fn serve(
     set_health(&health, ServingStatus::Serving).await;
     // The one line users and test harnesses read to learn where the server is.
     println!(
-        "finetune: listening on {addr} (gRPC, reflection on); data dir {}; upstream: none (training and serving arrive in a later release)",
+        "finetune: listening on {addr} (gRPC, reflection on); data dir {}; upstream: {upstream}",
         config.data_dir.display()
     );
+    if emulator.is_some() {
+        warn!(
+            "EMULATOR MODE: jobs run against an emulator of OpenAI's API; no real training happens and no model is produced"
+        );
+    }
     info!(%addr, data_dir = %config.data_dir.display(), "serving");
 
     tokio::select! {
@@ -94,7 +113,11 @@ pub async fn serve(
         "shutdown requested: NOT_SERVING, draining"
     );
     set_health(&health, ServingStatus::NotServing).await;
+    // Ends watch streams (clients resume elsewhere) and stops pollers; jobs go on upstream.
     draining.cancel();
+    if let Some(jobs) = &state.jobs {
+        jobs.stop();
+    }
     let _ = stop_tx.send(());
     match tokio::time::timeout(config.drain(), &mut server).await {
         Ok(result) => {
@@ -111,7 +134,82 @@ pub async fn serve(
             );
         }
     }
+    if let Some(emulator) = emulator {
+        emulator.shutdown().await;
+    }
     Ok(())
+}
+
+/// Opens the data directory and the job store, and connects the provider: the
+/// emulator, OpenAI when OPENAI_API_KEY is set, or none (training RPCs then say how to
+/// configure one). Returns the state, a description of the upstream for the start line,
+/// and the emulator to shut down at the end.
+async fn open_state(
+    config: &ServeConfig,
+    draining: CancellationToken,
+) -> Result<(AppState, String, Option<Emulator>), Error> {
+    let catalog = Arc::new(match &config.catalog {
+        Some(path) => Catalog::load(path)?,
+        None => Catalog::builtin(),
+    });
+    let datasets = DatasetStore::open(&config.data_dir)?;
+    let mut emulator = None;
+    let (provider, upstream): (Option<Arc<dyn FineTuning>>, String) = if config.emulator {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| Error::Io(format!("emulator: {e}")))?;
+        let emulator_config = EmulatorConfig {
+            time_scale: config.emulator_time_scale,
+            catalog: (*catalog).clone(),
+            ..EmulatorConfig::default()
+        };
+        let started = Emulator::start(emulator_config, listener)
+            .await
+            .map_err(|e| Error::Io(format!("emulator: {e}")))?;
+        let openai = OpenAi::new(OpenAiConfig::new("sk-emulator", started.base_url()))?;
+        let upstream = format!(
+            "EMULATOR at {} (x{} time; no real training happens)",
+            started.base_url(),
+            config.emulator_time_scale
+        );
+        emulator = Some(started);
+        (Some(Arc::new(openai)), upstream)
+    } else if std::env::var_os("OPENAI_API_KEY").is_some() {
+        let config = OpenAi::config_from_vars(|k| std::env::var(k).ok())?;
+        let upstream = format!("OpenAI at {}", config.base_url);
+        (Some(Arc::new(OpenAi::new(config)?)), upstream)
+    } else {
+        (
+            None,
+            "none (set OPENAI_API_KEY, or use --emulator; training RPCs refuse until then)"
+                .to_owned(),
+        )
+    };
+    let jobs = match provider {
+        Some(provider) => {
+            let store = SqliteStore::open(&config.database_path()).await?;
+            let jobs_config = JobsConfig {
+                poll_interval: config.poll_interval(),
+                heartbeat: std::time::Duration::from_secs_f64(config.heartbeat_seconds),
+            };
+            Some(JobManager::new(
+                Arc::new(store),
+                provider,
+                catalog.clone(),
+                datasets.clone(),
+                jobs_config,
+                draining,
+            ))
+        }
+        None => None,
+    };
+    let state = AppState {
+        catalog,
+        datasets,
+        max_dataset_bytes: config.max_dataset_bytes,
+        jobs,
+    };
+    Ok((state, upstream, emulator))
 }
 
 async fn set_health(health: &HealthReporter, status: ServingStatus) {

@@ -26,6 +26,21 @@ pub enum Command {
     Serve(ServeConfig),
     /// Check a JSONL dataset and estimate its training cost (offline, no server).
     Validate(validate::ValidateArgs),
+    /// Run the emulator of OpenAI's API on its own (for SDKs and offline development).
+    Emulator(EmulatorArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EmulatorArgs {
+    /// Address to listen on (port 0 picks a free port, printed at start).
+    #[arg(long, env = "FINETUNE_EMULATOR_ADDR", default_value = "127.0.0.1:8089")]
+    pub addr: std::net::SocketAddr,
+    /// How many times faster than real time emulated jobs run.
+    #[arg(long, default_value_t = 1.0)]
+    pub time_scale: f64,
+    /// Accept only this API key (default: any non-empty bearer token).
+    #[arg(long, env = "FINETUNE_EMULATOR_API_KEY")]
+    pub api_key: Option<String>,
 }
 
 /// Runs the CLI; the exit code is 0 on success, 1 when a dataset has errors, 2 on usage errors.
@@ -33,6 +48,37 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(config) => serve(config),
         Command::Validate(args) => validate::run(&args),
+        Command::Emulator(args) => emulator(args),
+    }
+}
+
+fn emulator(args: EmulatorArgs) -> ExitCode {
+    init_tracing(LogFormat::Text);
+    if !(args.time_scale.is_finite() && args.time_scale > 0.0) {
+        eprintln!("finetune emulator: --time-scale must be a positive number");
+        return ExitCode::from(2);
+    }
+    let config = crate::emulator::EmulatorConfig {
+        time_scale: args.time_scale,
+        api_key: args.api_key,
+        ..crate::emulator::EmulatorConfig::default()
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("finetune: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::emulator::run_standalone(config, args.addr)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("finetune emulator: cannot serve on {}: {e}", args.addr);
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! gRPC handlers: validate the request, convert, call the core, convert back.
 
 mod convert;
+mod jobs;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,30 +10,31 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::info;
 
-use crate::config::ServeConfig;
 use crate::dataset::{self, Catalog, Input};
 use crate::error::Error;
+use crate::jobs::{DatasetFile, JobManager, StartRequest};
 use crate::pb;
 use crate::pb::fine_tune_service_server::FineTuneService;
 use crate::store::{DatasetStore, Expected};
 
 /// Everything the handlers share.
 pub struct AppState {
-    pub catalog: Catalog,
+    pub catalog: Arc<Catalog>,
     pub datasets: DatasetStore,
     pub max_dataset_bytes: u64,
+    /// The training lifecycle; None when no provider is configured.
+    pub jobs: Option<Arc<JobManager>>,
 }
 
 impl AppState {
-    pub fn open(config: &ServeConfig) -> Result<AppState, Error> {
-        let catalog = match &config.catalog {
-            Some(path) => Catalog::load(path)?,
-            None => Catalog::builtin(),
-        };
-        Ok(AppState {
-            catalog,
-            datasets: DatasetStore::open(&config.data_dir)?,
-            max_dataset_bytes: config.max_dataset_bytes,
+    fn jobs(&self) -> Result<&Arc<JobManager>, Status> {
+        self.jobs.as_ref().ok_or_else(|| {
+            Error::FailedPrecondition {
+                message: "training is not configured: set OPENAI_API_KEY (and OPENAI_BASE_URL if needed), or run `finetune serve --emulator` for offline development".to_owned(),
+                reason: "PROVIDER_NOT_CONFIGURED",
+                violations: Vec::new(),
+            }
+            .into()
         })
     }
 }
@@ -46,6 +48,49 @@ pub struct Service {
 impl Service {
     pub fn new(state: Arc<AppState>) -> Service {
         Service { state }
+    }
+
+    /// Stores or finds a dataset source as a file, for training.
+    async fn dataset_file(
+        &self,
+        source: Option<pb::DatasetSource>,
+        field: &str,
+    ) -> Result<DatasetFile, Error> {
+        let source = source.unwrap_or_default();
+        let name = source.file_name.clone();
+        match source.source {
+            Some(pb::dataset_source::Source::Content(bytes)) => {
+                let stored = self
+                    .state
+                    .datasets
+                    .put(&bytes, self.state.max_dataset_bytes)
+                    .await?;
+                let path = self.state.datasets.path(&stored.id)?;
+                Ok(DatasetFile {
+                    path,
+                    name: if name.is_empty() {
+                        format!("<{field}>")
+                    } else {
+                        name
+                    },
+                    sha256: stored.id,
+                })
+            }
+            Some(pb::dataset_source::Source::DatasetId(id)) => {
+                let path = self.state.datasets.path(&id).map_err(|e| match e {
+                    Error::InvalidArgument { reason, .. } => {
+                        Error::invalid(format!("{field}.dataset_id"), reason)
+                    }
+                    other => other,
+                })?;
+                Ok(DatasetFile {
+                    path,
+                    name: if name.is_empty() { id.clone() } else { name },
+                    sha256: id,
+                })
+            }
+            None => Err(Error::invalid(field, "set either content or dataset_id")),
+        }
     }
 
     /// Opens a dataset source for reading on a blocking thread.
@@ -85,7 +130,7 @@ type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 fn not_yet(rpc: &str, what: &str) -> Status {
     Error::Unimplemented(format!(
-        "{rpc} is part of the v1 API but not available in this release yet ({what}); ValidateDataset and UploadDataset work today"
+        "{rpc} is part of the v1 API but not available in this release yet ({what}); dataset validation and the training RPCs work today"
     ))
     .into()
 }
@@ -172,42 +217,92 @@ impl FineTuneService for Service {
 
     async fn start_training(
         &self,
-        _request: Request<pb::StartTrainingRequest>,
+        request: Request<pb::StartTrainingRequest>,
     ) -> Result<Response<pb::StartTrainingResponse>, Status> {
-        Err(not_yet(
-            "StartTraining",
-            "it needs the OpenAI adapter and the job store",
-        ))
+        let manager = self.state.jobs()?.clone();
+        let req = request.into_inner();
+        let start = StartRequest {
+            request_id: req.request_id,
+            training: self.dataset_file(req.training, "training").await?,
+            validation: match req.validation {
+                Some(v) => Some(self.dataset_file(Some(v), "validation").await?),
+                None => None,
+            },
+            model: if req.model.is_empty() {
+                self.state.catalog.default_model.clone()
+            } else {
+                req.model
+            },
+            method: jobs::method_from(req.method)?,
+            hyperparameters: jobs::hyperparameters_from(req.hyperparameters),
+            suffix: Some(req.suffix).filter(|s| !s.is_empty()),
+            seed: req.seed,
+            metadata: jobs::metadata_from(req.metadata),
+        };
+        let started = manager.start(start).await?;
+        Ok(Response::new(pb::StartTrainingResponse {
+            job: Some(jobs::job(&started.job)),
+            report: started.report.as_ref().map(convert::report),
+        }))
     }
 
     async fn get_job(
         &self,
-        _request: Request<pb::GetJobRequest>,
+        request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::GetJobResponse>, Status> {
-        Err(not_yet("GetJob", "jobs arrive with StartTraining"))
+        let job = self
+            .state
+            .jobs()?
+            .resolve(&request.into_inner().job_id)
+            .await?;
+        Ok(Response::new(pb::GetJobResponse {
+            job: Some(jobs::job(&job)),
+        }))
     }
 
     async fn list_jobs(
         &self,
-        _request: Request<pb::ListJobsRequest>,
+        request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
-        Err(not_yet("ListJobs", "jobs arrive with StartTraining"))
+        let req = request.into_inner();
+        let state = jobs::state_filter(req.state)?;
+        let token = Some(req.page_token.as_str()).filter(|t| !t.is_empty());
+        let page = self.state.jobs()?.list(state, token, req.page_size).await?;
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: page.jobs.iter().map(jobs::job).collect(),
+            next_page_token: page.next.unwrap_or_default(),
+        }))
     }
 
     async fn cancel_job(
         &self,
-        _request: Request<pb::CancelJobRequest>,
+        request: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::CancelJobResponse>, Status> {
-        Err(not_yet("CancelJob", "jobs arrive with StartTraining"))
+        let job = self
+            .state
+            .jobs()?
+            .cancel(&request.into_inner().job_id)
+            .await?;
+        Ok(Response::new(pb::CancelJobResponse {
+            job: Some(jobs::job(&job)),
+        }))
     }
 
     type WatchJobStream = ResponseStream<pb::WatchJobResponse>;
 
     async fn watch_job(
         &self,
-        _request: Request<pb::WatchJobRequest>,
+        request: Request<pb::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
-        Err(not_yet("WatchJob", "jobs arrive with StartTraining"))
+        let req = request.into_inner();
+        let rx = self
+            .state
+            .jobs()?
+            .watch(&req.job_id, req.after_sequence)
+            .await?;
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
+            .map(|item| item.map(jobs::watch_item).map_err(Status::from));
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn complete(

@@ -40,6 +40,18 @@ impl DatasetStore {
         Ok(DatasetStore { dir })
     }
 
+    /// The directory holding the datasets.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Stores bytes given inline (content-addressed, like an upload).
+    pub async fn put(&self, bytes: &[u8], max_bytes: u64) -> Result<StoredDataset, Error> {
+        let mut upload = self.begin(max_bytes).await?;
+        upload.write(bytes).await?;
+        upload.finish(&Expected::default()).await
+    }
+
     /// The file of a stored dataset. Ids are validated so they cannot name other paths.
     pub fn path(&self, id: &str) -> Result<PathBuf, Error> {
         if id.len() != 64

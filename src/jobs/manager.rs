@@ -1,0 +1,743 @@
+//! Starting, finding, listing and cancelling jobs.
+//!
+//! StartTraining is safe to repeat: the request id is reserved in the store before
+//! anything is sent upstream, and OpenAI is asked for a job carrying the request id in
+//! its metadata before a new one is created, so a retry after a lost response adopts
+//! the job OpenAI made instead of paying for a second one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::model::{
+    EventKind, Hyperparameters, Job, JobError, JobState, Method, NewEvent, now_millis,
+};
+use super::watch::Hub;
+use crate::dataset::{self, Catalog, Format, Input, Options, Report};
+use crate::error::Error;
+use crate::store::{DatasetStore, JobPage, Reservation, Store};
+use crate::upstream::{FineTuning, UpstreamError, types};
+
+/// Metadata keys this service writes on OpenAI jobs.
+pub const META_REQUEST_ID: &str = "finetune_request_id";
+pub const META_JOB_ID: &str = "finetune_job_id";
+/// OpenAI allows 16 metadata pairs; two are ours.
+const MAX_USER_METADATA: usize = 14;
+
+/// Timing of the lifecycle.
+#[derive(Debug, Clone)]
+pub struct JobsConfig {
+    /// How often a job's poller asks OpenAI for news.
+    pub poll_interval: Duration,
+    /// How long a watch stream may be silent before a heartbeat.
+    pub heartbeat: Duration,
+}
+
+impl Default for JobsConfig {
+    fn default() -> JobsConfig {
+        JobsConfig {
+            poll_interval: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(15),
+        }
+    }
+}
+
+/// A dataset file in the content-addressed store.
+#[derive(Debug, Clone)]
+pub struct DatasetFile {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub name: String,
+}
+
+/// StartTraining, in the core's terms.
+#[derive(Debug, Clone)]
+pub struct StartRequest {
+    pub request_id: String,
+    pub training: DatasetFile,
+    pub validation: Option<DatasetFile>,
+    pub model: String,
+    pub method: Method,
+    pub hyperparameters: Hyperparameters,
+    pub suffix: Option<String>,
+    pub seed: Option<i64>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// The outcome of StartTraining: the job, and the validation report when this call
+/// validated (a repeated request returns the existing job without one).
+#[derive(Debug)]
+pub struct Started {
+    pub job: Job,
+    pub report: Option<Report>,
+}
+
+pub struct JobManager {
+    pub(super) store: Arc<dyn Store>,
+    pub(super) provider: Arc<dyn FineTuning>,
+    pub(super) catalog: Arc<Catalog>,
+    pub(super) datasets: DatasetStore,
+    pub(super) hub: Hub,
+    pub(super) config: JobsConfig,
+    pub(super) pollers: Mutex<HashMap<String, JoinHandle<()>>>,
+    pub(super) shutdown: CancellationToken,
+}
+
+impl JobManager {
+    pub fn new(
+        store: Arc<dyn Store>,
+        provider: Arc<dyn FineTuning>,
+        catalog: Arc<Catalog>,
+        datasets: DatasetStore,
+        config: JobsConfig,
+        shutdown: CancellationToken,
+    ) -> Arc<JobManager> {
+        Arc::new(JobManager {
+            store,
+            provider,
+            catalog,
+            datasets,
+            hub: Hub::default(),
+            config,
+            pollers: Mutex::new(HashMap::new()),
+            shutdown,
+        })
+    }
+
+    /// Picks up after a restart: finishes interrupted creations and restarts a poller
+    /// for every unfinished job.
+    pub async fn resume(self: &Arc<Self>) -> Result<usize, Error> {
+        let unfinished = self.store.unfinished().await?;
+        let mut resumed = 0;
+        for job in unfinished {
+            let job_id = job.id.clone();
+            if job.upstream_id.is_none() {
+                // Interrupted between reserving and creating: adopt what OpenAI made, if anything.
+                let request_id = job.request_id.clone().unwrap_or_default();
+                match self.find_upstream(&request_id).await {
+                    Ok(Some(remote)) => {
+                        self.attach_upstream(job, &remote).await?;
+                    }
+                    Ok(None) => {
+                        info!(job_id = %job.id, "releasing a creation interrupted before it reached OpenAI");
+                        self.store.release(&job.id).await?;
+                        continue;
+                    }
+                    Err(e) => {
+                        warn!(job_id = %job.id, error = %e, "cannot check an interrupted creation yet; will retry at next start");
+                        continue;
+                    }
+                }
+            }
+            self.spawn_poller(&job_id);
+            resumed += 1;
+        }
+        Ok(resumed)
+    }
+
+    pub async fn start(self: &Arc<Self>, req: StartRequest) -> Result<Started, Error> {
+        check_request(&req)?;
+        let fingerprint = fingerprint(&req);
+        if let Some((job, existing)) = self.store.get_by_request(&req.request_id).await? {
+            return same_request(job, &existing, &fingerprint);
+        }
+
+        let report = self.validate(&req).await?;
+        let now = now_millis();
+        let job = Job {
+            id: format!("job-{}", uuid::Uuid::new_v4().simple()),
+            upstream_id: None,
+            request_id: Some(req.request_id.clone()),
+            state: JobState::Creating,
+            upstream_status: String::new(),
+            model: req.model.clone(),
+            method: req.method,
+            hyperparameters: req.hyperparameters.clone(),
+            suffix: req.suffix.clone(),
+            seed: req.seed,
+            training_sha256: req.training.sha256.clone(),
+            validation_sha256: req.validation.as_ref().map(|v| v.sha256.clone()),
+            training_file_id: None,
+            validation_file_id: None,
+            fine_tuned_model: None,
+            trained_tokens: None,
+            estimated_cost_usd: report.estimated_cost_usd,
+            actual_cost_usd: None,
+            error: None,
+            metadata: req.metadata.clone(),
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+            estimated_finish: None,
+            last_sequence: 0,
+            upstream_event_cursor: None,
+            checkpoints_seen: Vec::new(),
+        };
+        match self.store.reserve(&job, &fingerprint).await? {
+            Reservation::Inserted => {}
+            Reservation::Existing(existing, existing_fp) => {
+                return same_request(existing, &existing_fp, &fingerprint);
+            }
+        }
+        let (job, _) = self
+            .store
+            .record(
+                &job,
+                vec![state_event(
+                    &job,
+                    format!(
+                        "Accepted: {} examples validated; uploading to OpenAI",
+                        report.training.examples
+                    ),
+                )],
+            )
+            .await?;
+        self.hub.notify(&job.id, job.last_sequence);
+
+        match self.create_upstream(job.clone(), &req).await {
+            Ok(job) => {
+                info!(job_id = %job.id, upstream_id = ?job.upstream_id, "training job created");
+                self.spawn_poller(&job.id);
+                Ok(Started {
+                    job,
+                    report: Some(report),
+                })
+            }
+            Err(e) => {
+                // Nothing was created upstream (or it would have been found and adopted):
+                // free the request id so a retry can try again.
+                if let Err(release) = self.store.release(&job.id).await {
+                    warn!(job_id = %job.id, error = %release, "cannot release a failed creation");
+                }
+                self.hub.notify(&job.id, u64::MAX);
+                Err(e)
+            }
+        }
+    }
+
+    async fn validate(&self, req: &StartRequest) -> Result<Report, Error> {
+        let open = |f: &DatasetFile| -> Result<Input<'static>, Error> {
+            let file = std::fs::File::open(&f.path)
+                .map_err(|e| Error::Io(format!("cannot open dataset {}: {e}", f.sha256)))?;
+            Ok(Input {
+                name: f.name.clone(),
+                reader: Box::new(file),
+            })
+        };
+        let training = open(&req.training)?;
+        let validation = req.validation.as_ref().map(open).transpose()?;
+        let options = Options {
+            model: req.model.clone(),
+            epochs: req.hyperparameters.n_epochs,
+            ..Options::default()
+        };
+        let catalog = self.catalog.clone();
+        let report = tokio::task::spawn_blocking(move || {
+            dataset::validate(training, validation, &options, &catalog)
+        })
+        .await
+        .map_err(|e| Error::Io(format!("validation task failed: {e}")))??;
+        let expected = match req.method {
+            Method::Supervised => Format::Chat,
+            Method::Dpo => Format::Preference,
+        };
+        let mut violations: Vec<(String, String, String)> = report
+            .problems
+            .iter()
+            .filter(|p| p.severity == dataset::Severity::Error)
+            .take(100)
+            .map(|p| {
+                let file = match p.dataset {
+                    dataset::Role::Training => "training",
+                    dataset::Role::Validation => "validation",
+                };
+                let subject = if p.path.is_empty() {
+                    format!("{file}:{}", p.line)
+                } else {
+                    format!("{file}:{}:{}", p.line, p.path)
+                };
+                (p.code.as_str().to_owned(), subject, p.message.clone())
+            })
+            .collect();
+        if let Some(format) = report.format.filter(|f| *f != expected) {
+            violations.insert(
+                0,
+                (
+                    "method_format_mismatch".to_owned(),
+                    "training".to_owned(),
+                    format!(
+                        "method {} needs {} examples, but the file is {}",
+                        req.method.as_str(),
+                        expected.describe(),
+                        format.describe()
+                    ),
+                ),
+            );
+        }
+        if report.has_errors() || !violations.is_empty() {
+            let message = format!(
+                "the dataset has {} error(s) ({}); fix them and try again (ValidateDataset gives the full report)",
+                report.error_count.max(1),
+                violations
+                    .first()
+                    .map_or(String::new(), |(code, subject, _)| format!(
+                        "first: {code} at {subject}"
+                    ))
+            );
+            return Err(Error::FailedPrecondition {
+                message,
+                reason: "DATASET_INVALID",
+                violations,
+            });
+        }
+        Ok(report)
+    }
+
+    /// Uploads the files (once per content) and creates the job, adopting one OpenAI
+    /// already made for this request id.
+    async fn create_upstream(&self, mut job: Job, req: &StartRequest) -> Result<Job, Error> {
+        let training_file = self.upload(&req.training).await?;
+        let validation_file = match &req.validation {
+            Some(v) => Some(self.upload(v).await?),
+            None => None,
+        };
+        job.training_file_id = Some(training_file.clone());
+        job.validation_file_id = validation_file.clone();
+
+        if let Some(remote) = self.find_upstream(&req.request_id).await? {
+            info!(job_id = %job.id, upstream_id = %remote.id, "adopting the job OpenAI already has for this request id");
+            return self.attach_upstream(job, &remote).await;
+        }
+        let mut metadata = req.metadata.clone();
+        metadata.insert(META_REQUEST_ID.to_owned(), req.request_id.clone());
+        metadata.insert(META_JOB_ID.to_owned(), job.id.clone());
+        let create = types::CreateJobRequest {
+            model: req.model.clone(),
+            training_file,
+            validation_file,
+            suffix: req.suffix.clone(),
+            seed: req.seed,
+            method: Some(method_of(req.method, &req.hyperparameters)),
+            metadata,
+        };
+        match self.provider.create_job(&create).await {
+            Ok(remote) => self.attach_upstream(job, &remote).await,
+            Err(e) if e.is_retryable() => {
+                // The create may have happened with its response lost: look before failing.
+                warn!(job_id = %job.id, error = %e, "job creation failed; checking whether OpenAI made it anyway");
+                match self.find_upstream(&req.request_id).await {
+                    Ok(Some(remote)) => self.attach_upstream(job, &remote).await,
+                    _ => Err(e.into()),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// OpenAI's job carrying `request_id` in its metadata, if any.
+    async fn find_upstream(&self, request_id: &str) -> Result<Option<types::Job>, UpstreamError> {
+        if request_id.is_empty() {
+            return Ok(None);
+        }
+        let filter = vec![(META_REQUEST_ID.to_owned(), request_id.to_owned())];
+        let page = self.provider.list_jobs(None, 10, &filter).await?;
+        Ok(page.data.into_iter().find(|j| {
+            j.metadata
+                .as_ref()
+                .and_then(|m| m.get(META_REQUEST_ID))
+                .is_some_and(|r| r == request_id)
+        }))
+    }
+
+    async fn attach_upstream(&self, mut job: Job, remote: &types::Job) -> Result<Job, Error> {
+        job.upstream_id = Some(remote.id.clone());
+        if job.training_file_id.is_none() {
+            job.training_file_id = Some(remote.training_file.clone());
+        }
+        if job.validation_file_id.is_none() {
+            job.validation_file_id = remote.validation_file.clone();
+        }
+        super::poller::apply_remote(&mut job, remote, &self.catalog);
+        let message = format!(
+            "Created OpenAI fine-tuning job {} ({})",
+            remote.id, remote.status
+        );
+        let event = state_event(&job, message);
+        let (job, _) = self.store.record(&job, vec![event]).await?;
+        self.hub.notify(&job.id, job.last_sequence);
+        Ok(job)
+    }
+
+    /// Uploads a dataset without our `metadata` keys, once per content.
+    async fn upload(&self, file: &DatasetFile) -> Result<String, Error> {
+        let (path, sha256, temporary) =
+            strip_metadata(&file.path, &file.sha256, self.datasets.dir()).await?;
+        let result = async {
+            if let Some(id) = self.store.uploaded_file(&sha256).await? {
+                return Ok(id);
+            }
+            let name = format!("{}.jsonl", &sha256[..16]);
+            let uploaded = self.provider.upload_file(&path, &name).await?;
+            self.store.remember_upload(&sha256, &uploaded.id).await?;
+            info!(file_id = %uploaded.id, bytes = uploaded.bytes, "uploaded dataset to OpenAI");
+            Ok(uploaded.id)
+        }
+        .await;
+        if temporary {
+            let _ = tokio::fs::remove_file(&path).await;
+        }
+        result
+    }
+
+    /// Finds a job by this service's id or OpenAI's, adopting unknown OpenAI jobs.
+    pub async fn resolve(self: &Arc<Self>, id: &str) -> Result<Job, Error> {
+        if id.is_empty() {
+            return Err(Error::invalid("job_id", "required"));
+        }
+        if let Some(job) = self.store.get(id).await? {
+            return Ok(job);
+        }
+        if let Some(job) = self.store.get_by_upstream(id).await? {
+            return Ok(job);
+        }
+        if !id.starts_with("ftjob-") {
+            return Err(Error::NotFound {
+                what: format!("job {id}"),
+                reason: "JOB_NOT_FOUND",
+            });
+        }
+        let remote = self.provider.get_job(id).await.map_err(|e| match e {
+            UpstreamError::NotFound { .. } => Error::NotFound {
+                what: format!("job {id} (not at OpenAI either)"),
+                reason: "JOB_NOT_FOUND",
+            },
+            other => other.into(),
+        })?;
+        let now = now_millis();
+        let mut job = Job {
+            id: format!("job-{}", uuid::Uuid::new_v4().simple()),
+            upstream_id: Some(remote.id.clone()),
+            request_id: None,
+            state: JobState::Creating,
+            upstream_status: String::new(),
+            model: remote.model.clone(),
+            method: match remote.method.as_ref().map(|m| m.kind.as_str()) {
+                Some("dpo") => Method::Dpo,
+                _ => Method::Supervised,
+            },
+            hyperparameters: Hyperparameters::default(),
+            suffix: remote.user_provided_suffix.clone(),
+            seed: remote.seed,
+            training_sha256: String::new(),
+            validation_sha256: None,
+            training_file_id: Some(remote.training_file.clone()),
+            validation_file_id: remote.validation_file.clone(),
+            fine_tuned_model: None,
+            trained_tokens: None,
+            estimated_cost_usd: 0.0,
+            actual_cost_usd: None,
+            error: None,
+            metadata: remote.metadata.clone().unwrap_or_default(),
+            created_at: remote.created_at.saturating_mul(1000).max(1),
+            updated_at: now,
+            finished_at: None,
+            estimated_finish: None,
+            last_sequence: 0,
+            upstream_event_cursor: None,
+            checkpoints_seen: Vec::new(),
+        };
+        job.state = JobState::Creating;
+        let stored = self.store.adopt(&job).await?;
+        if stored.id != job.id {
+            return Ok(stored);
+        }
+        let adopted = self.attach_upstream(stored, &remote).await?;
+        info!(job_id = %adopted.id, upstream_id = %remote.id, "adopted a job created outside the service");
+        // Record its history now; keep polling if it is still going.
+        let terminal = self.poll_once(&adopted.id).await.unwrap_or(false);
+        if !terminal {
+            self.spawn_poller(&adopted.id);
+        }
+        self.store
+            .get(&adopted.id)
+            .await?
+            .ok_or_else(|| Error::Io("adopted job vanished".to_owned()))
+    }
+
+    pub async fn list(
+        &self,
+        state: Option<JobState>,
+        page_token: Option<&str>,
+        page_size: u32,
+    ) -> Result<JobPage, Error> {
+        let size = match page_size {
+            0 => 20,
+            n if n > 100 => return Err(Error::invalid("page_size", "must be at most 100")),
+            n => n,
+        };
+        self.store.list(state, page_token, size).await
+    }
+
+    pub async fn cancel(self: &Arc<Self>, id: &str) -> Result<Job, Error> {
+        let job = self.resolve(id).await?;
+        if job.state.is_terminal() {
+            return Err(Error::FailedPrecondition {
+                message: format!(
+                    "job {} has already {}; only unfinished jobs can be cancelled",
+                    job.id,
+                    job.state.as_str()
+                ),
+                reason: "JOB_FINISHED",
+                violations: Vec::new(),
+            });
+        }
+        let Some(upstream_id) = job.upstream_id.clone() else {
+            return Err(Error::FailedPrecondition {
+                message: format!(
+                    "job {} is still being created; cancel it in a moment",
+                    job.id
+                ),
+                reason: "JOB_CREATING",
+                violations: Vec::new(),
+            });
+        };
+        let remote = self.provider.cancel_job(&upstream_id).await?;
+        let mut updated = job.clone();
+        super::poller::apply_remote(&mut updated, &remote, &self.catalog);
+        let events = if updated.state != job.state {
+            vec![state_event(
+                &updated,
+                format!("Cancelled on request ({})", remote.status),
+            )]
+        } else {
+            Vec::new()
+        };
+        let (saved, _) = self.store.record(&updated, events).await?;
+        self.hub.notify(&saved.id, saved.last_sequence);
+        Ok(saved)
+    }
+
+    /// Stops every poller (on shutdown); jobs go on upstream.
+    pub fn stop(&self) {
+        self.shutdown.cancel();
+        let pollers = std::mem::take(&mut *self.pollers.lock().expect("poller map"));
+        for (_, handle) in pollers {
+            handle.abort();
+        }
+    }
+}
+
+fn same_request(job: Job, existing: &str, fingerprint: &str) -> Result<Started, Error> {
+    if existing == fingerprint {
+        Ok(Started { job, report: None })
+    } else {
+        Err(Error::AlreadyExists(format!(
+            "request_id {} was already used for job {} with different parameters; use a new request_id",
+            job.request_id.as_deref().unwrap_or_default(),
+            job.id
+        )))
+    }
+}
+
+/// A state-change event carrying the job snapshot.
+pub(super) fn state_event(job: &Job, message: String) -> NewEvent {
+    NewEvent {
+        kind: EventKind::StateChanged,
+        created_at: now_millis(),
+        level: if job.state == JobState::Failed {
+            "error"
+        } else {
+            "info"
+        }
+        .to_owned(),
+        message,
+        upstream_id: None,
+        metrics: None,
+        checkpoint: None,
+        job: Some(Box::new(job.clone())),
+    }
+}
+
+fn method_of(method: Method, h: &Hyperparameters) -> types::Method {
+    let auto_or = |v: Option<f64>| {
+        Some(v.map_or(
+            types::AutoOr::Auto(types::AutoTag::Auto),
+            types::AutoOr::Number,
+        ))
+    };
+    let hyperparameters = types::Hyperparameters {
+        n_epochs: auto_or(h.n_epochs.map(f64::from)),
+        batch_size: auto_or(h.batch_size.map(f64::from)),
+        learning_rate_multiplier: auto_or(h.learning_rate_multiplier),
+        beta: if method == Method::Dpo {
+            auto_or(h.beta)
+        } else {
+            None
+        },
+    };
+    let params = Some(types::MethodParams {
+        hyperparameters: Some(hyperparameters),
+    });
+    match method {
+        Method::Supervised => types::Method {
+            kind: "supervised".to_owned(),
+            supervised: params,
+            dpo: None,
+        },
+        Method::Dpo => types::Method {
+            kind: "dpo".to_owned(),
+            supervised: None,
+            dpo: params,
+        },
+    }
+}
+
+fn check_request(req: &StartRequest) -> Result<(), Error> {
+    if req.request_id.is_empty() || req.request_id.len() > 128 {
+        return Err(Error::invalid(
+            "request_id",
+            "required, 1 to 128 characters (a UUID is a good choice)",
+        ));
+    }
+    if req.model.is_empty() {
+        return Err(Error::invalid("model", "required"));
+    }
+    if let Some(s) = &req.suffix {
+        if s.is_empty() || s.chars().count() > 64 {
+            return Err(Error::invalid("suffix", "1 to 64 characters"));
+        }
+    }
+    let h = &req.hyperparameters;
+    if h.n_epochs.is_some_and(|n| !(1..=50).contains(&n)) {
+        return Err(Error::invalid("hyperparameters.n_epochs", "must be 1..50"));
+    }
+    if h.batch_size.is_some_and(|n| !(1..=256).contains(&n)) {
+        return Err(Error::invalid(
+            "hyperparameters.batch_size",
+            "must be 1..256",
+        ));
+    }
+    if h.learning_rate_multiplier
+        .is_some_and(|x| !(x > 0.0 && x.is_finite()))
+    {
+        return Err(Error::invalid(
+            "hyperparameters.learning_rate_multiplier",
+            "must be > 0",
+        ));
+    }
+    if let Some(beta) = h.beta {
+        if req.method != Method::Dpo {
+            return Err(Error::invalid(
+                "hyperparameters.beta",
+                "only applies to the dpo method",
+            ));
+        }
+        if !(beta > 0.0 && beta <= 2.0) {
+            return Err(Error::invalid("hyperparameters.beta", "must be in (0, 2]"));
+        }
+    }
+    if req.metadata.len() > MAX_USER_METADATA {
+        return Err(Error::invalid(
+            "metadata",
+            format!("at most {MAX_USER_METADATA} pairs (OpenAI allows 16; two are the service's)"),
+        ));
+    }
+    for (k, v) in &req.metadata {
+        if k.is_empty() || k.chars().count() > 64 || v.chars().count() > 512 {
+            return Err(Error::invalid(
+                format!("metadata.{k}"),
+                "keys are 1-64 characters, values at most 512",
+            ));
+        }
+        if k.starts_with("finetune_") {
+            return Err(Error::invalid(
+                format!("metadata.{k}"),
+                "keys starting with finetune_ are reserved for the service",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Identifies what a request asks for, so a reused request id with other parameters is caught.
+fn fingerprint(req: &StartRequest) -> String {
+    let value = serde_json::json!({
+        "training": req.training.sha256,
+        "validation": req.validation.as_ref().map(|v| &v.sha256),
+        "model": req.model,
+        "method": req.method,
+        "hyperparameters": req.hyperparameters,
+        "suffix": req.suffix,
+        "seed": req.seed,
+        "metadata": req.metadata,
+    });
+    hex::encode(Sha256::digest(value.to_string().as_bytes()))
+}
+
+/// Writes a copy of `path` without top-level `metadata` keys when any line has one.
+/// Returns (file to upload, its SHA-256, whether it is a temporary copy).
+async fn strip_metadata(
+    path: &Path,
+    sha256: &str,
+    dir: &Path,
+) -> Result<(PathBuf, String, bool), Error> {
+    let path = path.to_owned();
+    let original_sha256 = sha256.to_owned();
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || -> Result<(PathBuf, String, bool), Error> {
+        use std::io::{BufRead, BufWriter, Write};
+        let io = |e: std::io::Error| Error::Io(format!("preparing the upload failed: {e}"));
+        let reader = std::io::BufReader::new(std::fs::File::open(&path).map_err(io)?);
+        let tmp = tempfile::Builder::new()
+            .prefix(".strip-")
+            .suffix(".jsonl")
+            .tempfile_in(&dir)
+            .map_err(io)?;
+        let (file, tmp_path) = tmp.into_parts();
+        let mut out = BufWriter::new(file);
+        let mut hasher = Sha256::new();
+        let mut changed = false;
+        for line in reader.split(b'\n') {
+            let line = line.map_err(io)?;
+            let mut bytes = line;
+            if let Ok(serde_json::Value::Object(mut obj)) =
+                serde_json::from_slice::<serde_json::Value>(&bytes)
+            {
+                if obj.remove("metadata").is_some() {
+                    bytes = serde_json::to_vec(&obj).map_err(|e| Error::Io(e.to_string()))?;
+                    changed = true;
+                }
+            }
+            bytes.push(b'\n');
+            hasher.update(&bytes);
+            out.write_all(&bytes).map_err(io)?;
+        }
+        out.flush().map_err(io)?;
+        if !changed {
+            return Ok((path, original_sha256, false));
+        }
+        let kept = tmp_path
+            .keep()
+            .map_err(|e| Error::Io(format!("preparing the upload failed: {e}")))?;
+        Ok((kept, hex::encode(hasher.finalize()), true))
+    })
+    .await
+    .map_err(|e| Error::Io(format!("preparing the upload failed: {e}")))?
+}
+
+/// Marks a job failed locally (used when its upstream record vanished).
+pub(super) fn fail(job: &mut Job, code: &str, message: &str) {
+    job.state = JobState::Failed;
+    job.error = Some(JobError {
+        code: code.to_owned(),
+        message: message.to_owned(),
+        param: String::new(),
+    });
+    job.finished_at = Some(now_millis());
+}

@@ -1,0 +1,12 @@
+//! The training lifecycle: starting jobs safely, one poller per active job, and the
+//! watch hub that fans events out to any number of watchers.
+
+mod manager;
+pub mod model;
+mod poller;
+mod watch;
+
+pub use manager::{
+    DatasetFile, JobManager, JobsConfig, META_JOB_ID, META_REQUEST_ID, StartRequest, Started,
+};
+pub use watch::WatchItem;

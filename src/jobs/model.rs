@@ -1,0 +1,197 @@
+//! The training job as this service records it, and its event log.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Lifecycle state, mirroring OpenAI's status; `Unknown` keeps statuses we do not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Accepted here, not yet created upstream.
+    Creating,
+    ValidatingFiles,
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    Paused,
+    Unknown,
+}
+
+impl JobState {
+    /// The state of an OpenAI status string; unknown strings map to `Unknown`.
+    pub fn from_upstream(status: &str) -> JobState {
+        match status {
+            "validating_files" => JobState::ValidatingFiles,
+            "queued" => JobState::Queued,
+            "running" => JobState::Running,
+            "succeeded" => JobState::Succeeded,
+            "failed" => JobState::Failed,
+            "cancelled" => JobState::Cancelled,
+            "paused" => JobState::Paused,
+            _ => JobState::Unknown,
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Creating => "creating",
+            JobState::ValidatingFiles => "validating_files",
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+            JobState::Paused => "paused",
+            JobState::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    Supervised,
+    Dpo,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Supervised => "supervised",
+            Method::Dpo => "dpo",
+        }
+    }
+}
+
+/// Hyperparameters; `None` means `auto`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Hyperparameters {
+    pub n_epochs: Option<u32>,
+    pub batch_size: Option<u32>,
+    pub learning_rate_multiplier: Option<f64>,
+    pub beta: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobError {
+    pub code: String,
+    pub message: String,
+    pub param: String,
+}
+
+/// A training job. Times are unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    pub upstream_id: Option<String>,
+    pub request_id: Option<String>,
+    pub state: JobState,
+    pub upstream_status: String,
+    pub model: String,
+    pub method: Method,
+    pub hyperparameters: Hyperparameters,
+    pub suffix: Option<String>,
+    pub seed: Option<i64>,
+    pub training_sha256: String,
+    pub validation_sha256: Option<String>,
+    pub training_file_id: Option<String>,
+    pub validation_file_id: Option<String>,
+    pub fine_tuned_model: Option<String>,
+    pub trained_tokens: Option<u64>,
+    pub estimated_cost_usd: f64,
+    pub actual_cost_usd: Option<f64>,
+    pub error: Option<JobError>,
+    pub metadata: BTreeMap<String, String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub finished_at: Option<i64>,
+    pub estimated_finish: Option<i64>,
+    pub last_sequence: u64,
+    /// The newest upstream event id already recorded (the poller's cursor).
+    pub upstream_event_cursor: Option<String>,
+    /// Upstream checkpoint ids already recorded.
+    #[serde(default)]
+    pub checkpoints_seen: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    StateChanged,
+    Message,
+    Metrics,
+    Checkpoint,
+    Unknown,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub step: u64,
+    pub total_steps: u64,
+    pub train_loss: Option<f64>,
+    pub train_mean_token_accuracy: Option<f64>,
+    pub valid_loss: Option<f64>,
+    pub valid_mean_token_accuracy: Option<f64>,
+    pub full_valid_loss: Option<f64>,
+    pub full_valid_mean_token_accuracy: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub id: String,
+    pub step: u64,
+    pub model: String,
+    pub metrics: Metrics,
+    pub created_at: i64,
+}
+
+/// An event before the store numbers it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewEvent {
+    pub kind: EventKind,
+    pub created_at: i64,
+    pub level: String,
+    pub message: String,
+    pub upstream_id: Option<String>,
+    pub metrics: Option<Metrics>,
+    pub checkpoint: Option<Checkpoint>,
+    /// The job snapshot after a state change.
+    pub job: Option<Box<Job>>,
+}
+
+/// A recorded event with its per-job sequence number (1, 2, 3, ...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobEvent {
+    pub job_id: String,
+    pub sequence: u64,
+    #[serde(flatten)]
+    pub event: NewEvent,
+}
+
+impl JobEvent {
+    /// Whether this event puts the job in a terminal state (the last event of a watch).
+    pub fn is_terminal(&self) -> bool {
+        self.event.kind == EventKind::StateChanged
+            && self
+                .event
+                .job
+                .as_ref()
+                .is_some_and(|j| j.state.is_terminal())
+    }
+}
+
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

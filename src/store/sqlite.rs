@@ -1,0 +1,333 @@
+//! The job store in an embedded SQLite file (WAL, one transaction per write).
+
+use std::path::Path;
+use std::str::FromStr;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use super::{JobPage, Reservation, Store};
+use crate::error::Error;
+use crate::jobs::model::{Job, JobEvent, JobState, NewEvent, now_millis};
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn db_err(e: sqlx::Error) -> Error {
+    Error::Io(format!("job store: {e}"))
+}
+
+fn json_err(e: serde_json::Error) -> Error {
+    Error::Io(format!("job store: corrupt record: {e}"))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `path` and applies the migrations.
+    pub async fn open(path: &Path) -> Result<SqliteStore, Error> {
+        let options = SqliteConnectOptions::from_str("sqlite:")
+            .map_err(db_err)?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| Error::Io(format!("cannot open the job store {}: {e}", path.display())))?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(|e| Error::Io(format!("job store migration failed: {e}")))?;
+        Ok(SqliteStore { pool })
+    }
+}
+
+fn decode_job(row: &sqlx::sqlite::SqliteRow) -> Result<Job, Error> {
+    let snapshot: String = row.try_get("snapshot").map_err(db_err)?;
+    serde_json::from_str(&snapshot).map_err(json_err)
+}
+
+fn state_text(job: &Job) -> &'static str {
+    job.state.as_str()
+}
+
+#[tonic::async_trait]
+impl Store for SqliteStore {
+    async fn reserve(&self, job: &Job, fingerprint: &str) -> Result<Reservation, Error> {
+        let snapshot = serde_json::to_string(job).map_err(json_err)?;
+        let inserted = sqlx::query(
+            "INSERT INTO jobs (id, request_id, request_fingerprint, upstream_id, state, created_at, last_sequence, snapshot)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING",
+        )
+        .bind(&job.id)
+        .bind(&job.request_id)
+        .bind(fingerprint)
+        .bind(&job.upstream_id)
+        .bind(state_text(job))
+        .bind(job.created_at)
+        .bind(job.last_sequence as i64)
+        .bind(snapshot)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        if inserted.rows_affected() == 1 {
+            return Ok(Reservation::Inserted);
+        }
+        let row =
+            sqlx::query("SELECT snapshot, request_fingerprint FROM jobs WHERE request_id = ?")
+                .bind(&job.request_id)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_err)?;
+        let fingerprint: Option<String> = row.try_get("request_fingerprint").map_err(db_err)?;
+        Ok(Reservation::Existing(
+            decode_job(&row)?,
+            fingerprint.unwrap_or_default(),
+        ))
+    }
+
+    async fn adopt(&self, job: &Job) -> Result<Job, Error> {
+        let snapshot = serde_json::to_string(job).map_err(json_err)?;
+        sqlx::query(
+            "INSERT INTO jobs (id, request_id, request_fingerprint, upstream_id, state, created_at, last_sequence, snapshot)
+             VALUES (?, NULL, NULL, ?, ?, ?, ?, ?) ON CONFLICT (upstream_id) DO NOTHING",
+        )
+        .bind(&job.id)
+        .bind(&job.upstream_id)
+        .bind(state_text(job))
+        .bind(job.created_at)
+        .bind(job.last_sequence as i64)
+        .bind(snapshot)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let upstream = job.upstream_id.as_deref().unwrap_or_default();
+        self.get_by_upstream(upstream)
+            .await?
+            .ok_or_else(|| Error::Io("job store: adopted job vanished".to_owned()))
+    }
+
+    async fn release(&self, job_id: &str) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        sqlx::query("DELETE FROM job_events WHERE job_id = ?")
+            .bind(job_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        sqlx::query("DELETE FROM jobs WHERE id = ?")
+            .bind(job_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Job>, Error> {
+        let row = sqlx::query("SELECT snapshot FROM jobs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(decode_job).transpose()
+    }
+
+    async fn get_by_request(&self, request_id: &str) -> Result<Option<(Job, String)>, Error> {
+        let row =
+            sqlx::query("SELECT snapshot, request_fingerprint FROM jobs WHERE request_id = ?")
+                .bind(request_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?;
+        match row {
+            Some(row) => {
+                let fingerprint: Option<String> =
+                    row.try_get("request_fingerprint").map_err(db_err)?;
+                Ok(Some((decode_job(&row)?, fingerprint.unwrap_or_default())))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn get_by_upstream(&self, upstream_id: &str) -> Result<Option<Job>, Error> {
+        let row = sqlx::query("SELECT snapshot FROM jobs WHERE upstream_id = ?")
+            .bind(upstream_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(decode_job).transpose()
+    }
+
+    async fn list(
+        &self,
+        state: Option<JobState>,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<JobPage, Error> {
+        let (before_time, before_id) = match cursor {
+            Some(c) => {
+                let (t, id) = c
+                    .split_once(':')
+                    .and_then(|(t, id)| Some((t.parse::<i64>().ok()?, id.to_owned())))
+                    .ok_or_else(|| {
+                        Error::invalid("page_token", "not a token this service issued")
+                    })?;
+                (t, id)
+            }
+            None => (i64::MAX, String::new()),
+        };
+        let state_filter = state.map(|s| s.as_str());
+        let rows = sqlx::query(
+            "SELECT snapshot, created_at, id FROM jobs
+             WHERE (created_at < ? OR (created_at = ? AND id < ?) OR ? = 1)
+               AND (? IS NULL OR state = ?)
+             ORDER BY created_at DESC, id DESC LIMIT ?",
+        )
+        .bind(before_time)
+        .bind(before_time)
+        .bind(&before_id)
+        .bind(i64::from(cursor.is_none()))
+        .bind(state_filter)
+        .bind(state_filter)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let mut jobs = rows.iter().map(decode_job).collect::<Result<Vec<_>, _>>()?;
+        let next = if jobs.len() > limit as usize {
+            jobs.truncate(limit as usize);
+            jobs.last().map(|j| format!("{}:{}", j.created_at, j.id))
+        } else {
+            None
+        };
+        Ok(JobPage { jobs, next })
+    }
+
+    async fn unfinished(&self) -> Result<Vec<Job>, Error> {
+        let rows = sqlx::query(
+            "SELECT snapshot FROM jobs WHERE state NOT IN ('succeeded', 'failed', 'cancelled') ORDER BY created_at",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(decode_job).collect()
+    }
+
+    async fn record(
+        &self,
+        job: &Job,
+        events: Vec<NewEvent>,
+    ) -> Result<(Job, Vec<JobEvent>), Error> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let row = sqlx::query("SELECT last_sequence FROM jobs WHERE id = ?")
+            .bind(&job.id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .ok_or_else(|| Error::NotFound {
+                what: format!("job {}", job.id),
+                reason: "JOB_NOT_FOUND",
+            })?;
+        let mut last = row.try_get::<i64, _>("last_sequence").map_err(db_err)? as u64;
+        let mut appended = Vec::with_capacity(events.len());
+        for mut event in events {
+            if let Some(upstream_id) = &event.upstream_id {
+                let seen =
+                    sqlx::query("SELECT 1 FROM job_events WHERE job_id = ? AND upstream_id = ?")
+                        .bind(&job.id)
+                        .bind(upstream_id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                if seen.is_some() {
+                    continue;
+                }
+            }
+            last += 1;
+            if let Some(snapshot) = event.job.as_mut() {
+                snapshot.last_sequence = last;
+            }
+            let recorded = JobEvent {
+                job_id: job.id.clone(),
+                sequence: last,
+                event,
+            };
+            let body = serde_json::to_string(&recorded).map_err(json_err)?;
+            sqlx::query(
+                "INSERT INTO job_events (job_id, sequence, upstream_id, body) VALUES (?, ?, ?, ?)",
+            )
+            .bind(&job.id)
+            .bind(last as i64)
+            .bind(&recorded.event.upstream_id)
+            .bind(body)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            appended.push(recorded);
+        }
+        let mut saved = job.clone();
+        saved.last_sequence = last;
+        saved.updated_at = now_millis();
+        let snapshot = serde_json::to_string(&saved).map_err(json_err)?;
+        sqlx::query("UPDATE jobs SET upstream_id = ?, state = ?, last_sequence = ?, snapshot = ? WHERE id = ?")
+            .bind(&saved.upstream_id)
+            .bind(state_text(&saved))
+            .bind(last as i64)
+            .bind(snapshot)
+            .bind(&saved.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok((saved, appended))
+    }
+
+    async fn events_after(
+        &self,
+        job_id: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<JobEvent>, Error> {
+        let rows = sqlx::query("SELECT body FROM job_events WHERE job_id = ? AND sequence > ? ORDER BY sequence LIMIT ?")
+            .bind(job_id)
+            .bind(after as i64)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter()
+            .map(|row| {
+                let body: String = row.try_get("body").map_err(db_err)?;
+                serde_json::from_str(&body).map_err(json_err)
+            })
+            .collect()
+    }
+
+    async fn uploaded_file(&self, sha256: &str) -> Result<Option<String>, Error> {
+        let row = sqlx::query("SELECT file_id FROM uploaded_files WHERE sha256 = ?")
+            .bind(sha256)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.map(|r| r.try_get("file_id").map_err(db_err))
+            .transpose()
+    }
+
+    async fn remember_upload(&self, sha256: &str, file_id: &str) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO uploaded_files (sha256, file_id, created_at) VALUES (?, ?, ?)
+             ON CONFLICT (sha256) DO UPDATE SET file_id = excluded.file_id",
+        )
+        .bind(sha256)
+        .bind(file_id)
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,348 @@
+//! The training lifecycle through the gRPC API against the emulator: StartTraining,
+//! WatchJob (with resume), GetJob, ListJobs, CancelJob and idempotency.
+
+mod common;
+
+use common::TestServer;
+use finetune::pb;
+use finetune::pb::dataset_source::Source;
+use finetune::pb::watch_job_response::Item;
+use tokio_stream::StreamExt;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+fn reference(name: &str) -> Vec<u8> {
+    std::fs::read(common::repo_file("../shared/reference/datasets").join(name)).unwrap()
+}
+
+fn inline(bytes: Vec<u8>) -> Option<pb::DatasetSource> {
+    Some(pb::DatasetSource {
+        source: Some(Source::Content(bytes)),
+        file_name: "train.jsonl".into(),
+    })
+}
+
+async fn emulated() -> TestServer {
+    TestServer::start_with(|c| {
+        c.emulator = true;
+        c.emulator_time_scale = 400.0;
+        c.poll_interval_seconds = Some(0.05);
+        c.heartbeat_seconds = 0.3;
+    })
+    .await
+}
+
+fn start_request(request_id: &str) -> pb::StartTrainingRequest {
+    pb::StartTrainingRequest {
+        request_id: request_id.into(),
+        training: inline(reference("openai-dotnet_fine_tuning_sample.jsonl")),
+        model: "gpt-4o-mini-2024-07-18".into(),
+        suffix: "file-engine".into(),
+        ..Default::default()
+    }
+}
+
+/// Watches until the stream ends; returns the items.
+async fn watch_all(server: &TestServer, job_id: &str, after: u64) -> Vec<Item> {
+    let mut stream = server
+        .client()
+        .watch_job(pb::WatchJobRequest {
+            job_id: job_id.into(),
+            after_sequence: after,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut items = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while let Some(item) = tokio::time::timeout_at(deadline, stream.next())
+        .await
+        .expect("the job finishes in time")
+    {
+        items.push(item.unwrap().item.unwrap());
+    }
+    items
+}
+
+fn events(items: &[Item]) -> Vec<pb::JobEvent> {
+    items
+        .iter()
+        .filter_map(|i| {
+            if let Item::Event(e) = i {
+                Some(e.clone())
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_runs_to_success_and_the_watch_stream_tells_all() {
+    let server = emulated().await;
+    let started = server
+        .client()
+        .start_training(start_request("req-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    let job = started.job.unwrap();
+    assert!(job.id.starts_with("job-"));
+    assert!(job.upstream_id.starts_with("ftjob-"), "{job:?}");
+    assert_eq!(job.request_id, "req-1");
+    let report = started.report.unwrap();
+    assert_eq!(report.training.unwrap().examples, 10);
+    assert!((job.estimated_cost_usd - report.estimated_cost_usd).abs() < 1e-12);
+
+    let items = watch_all(&server, &job.id, 0).await;
+    assert!(
+        matches!(items.first(), Some(Item::Snapshot(j)) if j.id == job.id),
+        "the first item is the snapshot"
+    );
+    let evs = events(&items);
+    let sequences: Vec<u64> = evs.iter().map(|e| e.sequence).collect();
+    assert_eq!(
+        sequences,
+        (1..=evs.len() as u64).collect::<Vec<_>>(),
+        "every event once, in order"
+    );
+    let last = evs.last().unwrap();
+    assert_eq!(last.kind, pb::JobEventKind::StateChanged as i32);
+    let done = last.job.clone().unwrap();
+    assert_eq!(done.state, pb::JobState::Succeeded as i32);
+    assert!(
+        done.fine_tuned_model
+            .starts_with("ft:gpt-4o-mini-2024-07-18:"),
+        "{}",
+        done.fine_tuned_model
+    );
+    assert!(done.fine_tuned_model.contains(":file-engine:"));
+    assert!(done.trained_tokens > 0);
+    assert!((done.actual_cost_usd - done.trained_tokens as f64 * 3.0 / 1e6).abs() < 1e-12);
+    assert_eq!(done.last_sequence, last.sequence);
+    let metrics: Vec<&pb::StepMetrics> = evs.iter().filter_map(|e| e.metrics.as_ref()).collect();
+    assert!(metrics.len() >= 10, "a metrics event per step");
+    assert!(metrics.windows(2).all(|w| w[1].step > w[0].step));
+    assert_eq!(
+        evs.iter()
+            .filter(|e| e.kind == pb::JobEventKind::Checkpoint as i32)
+            .count(),
+        3
+    );
+
+    // Resume from the middle: exactly the rest.
+    let middle = evs[evs.len() / 2].sequence;
+    let rest = events(&watch_all(&server, &job.id, middle).await);
+    assert_eq!(
+        rest.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        ((middle + 1)..=last.sequence).collect::<Vec<_>>()
+    );
+    // Resume after the end of a finished job: the snapshot, then the end.
+    let after_end = watch_all(&server, &job.id, last.sequence).await;
+    assert_eq!(after_end.len(), 1);
+
+    let got = server
+        .client()
+        .get_job(pb::GetJobRequest {
+            job_id: job.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    assert_eq!(got.state, pb::JobState::Succeeded as i32);
+    // OpenAI's id finds the same job.
+    let by_upstream = server
+        .client()
+        .get_job(pb::GetJobRequest {
+            job_id: job.upstream_id.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_upstream.into_inner().job.unwrap().id, job.id);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_request_id_never_starts_a_second_job() {
+    let server = emulated().await;
+    let first = server
+        .client()
+        .start_training(start_request("req-dup"))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    let again = server
+        .client()
+        .start_training(start_request("req-dup"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.job.unwrap().id, first.id);
+    assert!(again.report.is_none(), "a repeat is not validated again");
+
+    let mut different = start_request("req-dup");
+    different.suffix = "other".into();
+    let err = server.client().start_training(different).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+    assert!(err.message().contains(&first.id), "{}", err.message());
+
+    let listed = server
+        .client()
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.jobs.len(), 1);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dataset_with_errors_is_refused_with_its_problems() {
+    let server = emulated().await;
+    let mut req = start_request("req-bad");
+    req.training = inline(reference("toy_chat_fine_tuning.jsonl"));
+    let err = server.client().start_training(req).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    let details = err.get_error_details();
+    assert_eq!(details.error_info().unwrap().reason, "DATASET_INVALID");
+    let violations = &details.precondition_failure().unwrap().violations;
+    assert!(
+        violations.iter().any(|v| v.r#type == "too_few_examples"),
+        "{violations:?}"
+    );
+    let listed = server
+        .client()
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.jobs.is_empty(), "nothing was started");
+
+    let mut dpo = start_request("req-dpo");
+    dpo.method = pb::TrainingMethod::Dpo as i32;
+    let err = server.client().start_training(dpo).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.get_error_details()
+            .precondition_failure()
+            .unwrap()
+            .violations[0]
+            .r#type
+            == "method_format_mismatch"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_parameters_name_the_field() {
+    let server = emulated().await;
+    let mut req = start_request("");
+    let err = server
+        .client()
+        .start_training(req.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(
+        err.get_error_details()
+            .bad_request()
+            .unwrap()
+            .field_violations[0]
+            .field,
+        "request_id"
+    );
+    req.request_id = "req-x".into();
+    req.hyperparameters = Some(pb::Hyperparameters {
+        n_epochs: Some(99),
+        ..Default::default()
+    });
+    let err = server
+        .client()
+        .start_training(req.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.get_error_details()
+            .bad_request()
+            .unwrap()
+            .field_violations[0]
+            .field,
+        "hyperparameters.n_epochs"
+    );
+    req.hyperparameters = None;
+    req.metadata
+        .insert("finetune_request_id".into(), "x".into());
+    let err = server.client().start_training(req).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = server
+        .client()
+        .get_job(pb::GetJobRequest {
+            job_id: "job-nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_a_running_job() {
+    let server = TestServer::start_with(|c| {
+        c.emulator = true;
+        c.emulator_time_scale = 5.0;
+        c.poll_interval_seconds = Some(0.05);
+    })
+    .await;
+    let job = server
+        .client()
+        .start_training(start_request("req-cancel"))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    let cancelled = server
+        .client()
+        .cancel_job(pb::CancelJobRequest {
+            job_id: job.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    assert_eq!(cancelled.state, pb::JobState::Cancelled as i32);
+    let items = watch_all(&server, &job.id, 0).await;
+    let last = events(&items).pop().unwrap();
+    assert_eq!(last.job.unwrap().state, pb::JobState::Cancelled as i32);
+    let err = server
+        .client()
+        .cancel_job(pb::CancelJobRequest {
+            job_id: job.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_provider_training_says_how_to_configure_one() {
+    let server = TestServer::start().await;
+    let err = server
+        .client()
+        .start_training(start_request("req"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("OPENAI_API_KEY") && err.message().contains("--emulator"),
+        "{}",
+        err.message()
+    );
+    server.stop().await;
+}
