@@ -67,6 +67,15 @@ pub struct ServeConfig {
     #[arg(long, env = "FINETUNE_POLL_INTERVAL_SECONDS")]
     pub poll_interval_seconds: Option<f64>,
 
+    /// OpenAI's API base URL [default: https://api.openai.com/v1]. The key is read from
+    /// OPENAI_API_KEY only.
+    #[arg(long, env = "OPENAI_BASE_URL")]
+    pub openai_base_url: Option<String>,
+
+    /// The OpenAI key, for embedding and tests; the command line never takes it.
+    #[arg(skip)]
+    pub openai_api_key: Option<String>,
+
     /// Seconds of silence on a WatchJob stream before a heartbeat.
     #[arg(long, env = "FINETUNE_HEARTBEAT_SECONDS", default_value_t = 15.0)]
     pub heartbeat_seconds: f64,
@@ -92,6 +101,8 @@ impl ServeConfig {
             emulator_time_scale: 20.0,
             poll_interval_seconds: None,
             heartbeat_seconds: 15.0,
+            openai_base_url: None,
+            openai_api_key: None,
         }
     }
 

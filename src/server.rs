@@ -174,10 +174,15 @@ async fn open_state(
         );
         emulator = Some(started);
         (Some(Arc::new(openai)), upstream)
-    } else if std::env::var_os("OPENAI_API_KEY").is_some() {
-        let config = OpenAi::config_from_vars(|k| std::env::var(k).ok())?;
-        let upstream = format!("OpenAI at {}", config.base_url);
-        (Some(Arc::new(OpenAi::new(config)?)), upstream)
+    } else if config.openai_api_key.is_some() || std::env::var_os("OPENAI_API_KEY").is_some() {
+        let mut openai = OpenAi::config_from_vars(|k| match k {
+            "OPENAI_API_KEY" if config.openai_api_key.is_some() => config.openai_api_key.clone(),
+            "OPENAI_BASE_URL" if config.openai_base_url.is_some() => config.openai_base_url.clone(),
+            _ => std::env::var(k).ok(),
+        })?;
+        openai.base_url = openai.base_url.trim_end_matches('/').to_owned();
+        let upstream = format!("OpenAI at {}", openai.base_url);
+        (Some(Arc::new(OpenAi::new(openai)?)), upstream)
     } else {
         (
             None,

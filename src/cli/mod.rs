@@ -1,7 +1,23 @@
 //! The `finetune` command line: `serve` runs the service, `validate` checks a dataset
 //! in-process without a server.
 
+/// `println!` that ends the process quietly when stdout is closed (`finetune watch | head`).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
+mod client;
+mod jobs;
+mod train;
 mod validate;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -26,6 +42,14 @@ pub enum Command {
     Serve(ServeConfig),
     /// Check a JSONL dataset and estimate its training cost (offline, no server).
     Validate(validate::ValidateArgs),
+    /// Validate, confirm and start a training job on the service.
+    Train(train::TrainArgs),
+    /// Follow a job live (default: the latest); exit 0 when it succeeds.
+    Watch(watch::WatchArgs),
+    /// List jobs, newest first.
+    Jobs(jobs::JobsArgs),
+    /// Cancel an unfinished job.
+    Cancel(jobs::CancelArgs),
     /// Run the emulator of OpenAI's API on its own (for SDKs and offline development).
     Emulator(EmulatorArgs),
 }
@@ -48,6 +72,10 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(config) => serve(config),
         Command::Validate(args) => validate::run(&args),
+        Command::Train(args) => train::run(&args),
+        Command::Watch(args) => watch::run(&args),
+        Command::Jobs(args) => jobs::list(&args),
+        Command::Cancel(args) => jobs::cancel(&args),
         Command::Emulator(args) => emulator(args),
     }
 }

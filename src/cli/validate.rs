@@ -90,9 +90,9 @@ fn validate(args: &ValidateArgs) -> Result<bool, String> {
     let report =
         dataset::validate(training, validation, &options, &catalog).map_err(|e| e.to_string())?;
     if args.json {
-        println!("{}", render::to_json(&report));
+        outln!("{}", render::to_json(&report));
     } else {
-        print!("{}", render::to_text(&report));
+        outln!("{}", render::to_text(&report).trim_end());
     }
     Ok(report.has_errors())
 }

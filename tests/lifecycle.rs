@@ -1,0 +1,329 @@
+//! The training lifecycle end to end: the CLI through the server, adapter and emulator;
+//! one poller for many watchers; a lost create response; a server killed mid-job.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use finetune::emulator::{Emulator, EmulatorConfig, Fault};
+use finetune::pb;
+use finetune::pb::watch_job_response::Item;
+use tokio_stream::StreamExt;
+
+fn reference(name: &str) -> Vec<u8> {
+    std::fs::read(common::repo_file("../shared/reference/datasets").join(name)).unwrap()
+}
+
+async fn emulator(time_scale: f64) -> Emulator {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    Emulator::start(
+        EmulatorConfig {
+            time_scale,
+            ..EmulatorConfig::default()
+        },
+        listener,
+    )
+    .await
+    .unwrap()
+}
+
+/// A server that talks to `emulator` as if it were OpenAI.
+async fn server_for(emulator: &Emulator, poll: f64) -> TestServer {
+    let base = emulator.base_url();
+    TestServer::start_with(move |c| {
+        c.openai_base_url = Some(base);
+        c.openai_api_key = Some("sk-test-lifecycle".into());
+        c.poll_interval_seconds = Some(poll);
+        c.heartbeat_seconds = 0.5;
+    })
+    .await
+}
+
+fn start_request(request_id: &str) -> pb::StartTrainingRequest {
+    pb::StartTrainingRequest {
+        request_id: request_id.into(),
+        training: Some(pb::DatasetSource {
+            source: Some(pb::dataset_source::Source::Content(reference(
+                "openai-dotnet_fine_tuning_sample.jsonl",
+            ))),
+            file_name: "sample.jsonl".into(),
+        }),
+        model: "gpt-4o-mini".into(),
+        ..Default::default()
+    }
+}
+
+fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn sequences(lines: &[serde_json::Value]) -> Vec<u64> {
+    lines
+        .iter()
+        .filter_map(|l| l["event"]["sequence"].as_u64())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_trains_and_watches_a_job_to_its_model() {
+    let emulator = emulator(300.0).await;
+    let server = server_for(&emulator, 0.05).await;
+    let addr = server.addr.to_string();
+    let sample = common::repo_file("examples/training-data.jsonl");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_finetune"))
+            .args([
+                "train",
+                sample.to_str().unwrap(),
+                "--yes",
+                "--watch",
+                "--json",
+                "--suffix",
+                "fe",
+                "--request-id",
+                "cli-1",
+            ])
+            .env("FINETUNE_ADDR", &addr)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = json_lines(&out.stdout);
+    let job = &lines[0]["job"];
+    assert_eq!(job["request_id"], "cli-1");
+    assert!(lines[1].get("snapshot").is_some());
+    let seqs = sequences(&lines);
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    let done = &lines.last().unwrap()["event"]["job"];
+    assert_eq!(done["state"], "succeeded");
+    let model = done["fine_tuned_model"].as_str().unwrap();
+    assert!(
+        model.starts_with("ft:gpt-4o-2024-08-06:") && model.contains(":fe:"),
+        "{model}"
+    );
+    // The emulator bills with the same token counting, so the cost is the estimate.
+    let tokens = done["trained_tokens"].as_u64().unwrap();
+    assert!(tokens > 0);
+    let cost = done["actual_cost_usd"].as_f64().unwrap();
+    assert!((cost - tokens as f64 * 25.0 / 1e6).abs() < 1e-9);
+    assert!((cost - done["estimated_cost_usd"].as_f64().unwrap()).abs() < 1e-9);
+
+    let addr = server.addr.to_string();
+    let listed = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_finetune"))
+            .args(["jobs", "--json"])
+            .env("FINETUNE_ADDR", &addr)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let jobs: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(jobs["jobs"][0]["fine_tuned_model"], model);
+    server.stop().await;
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_watchers_share_one_poller() {
+    let emulator = emulator(40.0).await;
+    let poll = 0.25;
+    let server = server_for(&emulator, poll).await;
+    let job = server
+        .client()
+        .start_training(start_request("many"))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    let began = Instant::now();
+    let gets_before = emulator.stats().count("GET /v1/fine_tuning/jobs/{id}");
+    let mut watchers = Vec::new();
+    for _ in 0..100 {
+        let mut client = server.client();
+        let id = job.id.clone();
+        watchers.push(tokio::spawn(async move {
+            let mut stream = client
+                .watch_job(pb::WatchJobRequest {
+                    job_id: id,
+                    after_sequence: 0,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let mut seqs = Vec::new();
+            while let Some(item) = stream.next().await {
+                if let Some(Item::Event(e)) = item.unwrap().item {
+                    seqs.push(e.sequence);
+                }
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for w in watchers {
+        all.push(
+            tokio::time::timeout(Duration::from_secs(60), w)
+                .await
+                .expect("watchers finish")
+                .unwrap(),
+        );
+    }
+    let elapsed = began.elapsed().as_secs_f64();
+    let gets = emulator.stats().count("GET /v1/fine_tuning/jobs/{id}") - gets_before;
+    assert!(
+        all.iter().all(|s| *s == all[0]),
+        "every watcher saw the same events"
+    );
+    assert_eq!(all[0], (1..=all[0].len() as u64).collect::<Vec<_>>());
+    let polls_allowed = (elapsed / poll).ceil() as u64 + 2;
+    assert!(
+        gets <= polls_allowed,
+        "{gets} job polls in {elapsed:.1}s at one per {poll}s (100 watchers)"
+    );
+    assert!(gets >= 2);
+    server.stop().await;
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_create_response_adopts_the_job_instead_of_creating_another() {
+    let emulator = emulator(300.0).await;
+    let server = server_for(&emulator, 0.05).await;
+    emulator
+        .faults()
+        .inject("POST /v1/fine_tuning/jobs", Fault::LostResponse, 1);
+    let job = server
+        .client()
+        .start_training(start_request("lost"))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    assert!(job.upstream_id.starts_with("ftjob-"));
+    assert_eq!(
+        emulator.stats().count("POST /v1/fine_tuning/jobs"),
+        1,
+        "created once"
+    );
+    // A retry of the same request returns the same job and creates nothing.
+    let again = server
+        .client()
+        .start_training(start_request("lost"))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    assert_eq!(again.id, job.id);
+    assert_eq!(emulator.stats().count("POST /v1/fine_tuning/jobs"), 1);
+    server.stop().await;
+    emulator.shutdown().await;
+}
+
+/// Reads `finetune serve`'s start line; returns the child.
+fn spawn_server(addr: &str, data_dir: &std::path::Path, base_url: &str) -> std::process::Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_finetune"))
+        .args([
+            "serve",
+            "--poll-interval-seconds",
+            "0.1",
+            "--heartbeat-seconds",
+            "0.5",
+        ])
+        .env("FINETUNE_ADDR", addr)
+        .env("FINETUNE_DATA_DIR", data_dir)
+        .env("OPENAI_BASE_URL", base_url)
+        .env("OPENAI_API_KEY", "sk-test-restart")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("listening on"), "{line}");
+    child
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_resumes_polling_and_the_cli_watcher_resumes_without_loss() {
+    let emulator = emulator(15.0).await;
+    let data_dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut server = spawn_server(&addr, data_dir.path(), &emulator.base_url());
+
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = pb::fine_tune_service_client::FineTuneServiceClient::new(channel);
+    let job = client
+        .start_training(start_request("restart"))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+
+    let watch_addr = addr.clone();
+    let job_id = job.id.clone();
+    let watcher = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_finetune"))
+            .args(["watch", &job_id, "--json"])
+            .env("FINETUNE_ADDR", &watch_addr)
+            .output()
+            .unwrap()
+    });
+    // Let some events through, then kill the server without a chance to clean up.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    server.kill().unwrap();
+    server.wait().unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let mut server = spawn_server(&addr, data_dir.path(), &emulator.base_url());
+
+    let out = tokio::time::timeout(Duration::from_secs(90), watcher)
+        .await
+        .expect("the watcher finishes")
+        .unwrap();
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = json_lines(&out.stdout);
+    let seqs = sequences(&lines);
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "no event lost or repeated across the restart"
+    );
+    assert_eq!(lines.last().unwrap()["event"]["job"]["state"], "succeeded");
+    assert_eq!(emulator.stats().count("POST /v1/fine_tuning/jobs"), 1);
+    emulator.shutdown().await;
+}
