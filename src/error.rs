@@ -79,6 +79,7 @@ impl Error {
                 UpstreamError::NotFound { .. } => "UPSTREAM_NOT_FOUND",
                 UpstreamError::Auth { .. } => "UPSTREAM_AUTH_FAILED",
                 UpstreamError::Protocol { .. } => "UPSTREAM_PROTOCOL_ERROR",
+                UpstreamError::Local { .. } => "LOCAL_IO_ERROR",
             },
         }
     }
@@ -152,7 +153,7 @@ fn upstream_code(e: &UpstreamError) -> Code {
         UpstreamError::NotFound { .. } => Code::NotFound,
         // The service's own key was refused: not the caller's credentials.
         UpstreamError::Auth { .. } => Code::FailedPrecondition,
-        UpstreamError::Protocol { .. } => Code::Internal,
+        UpstreamError::Protocol { .. } | UpstreamError::Local { .. } => Code::Internal,
     }
 }
 
@@ -163,7 +164,8 @@ fn upstream_metadata(e: &UpstreamError, metadata: &mut HashMap<String, String>) 
         | UpstreamError::Rejected { provider, .. }
         | UpstreamError::NotFound { provider, .. }
         | UpstreamError::Auth { provider, .. }
-        | UpstreamError::Protocol { provider, .. } => provider,
+        | UpstreamError::Protocol { provider, .. }
+        | UpstreamError::Local { provider, .. } => provider,
     };
     metadata.insert("provider".to_owned(), (*provider).to_owned());
     if let UpstreamError::Rejected {

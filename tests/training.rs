@@ -346,3 +346,53 @@ async fn without_a_provider_training_says_how_to_configure_one() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_fill_silences_and_carry_the_last_sequence() {
+    let server = TestServer::start_with(|c| {
+        c.emulator = true;
+        c.emulator_time_scale = 0.5; // validation alone takes emulated 10 s: long silences
+        c.poll_interval_seconds = Some(0.1);
+        c.heartbeat_seconds = 0.2;
+    })
+    .await;
+    let job = server
+        .client()
+        .start_training(start_request("req-quiet"))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    let mut stream = server
+        .client()
+        .watch_job(pb::WatchJobRequest {
+            job_id: job.id.clone(),
+            after_sequence: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last_event = 0;
+    let beat = loop {
+        let item = tokio::time::timeout(std::time::Duration::from_secs(5), stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        match item.item.unwrap() {
+            Item::Event(e) => last_event = e.sequence,
+            Item::Heartbeat(h) => break h,
+            Item::Snapshot(_) => {}
+        }
+    };
+    assert!(last_event >= 1);
+    assert_eq!(beat.last_sequence, last_event);
+    assert!(beat.time.is_some());
+    server
+        .client()
+        .cancel_job(pb::CancelJobRequest { job_id: job.id })
+        .await
+        .unwrap();
+    server.stop().await;
+}

@@ -182,7 +182,7 @@ impl JobManager {
         match self.store.reserve(&job, &fingerprint).await? {
             Reservation::Inserted => {}
             Reservation::Existing(existing, existing_fp) => {
-                return same_request(existing, &existing_fp, &fingerprint);
+                return same_request(*existing, &existing_fp, &fingerprint);
             }
         }
         let (job, _) = self

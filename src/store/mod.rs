@@ -15,7 +15,7 @@ pub enum Reservation {
     /// The job was inserted: this call owns the request id.
     Inserted,
     /// A job already holds the request id; with the fingerprint it was created with.
-    Existing(Job, String),
+    Existing(Box<Job>, String),
 }
 
 /// A page of jobs, newest first.

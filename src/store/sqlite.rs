@@ -86,7 +86,7 @@ impl Store for SqliteStore {
                 .map_err(db_err)?;
         let fingerprint: Option<String> = row.try_get("request_fingerprint").map_err(db_err)?;
         Ok(Reservation::Existing(
-            decode_job(&row)?,
+            Box::new(decode_job(&row)?),
             fingerprint.unwrap_or_default(),
         ))
     }

@@ -67,7 +67,7 @@ pub enum UpstreamError {
         status: Option<u16>,
         message: String,
     },
-    /// 400/409/422: the request was refused; `code`/`param` are the provider's.
+    /// Other 4xx (400, 408, 409, 422, ...): the request was refused; `code`/`param` are the provider's.
     #[error("{provider} rejected the request: {message}")]
     Rejected {
         provider: &'static str,
@@ -92,6 +92,12 @@ pub enum UpstreamError {
     /// The response could not be decoded.
     #[error("{provider} sent an unreadable response: {message}")]
     Protocol {
+        provider: &'static str,
+        message: String,
+    },
+    /// A local failure while preparing the call (for example reading the file to upload).
+    #[error("{message}")]
+    Local {
         provider: &'static str,
         message: String,
     },

@@ -1,2 +1,767 @@
 //! The OpenAI adapter (reqwest + serde_json): files, uploads and fine-tuning jobs.
-//! Being written in this session; see the helper's report.
+//!
+//! One HTTP call per operation and no retries (the caller owns the retry policy). Every
+//! failure is classified into an [`UpstreamError`] from the status and OpenAI's error
+//! envelope; messages never carry the API key or a raw response body.
+
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, Once};
+use std::time::{Duration, SystemTime};
+
+use futures_util::stream::{self, Stream};
+use regex::Regex;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::multipart::{Form, Part};
+use reqwest::{Body, StatusCode, Url};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use super::types::{
+    ApiError, Checkpoint, CreateJobRequest, ErrorEnvelope, FileObject, Job, JobEvent, Page,
+    UploadObject, UploadPart,
+};
+use super::{FineTuning, OpenAiConfig, UpstreamError};
+use crate::error::Error;
+
+/// The `provider` of every error this adapter returns.
+pub const PROVIDER: &str = "openai";
+
+/// The purpose every file of this service is uploaded with.
+const PURPOSE: &str = "fine-tune";
+/// The MIME type declared to the Uploads API (as the official SDK recordings do).
+const UPLOAD_MIME_TYPE: &str = "text/jsonl";
+/// Chunk size when streaming a file from disk into a request body.
+const READ_CHUNK: usize = 64 << 10;
+/// Provider messages are cut to this many characters: enough for any real one.
+const MAX_MESSAGE_CHARS: usize = 1000;
+
+/// The OpenAI fine-tuning client. Cheap to clone (the HTTP client is shared).
+#[derive(Clone)]
+pub struct OpenAi {
+    http: reqwest::Client,
+    base: Url,
+    upload_threshold_bytes: u64,
+    part_size_bytes: u64,
+    timeout: Duration,
+    redactor: Arc<Redactor>,
+}
+
+impl std::fmt::Debug for OpenAi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAi")
+            .field("base_url", &self.base.as_str())
+            .field("upload_threshold_bytes", &self.upload_threshold_bytes)
+            .field("part_size_bytes", &self.part_size_bytes)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenAi {
+    /// A client for `config`; fails on an empty key, a malformed base URL, a zero part
+    /// size, or header values HTTP cannot carry (none of them echoed).
+    pub fn new(config: OpenAiConfig) -> Result<OpenAi, Error> {
+        install_crypto_provider();
+        let key = config.api_key.trim();
+        if key.is_empty() {
+            return Err(Error::Config("the OpenAI API key is empty".to_owned()));
+        }
+        if config.part_size_bytes == 0 {
+            return Err(Error::Config(
+                "the OpenAI upload part size must be at least 1 byte".to_owned(),
+            ));
+        }
+        let base = parse_base_url(&config.base_url)?;
+
+        let mut headers = HeaderMap::new();
+        let mut auth = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
+            Error::Config("the OpenAI API key contains characters not allowed in a header".into())
+        })?;
+        auth.set_sensitive(true);
+        headers.insert(AUTHORIZATION, auth);
+        for (name, value, what) in [
+            (
+                "openai-organization",
+                &config.organization,
+                "OpenAI organization",
+            ),
+            ("openai-project", &config.project, "OpenAI project"),
+        ] {
+            if let Some(value) = value.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+                let value = HeaderValue::from_str(value).map_err(|_| {
+                    Error::Config(format!(
+                        "the {what} id contains characters not allowed in a header"
+                    ))
+                })?;
+                headers.insert(HeaderName::from_static(name), value);
+            }
+        }
+
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .user_agent(concat!("finetune/", env!("CARGO_PKG_VERSION")))
+            .timeout(config.timeout)
+            .build()
+            .map_err(|e| Error::Config(format!("cannot build the OpenAI HTTP client: {e}")))?;
+        Ok(OpenAi {
+            http,
+            base,
+            upload_threshold_bytes: config.upload_threshold_bytes,
+            part_size_bytes: config.part_size_bytes,
+            timeout: config.timeout,
+            redactor: Arc::new(Redactor::new(key)),
+        })
+    }
+
+    /// A client configured from the process environment (see [`OpenAi::config_from_vars`]).
+    pub fn from_env() -> Result<OpenAi, Error> {
+        OpenAi::new(OpenAi::config_from_vars(|name| std::env::var(name).ok())?)
+    }
+
+    /// The configuration the variables give: `OPENAI_API_KEY` (required),
+    /// `OPENAI_BASE_URL`, `OPENAI_ORG_ID` (or `OPENAI_ORGANIZATION`), `OPENAI_PROJECT_ID`
+    /// and `FINETUNE_UPLOAD_THRESHOLD_BYTES`. Empty values count as unset. `var` looks a
+    /// variable up, so tests need not touch the process environment.
+    pub fn config_from_vars(var: impl Fn(&str) -> Option<String>) -> Result<OpenAiConfig, Error> {
+        let get = |name: &str| {
+            var(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let api_key = get("OPENAI_API_KEY").ok_or_else(|| {
+            Error::Config(
+                "OPENAI_API_KEY is not set: export the OpenAI API key to train on OpenAI".into(),
+            )
+        })?;
+        let base_url =
+            get("OPENAI_BASE_URL").unwrap_or_else(|| OpenAiConfig::DEFAULT_BASE_URL.into());
+        let mut config = OpenAiConfig::new(api_key, base_url);
+        config.organization = get("OPENAI_ORG_ID").or_else(|| get("OPENAI_ORGANIZATION"));
+        config.project = get("OPENAI_PROJECT_ID");
+        if let Some(raw) = get("FINETUNE_UPLOAD_THRESHOLD_BYTES") {
+            config.upload_threshold_bytes = raw.parse().map_err(|_| {
+                Error::Config(format!(
+                    "FINETUNE_UPLOAD_THRESHOLD_BYTES must be a whole number of bytes, got {raw:?}"
+                ))
+            })?;
+        }
+        Ok(config)
+    }
+
+    /// `GET /files/{id}`.
+    pub async fn get_file(&self, id: &str) -> Result<FileObject, UpstreamError> {
+        self.call(self.http.get(self.url(&["files", id])), "file")
+            .await
+    }
+
+    /// `POST /uploads`: opens an Upload of `bytes` bytes for a fine-tuning JSONL file.
+    pub async fn create_upload(
+        &self,
+        filename: &str,
+        bytes: u64,
+    ) -> Result<UploadObject, UpstreamError> {
+        #[derive(Serialize)]
+        struct CreateUpload<'a> {
+            filename: &'a str,
+            purpose: &'a str,
+            bytes: u64,
+            mime_type: &'a str,
+        }
+        let body = CreateUpload {
+            filename,
+            purpose: PURPOSE,
+            bytes,
+            mime_type: UPLOAD_MIME_TYPE,
+        };
+        self.call(self.http.post(self.url(&["uploads"])).json(&body), "upload")
+            .await
+    }
+
+    /// `POST /uploads/{id}/parts`: sends `len` bytes of `path` from `offset`, streamed
+    /// from disk.
+    pub async fn add_upload_part(
+        &self,
+        upload_id: &str,
+        path: &Path,
+        offset: u64,
+        len: u64,
+    ) -> Result<UploadPart, UpstreamError> {
+        let mut file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| local_error(path, &e))?;
+        file.seek(io::SeekFrom::Start(offset))
+            .await
+            .map_err(|e| local_error(path, &e))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "part".to_owned());
+        let data = file_part(file, len, name)?;
+        let form = Form::new().part("data", data);
+        self.call(
+            self.http
+                .post(self.url(&["uploads", upload_id, "parts"]))
+                .multipart(form),
+            "upload part",
+        )
+        .await
+    }
+
+    /// `POST /uploads/{id}/complete` with the parts in file order.
+    pub async fn complete_upload(
+        &self,
+        upload_id: &str,
+        part_ids: &[String],
+    ) -> Result<UploadObject, UpstreamError> {
+        #[derive(Serialize)]
+        struct Complete<'a> {
+            part_ids: &'a [String],
+        }
+        self.call(
+            self.http
+                .post(self.url(&["uploads", upload_id, "complete"]))
+                .json(&Complete { part_ids }),
+            "upload",
+        )
+        .await
+    }
+
+    /// `POST /uploads/{id}/cancel`.
+    pub async fn cancel_upload(&self, upload_id: &str) -> Result<UploadObject, UpstreamError> {
+        self.call(
+            self.http.post(self.url(&["uploads", upload_id, "cancel"])),
+            "upload",
+        )
+        .await
+    }
+
+    async fn upload_whole(
+        &self,
+        path: &Path,
+        filename: &str,
+        size: u64,
+    ) -> Result<FileObject, UpstreamError> {
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| local_error(path, &e))?;
+        let form = Form::new()
+            .text("purpose", PURPOSE)
+            .part("file", file_part(file, size, filename.to_owned())?);
+        self.call(self.http.post(self.url(&["files"])).multipart(form), "file")
+            .await
+    }
+
+    async fn upload_in_parts(
+        &self,
+        path: &Path,
+        filename: &str,
+        size: u64,
+    ) -> Result<FileObject, UpstreamError> {
+        let upload = self.create_upload(filename, size).await?;
+        let result = self.send_parts(&upload.id, path, size).await;
+        if result.is_err() {
+            // An abandoned Upload would linger until it expires (an hour): best effort.
+            if let Err(e) = self.cancel_upload(&upload.id).await {
+                tracing::debug!(upload_id = %upload.id, error = %e, "cancelling the upload failed");
+            }
+        }
+        result
+    }
+
+    async fn send_parts(
+        &self,
+        upload_id: &str,
+        path: &Path,
+        size: u64,
+    ) -> Result<FileObject, UpstreamError> {
+        let mut part_ids = Vec::new();
+        let mut offset = 0;
+        while offset < size {
+            let len = self.part_size_bytes.min(size - offset);
+            part_ids.push(self.add_upload_part(upload_id, path, offset, len).await?.id);
+            offset += len;
+        }
+        let upload = self.complete_upload(upload_id, &part_ids).await?;
+        upload.file.ok_or_else(|| UpstreamError::Protocol {
+            provider: PROVIDER,
+            message: format!(
+                "the completed upload has no file (status {:?})",
+                truncate(&upload.status, 40)
+            ),
+        })
+    }
+
+    /// `base` + path segments, each percent-encoded as one segment.
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .expect("the base URL was checked to be hierarchical")
+            .pop_if_empty()
+            .extend(segments);
+        url
+    }
+
+    /// Sends one request and decodes a 2xx body as `T`; anything else is classified.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &'static str,
+    ) -> Result<T, UpstreamError> {
+        let request = request.build().map_err(|e| self.transport_error(&e))?;
+        let method = request.method().clone();
+        let path = request.url().path().to_owned();
+        let response = match self.http.execute(request).await {
+            Ok(response) => response,
+            Err(e) => {
+                let error = self.transport_error(&e);
+                tracing::debug!(%method, %path, %error, "openai call failed");
+                return Err(error);
+            }
+        };
+        let status = response.status();
+        tracing::debug!(%method, %path, status = status.as_u16(), "openai call");
+        let headers = response.headers().clone();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        if !status.is_success() {
+            return Err(self.status_error(status, &headers, &body));
+        }
+        serde_json::from_slice(&body).map_err(|e| UpstreamError::Protocol {
+            provider: PROVIDER,
+            message: format!(
+                "expected a {what} as JSON, got {} ({})",
+                describe_content(&headers, body.len()),
+                describe_json_error(&e)
+            ),
+        })
+    }
+
+    /// Classifies a non-2xx response: the status decides the kind, the error envelope
+    /// (when there is one) supplies the message, code and param.
+    fn status_error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> UpstreamError {
+        let code = status.as_u16();
+        let api = decode_api_error(body);
+        let message = match &api {
+            Some(e) if !e.message.trim().is_empty() => self.redactor.clean(&e.message),
+            _ => format!(
+                "HTTP {code} without an OpenAI error body ({})",
+                describe_content(headers, body.len())
+            ),
+        };
+        match code {
+            429 => UpstreamError::RateLimited {
+                provider: PROVIDER,
+                message,
+                retry_after: parse_retry_after(headers, SystemTime::now()),
+            },
+            401 | 403 => UpstreamError::Auth {
+                provider: PROVIDER,
+                status: code,
+                message,
+            },
+            404 => UpstreamError::NotFound {
+                provider: PROVIDER,
+                message,
+            },
+            // 529 ("overloaded") is in this range too.
+            500..=599 => UpstreamError::Unavailable {
+                provider: PROVIDER,
+                status: Some(code),
+                message,
+            },
+            // 400/408/409/422 and any other refusal (405, 413, 415...).
+            400..=499 => {
+                let api = api.unwrap_or_default();
+                UpstreamError::Rejected {
+                    provider: PROVIDER,
+                    status: code,
+                    code: api.code.map(|c| self.redactor.clean(&c)),
+                    param: api.param.map(|p| self.redactor.clean(&p)),
+                    message,
+                }
+            }
+            _ => UpstreamError::Protocol {
+                provider: PROVIDER,
+                message: format!("unexpected HTTP status {code}"),
+            },
+        }
+    }
+
+    fn transport_error(&self, e: &reqwest::Error) -> UpstreamError {
+        if e.is_builder() {
+            return UpstreamError::Protocol {
+                provider: PROVIDER,
+                message: format!("could not build the request: {}", innermost(e)),
+            };
+        }
+        let what = if e.is_timeout() {
+            format!("timed out after {:?}", self.timeout)
+        } else if e.is_connect() {
+            "could not connect".to_owned()
+        } else if e.is_body() || e.is_decode() {
+            "the connection broke while transferring a body".to_owned()
+        } else {
+            "the request failed".to_owned()
+        };
+        UpstreamError::Unavailable {
+            provider: PROVIDER,
+            status: None,
+            message: self.redactor.clean(&format!("{what}: {}", innermost(e))),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl FineTuning for OpenAi {
+    async fn upload_file(&self, path: &Path, filename: &str) -> Result<FileObject, UpstreamError> {
+        let size = tokio::fs::metadata(path)
+            .await
+            .map_err(|e| local_error(path, &e))?
+            .len();
+        if size <= self.upload_threshold_bytes {
+            self.upload_whole(path, filename, size).await
+        } else {
+            self.upload_in_parts(path, filename, size).await
+        }
+    }
+
+    async fn create_job(&self, request: &CreateJobRequest) -> Result<Job, UpstreamError> {
+        // Whole-number hyperparameters serialize as integers (see types::AutoOr).
+        let body = serde_json::to_value(request).map_err(|e| UpstreamError::Local {
+            provider: PROVIDER,
+            message: format!("could not encode the job request: {e}"),
+        })?;
+        self.call(
+            self.http
+                .post(self.url(&["fine_tuning", "jobs"]))
+                .json(&body),
+            "fine-tuning job",
+        )
+        .await
+    }
+
+    async fn get_job(&self, id: &str) -> Result<Job, UpstreamError> {
+        self.call(
+            self.http.get(self.url(&["fine_tuning", "jobs", id])),
+            "fine-tuning job",
+        )
+        .await
+    }
+
+    async fn list_jobs(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+        metadata: &[(String, String)],
+    ) -> Result<Page<Job>, UpstreamError> {
+        let mut url = self.url(&["fine_tuning", "jobs"]);
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(after) = after {
+                query.append_pair("after", after);
+            }
+            query.append_pair("limit", &limit.to_string());
+            // The spec's deepObject style: `metadata[key]=value`.
+            for (key, value) in metadata {
+                query.append_pair(&format!("metadata[{key}]"), value);
+            }
+        }
+        self.call(self.http.get(url), "page of fine-tuning jobs")
+            .await
+    }
+
+    async fn cancel_job(&self, id: &str) -> Result<Job, UpstreamError> {
+        self.call(
+            self.http
+                .post(self.url(&["fine_tuning", "jobs", id, "cancel"])),
+            "fine-tuning job",
+        )
+        .await
+    }
+
+    async fn list_events(
+        &self,
+        id: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<JobEvent>, UpstreamError> {
+        let url = paged(
+            self.url(&["fine_tuning", "jobs", id, "events"]),
+            after,
+            limit,
+        );
+        self.call(self.http.get(url), "page of fine-tuning events")
+            .await
+    }
+
+    async fn list_checkpoints(
+        &self,
+        id: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<Checkpoint>, UpstreamError> {
+        let url = paged(
+            self.url(&["fine_tuning", "jobs", id, "checkpoints"]),
+            after,
+            limit,
+        );
+        self.call(self.http.get(url), "page of checkpoints").await
+    }
+}
+
+/// The delay a 429 asks for: `retry-after-ms` (milliseconds, OpenAI's own), else
+/// `Retry-After` as seconds or an HTTP date (relative to `now`; a past date is zero).
+pub fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let non_negative = |n: f64| n.is_finite() && n >= 0.0;
+    if let Some(ms) = header("retry-after-ms")
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|ms| non_negative(*ms))
+    {
+        return Duration::try_from_secs_f64(ms / 1000.0).ok();
+    }
+    let value = header("retry-after")?;
+    if let Ok(seconds) = value.parse::<f64>() {
+        return non_negative(seconds)
+            .then(|| Duration::try_from_secs_f64(seconds).ok())
+            .flatten();
+    }
+    let at = parse_http_date(value)?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// An HTTP date in any of the three forms RFC 9110 asks recipients to accept:
+/// `Sun, 06 Nov 1994 08:49:37 GMT`, `Sunday, 06-Nov-94 08:49:37 GMT`,
+/// `Sun Nov  6 08:49:37 1994`.
+fn parse_http_date(value: &str) -> Option<SystemTime> {
+    let tokens: Vec<&str> = value.split([' ', ',']).filter(|t| !t.is_empty()).collect();
+    let (day, month, year, time) = match tokens.as_slice() {
+        [_, day, month, year, time, "GMT"] => (*day, *month, year.parse::<i64>().ok()?, *time),
+        [_, date, time, "GMT"] => {
+            let mut parts = date.split('-');
+            let (day, month, year) = (parts.next()?, parts.next()?, parts.next()?);
+            let year: i64 = year.parse().ok()?;
+            // RFC 850 two-digit years.
+            let year = match year {
+                0..=69 => 2000 + year,
+                70..=99 => 1900 + year,
+                _ => year,
+            };
+            (day, month, year, *time)
+        }
+        [_, month, day, time, year] => (*day, *month, year.parse::<i64>().ok()?, *time),
+        _ => return None,
+    };
+    let day: u32 = day.parse().ok()?;
+    let month = 1 + [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| *m == month)? as u32;
+    let mut hms = time.split(':').map(|p| p.parse::<u64>().ok());
+    let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
+    if hms.next().is_some() || !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    let seconds = u64::try_from(days).ok()? * 86_400 + h * 3600 + m * 60 + s;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(seconds))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month = i64::from(month);
+    let day_of_year =
+        (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// Removes secrets from provider text: our key verbatim, OpenAI's masked echo of a key
+/// (`sk-abc****wxyz`) and anything shaped like an OpenAI key.
+struct Redactor {
+    key: String,
+    patterns: Regex,
+}
+
+impl Redactor {
+    fn new(key: &str) -> Redactor {
+        Redactor {
+            key: key.to_owned(),
+            patterns: Regex::new(r"[A-Za-z0-9_\-]*\*{3,}[A-Za-z0-9_\-]*|\bsk-[A-Za-z0-9_\-]{6,}")
+                .expect("a valid regex"),
+        }
+    }
+
+    fn clean(&self, text: &str) -> String {
+        let text = if self.key.is_empty() {
+            text.to_owned()
+        } else {
+            text.replace(&self.key, "<redacted>")
+        };
+        let text = self.patterns.replace_all(&text, "<redacted>");
+        truncate(&text, MAX_MESSAGE_CHARS)
+    }
+}
+
+/// Installs ring as rustls' process-wide provider (reqwest is built without one); a
+/// provider someone else installed first is kept.
+fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _already_installed = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+fn parse_base_url(raw: &str) -> Result<Url, Error> {
+    let url = Url::parse(raw.trim())
+        .map_err(|e| Error::Config(format!("the OpenAI base URL is not a valid URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+        return Err(Error::Config(
+            "the OpenAI base URL must be an http(s) URL such as https://api.openai.com/v1".into(),
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(Error::Config(
+            "the OpenAI base URL must not have a query or fragment".into(),
+        ));
+    }
+    Ok(url)
+}
+
+fn paged(mut url: Url, after: Option<&str>, limit: u32) -> Url {
+    {
+        let mut query = url.query_pairs_mut();
+        if let Some(after) = after {
+            query.append_pair("after", after);
+        }
+        query.append_pair("limit", &limit.to_string());
+    }
+    url
+}
+
+/// A multipart file part of exactly `len` bytes streamed from `file`'s position.
+fn file_part(file: tokio::fs::File, len: u64, filename: String) -> Result<Part, UpstreamError> {
+    Part::stream_with_length(Body::wrap_stream(read_exactly(file, len)), len)
+        .file_name(filename)
+        .mime_str("application/octet-stream")
+        .map_err(|e| UpstreamError::Protocol {
+            provider: PROVIDER,
+            message: format!("could not build the multipart body: {e}"),
+        })
+}
+
+/// `len` bytes of `file` as a stream of chunks; a file that ends early is an error
+/// rather than a short body.
+fn read_exactly(
+    file: tokio::fs::File,
+    len: u64,
+) -> impl Stream<Item = io::Result<Vec<u8>>> + Send + 'static {
+    stream::try_unfold((file, len), |(mut file, remaining)| async move {
+        if remaining == 0 {
+            return Ok(None);
+        }
+        let want = usize::try_from(remaining).map_or(READ_CHUNK, |r| r.min(READ_CHUNK));
+        let mut buf = vec![0; want];
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file shrank while it was being uploaded",
+            ));
+        }
+        buf.truncate(n);
+        Ok(Some((buf, (file, remaining - n as u64))))
+    })
+}
+
+/// A local read failure, naming the file; not retryable.
+fn local_error(path: &Path, e: &io::Error) -> UpstreamError {
+    UpstreamError::Local {
+        provider: PROVIDER,
+        message: format!("could not read {}: {e}", path.display()),
+    }
+}
+
+/// The error envelope, tolerating a non-string `code` or a bare string `error`.
+fn decode_api_error(body: &[u8]) -> Option<ApiError> {
+    if let Ok(envelope) = serde_json::from_slice::<ErrorEnvelope>(body) {
+        return Some(envelope.error);
+    }
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let error = value.get("error")?;
+    let text = |v: Option<&serde_json::Value>| match v? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    match error {
+        serde_json::Value::String(message) => Some(ApiError {
+            message: message.clone(),
+            ..ApiError::default()
+        }),
+        serde_json::Value::Object(_) => Some(ApiError {
+            message: text(error.get("message")).unwrap_or_default(),
+            kind: text(error.get("type")),
+            param: text(error.get("param")),
+            code: text(error.get("code")),
+        }),
+        _ => None,
+    }
+}
+
+/// `text/html, 1234 bytes`: what a body was, without any of its content.
+fn describe_content(headers: &HeaderMap, len: usize) -> String {
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim)
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"/+.-_".contains(&b))
+        })
+        .unwrap_or("no content type");
+    format!("{content_type}, {len} bytes")
+}
+
+/// A serde_json error without its text, which may quote the body.
+fn describe_json_error(e: &serde_json::Error) -> String {
+    let kind = match e.classify() {
+        serde_json::error::Category::Io => "read error",
+        serde_json::error::Category::Syntax => "not JSON",
+        serde_json::error::Category::Data => "unexpected shape",
+        serde_json::error::Category::Eof => "truncated",
+    };
+    format!("{kind} at line {} column {}", e.line(), e.column())
+}
+
+/// The innermost cause of an error, which names what actually went wrong.
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_owned(),
+    }
+}

@@ -52,12 +52,23 @@ pub struct UploadPart {
     pub id: String,
 }
 
-/// A hyperparameter that is `"auto"` or a number.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// A hyperparameter that is `"auto"` or a number. Whole numbers are sent as integers
+/// (`batch_size: 2`, not `2.0`), as the spec types `batch_size` and `n_epochs`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(untagged)]
 pub enum AutoOr {
     Number(f64),
     Auto(AutoTag),
+}
+
+impl Serialize for AutoOr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match *self {
+            AutoOr::Number(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => s.serialize_i64(n as i64),
+            AutoOr::Number(n) => s.serialize_f64(n),
+            AutoOr::Auto(tag) => tag.serialize(s),
+        }
+    }
 }
 
 /// The literal string `"auto"`.
