@@ -26,3 +26,7 @@ cargo clippy --all-targets --locked -- -D warnings
 
 step "cargo test"
 cargo test --locked --all-targets
+
+step "Python: the official openai SDK against the emulator"
+scripts/python-env.sh
+FINETUNE_BIN="$PWD/target/debug/finetune" .venv/bin/python -m pytest tests/python -q

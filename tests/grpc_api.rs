@@ -450,24 +450,24 @@ async fn rpcs_of_later_releases_answer_unimplemented_with_a_reason() {
     let server = TestServer::start().await;
     let mut client = server.client();
     let err = client
-        .start_training(pb::StartTrainingRequest::default())
+        .complete(pb::CompleteRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("StartTraining"), "{}", err.message());
+    assert!(err.message().contains("Complete"), "{}", err.message());
     assert_eq!(
         err.get_error_details().error_info().unwrap().reason,
         "NOT_IMPLEMENTED"
     );
     let err = client
-        .watch_job(pb::WatchJobRequest::default())
+        .stream_complete(pb::StreamCompleteRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
-    let err = client
-        .complete(pb::CompleteRequest::default())
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented);
+    assert!(
+        err.message().contains("StreamComplete"),
+        "{}",
+        err.message()
+    );
     server.stop().await;
 }

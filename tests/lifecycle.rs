@@ -18,6 +18,8 @@ fn reference(name: &str) -> Vec<u8> {
 }
 
 async fn emulator(time_scale: f64) -> Emulator {
+    // reqwest (used here to play a client outside the service) needs a TLS provider even for http.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     Emulator::start(
         EmulatorConfig {
@@ -326,4 +328,190 @@ async fn a_killed_server_resumes_polling_and_the_cli_watcher_resumes_without_los
     assert_eq!(lines.last().unwrap()["event"]["job"]["state"], "succeeded");
     assert_eq!(emulator.stats().count("POST /v1/fine_tuning/jobs"), 1);
     emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_strip_our_metadata_and_happen_once_per_content() {
+    let emulator = emulator(300.0).await;
+    let server = server_for(&emulator, 0.05).await;
+    let sample = std::fs::read(common::repo_file("examples/training-data.jsonl")).unwrap();
+    let request = |id: &str, suffix: &str| pb::StartTrainingRequest {
+        request_id: id.into(),
+        training: Some(pb::DatasetSource {
+            source: Some(pb::dataset_source::Source::Content(sample.clone())),
+            file_name: "training-data.jsonl".into(),
+        }),
+        suffix: suffix.into(),
+        ..Default::default()
+    };
+    let first = server
+        .client()
+        .start_training(request("a", "one"))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    let second = server
+        .client()
+        .start_training(request("b", "two"))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    assert_ne!(first.id, second.id);
+    assert_eq!(
+        first.training_file_id, second.training_file_id,
+        "the same bytes are uploaded once"
+    );
+    assert_eq!(emulator.stats().count("POST /v1/files"), 1);
+
+    let content = reqwest::Client::new()
+        .get(format!(
+            "{}/files/{}/content",
+            emulator.base_url(),
+            first.training_file_id
+        ))
+        .bearer_auth("sk-test-lifecycle")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lines: Vec<serde_json::Value> = content
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 13);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.get("metadata").is_none() && l.get("messages").is_some()),
+        "metadata is ours: not sent"
+    );
+    server.stop().await;
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_created_outside_the_service_is_adopted_by_its_openai_id() {
+    let emulator = emulator(300.0).await;
+    let server = server_for(&emulator, 0.05).await;
+    let http = reqwest::Client::new();
+    let form = reqwest::multipart::Form::new()
+        .text("purpose", "fine-tune")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(reference("openai-dotnet_fine_tuning_sample.jsonl"))
+                .file_name("outside.jsonl"),
+        );
+    let file: serde_json::Value = http
+        .post(format!("{}/files", emulator.base_url()))
+        .bearer_auth("sk-outside")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let created: serde_json::Value = http
+        .post(format!("{}/fine_tuning/jobs", emulator.base_url()))
+        .bearer_auth("sk-outside")
+        .json(&serde_json::json!({"model": "gpt-4o-mini", "training_file": file["id"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let upstream_id = created["id"].as_str().unwrap().to_owned();
+
+    let adopted = server
+        .client()
+        .get_job(pb::GetJobRequest {
+            job_id: upstream_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    assert_eq!(adopted.upstream_id, upstream_id);
+    assert!(adopted.request_id.is_empty());
+    let mut stream = server
+        .client()
+        .watch_job(pb::WatchJobRequest {
+            job_id: upstream_id.clone(),
+            after_sequence: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last = None;
+    while let Some(item) = tokio::time::timeout(Duration::from_secs(30), stream.next())
+        .await
+        .unwrap()
+    {
+        if let Some(Item::Event(e)) = item.unwrap().item {
+            last = Some(e);
+        }
+    }
+    assert_eq!(
+        last.unwrap().job.unwrap().state,
+        pb::JobState::Succeeded as i32
+    );
+    // Adopted once: asking again finds the same job.
+    let again = server
+        .client()
+        .get_job(pb::GetJobRequest {
+            job_id: upstream_id,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    assert_eq!(again.id, adopted.id);
+    server.stop().await;
+    emulator.shutdown().await;
+}
+
+#[test]
+fn train_asks_before_spending_and_refuses_silently_without_a_terminal() {
+    let sample = common::repo_file("examples/training-data.jsonl");
+    let out = Command::new(env!("CARGO_BIN_EXE_finetune"))
+        .args(["train", sample.to_str().unwrap(), "--addr", "127.0.0.1:9"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--yes"), "{err}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("estimated $"),
+        "the estimate is shown first: {stdout}"
+    );
+
+    let bad = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(bad.path(), "{\"messages\": []}\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_finetune"))
+        .args([
+            "train",
+            bad.path().to_str().unwrap(),
+            "--yes",
+            "--addr",
+            "127.0.0.1:9",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a dataset with errors is never sent"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was started"));
 }

@@ -1,0 +1,1419 @@
+//! Fine-tuning jobs. A job's whole history is a function of the emulated clock: it is
+//! `validating_files` for `validating_secs`, `queued` for `queued_secs`, then `running`
+//! for `step_secs` per step, then `succeeded`. Nothing runs in the background except the
+//! validation of its files (the project's own validator), whose result fixes the plan:
+//! example count, epochs, steps and billed tokens.
+
+use std::sync::{Arc, OnceLock};
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::{Serialize, Serializer};
+use serde_json::{Map, Value};
+
+use super::api::{
+    self, ApiError, ApiResult, check_len, json, only_keys, opt_int, opt_str, parse_object,
+    query_get, query_limit, req_str,
+};
+use super::files::{Files, StoredFile, new_file_id};
+use super::{App, ts};
+use crate::dataset::{self, Catalog, Code, Format, Input, Options, Role, Severity};
+
+/// Learning-rate multiplier `auto` resolves to (the recorded succeeded job shows 2).
+const AUTO_LEARNING_RATE: f64 = 2.0;
+/// DPO `beta` when `auto`.
+const AUTO_BETA: f64 = 0.1;
+/// Checkpoints are kept for the last this many epochs.
+const CHECKPOINT_EPOCHS: u64 = 3;
+
+/// Every job, in creation order.
+#[derive(Default)]
+pub(crate) struct Jobs {
+    items: Vec<Job>,
+}
+
+impl Jobs {
+    /// Fixes plans whose validation is done and publishes the results file of every job
+    /// that has succeeded by `now`.
+    pub(crate) fn advance(&mut self, now: f64, files: &mut Files) {
+        for job in &mut self.items {
+            job.materialize(now, files);
+            if !job.results_published && job.phase(now) == Phase::Succeeded {
+                job.results_published = true;
+                if let Some(file) = job.results_file() {
+                    files.insert(file);
+                }
+            }
+        }
+    }
+
+    fn get(&self, id: &str) -> ApiResult<&Job> {
+        self.items
+            .iter()
+            .find(|j| j.id == id)
+            .ok_or_else(|| no_such_job(id))
+    }
+
+    /// The base snapshot of a fine-tuned model or checkpoint that exists at `now`.
+    pub(crate) fn fine_tuned_base(&self, model: &str, now: f64, org: &str) -> Option<&str> {
+        self.items.iter().find_map(|j| {
+            let names = j.usable_models(now, org);
+            names.iter().any(|n| n == model).then_some(j.base.as_str())
+        })
+    }
+
+    /// Fine-tuned models that exist at `now`, with when they were created.
+    pub(crate) fn fine_tuned_models(&self, now: f64, org: &str) -> Vec<(String, i64)> {
+        self.items
+            .iter()
+            .filter(|j| j.phase(now) == Phase::Succeeded)
+            .filter_map(|j| {
+                let finished = j.finished()?;
+                Some((j.model_name(org), ts(finished)))
+            })
+            .collect()
+    }
+}
+
+fn no_such_job(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("No such fine-tuning job: {id}"),
+    )
+    .param("fine_tuning_job_id")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Supervised,
+    Dpo,
+}
+
+impl Method {
+    fn name(self) -> &'static str {
+        match self {
+            Method::Supervised => "supervised",
+            Method::Dpo => "dpo",
+        }
+    }
+}
+
+/// Hyperparameters as requested; None is `auto`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Requested {
+    n_epochs: Option<u32>,
+    batch_size: Option<u32>,
+    learning_rate_multiplier: Option<f64>,
+    beta: Option<f64>,
+}
+
+/// What validation decided for a job that can train.
+#[derive(Debug, Clone)]
+struct Train {
+    epochs: u32,
+    batch_size: u32,
+    learning_rate_multiplier: f64,
+    beta: f64,
+    steps_per_epoch: u64,
+    trained_tokens: u64,
+    has_validation: bool,
+}
+
+impl Train {
+    fn steps(&self) -> u64 {
+        self.steps_per_epoch * u64::from(self.epochs)
+    }
+}
+
+/// A failed job's `error`.
+#[derive(Debug, Clone, Serialize)]
+struct JobError {
+    code: &'static str,
+    param: Option<&'static str>,
+    message: String,
+}
+
+#[derive(Debug, Clone)]
+enum Outcome {
+    Train(Train),
+    Fail(JobError),
+}
+
+/// The validator's verdict and the emulated time it was ready.
+struct Checked {
+    outcome: Outcome,
+    ready_at: f64,
+}
+
+/// The job's fixed timeline once validation is over.
+struct Plan {
+    validated: f64,
+    outcome: Outcome,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Validating,
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl Phase {
+    fn status(self) -> &'static str {
+        match self {
+            Phase::Validating => "validating_files",
+            Phase::Queued => "queued",
+            Phase::Running => "running",
+            Phase::Succeeded => "succeeded",
+            Phase::Failed => "failed",
+            Phase::Cancelled => "cancelled",
+        }
+    }
+
+    fn terminal(self) -> bool {
+        matches!(self, Phase::Succeeded | Phase::Failed | Phase::Cancelled)
+    }
+}
+
+/// Phase durations in emulated seconds, fixed when the job is created.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    validating: f64,
+    queued: f64,
+    step: f64,
+}
+
+pub(crate) struct Job {
+    id: String,
+    created: f64,
+    /// The `model` field: the resolved snapshot, or the `ft:` model training continues from.
+    model: String,
+    /// The base snapshot (first segment of the new `ft:` name).
+    base: String,
+    training_file: String,
+    validation_file: Option<String>,
+    suffix: Option<String>,
+    seed: i64,
+    metadata: Option<Map<String, Value>>,
+    integrations: Vec<Value>,
+    method: Method,
+    requested: Requested,
+    timing: Timing,
+    check: Arc<OnceLock<Checked>>,
+    plan: Option<Plan>,
+    cancelled_at: Option<f64>,
+    /// The 8-character id ending the `ft:` name.
+    model_id: String,
+    /// Prefix of event and checkpoint ids.
+    key: String,
+    results_file_id: String,
+    results_published: bool,
+}
+
+impl Job {
+    /// The emulated time the job's history stops at: now, or when it was cancelled.
+    fn horizon(&self, now: f64) -> f64 {
+        self.cancelled_at.map_or(now, |c| c.min(now))
+    }
+
+    fn materialize(&mut self, now: f64, files: &Files) {
+        if self.plan.is_some() {
+            return;
+        }
+        let t = self.horizon(now);
+        let Some(checked) = self.check.get() else {
+            return;
+        };
+        let validated = (self.created + self.timing.validating).max(checked.ready_at);
+        if validated > t {
+            return;
+        }
+        let deleted = files
+            .gone_at(&self.training_file)
+            .is_some_and(|gone| gone <= validated);
+        let outcome = if deleted {
+            Outcome::Fail(JobError {
+                code: "deleted_training_file",
+                param: Some("training_file"),
+                message: "The job failed because the training file was deleted".to_owned(),
+            })
+        } else {
+            checked.outcome.clone()
+        };
+        tracing::debug!(job_id = %self.id, ?outcome, "job validated");
+        self.plan = Some(Plan { validated, outcome });
+    }
+
+    fn train(&self) -> Option<(&Plan, &Train)> {
+        let plan = self.plan.as_ref()?;
+        match &plan.outcome {
+            Outcome::Train(t) => Some((plan, t)),
+            Outcome::Fail(_) => None,
+        }
+    }
+
+    fn started(&self) -> Option<f64> {
+        self.train()
+            .map(|(plan, _)| plan.validated + self.timing.queued)
+    }
+
+    fn step_time(&self, step: u64) -> Option<f64> {
+        Some(self.started()? + step as f64 * self.timing.step)
+    }
+
+    fn finished(&self) -> Option<f64> {
+        let (_, train) = self.train()?;
+        self.step_time(train.steps())
+    }
+
+    fn phase(&self, now: f64) -> Phase {
+        if self.cancelled_at.is_some_and(|c| c <= now) {
+            return Phase::Cancelled;
+        }
+        let Some(plan) = &self.plan else {
+            return Phase::Validating;
+        };
+        if now < plan.validated {
+            return Phase::Validating;
+        }
+        match &plan.outcome {
+            Outcome::Fail(_) => Phase::Failed,
+            Outcome::Train(_) => {
+                if self.started().is_some_and(|s| now < s) {
+                    Phase::Queued
+                } else if self.finished().is_some_and(|f| now < f) {
+                    Phase::Running
+                } else {
+                    Phase::Succeeded
+                }
+            }
+        }
+    }
+
+    fn model_name(&self, org: &str) -> String {
+        format!(
+            "ft:{}:{}:{}:{}",
+            self.base,
+            org,
+            self.suffix.as_deref().unwrap_or(""),
+            self.model_id
+        )
+    }
+
+    /// Steps with a checkpoint: the ends of the last three epochs.
+    fn checkpoint_steps(&self) -> Vec<u64> {
+        let Some((_, train)) = self.train() else {
+            return Vec::new();
+        };
+        let epochs = u64::from(train.epochs);
+        (epochs.saturating_sub(CHECKPOINT_EPOCHS - 1).max(1)..=epochs)
+            .map(|e| e * train.steps_per_epoch)
+            .collect()
+    }
+
+    fn checkpoint_model(&self, step: u64, org: &str) -> String {
+        let final_step = self.train().map_or(0, |(_, t)| t.steps());
+        if step == final_step {
+            self.model_name(org)
+        } else {
+            format!(
+                "ft:{}:{}:{}:{}:ckpt-step-{step}",
+                self.base,
+                org,
+                self.suffix.as_deref().unwrap_or(""),
+                api::derived_id(&format!("{}:{step}", self.key), 8)
+            )
+        }
+    }
+
+    /// Model names usable for chat at `now`: the final model and the checkpoints so far.
+    fn usable_models(&self, now: f64, org: &str) -> Vec<String> {
+        let t = self.horizon(now);
+        self.checkpoint_steps()
+            .into_iter()
+            .filter(|&s| self.step_time(s).is_some_and(|at| at <= t))
+            .map(|s| self.checkpoint_model(s, org))
+            .collect()
+    }
+
+    /// Deterministic, falling metrics for `step` (1-based).
+    fn metrics(&self, train: &Train, step: u64) -> StepMetrics {
+        let steps = train.steps().max(1) as f64;
+        let p = step as f64 / steps;
+        let seed = self.seed as u64;
+        let start_loss = 1.2 + 1.3 * unit(seed, 0);
+        let noise = |salt: u64| 1.0 + 0.12 * (unit(seed, step * 4 + salt) - 0.5);
+        let train_loss = (start_loss * (-4.0 * p).exp() + 0.015) * noise(1);
+        let train_acc = (0.52 + 0.47 * (1.0 - (-4.5 * p).exp()))
+            * (1.0 + 0.02 * (unit(seed, step * 4 + 2) - 0.5));
+        let train_acc = train_acc.min(1.0);
+        let epoch_end = step % train.steps_per_epoch == 0;
+        let (valid_loss, valid_acc) = if train.has_validation {
+            let l = train_loss * (1.08 + 0.15 * unit(seed, step * 4 + 3));
+            (Some(l), Some((train_acc * 0.97).min(1.0)))
+        } else {
+            (None, None)
+        };
+        let (full_valid_loss, full_valid_acc) = match (valid_loss, valid_acc) {
+            (Some(l), Some(a)) if epoch_end => (Some(l * 1.04), Some(a * 0.99)),
+            _ => (None, None),
+        };
+        StepMetrics {
+            train_loss,
+            train_acc,
+            valid_loss,
+            valid_acc,
+            full_valid_loss,
+            full_valid_acc,
+        }
+    }
+
+    /// Every event the job has had or will have (given its plan), oldest first, with the
+    /// emulated time of each. A cancellation ends the list.
+    fn timeline(&self) -> Vec<(f64, Ev)> {
+        let mut out = vec![(self.created, Ev::Created), (self.created, Ev::Validating)];
+        if let Some(plan) = &self.plan {
+            match &plan.outcome {
+                Outcome::Fail(_) => out.push((plan.validated, Ev::Failed)),
+                Outcome::Train(train) => {
+                    out.push((plan.validated, Ev::Validated));
+                    let started = plan.validated + self.timing.queued;
+                    out.push((started, Ev::Started));
+                    let checkpoints = self.checkpoint_steps();
+                    for step in 1..=train.steps() {
+                        let at = started + step as f64 * self.timing.step;
+                        out.push((at, Ev::Step(step)));
+                        if checkpoints.contains(&step) {
+                            out.push((at, Ev::Checkpoint(step)));
+                        }
+                    }
+                    let finished = started + train.steps() as f64 * self.timing.step;
+                    out.push((finished, Ev::ModelCreated));
+                    out.push((finished, Ev::Completed));
+                }
+            }
+        }
+        if let Some(c) = self.cancelled_at {
+            out.retain(|(t, _)| *t <= c);
+            out.push((c, Ev::Cancelled));
+        }
+        out
+    }
+
+    fn event_id(&self, seq: usize) -> String {
+        format!("ftevent-{}{}", self.key, api::base62(seq as u64, 8))
+    }
+
+    fn render_event(&self, seq: usize, at: f64, ev: Ev, org: &str) -> EventObject {
+        let empty = || Value::Object(Map::new());
+        let (level, message, data, kind) = match ev {
+            Ev::Created => (
+                "info",
+                format!("Created fine-tuning job: {}", self.id),
+                empty(),
+                "message",
+            ),
+            Ev::Validating => {
+                let mut m = format!("Validating training file: {}", self.training_file);
+                if let Some(v) = &self.validation_file {
+                    m.push_str(&format!(" and validation file: {v}"));
+                }
+                ("info", m, empty(), "message")
+            }
+            Ev::Validated => (
+                "info",
+                "Files validated, moving job to queued state".to_owned(),
+                empty(),
+                "message",
+            ),
+            Ev::Started => (
+                "info",
+                "Fine-tuning job started".to_owned(),
+                empty(),
+                "message",
+            ),
+            Ev::Step(step) => {
+                let Some((_, train)) = self.train() else {
+                    return self.render_event(seq, at, Ev::Created, org);
+                };
+                let m = self.metrics(train, step);
+                let mut message = format!(
+                    "Step {step}/{}: training loss={:.2}",
+                    train.steps(),
+                    m.train_loss
+                );
+                let mut data = serde_json::json!({
+                    "step": step,
+                    "train_loss": m.train_loss,
+                    "total_steps": train.steps(),
+                    "train_mean_token_accuracy": m.train_acc,
+                });
+                if let (Some(l), Some(a)) = (m.valid_loss, m.valid_acc) {
+                    message.push_str(&format!(", validation loss={l:.2}"));
+                    data["valid_loss"] = l.into();
+                    data["valid_mean_token_accuracy"] = a.into();
+                }
+                if let (Some(l), Some(a)) = (m.full_valid_loss, m.full_valid_acc) {
+                    message.push_str(&format!(", full validation loss={l:.2}"));
+                    data["full_valid_loss"] = l.into();
+                    data["full_valid_mean_token_accuracy"] = a.into();
+                }
+                ("info", message, data, "metrics")
+            }
+            Ev::Checkpoint(step) => (
+                "info",
+                format!("Checkpoint created at step {step}"),
+                empty(),
+                "message",
+            ),
+            Ev::ModelCreated => (
+                "info",
+                format!("New fine-tuned model created: {}", self.model_name(org)),
+                empty(),
+                "message",
+            ),
+            Ev::Completed => (
+                "info",
+                "The job has successfully completed".to_owned(),
+                empty(),
+                "message",
+            ),
+            Ev::Failed => {
+                let message = match self.plan.as_ref().map(|p| &p.outcome) {
+                    Some(Outcome::Fail(e)) => e.message.clone(),
+                    _ => "The job failed".to_owned(),
+                };
+                ("error", message, empty(), "message")
+            }
+            Ev::Cancelled => (
+                "info",
+                "Fine-tuning job cancelled".to_owned(),
+                empty(),
+                "message",
+            ),
+        };
+        EventObject {
+            object: "fine_tuning.job.event",
+            id: self.event_id(seq),
+            created_at: ts(at),
+            level,
+            message,
+            data,
+            kind,
+        }
+    }
+
+    /// The results CSV as a file, created when the job finished.
+    fn results_file(&self) -> Option<StoredFile> {
+        let (_, train) = self.train()?;
+        let mut csv =
+            String::from("step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy\n");
+        let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
+        for step in 1..=train.steps() {
+            let m = self.metrics(train, step);
+            csv.push_str(&format!(
+                "{step},{},{},{},{}\n",
+                m.train_loss,
+                m.train_acc,
+                opt(m.valid_loss),
+                opt(m.valid_acc)
+            ));
+        }
+        Some(StoredFile {
+            id: self.results_file_id.clone(),
+            filename: "step_metrics.csv".to_owned(),
+            purpose: "fine-tune-results".to_owned(),
+            data: Bytes::from(csv),
+            created_at: ts(self.finished()?),
+            expires_at: None,
+        })
+    }
+
+    fn render(&self, now: f64, org: &str, org_id: &str) -> JobObject<'_> {
+        let phase = self.phase(now);
+        let horizon = self.horizon(now);
+        // Resolved numbers once training has started, as OpenAI shows them.
+        let resolved = self
+            .train()
+            .filter(|_| self.started().is_some_and(|s| horizon >= s))
+            .map(|(_, t)| t);
+        let r = &self.requested;
+        let (n_epochs, batch_size, lr, beta) = match resolved {
+            Some(t) => (
+                Hyper::Int(t.epochs),
+                Hyper::Int(t.batch_size),
+                Hyper::Num(t.learning_rate_multiplier),
+                Hyper::Num(t.beta),
+            ),
+            None => (
+                r.n_epochs.map_or(Hyper::Auto, Hyper::Int),
+                r.batch_size.map_or(Hyper::Auto, Hyper::Int),
+                r.learning_rate_multiplier.map_or(Hyper::Auto, Hyper::Num),
+                r.beta.map_or(Hyper::Auto, Hyper::Num),
+            ),
+        };
+        let method_hyper = MethodHyper {
+            beta: (self.method == Method::Dpo).then_some(beta),
+            batch_size,
+            learning_rate_multiplier: lr,
+            n_epochs,
+        };
+        let succeeded = phase == Phase::Succeeded;
+        let error = match (&self.plan, phase) {
+            (
+                Some(Plan {
+                    outcome: Outcome::Fail(e),
+                    ..
+                }),
+                Phase::Failed,
+            ) => Some(e),
+            _ => None,
+        };
+        JobObject {
+            object: "fine_tuning.job",
+            id: &self.id,
+            model: &self.model,
+            created_at: ts(self.created),
+            finished_at: if succeeded {
+                self.finished().map(ts)
+            } else {
+                None
+            },
+            fine_tuned_model: succeeded.then(|| self.model_name(org)),
+            organization_id: org_id.to_owned(),
+            result_files: if succeeded {
+                vec![self.results_file_id.clone()]
+            } else {
+                Vec::new()
+            },
+            status: phase.status(),
+            validation_file: self.validation_file.as_deref(),
+            training_file: &self.training_file,
+            hyperparameters: TopHyper {
+                n_epochs,
+                batch_size,
+                learning_rate_multiplier: lr,
+            },
+            trained_tokens: if succeeded {
+                resolved.map(|t| t.trained_tokens)
+            } else {
+                None
+            },
+            error: ErrorField(error),
+            user_provided_suffix: self.suffix.as_deref(),
+            seed: self.seed,
+            estimated_finish: if phase == Phase::Running {
+                self.finished().map(ts)
+            } else {
+                None
+            },
+            integrations: &self.integrations,
+            metadata: self.metadata.as_ref(),
+            usage_metrics: None,
+            shared_with_openai: false,
+            eval_id: None,
+            method: MethodObject {
+                kind: self.method.name(),
+                supervised: (self.method == Method::Supervised).then_some(MethodBody {
+                    hyperparameters: method_hyper,
+                }),
+                dpo: (self.method == Method::Dpo).then_some(MethodBody {
+                    hyperparameters: method_hyper,
+                }),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Ev {
+    Created,
+    Validating,
+    Validated,
+    Started,
+    Step(u64),
+    Checkpoint(u64),
+    ModelCreated,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+struct StepMetrics {
+    train_loss: f64,
+    train_acc: f64,
+    valid_loss: Option<f64>,
+    valid_acc: Option<f64>,
+    full_valid_loss: Option<f64>,
+    full_valid_acc: Option<f64>,
+}
+
+/// A uniform number in [0, 1) from `seed` and `salt` (splitmix64).
+fn unit(seed: u64, salt: u64) -> f64 {
+    let mut z = seed
+        .wrapping_add(salt.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// A hyperparameter: `"auto"` or a number.
+#[derive(Debug, Clone, Copy)]
+enum Hyper {
+    Auto,
+    Int(u32),
+    Num(f64),
+}
+
+impl Serialize for Hyper {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Hyper::Auto => s.serialize_str("auto"),
+            Hyper::Int(i) => s.serialize_u32(*i),
+            Hyper::Num(f) => s.serialize_f64(*f),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct TopHyper {
+    n_epochs: Hyper,
+    batch_size: Hyper,
+    learning_rate_multiplier: Hyper,
+}
+
+#[derive(Serialize, Clone, Copy)]
+struct MethodHyper {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    beta: Option<Hyper>,
+    batch_size: Hyper,
+    learning_rate_multiplier: Hyper,
+    n_epochs: Hyper,
+}
+
+#[derive(Serialize)]
+struct MethodBody {
+    hyperparameters: MethodHyper,
+}
+
+#[derive(Serialize)]
+struct MethodObject {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    supervised: Option<MethodBody>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dpo: Option<MethodBody>,
+}
+
+/// `error`: `{}` on a healthy job, as OpenAI sends it (not null).
+struct ErrorField<'a>(Option<&'a JobError>);
+
+impl Serialize for ErrorField<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(e) => e.serialize(s),
+            None => Map::new().serialize(s),
+        }
+    }
+}
+
+/// `FineTuningJob`, fields in the order OpenAI sends them.
+#[derive(Serialize)]
+struct JobObject<'a> {
+    object: &'static str,
+    id: &'a str,
+    model: &'a str,
+    created_at: i64,
+    finished_at: Option<i64>,
+    fine_tuned_model: Option<String>,
+    organization_id: String,
+    result_files: Vec<String>,
+    status: &'static str,
+    validation_file: Option<&'a str>,
+    training_file: &'a str,
+    hyperparameters: TopHyper,
+    trained_tokens: Option<u64>,
+    error: ErrorField<'a>,
+    user_provided_suffix: Option<&'a str>,
+    seed: i64,
+    estimated_finish: Option<i64>,
+    integrations: &'a [Value],
+    metadata: Option<&'a Map<String, Value>>,
+    usage_metrics: Option<Value>,
+    shared_with_openai: bool,
+    eval_id: Option<String>,
+    method: MethodObject,
+}
+
+#[derive(Serialize)]
+struct EventObject {
+    object: &'static str,
+    id: String,
+    created_at: i64,
+    level: &'static str,
+    message: String,
+    data: Value,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+#[derive(Serialize)]
+struct List<T> {
+    object: &'static str,
+    data: Vec<T>,
+    has_more: bool,
+}
+
+/// Runs the project's validator over the job's files, as OpenAI validates them.
+fn check_files(
+    training: &[u8],
+    validation: Option<&[u8]>,
+    base: &str,
+    method: Method,
+    requested: Requested,
+    catalog: &Catalog,
+) -> Outcome {
+    let fail = |code, param, message: String| {
+        Outcome::Fail(JobError {
+            code,
+            param,
+            message,
+        })
+    };
+    let options = Options {
+        model: base.to_owned(),
+        epochs: requested.n_epochs,
+        threads: 1,
+        ..Options::default()
+    };
+    let report = match dataset::validate(
+        Input::from_bytes("training_file", training),
+        validation.map(|v| Input::from_bytes("validation_file", v)),
+        &options,
+        catalog,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            return fail(
+                "invalid_file_format",
+                Some("training_file"),
+                format!("Invalid file format. {e}"),
+            );
+        }
+    };
+    // Too few examples has its own code; a string that looks like a secret does not stop
+    // OpenAI.
+    let blocking = report.problems.iter().find(|p| {
+        p.severity == Severity::Error
+            && !matches!(p.code, Code::TooFewExamples | Code::PossibleSecret)
+    });
+    if let Some(p) = blocking {
+        let param = match p.dataset {
+            Role::Training => "training_file",
+            Role::Validation => "validation_file",
+        };
+        let place = match (p.line, p.path.is_empty()) {
+            (0, _) => String::new(),
+            (line, true) => format!("Line {line}: "),
+            (line, false) => format!("Line {line}, {}: ", p.path),
+        };
+        return fail(
+            "invalid_file_format",
+            Some(param),
+            format!("Invalid file format. {place}{}", p.message),
+        );
+    }
+    match (method, report.format) {
+        (Method::Dpo, Some(f)) if f != Format::Preference => {
+            return fail(
+                "invalid_file_format",
+                Some("training_file"),
+                "Invalid file format. The DPO method needs preference examples \
+                 (input, preferred_output, non_preferred_output)."
+                    .to_owned(),
+            );
+        }
+        (Method::Supervised, Some(Format::Preference)) => {
+            return fail(
+                "invalid_file_format",
+                Some("training_file"),
+                "Invalid file format. Preference examples need the DPO method (method.type \"dpo\")."
+                    .to_owned(),
+            );
+        }
+        _ => {}
+    }
+    let n = report.training.examples;
+    if n < dataset::MIN_EXAMPLES {
+        return fail(
+            "invalid_n_examples",
+            Some("training_file"),
+            format!(
+                "Training file has {n} example(s), but must have at least {} examples",
+                dataset::MIN_EXAMPLES
+            ),
+        );
+    }
+    let batch_size = requested.batch_size.unwrap_or(1);
+    Outcome::Train(Train {
+        epochs: report.epochs,
+        batch_size,
+        learning_rate_multiplier: requested
+            .learning_rate_multiplier
+            .unwrap_or(AUTO_LEARNING_RATE),
+        beta: requested.beta.unwrap_or(AUTO_BETA),
+        steps_per_epoch: n.div_ceil(u64::from(batch_size)),
+        trained_tokens: report.billed_tokens,
+        has_validation: validation.is_some(),
+    })
+}
+
+/// Parses one hyperparameter: `"auto"` (None) or a number in range.
+fn hyper_value(
+    v: &Value,
+    param: &str,
+    integer: bool,
+    min: f64,
+    max: f64,
+    min_open: bool,
+) -> ApiResult<Option<f64>> {
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) if s == "auto" => Ok(None),
+        Value::Number(n) => {
+            let x = n.as_f64().unwrap_or(f64::NAN);
+            if integer && n.as_i64().is_none() {
+                return Err(ApiError::wrong_type(param, "an integer or 'auto'", v));
+            }
+            let below = if min_open { x <= min } else { x < min };
+            if below || x > max || !x.is_finite() {
+                let bound = if min_open {
+                    format!("> {min}")
+                } else {
+                    format!(">= {min}")
+                };
+                return Err(ApiError::invalid(format!(
+                    "Invalid '{param}': expected 'auto' or a number {bound} and <= {max}, but got {x} instead."
+                ))
+                .param(param)
+                .code("invalid_value"));
+            }
+            Ok(Some(x))
+        }
+        other => Err(ApiError::wrong_type(
+            param,
+            if integer {
+                "an integer or 'auto'"
+            } else {
+                "a number or 'auto'"
+            },
+            other,
+        )),
+    }
+}
+
+fn parse_hyper(v: Option<&Value>, prefix: &str, dpo: bool) -> ApiResult<Requested> {
+    let map = match v {
+        None | Some(Value::Null) => return Ok(Requested::default()),
+        Some(Value::Object(m)) => m,
+        Some(other) => return Err(ApiError::wrong_type(prefix, "an object", other)),
+    };
+    let allowed: &[&str] = if dpo {
+        &["beta", "batch_size", "learning_rate_multiplier", "n_epochs"]
+    } else {
+        &["batch_size", "learning_rate_multiplier", "n_epochs"]
+    };
+    if let Some(k) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::unknown_argument(&format!("{prefix}.{k}")));
+    }
+    let get = |key: &str, integer, min, max, open| -> ApiResult<Option<f64>> {
+        match map.get(key) {
+            None => Ok(None),
+            Some(v) => hyper_value(v, &format!("{prefix}.{key}"), integer, min, max, open),
+        }
+    };
+    Ok(Requested {
+        n_epochs: get("n_epochs", true, 1.0, 50.0, false)?.map(|x| x as u32),
+        batch_size: get("batch_size", true, 1.0, 256.0, false)?.map(|x| x as u32),
+        learning_rate_multiplier: get("learning_rate_multiplier", false, 0.0, f64::MAX, true)?,
+        beta: if dpo {
+            get("beta", false, 0.0, 2.0, true)?
+        } else {
+            None
+        },
+    })
+}
+
+fn parse_method(
+    method: Option<&Value>,
+    hyperparameters: Option<&Value>,
+    model: &str,
+) -> ApiResult<(Method, Requested)> {
+    let map = match method {
+        None | Some(Value::Null) => {
+            return Ok((
+                Method::Supervised,
+                parse_hyper(hyperparameters, "hyperparameters", false)?,
+            ));
+        }
+        Some(Value::Object(m)) => m,
+        Some(other) => return Err(ApiError::wrong_type("method", "an object", other)),
+    };
+    if let Some(k) = map
+        .keys()
+        .find(|k| !["type", "supervised", "dpo", "reinforcement"].contains(&k.as_str()))
+    {
+        return Err(ApiError::unknown_argument(&format!("method.{k}")));
+    }
+    let kind =
+        opt_str(map, "type", "method.type")?.ok_or_else(|| ApiError::missing("method.type"))?;
+    let body = |name: &str| -> ApiResult<Option<&Value>> {
+        match map.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Object(m)) => {
+                if let Some(k) = m.keys().find(|k| k.as_str() != "hyperparameters") {
+                    return Err(ApiError::unknown_argument(&format!("method.{name}.{k}")));
+                }
+                Ok(m.get("hyperparameters"))
+            }
+            Some(other) => Err(ApiError::wrong_type(
+                &format!("method.{name}"),
+                "an object",
+                other,
+            )),
+        }
+    };
+    match kind.as_str() {
+        "supervised" => {
+            let requested = match body("supervised")? {
+                Some(h) => parse_hyper(Some(h), "method.supervised.hyperparameters", false)?,
+                None => parse_hyper(hyperparameters, "hyperparameters", false)?,
+            };
+            Ok((Method::Supervised, requested))
+        }
+        "dpo" => {
+            let requested = parse_hyper(body("dpo")?, "method.dpo.hyperparameters", true)?;
+            Ok((Method::Dpo, requested))
+        }
+        "reinforcement" => Err(ApiError::invalid(format!(
+            "Model {model} does not support the reinforcement fine-tuning method."
+        ))
+        .param("method.type")),
+        other => Err(ApiError::invalid(format!(
+            "Invalid value for 'method.type': expected one of 'supervised', 'dpo' or 'reinforcement', but got '{other}' instead."
+        ))
+        .param("method.type")
+        .code("invalid_value")),
+    }
+}
+
+fn parse_metadata(v: Option<&Value>) -> ApiResult<Option<Map<String, Value>>> {
+    let map = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(m)) => m,
+        Some(other) => return Err(ApiError::wrong_type("metadata", "an object", other)),
+    };
+    if map.len() > 16 {
+        return Err(ApiError::invalid(format!(
+            "Invalid 'metadata': too many properties. Expected an object with at most 16 properties, but got an object with {} properties instead.",
+            map.len()
+        ))
+        .param("metadata")
+        .code("object_above_max_size"));
+    }
+    for (k, v) in map {
+        let n = k.chars().count();
+        if n > 64 {
+            return Err(ApiError::invalid(format!(
+                "Invalid 'metadata': keys can be at most 64 characters long, but '{}...' has {n}.",
+                k.chars().take(16).collect::<String>()
+            ))
+            .param("metadata")
+            .code("string_above_max_length"));
+        }
+        match v {
+            Value::String(s) => check_len(&format!("metadata.{k}"), s, 0, 512)?,
+            other => {
+                return Err(ApiError::wrong_type(
+                    &format!("metadata.{k}"),
+                    "a string",
+                    other,
+                ));
+            }
+        }
+    }
+    Ok(Some(map.clone()))
+}
+
+fn parse_integrations(v: Option<&Value>) -> ApiResult<Vec<Value>> {
+    let items = match v {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(other) => return Err(ApiError::wrong_type("integrations", "an array", other)),
+    };
+    if items.len() > 5 {
+        return Err(ApiError::invalid(format!(
+            "Invalid 'integrations': array too long. Expected an array with maximum length 5, but got an array with length {} instead.",
+            items.len()
+        ))
+        .param("integrations")
+        .code("array_above_max_length"));
+    }
+    for (i, item) in items.iter().enumerate() {
+        let param = format!("integrations[{i}]");
+        let ok = item.get("type").and_then(Value::as_str) == Some("wandb")
+            && item
+                .get("wandb")
+                .and_then(|w| w.get("project"))
+                .is_some_and(Value::is_string);
+        if !ok {
+            return Err(ApiError::invalid(format!(
+                "Invalid '{param}': expected {{\"type\": \"wandb\", \"wandb\": {{\"project\": ...}}}}."
+            ))
+            .param(param));
+        }
+    }
+    Ok(items.clone())
+}
+
+/// `POST /fine_tuning/jobs`.
+pub(crate) async fn create_job(State(app): State<App>, body: Bytes) -> ApiResult {
+    let map = parse_object(&body)?;
+    only_keys(
+        &map,
+        &[
+            "model",
+            "training_file",
+            "validation_file",
+            "hyperparameters",
+            "suffix",
+            "seed",
+            "integrations",
+            "method",
+            "metadata",
+        ],
+    )?;
+    let model = req_str(&map, "model")?;
+    let training_file = req_str(&map, "training_file")?;
+    let validation_file = opt_str(&map, "validation_file", "validation_file")?;
+    let suffix = opt_str(&map, "suffix", "suffix")?;
+    if let Some(s) = &suffix {
+        check_len("suffix", s, 1, 64)?;
+    }
+    let seed = opt_int(&map, "seed", "seed", 0, 2_147_483_647)?;
+    let metadata = parse_metadata(map.get("metadata"))?;
+    let integrations = parse_integrations(map.get("integrations"))?;
+    let (method, requested) = parse_method(map.get("method"), map.get("hyperparameters"), &model)?;
+
+    let now = app.clock.now();
+    let mut store = app.store_at(now);
+    let not_available = || {
+        ApiError::invalid(format!(
+            "Model {model} is not available for fine-tuning or does not exist."
+        ))
+        .code("model_not_available")
+    };
+    let (model_out, base) = if model.starts_with("ft:") {
+        let base = store
+            .jobs
+            .fine_tuned_base(&model, now, &app.config.org)
+            .ok_or_else(not_available)?
+            .to_owned();
+        (model.clone(), base)
+    } else {
+        let resolved = app.config.catalog.resolve(&model);
+        if !resolved.known || model.is_empty() {
+            return Err(not_available());
+        }
+        (resolved.info.name.clone(), resolved.info.name)
+    };
+    let lookup = |id: &str, param: &'static str| -> ApiResult<Bytes> {
+        let file = store
+            .files
+            .get(id, now)
+            .ok_or_else(|| ApiError::invalid(format!("invalid {param}: {id}")).param(param))?;
+        if file.purpose != "fine-tune" {
+            return Err(ApiError::invalid(format!(
+                "File {id} has purpose '{}', but fine-tuning needs files uploaded with purpose 'fine-tune'.",
+                file.purpose
+            ))
+            .param(param));
+        }
+        Ok(file.data.clone())
+    };
+    let training = lookup(&training_file, "training_file")?;
+    let validation = match &validation_file {
+        Some(id) => Some(lookup(id, "validation_file")?),
+        None => None,
+    };
+
+    let id = format!("ftjob-{}", api::random_id(24));
+    let job = Job {
+        key: api::derived_id(&id, 16),
+        model_id: api::random_id(8),
+        results_file_id: new_file_id(),
+        id,
+        created: now,
+        model: model_out,
+        base: base.clone(),
+        training_file,
+        validation_file,
+        suffix,
+        seed: seed.unwrap_or_else(|| i64::from(rand::random::<u32>() >> 1)),
+        metadata,
+        integrations,
+        method,
+        requested,
+        timing: Timing {
+            validating: app.config.validating_secs,
+            queued: app.config.queued_secs,
+            step: app.config.step_secs,
+        },
+        check: Arc::new(OnceLock::new()),
+        plan: None,
+        cancelled_at: None,
+        results_published: false,
+    };
+    tracing::info!(job_id = %job.id, model = %job.model, "fine-tuning job created");
+    let response = json(&job.render(now, &app.config.org, &app.org_id));
+    let check = job.check.clone();
+    store.jobs.items.push(job);
+    drop(store);
+
+    let app2 = app.clone();
+    tokio::task::spawn_blocking(move || {
+        let outcome = check_files(
+            &training,
+            validation.as_deref(),
+            &base,
+            method,
+            requested,
+            &app2.config.catalog,
+        );
+        let _ = check.set(Checked {
+            outcome,
+            ready_at: app2.clock.now(),
+        });
+    });
+    Ok(response)
+}
+
+/// `GET /fine_tuning/jobs`: newest first; `after`, `limit` (default 20), `metadata[k]=v`.
+pub(crate) async fn list_jobs(
+    State(app): State<App>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> ApiResult {
+    let limit = query_limit(&query, 20, 10_000)?;
+    let mut want: Vec<(&str, &str)> = Vec::new();
+    let mut want_none = false;
+    for (k, v) in &query {
+        if let Some(key) = k
+            .strip_prefix("metadata[")
+            .and_then(|r| r.strip_suffix(']'))
+        {
+            want.push((key, v));
+        } else if k == "metadata" && v == "null" {
+            want_none = true;
+        }
+    }
+    let now = app.clock.now();
+    let store = app.store_at(now);
+    let jobs: Vec<&Job> = store
+        .jobs
+        .items
+        .iter()
+        .rev()
+        .filter(|j| {
+            if want_none {
+                return j.metadata.as_ref().is_none_or(Map::is_empty);
+            }
+            want.iter().all(|(k, v)| {
+                j.metadata
+                    .as_ref()
+                    .and_then(|m| m.get(*k))
+                    .and_then(Value::as_str)
+                    == Some(*v)
+            })
+        })
+        .collect();
+    let (page, has_more) = api::page(jobs, query_get(&query, "after"), limit, |j| &j.id);
+    Ok(json(&List {
+        object: "list",
+        data: page
+            .iter()
+            .map(|j| j.render(now, &app.config.org, &app.org_id))
+            .collect(),
+        has_more,
+    }))
+}
+
+/// `GET /fine_tuning/jobs/{id}`.
+pub(crate) async fn get_job(State(app): State<App>, Path(id): Path<String>) -> ApiResult {
+    let now = app.clock.now();
+    let store = app.store_at(now);
+    let job = store.jobs.get(&id)?;
+    Ok(json(&job.render(now, &app.config.org, &app.org_id)))
+}
+
+/// `POST /fine_tuning/jobs/{id}/cancel`: freezes the job's history now.
+pub(crate) async fn cancel_job(State(app): State<App>, Path(id): Path<String>) -> ApiResult {
+    let now = app.clock.now();
+    let mut store = app.store_at(now);
+    let job = store
+        .jobs
+        .items
+        .iter_mut()
+        .find(|j| j.id == id)
+        .ok_or_else(|| no_such_job(&id))?;
+    let phase = job.phase(now);
+    if phase.terminal() {
+        return Err(ApiError::invalid(format!(
+            "Cannot cancel a job that has already {}.",
+            match phase {
+                Phase::Succeeded => "succeeded",
+                Phase::Failed => "failed",
+                _ => "been cancelled",
+            }
+        ))
+        .param("fine_tuning_job_id"));
+    }
+    job.cancelled_at = Some(now);
+    tracing::info!(job_id = %id, "fine-tuning job cancelled");
+    Ok(json(&job.render(now, &app.config.org, &app.org_id)))
+}
+
+/// `GET /fine_tuning/jobs/{id}/events`: newest first; `after` pages towards older events.
+pub(crate) async fn list_events(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> ApiResult {
+    let limit = query_limit(&query, 20, 10_000)?;
+    let now = app.clock.now();
+    let store = app.store_at(now);
+    let job = store.jobs.get(&id)?;
+    let horizon = job.horizon(now);
+    let timeline = job.timeline();
+    let visible = timeline.iter().take_while(|(t, _)| *t <= horizon).count();
+    let start = match query_get(&query, "after") {
+        None => 0,
+        Some(after) => {
+            let seq = after
+                .strip_prefix("ftevent-")
+                .and_then(|rest| rest.strip_prefix(job.key.as_str()))
+                .and_then(api::unbase62)
+                .filter(|&s| (s as usize) < visible);
+            match seq {
+                // Newest first: the event after `seq` is the one before it in time.
+                Some(s) => visible - s as usize,
+                None => visible,
+            }
+        }
+    };
+    let data: Vec<EventObject> = (0..visible)
+        .rev()
+        .skip(start)
+        .take(limit)
+        .map(|seq| {
+            let (at, ev) = timeline[seq];
+            job.render_event(seq, at, ev, &app.config.org)
+        })
+        .collect();
+    let has_more = start + data.len() < visible;
+    Ok(json(&List {
+        object: "list",
+        data,
+        has_more,
+    }))
+}
+
+/// `GET /fine_tuning/jobs/{id}/checkpoints`: newest first; `after`, `limit` (default 10).
+pub(crate) async fn list_checkpoints(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> ApiResult {
+    #[derive(Serialize)]
+    struct CheckpointMetrics {
+        step: u64,
+        train_loss: f64,
+        train_mean_token_accuracy: f64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        valid_loss: Option<f64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        valid_mean_token_accuracy: Option<f64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        full_valid_loss: Option<f64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        full_valid_mean_token_accuracy: Option<f64>,
+        #[serde(rename = "type")]
+        kind: &'static str,
+    }
+    #[derive(Serialize)]
+    struct Checkpoint {
+        object: &'static str,
+        id: String,
+        created_at: i64,
+        fine_tuned_model_checkpoint: String,
+        fine_tuning_job_id: String,
+        metrics: CheckpointMetrics,
+        step_number: u64,
+    }
+    #[derive(Serialize)]
+    struct CheckpointList {
+        object: &'static str,
+        data: Vec<Checkpoint>,
+        has_more: bool,
+        first_id: Option<String>,
+        last_id: Option<String>,
+    }
+
+    let limit = query_limit(&query, 10, 10_000)?;
+    let now = app.clock.now();
+    let store = app.store_at(now);
+    let job = store.jobs.get(&id)?;
+    let horizon = job.horizon(now);
+    let mut all: Vec<Checkpoint> = Vec::new();
+    if let Some((_, train)) = job.train() {
+        for step in job.checkpoint_steps() {
+            let Some(at) = job.step_time(step).filter(|&at| at <= horizon) else {
+                continue;
+            };
+            let m = job.metrics(train, step);
+            all.push(Checkpoint {
+                object: "fine_tuning.job.checkpoint",
+                id: format!("ftckpt_{}{}", job.key, api::base62(step, 8)),
+                created_at: ts(at),
+                fine_tuned_model_checkpoint: job.checkpoint_model(step, &app.config.org),
+                fine_tuning_job_id: job.id.clone(),
+                metrics: CheckpointMetrics {
+                    step,
+                    train_loss: m.train_loss,
+                    train_mean_token_accuracy: m.train_acc,
+                    valid_loss: m.valid_loss,
+                    valid_mean_token_accuracy: m.valid_acc,
+                    full_valid_loss: m.full_valid_loss,
+                    full_valid_mean_token_accuracy: m.full_valid_acc,
+                    kind: job.method.name(),
+                },
+                step_number: step,
+            });
+        }
+    }
+    all.reverse();
+    let (data, has_more) = api::page(all, query_get(&query, "after"), limit, |c| &c.id);
+    Ok(json(&CheckpointList {
+        object: "list",
+        first_id: data.first().map(|c| c.id.clone()),
+        last_id: data.last().map(|c| c.id.clone()),
+        data,
+        has_more,
+    }))
+}
