@@ -91,13 +91,10 @@ fn emulator(args: EmulatorArgs) -> ExitCode {
         api_key: args.api_key,
         ..crate::emulator::EmulatorConfig::default()
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match client::runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("finetune: cannot start the runtime: {e}");
+            eprintln!("finetune: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -112,13 +109,10 @@ fn emulator(args: EmulatorArgs) -> ExitCode {
 
 fn serve(config: ServeConfig) -> ExitCode {
     init_tracing(config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match client::runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("finetune: cannot start the runtime: {e}");
+            eprintln!("finetune: {e}");
             return ExitCode::FAILURE;
         }
     };

@@ -149,35 +149,16 @@ impl JobManager {
         }
 
         let report = self.validate(&req).await?;
-        let now = now_millis();
         let job = Job {
-            id: format!("job-{}", uuid::Uuid::new_v4().simple()),
-            upstream_id: None,
             request_id: Some(req.request_id.clone()),
-            state: JobState::Creating,
-            upstream_status: String::new(),
-            model: req.model.clone(),
-            method: req.method,
             hyperparameters: req.hyperparameters.clone(),
             suffix: req.suffix.clone(),
             seed: req.seed,
             training_sha256: req.training.sha256.clone(),
             validation_sha256: req.validation.as_ref().map(|v| v.sha256.clone()),
-            training_file_id: None,
-            validation_file_id: None,
-            fine_tuned_model: None,
-            trained_tokens: None,
             estimated_cost_usd: report.estimated_cost_usd,
-            actual_cost_usd: None,
-            error: None,
             metadata: req.metadata.clone(),
-            created_at: now,
-            updated_at: now,
-            finished_at: None,
-            estimated_finish: None,
-            last_sequence: 0,
-            upstream_event_cursor: None,
-            checkpoints_seen: Vec::new(),
+            ..Job::creating(req.model.clone(), req.method, now_millis())
         };
         match self.store.reserve(&job, &fingerprint).await? {
             Reservation::Inserted => {}
@@ -419,40 +400,20 @@ impl JobManager {
             },
             other => other.into(),
         })?;
-        let now = now_millis();
-        let mut job = Job {
-            id: format!("job-{}", uuid::Uuid::new_v4().simple()),
+        let method = match remote.method.as_ref().map(|m| m.kind.as_str()) {
+            Some("dpo") => Method::Dpo,
+            _ => Method::Supervised,
+        };
+        let job = Job {
             upstream_id: Some(remote.id.clone()),
-            request_id: None,
-            state: JobState::Creating,
-            upstream_status: String::new(),
-            model: remote.model.clone(),
-            method: match remote.method.as_ref().map(|m| m.kind.as_str()) {
-                Some("dpo") => Method::Dpo,
-                _ => Method::Supervised,
-            },
-            hyperparameters: Hyperparameters::default(),
             suffix: remote.user_provided_suffix.clone(),
             seed: remote.seed,
-            training_sha256: String::new(),
-            validation_sha256: None,
             training_file_id: Some(remote.training_file.clone()),
             validation_file_id: remote.validation_file.clone(),
-            fine_tuned_model: None,
-            trained_tokens: None,
-            estimated_cost_usd: 0.0,
-            actual_cost_usd: None,
-            error: None,
             metadata: remote.metadata.clone().unwrap_or_default(),
             created_at: remote.created_at.saturating_mul(1000).max(1),
-            updated_at: now,
-            finished_at: None,
-            estimated_finish: None,
-            last_sequence: 0,
-            upstream_event_cursor: None,
-            checkpoints_seen: Vec::new(),
+            ..Job::creating(remote.model.clone(), method, now_millis())
         };
-        job.state = JobState::Creating;
         let stored = self.store.adopt(&job).await?;
         if stored.id != job.id {
             return Ok(stored);

@@ -124,6 +124,41 @@ pub struct Job {
     pub checkpoints_seen: Vec<String>,
 }
 
+impl Job {
+    /// A job being created: a new id, the given model and method, everything else empty.
+    pub fn creating(model: String, method: Method, now: i64) -> Job {
+        Job {
+            id: format!("job-{}", uuid::Uuid::new_v4().simple()),
+            upstream_id: None,
+            request_id: None,
+            state: JobState::Creating,
+            upstream_status: String::new(),
+            model,
+            method,
+            hyperparameters: Hyperparameters::default(),
+            suffix: None,
+            seed: None,
+            training_sha256: String::new(),
+            validation_sha256: None,
+            training_file_id: None,
+            validation_file_id: None,
+            fine_tuned_model: None,
+            trained_tokens: None,
+            estimated_cost_usd: 0.0,
+            actual_cost_usd: None,
+            error: None,
+            metadata: BTreeMap::new(),
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+            estimated_finish: None,
+            last_sequence: 0,
+            upstream_event_cursor: None,
+            checkpoints_seen: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
