@@ -1,0 +1,96 @@
+//! The completion port: what serving needs from a chat provider (OpenAI, Anthropic),
+//! in provider-neutral terms.
+
+use std::pin::Pin;
+
+use futures_util::Stream;
+
+use super::UpstreamError;
+
+/// Who wrote a conversation turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatRole {
+    User,
+    Assistant,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatMessage {
+    pub role: ChatRole,
+    pub content: String,
+}
+
+/// A block of the system prompt. `cache` marks the end of a prefix the provider should
+/// cache (Anthropic `cache_control: {"type": "ephemeral"}`; OpenAI caches on its own).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SystemBlock {
+    pub text: String,
+    pub cache: bool,
+}
+
+/// One completion request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatRequest {
+    pub model: String,
+    /// System prompt blocks in order (the knowledge base first when injected).
+    pub system: Vec<SystemBlock>,
+    /// The conversation, oldest first; it ends with a user turn.
+    pub messages: Vec<ChatMessage>,
+    pub temperature: Option<f64>,
+    /// Maximum output tokens (Anthropic requires it; OpenAI `max_completion_tokens`).
+    pub max_tokens: u32,
+    /// Stop sequences (at most 4).
+    pub stop: Vec<String>,
+    /// The end user, for the provider's abuse monitoring (OpenAI `safety_identifier`,
+    /// Anthropic `metadata.user_id`). Never an email or name.
+    pub user: Option<String>,
+}
+
+/// Token usage normalised across providers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChatUsage {
+    /// All prompt tokens, including those read from or written to the cache.
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// The part of input_tokens read from the prompt cache.
+    pub cache_read_tokens: u64,
+    /// The part of input_tokens written to the prompt cache (Anthropic bills it at 1.25x).
+    pub cache_write_tokens: u64,
+}
+
+/// A finished completion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatResponse {
+    /// The provider's response id (`chatcmpl-...`, `msg_...`).
+    pub id: String,
+    /// The model that answered, as the provider names it.
+    pub model: String,
+    /// The text of the answer: text content only (thinking blocks are skipped).
+    pub text: String,
+    /// The provider's raw stop reason: `stop`, `length`, `content_filter` (OpenAI);
+    /// `end_turn`, `max_tokens`, `stop_sequence`, `refusal` (Anthropic); ...
+    pub finish_reason: String,
+    pub usage: ChatUsage,
+}
+
+/// One item of a streamed completion.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChatChunk {
+    /// The next piece of text.
+    Delta(String),
+    /// The end: the whole response (its text is the concatenated deltas).
+    Done(ChatResponse),
+}
+
+/// A streamed completion. It yields deltas then exactly one `Done`; a stream that stops
+/// without `Done` (cut connection, missing `[DONE]`/`message_stop`, an in-stream error
+/// event) yields an error instead, never a silent end. Dropping it cancels the request.
+pub type ChatStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, UpstreamError>> + Send>>;
+
+#[tonic::async_trait]
+pub trait Chat: Send + Sync + 'static {
+    /// `openai` or `anthropic`.
+    fn provider(&self) -> &'static str;
+    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, UpstreamError>;
+    async fn stream(&self, request: &ChatRequest) -> Result<ChatStream, UpstreamError>;
+}
