@@ -76,6 +76,24 @@ pub struct ServeConfig {
     #[arg(skip)]
     pub openai_api_key: Option<String>,
 
+    /// Anthropic's API base URL [default: https://api.anthropic.com]. The key is read
+    /// from ANTHROPIC_API_KEY only.
+    #[arg(long, env = "ANTHROPIC_BASE_URL")]
+    pub anthropic_base_url: Option<String>,
+
+    /// The Anthropic key, for embedding and tests; the command line never takes it.
+    #[arg(skip)]
+    pub anthropic_api_key: Option<String>,
+
+    /// Tiers file replacing the shipped data/tiers.toml.
+    #[arg(long, env = "FINETUNE_TIERS")]
+    pub tiers: Option<PathBuf>,
+
+    /// Knowledge base file(s) injected as the system prompt of tiers that ask for it
+    /// (repeat the flag, or separate paths with commas in the variable).
+    #[arg(long, env = "FINETUNE_KNOWLEDGE", value_delimiter = ',')]
+    pub knowledge: Vec<PathBuf>,
+
     /// Seconds of silence on a WatchJob stream before a heartbeat.
     #[arg(long, env = "FINETUNE_HEARTBEAT_SECONDS", default_value_t = 15.0)]
     pub heartbeat_seconds: f64,
@@ -103,6 +121,10 @@ impl ServeConfig {
             heartbeat_seconds: 15.0,
             openai_base_url: None,
             openai_api_key: None,
+            anthropic_base_url: None,
+            anthropic_api_key: None,
+            tiers: None,
+            knowledge: Vec::new(),
         }
     }
 

@@ -44,6 +44,9 @@ pub enum Error {
     /// A request id was reused with different parameters.
     #[error("{0}")]
     AlreadyExists(String),
+    /// The caller went away before the answer was complete.
+    #[error("{0}")]
+    Cancelled(String),
     /// The service cannot answer now (shutting down); the message says how to resume.
     #[error("{0}")]
     Unavailable(String),
@@ -72,6 +75,7 @@ impl Error {
             Error::FailedPrecondition { reason, .. } => reason,
             Error::AlreadyExists(_) => "REQUEST_ID_REUSED",
             Error::Unavailable(_) => "SHUTTING_DOWN",
+            Error::Cancelled(_) => "CANCELLED",
             Error::Upstream(e) => match e {
                 UpstreamError::RateLimited { .. } => "UPSTREAM_RATE_LIMITED",
                 UpstreamError::Unavailable { .. } => "UPSTREAM_UNAVAILABLE",
@@ -97,6 +101,7 @@ impl From<Error> for Status {
             Error::FailedPrecondition { .. } => Code::FailedPrecondition,
             Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::Unavailable(_) => Code::Unavailable,
+            Error::Cancelled(_) => Code::Cancelled,
             Error::Upstream(e) => upstream_code(e),
         };
         let mut metadata = HashMap::new();

@@ -13,6 +13,7 @@ pub mod error;
 pub mod jobs;
 pub mod pb;
 pub mod server;
+pub mod serving;
 pub mod service;
 pub mod store;
 pub mod upstream;

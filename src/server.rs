@@ -24,9 +24,14 @@ use crate::jobs::{JobManager, JobsConfig};
 use crate::pb;
 use crate::pb::fine_tune_service_server::FineTuneServiceServer;
 use crate::service::{AppState, Service};
+use crate::serving::tiers::Tiers;
+use crate::serving::{Knowledge, Providers, Serving};
+use crate::store::Store;
 use crate::store::{DatasetStore, SqliteStore};
+use crate::upstream::OpenAiConfig;
+use crate::upstream::anthropic::Anthropic;
+use crate::upstream::chat::Chat;
 use crate::upstream::openai::OpenAi;
-use crate::upstream::{FineTuning, OpenAiConfig};
 
 /// The fully qualified name health checks use for the service.
 pub const SERVICE_NAME: &str = "fileengine.finetune.v1.FineTuneService";
@@ -140,10 +145,10 @@ pub async fn serve(
     Ok(())
 }
 
-/// Opens the data directory and the job store, and connects the provider: the
-/// emulator, OpenAI when OPENAI_API_KEY is set, or none (training RPCs then say how to
-/// configure one). Returns the state, a description of the upstream for the start line,
-/// and the emulator to shut down at the end.
+/// Opens the data directory and the store, and connects the providers: the emulator
+/// (for both OpenAI and Anthropic), or OpenAI / Anthropic when their keys are set, or
+/// none (the RPCs that need one then say how to configure it). Returns the state, a
+/// description of the upstream for the start line, and the emulator to shut down.
 async fn open_state(
     config: &ServeConfig,
     draining: CancellationToken,
@@ -152,9 +157,19 @@ async fn open_state(
         Some(path) => Catalog::load(path)?,
         None => Catalog::builtin(),
     });
+    let tiers = match &config.tiers {
+        Some(path) => Tiers::load(path)?,
+        None => Tiers::builtin(),
+    };
+    let knowledge = Knowledge::load(&config.knowledge)?;
     let datasets = DatasetStore::open(&config.data_dir)?;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database_path()).await?);
+
     let mut emulator = None;
-    let (provider, upstream): (Option<Arc<dyn FineTuning>>, String) = if config.emulator {
+    let mut openai: Option<Arc<OpenAi>> = None;
+    let mut anthropic: Option<Arc<Anthropic>> = None;
+    let mut upstream = Vec::new();
+    if config.emulator {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| Error::Io(format!("emulator: {e}")))?;
@@ -166,55 +181,100 @@ async fn open_state(
         let started = Emulator::start(emulator_config, listener)
             .await
             .map_err(|e| Error::Io(format!("emulator: {e}")))?;
-        let openai = OpenAi::new(OpenAiConfig::new("sk-emulator", started.base_url()))?;
-        let upstream = format!(
-            "EMULATOR at {} (x{} time; no real training happens)",
-            started.base_url(),
+        let base = started.base_url();
+        openai = Some(Arc::new(OpenAi::new(OpenAiConfig::new(
+            "sk-emulator",
+            base.clone(),
+        ))?));
+        let root = base.trim_end_matches("/v1").to_owned();
+        anthropic = Some(Arc::new(Anthropic::new(Anthropic::config_from_vars(
+            |k| match k {
+                "ANTHROPIC_API_KEY" => Some("sk-ant-emulator".to_owned()),
+                "ANTHROPIC_BASE_URL" => Some(root.clone()),
+                _ => None,
+            },
+        )?)?));
+        upstream.push(format!(
+            "EMULATOR at {base} (x{} time; no real training or model calls happen)",
             config.emulator_time_scale
-        );
+        ));
         emulator = Some(started);
-        (Some(Arc::new(openai)), upstream)
-    } else if config.openai_api_key.is_some() || std::env::var_os("OPENAI_API_KEY").is_some() {
-        let mut openai = OpenAi::config_from_vars(|k| match k {
-            "OPENAI_API_KEY" if config.openai_api_key.is_some() => config.openai_api_key.clone(),
-            "OPENAI_BASE_URL" if config.openai_base_url.is_some() => config.openai_base_url.clone(),
-            _ => std::env::var(k).ok(),
-        })?;
-        openai.base_url = openai.base_url.trim_end_matches('/').to_owned();
-        let upstream = format!("OpenAI at {}", openai.base_url);
-        (Some(Arc::new(OpenAi::new(openai)?)), upstream)
     } else {
-        (
-            None,
-            "none (set OPENAI_API_KEY, or use --emulator; training RPCs refuse until then)"
-                .to_owned(),
-        )
-    };
-    let jobs = match provider {
-        Some(provider) => {
-            let store = SqliteStore::open(&config.database_path()).await?;
-            let jobs_config = JobsConfig {
-                poll_interval: config.poll_interval(),
-                heartbeat: std::time::Duration::from_secs_f64(config.heartbeat_seconds),
-            };
-            Some(JobManager::new(
-                Arc::new(store),
-                provider,
-                catalog.clone(),
-                datasets.clone(),
-                jobs_config,
-                draining,
-            ))
+        if config.openai_api_key.is_some() || std::env::var_os("OPENAI_API_KEY").is_some() {
+            let mut c = OpenAi::config_from_vars(|k| match k {
+                "OPENAI_API_KEY" if config.openai_api_key.is_some() => {
+                    config.openai_api_key.clone()
+                }
+                "OPENAI_BASE_URL" if config.openai_base_url.is_some() => {
+                    config.openai_base_url.clone()
+                }
+                _ => std::env::var(k).ok(),
+            })?;
+            c.base_url = c.base_url.trim_end_matches('/').to_owned();
+            upstream.push(format!("OpenAI at {}", c.base_url));
+            openai = Some(Arc::new(OpenAi::new(c)?));
         }
-        None => None,
+        if config.anthropic_api_key.is_some() || std::env::var_os("ANTHROPIC_API_KEY").is_some() {
+            let c = Anthropic::config_from_vars(|k| match k {
+                "ANTHROPIC_API_KEY" if config.anthropic_api_key.is_some() => {
+                    config.anthropic_api_key.clone()
+                }
+                "ANTHROPIC_BASE_URL" if config.anthropic_base_url.is_some() => {
+                    config.anthropic_base_url.clone()
+                }
+                _ => std::env::var(k).ok(),
+            })?;
+            upstream.push("Anthropic".to_owned());
+            anthropic = Some(Arc::new(Anthropic::new(c)?));
+        }
+        if upstream.is_empty() {
+            upstream.push(
+                "none (set OPENAI_API_KEY / ANTHROPIC_API_KEY, or use --emulator)".to_owned(),
+            );
+        }
+    }
+
+    let jobs = openai.clone().map(|provider| {
+        let jobs_config = JobsConfig {
+            poll_interval: config.poll_interval(),
+            heartbeat: std::time::Duration::from_secs_f64(config.heartbeat_seconds),
+        };
+        JobManager::new(
+            store.clone(),
+            provider,
+            catalog.clone(),
+            datasets.clone(),
+            jobs_config,
+            draining,
+        )
+    });
+    let providers = Providers {
+        openai: openai.map(|o| o as Arc<dyn Chat>),
+        anthropic: anthropic.map(|a| a as Arc<dyn Chat>),
     };
+    let serving = Serving::new(tiers, knowledge, providers, catalog.clone(), store).await?;
+    if let (Some(jobs), Some(tier)) = (&jobs, serving.auto_promote_tier()) {
+        let serving = serving.clone();
+        let tier = tier.to_owned();
+        jobs.set_on_success(Box::new(move |job| {
+            let (serving, tier, job) = (serving.clone(), tier.clone(), job.clone());
+            tokio::spawn(async move {
+                if let Some(model) = &job.fine_tuned_model {
+                    if let Err(e) = serving.promote(&tier, model, Some(&job.id)).await {
+                        warn!(job_id = %job.id, error = %e, "auto-promotion failed");
+                    }
+                }
+            });
+        }));
+    }
     let state = AppState {
         catalog,
         datasets,
         max_dataset_bytes: config.max_dataset_bytes,
         jobs,
+        serving,
     };
-    Ok((state, upstream, emulator))
+    Ok((state, upstream.join("; "), emulator))
 }
 
 async fn set_health(health: &HealthReporter, status: ServingStatus) {

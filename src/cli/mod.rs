@@ -15,6 +15,7 @@ macro_rules! outln {
 
 mod client;
 mod jobs;
+mod serve_cmds;
 mod train;
 mod validate;
 mod watch;
@@ -50,7 +51,17 @@ pub enum Command {
     Jobs(jobs::JobsArgs),
     /// Cancel an unfinished job.
     Cancel(jobs::CancelArgs),
-    /// Run the emulator of OpenAI's API on its own (for SDKs and offline development).
+    /// Stream an answer from a tier (default fast) or a model, then its cost and latency.
+    Test(serve_cmds::TestArgs),
+    /// Make a succeeded job's model (or a named model) the one a tier serves.
+    Promote(serve_cmds::PromoteArgs),
+    /// List the tiers and the model each serves.
+    Tiers(serve_cmds::TiersArgs),
+    /// The A/B arms and tiers side by side: requests, errors, latency, cost, feedback.
+    Ab(serve_cmds::StatsArgs),
+    /// Cost per request by tier from what was served, and what the cheaper tier saves.
+    Cost(serve_cmds::StatsArgs),
+    /// Run the emulator of OpenAI's and Anthropic's APIs on its own (SDKs, offline work).
     Emulator(EmulatorArgs),
 }
 
@@ -76,6 +87,11 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Watch(args) => watch::run(&args),
         Command::Jobs(args) => jobs::list(&args),
         Command::Cancel(args) => jobs::cancel(&args),
+        Command::Test(args) => serve_cmds::test(&args),
+        Command::Promote(args) => serve_cmds::promote(&args),
+        Command::Tiers(args) => serve_cmds::tiers(&args),
+        Command::Ab(args) => serve_cmds::ab(&args),
+        Command::Cost(args) => serve_cmds::cost(&args),
         Command::Emulator(args) => emulator(args),
     }
 }

@@ -26,12 +26,34 @@ pub struct ModelInfo {
     pub source: String,
 }
 
+/// Inference prices of a model, USD per 1M tokens.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct InferencePrice {
+    /// Matched as a prefix of the served model's name (the longest match wins).
+    pub model: String,
+    /// Applies to `ft:` models of this base rather than to the base itself.
+    #[serde(default)]
+    pub fine_tuned: bool,
+    pub input: f64,
+    /// Prompt tokens read from the cache; default: the input price.
+    #[serde(default)]
+    pub cached_input: Option<f64>,
+    /// Prompt tokens written to the cache; default: the input price.
+    #[serde(default)]
+    pub cache_write: Option<f64>,
+    pub output: f64,
+    #[serde(default)]
+    pub source: String,
+}
+
 /// The models the service knows, loaded from TOML.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Catalog {
     pub default_model: String,
     #[serde(rename = "model")]
     pub models: Vec<ModelInfo>,
+    #[serde(default)]
+    pub inference: Vec<InferencePrice>,
 }
 
 /// What a model name resolved to.
@@ -115,6 +137,19 @@ impl Catalog {
     }
 }
 
+impl Catalog {
+    /// The inference price of a served model: `ft:` models use their base's
+    /// fine-tuned entry; others the longest matching prefix.
+    pub fn inference_price(&self, model: &str) -> Option<&InferencePrice> {
+        let fine_tuned = model.starts_with("ft:");
+        let name = base_model(model);
+        self.inference
+            .iter()
+            .filter(|p| p.fine_tuned == fine_tuned && name.starts_with(&p.model))
+            .max_by_key(|p| p.model.len())
+    }
+}
+
 /// `ft:gpt-4o-2024-08-06:org:suffix:id` -> `gpt-4o-2024-08-06`; other names unchanged.
 fn base_model(model: &str) -> &str {
     match model.strip_prefix("ft:") {
@@ -140,6 +175,33 @@ mod tests {
         assert!(!unknown.known);
         assert_eq!(unknown.info.encoding, Encoding::O200kBase);
         assert_eq!(c.resolve("gpt-4-0314").info.encoding, Encoding::Cl100kBase);
+    }
+
+    #[test]
+    fn inference_prices_by_prefix_and_fine_tuned_base() {
+        let c = Catalog::builtin();
+        assert_eq!(
+            c.inference_price("ft:gpt-4o-2024-08-06:acme:fe:abc")
+                .unwrap()
+                .input,
+            3.75
+        );
+        assert_eq!(c.inference_price("gpt-4o-2024-08-06").unwrap().input, 2.50);
+        assert_eq!(
+            c.inference_price("gpt-4o-mini-2024-07-18").unwrap().input,
+            0.15
+        );
+        assert_eq!(
+            c.inference_price("claude-sonnet-5-5").unwrap().cached_input,
+            Some(0.10)
+        );
+        assert_eq!(
+            c.inference_price("claude-sonnet-5-20260630")
+                .unwrap()
+                .cached_input,
+            Some(0.20)
+        );
+        assert!(c.inference_price("llama-3").is_none());
     }
 
     #[test]

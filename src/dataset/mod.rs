@@ -16,7 +16,7 @@ use std::io::Read;
 
 use serde::Serialize;
 
-pub use catalog::{Catalog, ModelInfo, Resolved};
+pub use catalog::{Catalog, InferencePrice, ModelInfo, Resolved};
 pub use problem::{Code, Problem, Role, Severity};
 pub use stats::{Distribution, auto_epochs};
 pub use tokens::{Counter, Encoding};

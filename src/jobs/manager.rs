@@ -87,6 +87,8 @@ pub struct JobManager {
     pub(super) config: JobsConfig,
     pub(super) pollers: Mutex<HashMap<String, JoinHandle<()>>>,
     pub(super) shutdown: CancellationToken,
+    /// Called once when a job is recorded as succeeded (auto-promotion).
+    pub(super) on_success: std::sync::OnceLock<Box<dyn Fn(&Job) + Send + Sync>>,
 }
 
 impl JobManager {
@@ -107,7 +109,13 @@ impl JobManager {
             config,
             pollers: Mutex::new(HashMap::new()),
             shutdown,
+            on_success: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets what happens when a job succeeds (once; later calls are ignored).
+    pub fn set_on_success(&self, hook: Box<dyn Fn(&Job) + Send + Sync>) {
+        let _ = self.on_success.set(hook);
     }
 
     /// Picks up after a restart: finishes interrupted creations and restarts a poller

@@ -118,6 +118,11 @@ impl JobManager {
             return Ok(false);
         }
         let (saved, appended) = self.store.record(&updated, events).await?;
+        if saved.state == JobState::Succeeded && job.state != JobState::Succeeded {
+            if let Some(hook) = self.on_success.get() {
+                hook(&saved);
+            }
+        }
         debug!(
             job_id,
             appended = appended.len(),

@@ -2,6 +2,7 @@
 
 mod convert;
 mod jobs;
+mod serving;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,6 +25,8 @@ pub struct AppState {
     pub max_dataset_bytes: u64,
     /// The training lifecycle; None when no provider is configured.
     pub jobs: Option<Arc<JobManager>>,
+    /// Tiers, promotion and completions.
+    pub serving: Arc<crate::serving::Serving>,
 }
 
 impl AppState {
@@ -127,13 +130,6 @@ impl Service {
 }
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
-fn not_yet(rpc: &str, what: &str) -> Status {
-    Error::Unimplemented(format!(
-        "{rpc} is part of the v1 API but not available in this release yet ({what}); dataset validation and the training RPCs work today"
-    ))
-    .into()
-}
 
 #[tonic::async_trait]
 impl FineTuneService for Service {
@@ -307,23 +303,129 @@ impl FineTuneService for Service {
 
     async fn complete(
         &self,
-        _request: Request<pb::CompleteRequest>,
+        request: Request<pb::CompleteRequest>,
     ) -> Result<Response<pb::CompleteResponse>, Status> {
-        Err(not_yet(
-            "Complete",
-            "it needs the tiers and the provider adapters",
-        ))
+        let req = serving::request(request.into_inner())?;
+        let completion = self.state.serving.complete(req).await?;
+        Ok(Response::new(pb::CompleteResponse {
+            completion: Some(serving::completion(completion)),
+        }))
     }
 
     type StreamCompleteStream = ResponseStream<pb::StreamCompleteResponse>;
 
     async fn stream_complete(
         &self,
-        _request: Request<pb::StreamCompleteRequest>,
+        request: Request<pb::StreamCompleteRequest>,
     ) -> Result<Response<Self::StreamCompleteStream>, Status> {
-        Err(not_yet(
-            "StreamComplete",
-            "it needs the tiers and the provider adapters",
-        ))
+        let inner = request
+            .into_inner()
+            .request
+            .ok_or_else(|| Status::from(Error::invalid("request", "required")))?;
+        let rx = self.state.serving.stream(serving::request(inner)?).await?;
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|item| {
+            use pb::stream_complete_response::Item;
+            item.map(|i| pb::StreamCompleteResponse {
+                item: Some(match i {
+                    crate::serving::StreamItem::Delta(text) => Item::Delta(text),
+                    crate::serving::StreamItem::Done(c) => Item::Completion(serving::completion(c)),
+                }),
+            })
+            .map_err(Status::from)
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn list_tiers(
+        &self,
+        _request: Request<pb::ListTiersRequest>,
+    ) -> Result<Response<pb::ListTiersResponse>, Status> {
+        let tiers = self
+            .state
+            .serving
+            .tiers()
+            .into_iter()
+            .map(serving::tier)
+            .collect();
+        Ok(Response::new(pb::ListTiersResponse { tiers }))
+    }
+
+    async fn promote_model(
+        &self,
+        request: Request<pb::PromoteModelRequest>,
+    ) -> Result<Response<pb::PromoteModelResponse>, Status> {
+        let req = request.into_inner();
+        let (model, job_id) = match req.source {
+            Some(pb::promote_model_request::Source::JobId(id)) => {
+                let job = self.state.jobs()?.resolve(&id).await?;
+                match (&job.state, &job.fine_tuned_model) {
+                    (crate::jobs::model::JobState::Succeeded, Some(model)) => {
+                        (model.clone(), Some(job.id.clone()))
+                    }
+                    _ => {
+                        return Err(Error::FailedPrecondition {
+                            message: format!("job {} has not succeeded (it is {}); only a finished model can be promoted", job.id, job.state.as_str()),
+                            reason: "JOB_NOT_SUCCEEDED",
+                            violations: Vec::new(),
+                        }
+                        .into());
+                    }
+                }
+            }
+            Some(pb::promote_model_request::Source::Model(model)) => (model, None),
+            None => return Err(Error::invalid("source", "give job_id or model").into()),
+        };
+        let previous = self
+            .state
+            .serving
+            .promote(&req.tier, &model, job_id.as_deref())
+            .await?;
+        let tier = self
+            .state
+            .serving
+            .tiers()
+            .into_iter()
+            .find(|t| t.spec.name == req.tier)
+            .map(serving::tier);
+        Ok(Response::new(pb::PromoteModelResponse {
+            tier,
+            previous_model: previous,
+        }))
+    }
+
+    async fn record_feedback(
+        &self,
+        request: Request<pb::RecordFeedbackRequest>,
+    ) -> Result<Response<pb::RecordFeedbackResponse>, Status> {
+        let req = request.into_inner();
+        let up = match pb::Rating::try_from(req.rating) {
+            Ok(pb::Rating::Up) => true,
+            Ok(pb::Rating::Down) => false,
+            _ => return Err(Error::invalid("rating", "RATING_UP or RATING_DOWN").into()),
+        };
+        let (tier, split) = self.state.serving.feedback(&req.response_id, up).await?;
+        let arm = if split.is_empty() {
+            String::new()
+        } else {
+            tier.clone()
+        };
+        Ok(Response::new(pb::RecordFeedbackResponse { tier, arm }))
+    }
+
+    async fn get_tier_stats(
+        &self,
+        request: Request<pb::GetTierStatsRequest>,
+    ) -> Result<Response<pb::GetTierStatsResponse>, Status> {
+        let req = request.into_inner();
+        let tier = Some(req.tier.as_str()).filter(|t| !t.is_empty());
+        let stats = self
+            .state
+            .serving
+            .stats(tier)
+            .await?
+            .into_iter()
+            .map(serving::stats)
+            .collect();
+        Ok(Response::new(pb::GetTierStatsResponse { stats }))
     }
 }

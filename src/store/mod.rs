@@ -8,6 +8,7 @@ pub use sqlite::SqliteStore;
 
 use crate::error::Error;
 use crate::jobs::model::{Job, JobEvent, JobState, NewEvent};
+use crate::serving::record::{Served, TierStats};
 
 /// What StartTraining's reservation of a request id found.
 #[derive(Debug)]
@@ -63,4 +64,21 @@ pub trait Store: Send + Sync + 'static {
     /// The upstream file id of a dataset already uploaded, by SHA-256 of the uploaded bytes.
     async fn uploaded_file(&self, sha256: &str) -> Result<Option<String>, Error>;
     async fn remember_upload(&self, sha256: &str, file_id: &str) -> Result<(), Error>;
+
+    /// Promotes `model` to `tier` (persisted across restarts).
+    async fn set_tier_model(
+        &self,
+        tier: &str,
+        model: &str,
+        job_id: Option<&str>,
+    ) -> Result<(), Error>;
+    /// Every promotion: (tier, model, job id).
+    async fn tier_models(&self) -> Result<Vec<(String, String, Option<String>)>, Error>;
+    /// Records served requests, in one transaction.
+    async fn record_served(&self, served: &[Served]) -> Result<(), Error>;
+    /// Rates a served response (1 up, -1 down); returns its (tier, split), or None if unknown.
+    async fn rate(&self, response_id: &str, rating: i64)
+    -> Result<Option<(String, String)>, Error>;
+    /// Statistics per (tier, split), optionally for one tier or split only.
+    async fn tier_stats(&self, tier: Option<&str>) -> Result<Vec<TierStats>, Error>;
 }

@@ -9,6 +9,7 @@ use sqlx::{Row, SqlitePool};
 use super::{JobPage, Reservation, Store};
 use crate::error::Error;
 use crate::jobs::model::{Job, JobEvent, JobState, NewEvent, now_millis};
+use crate::serving::record::{Served, TierStats, percentile};
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -329,5 +330,155 @@ impl Store for SqliteStore {
         .await
         .map_err(db_err)?;
         Ok(())
+    }
+
+    async fn set_tier_model(
+        &self,
+        tier: &str,
+        model: &str,
+        job_id: Option<&str>,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO tier_models (tier, model, job_id, updated_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (tier) DO UPDATE SET model = excluded.model, job_id = excluded.job_id,
+             updated_at = excluded.updated_at",
+        )
+        .bind(tier)
+        .bind(model)
+        .bind(job_id)
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn tier_models(&self) -> Result<Vec<(String, String, Option<String>)>, Error> {
+        let rows = sqlx::query("SELECT tier, model, job_id FROM tier_models")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("tier").map_err(db_err)?,
+                    r.try_get("model").map_err(db_err)?,
+                    r.try_get("job_id").map_err(db_err)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn record_served(&self, served: &[Served]) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        for s in served {
+            sqlx::query(
+                "INSERT INTO served (id, tier, split, provider, model, ok, error_code, fallback, input_tokens,
+                 output_tokens, cached_tokens, knowledge_tokens, cost_usd, latency_ms, rating, created_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+            )
+            .bind(&s.id)
+            .bind(&s.tier)
+            .bind(&s.split)
+            .bind(&s.provider)
+            .bind(&s.model)
+            .bind(i64::from(s.ok))
+            .bind(&s.error_code)
+            .bind(i64::from(s.fallback))
+            .bind(s.input_tokens as i64)
+            .bind(s.output_tokens as i64)
+            .bind(s.cached_tokens as i64)
+            .bind(s.knowledge_tokens as i64)
+            .bind(s.cost_usd)
+            .bind(s.latency_ms)
+            .bind(s.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn rate(
+        &self,
+        response_id: &str,
+        rating: i64,
+    ) -> Result<Option<(String, String)>, Error> {
+        let row = sqlx::query("UPDATE served SET rating = ? WHERE id = ? RETURNING tier, split")
+            .bind(rating)
+            .bind(response_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.map(|r| {
+            Ok((
+                r.try_get("tier").map_err(db_err)?,
+                r.try_get("split").map_err(db_err)?,
+            ))
+        })
+        .transpose()
+    }
+
+    async fn tier_stats(&self, tier: Option<&str>) -> Result<Vec<TierStats>, Error> {
+        let rows = sqlx::query(
+            "SELECT tier, split, model, ok, fallback, input_tokens, output_tokens, cached_tokens,
+                    knowledge_tokens, cost_usd, latency_ms, rating
+             FROM served WHERE (? IS NULL OR tier = ? OR split = ?) ORDER BY tier, split, created_at",
+        )
+        .bind(tier)
+        .bind(tier)
+        .bind(tier)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let mut out: Vec<(TierStats, Vec<f64>)> = Vec::new();
+        for r in &rows {
+            let t: String = r.try_get("tier").map_err(db_err)?;
+            let split: String = r.try_get("split").map_err(db_err)?;
+            if out
+                .last()
+                .is_none_or(|(s, _)| s.tier != t || s.split != split)
+            {
+                out.push((
+                    TierStats {
+                        tier: t.clone(),
+                        split: split.clone(),
+                        ..TierStats::default()
+                    },
+                    Vec::new(),
+                ));
+            }
+            let (s, latencies) = out.last_mut().expect("pushed");
+            let get =
+                |name: &str| -> Result<i64, Error> { r.try_get::<i64, _>(name).map_err(db_err) };
+            s.model = r.try_get("model").map_err(db_err)?;
+            s.requests += 1;
+            if get("ok")? == 0 {
+                s.errors += 1;
+            } else {
+                latencies.push(r.try_get("latency_ms").map_err(db_err)?);
+            }
+            s.fallbacks += u64::from(get("fallback")? != 0);
+            s.input_tokens += get("input_tokens")? as u64;
+            s.output_tokens += get("output_tokens")? as u64;
+            s.cached_tokens += get("cached_tokens")? as u64;
+            s.knowledge_tokens += get("knowledge_tokens")? as u64;
+            s.cost_usd += r.try_get::<f64, _>("cost_usd").map_err(db_err)?;
+            match r.try_get::<Option<i64>, _>("rating").map_err(db_err)? {
+                Some(1) => s.thumbs_up += 1,
+                Some(-1) => s.thumbs_down += 1,
+                _ => {}
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|(mut s, mut latencies)| {
+                latencies.sort_by(f64::total_cmp);
+                s.p50_ms = percentile(&latencies, 0.50);
+                s.p95_ms = percentile(&latencies, 0.95);
+                s.p99_ms = percentile(&latencies, 0.99);
+                s
+            })
+            .collect())
     }
 }

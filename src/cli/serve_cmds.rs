@@ -1,0 +1,460 @@
+//! Serving commands: `test` (stream an answer), `promote`, `tiers`, `ab` and `cost`.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Args;
+use serde_json::json;
+
+use super::client::{Connection, describe};
+use crate::pb;
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// The prompt, as the user would type it.
+    pub prompt: String,
+    /// The tier to ask (default fast).
+    #[arg(long, conflicts_with = "model")]
+    pub tier: Option<String>,
+    /// Ask a model directly instead of a tier.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// A system message before the prompt.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// The user id (keeps a user on one arm of a split tier).
+    #[arg(long, default_value = "")]
+    pub user: String,
+    #[arg(long, default_value_t = 0)]
+    pub max_output_tokens: u32,
+    /// Print the final summary as JSON (the answer still streams to stderr).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+pub(super) fn test(args: &TestArgs) -> ExitCode {
+    let runtime = match super::client::runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("finetune test: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(async {
+        match stream(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("\nfinetune test: {e}");
+                ExitCode::from(1)
+            }
+        }
+    })
+}
+
+async fn stream(args: &TestArgs) -> Result<(), String> {
+    let mut client = args.connection.connect().await?;
+    let mut messages = Vec::new();
+    if let Some(system) = &args.system {
+        messages.push(pb::ChatMessage {
+            role: pb::ChatRole::System as i32,
+            content: system.clone(),
+        });
+    }
+    messages.push(pb::ChatMessage {
+        role: pb::ChatRole::User as i32,
+        content: args.prompt.clone(),
+    });
+    let request = pb::CompleteRequest {
+        messages,
+        tier: args.tier.clone().unwrap_or_default(),
+        model: args.model.clone().unwrap_or_default(),
+        max_output_tokens: args.max_output_tokens,
+        user_id: args.user.clone(),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let mut first_delta = None;
+    let mut stream = client
+        .stream_complete(pb::StreamCompleteRequest {
+            request: Some(request),
+        })
+        .await
+        .map_err(|s| describe(&s))?
+        .into_inner();
+    while let Some(item) = stream.message().await.map_err(|s| describe(&s))? {
+        match item.item {
+            Some(pb::stream_complete_response::Item::Delta(text)) => {
+                first_delta.get_or_insert_with(|| started.elapsed());
+                if args.json {
+                    eprint!("{text}");
+                } else {
+                    print!("{text}");
+                    let _ = std::io::stdout().flush();
+                }
+            }
+            Some(pb::stream_complete_response::Item::Completion(c)) => {
+                let usage = c.usage.unwrap_or_default();
+                let first_ms = first_delta.map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+                if args.json {
+                    eprintln!();
+                    outln!(
+                        "{}",
+                        json!({
+                            "response_id": c.response_id, "model": c.model, "provider": c.provider,
+                            "tier": c.tier, "arm": c.arm, "finish_reason": c.raw_finish_reason,
+                            "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+                            "cached_tokens": usage.cached_tokens, "knowledge_tokens": usage.knowledge_tokens,
+                            "cost_usd": c.cost_usd, "latency_ms": c.latency_ms, "first_delta_ms": first_ms,
+                            "fallback": c.fallback, "fallback_reason": c.fallback_reason,
+                        })
+                    );
+                } else {
+                    outln!("\n");
+                    let arm = if c.arm.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (arm {})", c.arm)
+                    };
+                    outln!(
+                        "model:   {} via tier {}{arm} ({})",
+                        c.model,
+                        c.tier,
+                        c.provider
+                    );
+                    outln!(
+                        "tokens:  {} in ({} cached, {} knowledge), {} out",
+                        usage.prompt_tokens,
+                        usage.cached_tokens,
+                        usage.knowledge_tokens,
+                        usage.completion_tokens
+                    );
+                    outln!("cost:    ${:.6}", c.cost_usd);
+                    outln!(
+                        "latency: {:.0} ms ({first_ms:.0} ms to the first token)",
+                        c.latency_ms
+                    );
+                    if c.fallback {
+                        outln!(
+                            "note:    answered by the fallback tier: {}",
+                            c.fallback_reason
+                        );
+                    }
+                }
+                return Ok(());
+            }
+            None => {}
+        }
+    }
+    Err("the stream ended without a final summary: the answer above may be incomplete".to_owned())
+}
+
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    /// A succeeded job (its fine-tuned model is promoted), or a model name with --model.
+    #[arg(required_unless_present = "model")]
+    pub job: Option<String>,
+    /// Promote this model name instead of a job's model.
+    #[arg(long, conflicts_with = "job")]
+    pub model: Option<String>,
+    #[arg(long, default_value = "fast")]
+    pub tier: String,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+pub(super) fn promote(args: &PromoteArgs) -> ExitCode {
+    let source = match (&args.job, &args.model) {
+        (Some(job), _) => pb::promote_model_request::Source::JobId(job.clone()),
+        (None, Some(model)) => pb::promote_model_request::Source::Model(model.clone()),
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let result = super::client::runtime().and_then(|rt| {
+        rt.block_on(async {
+            let mut client = args.connection.connect().await?;
+            let request = pb::PromoteModelRequest {
+                tier: args.tier.clone(),
+                source: Some(source),
+            };
+            Ok::<_, String>(
+                client
+                    .promote_model(request)
+                    .await
+                    .map_err(|s| describe(&s))?
+                    .into_inner(),
+            )
+        })
+    });
+    match result {
+        Ok(r) => {
+            let tier = r.tier.unwrap_or_default();
+            if args.json {
+                outln!(
+                    "{}",
+                    json!({"tier": tier.name, "model": tier.model, "previous_model": r.previous_model})
+                );
+            } else {
+                let previous = if r.previous_model.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    r.previous_model
+                };
+                outln!(
+                    "tier {} now serves {} (was {previous})",
+                    tier.name,
+                    tier.model
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("finetune promote: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Only this tier (a split tier shows its arms).
+    pub tier: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+fn fetch_stats(args: &StatsArgs) -> Result<Vec<pb::TierStats>, String> {
+    super::client::runtime().and_then(|rt| {
+        rt.block_on(async {
+            let mut client = args.connection.connect().await?;
+            let request = pb::GetTierStatsRequest {
+                tier: args.tier.clone().unwrap_or_default(),
+            };
+            Ok(client
+                .get_tier_stats(request)
+                .await
+                .map_err(|s| describe(&s))?
+                .into_inner()
+                .stats)
+        })
+    })
+}
+
+fn stats_json(s: &pb::TierStats) -> serde_json::Value {
+    let l = s.latency.clone().unwrap_or_default();
+    json!({
+        "tier": s.tier, "split": s.split, "model": s.model, "requests": s.requests, "errors": s.errors,
+        "p50_ms": l.p50_ms, "p95_ms": l.p95_ms, "p99_ms": l.p99_ms,
+        "input_tokens": s.input_tokens, "output_tokens": s.output_tokens, "cached_tokens": s.cached_tokens,
+        "knowledge_tokens": s.knowledge_tokens, "cost_usd": s.cost_usd, "cost_per_request_usd": s.cost_per_request_usd,
+        "thumbs_up": s.thumbs_up, "thumbs_down": s.thumbs_down, "fallbacks": s.fallbacks,
+    })
+}
+
+/// `finetune ab`: the arms of split tiers (and every tier) side by side.
+pub(super) fn ab(args: &StatsArgs) -> ExitCode {
+    match fetch_stats(args) {
+        Ok(stats) if args.json => {
+            outln!(
+                "{}",
+                json!({"stats": stats.iter().map(stats_json).collect::<Vec<_>>()})
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(stats) => {
+            outln!(
+                "{:<10} {:<8} {:>8} {:>6} {:>8} {:>8} {:>10} {:>12} {:>5} {:>5}  model",
+                "split",
+                "tier",
+                "requests",
+                "errors",
+                "p50 ms",
+                "p99 ms",
+                "out tok",
+                "$/request",
+                "up",
+                "down"
+            );
+            for s in &stats {
+                let l = s.latency.clone().unwrap_or_default();
+                let split = if s.split.is_empty() { "-" } else { &s.split };
+                outln!(
+                    "{split:<10} {:<8} {:>8} {:>6} {:>8.1} {:>8.1} {:>10} {:>12.6} {:>5} {:>5}  {}",
+                    s.tier,
+                    s.requests,
+                    s.errors,
+                    l.p50_ms,
+                    l.p99_ms,
+                    s.output_tokens,
+                    s.cost_per_request_usd,
+                    s.thumbs_up,
+                    s.thumbs_down,
+                    s.model
+                );
+            }
+            if stats.is_empty() {
+                outln!("nothing served yet");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("finetune ab: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `finetune cost`: cost per request by tier, from what was actually served, and the
+/// saving of the cheapest tier against the dearest.
+pub(super) fn cost(args: &StatsArgs) -> ExitCode {
+    let stats = match fetch_stats(args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("finetune cost: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Merge rows per serving tier (direct and through splits).
+    let mut tiers: Vec<(String, u64, f64, u64)> = Vec::new();
+    for s in &stats {
+        let answered = s.requests - s.errors;
+        match tiers.iter_mut().find(|t| t.0 == s.tier) {
+            Some(t) => {
+                t.1 += answered;
+                t.2 += s.cost_usd;
+                t.3 += s.knowledge_tokens;
+            }
+            None => tiers.push((s.tier.clone(), answered, s.cost_usd, s.knowledge_tokens)),
+        }
+    }
+    let per_request: Vec<(String, u64, f64, f64)> = tiers
+        .into_iter()
+        .filter(|t| t.1 > 0)
+        .map(|(tier, n, cost, knowledge)| (tier, n, cost / n as f64, knowledge as f64 / n as f64))
+        .collect();
+    let cheapest = per_request
+        .iter()
+        .min_by(|a, b| a.2.total_cmp(&b.2))
+        .cloned();
+    let dearest = per_request
+        .iter()
+        .max_by(|a, b| a.2.total_cmp(&b.2))
+        .cloned();
+    if args.json {
+        let saving = cheapest
+            .as_ref()
+            .zip(dearest.as_ref())
+            .map(|(c, d)| d.2 - c.2);
+        outln!(
+            "{}",
+            json!({
+                "tiers": per_request.iter().map(|(t, n, c, k)| json!({"tier": t, "requests": n, "cost_per_request_usd": c, "knowledge_tokens_per_request": k})).collect::<Vec<_>>(),
+                "saving_per_request_usd": saving,
+                "cheapest": cheapest.map(|c| c.0),
+                "dearest": dearest.map(|d| d.0),
+            })
+        );
+        return ExitCode::SUCCESS;
+    }
+    if per_request.is_empty() {
+        outln!("nothing served yet: costs come from answered requests");
+        return ExitCode::SUCCESS;
+    }
+    for (tier, n, cost, knowledge) in &per_request {
+        outln!(
+            "{tier:<10} {n:>8} requests  ${cost:.6} per request  ({knowledge:.0} knowledge tokens per request)"
+        );
+    }
+    if let (Some(c), Some(d)) = (cheapest, dearest) {
+        if c.0 != d.0 {
+            outln!(
+                "{} saves ${:.6} per request against {} ({:.0}% less)",
+                c.0,
+                d.2 - c.2,
+                d.0,
+                (1.0 - c.2 / d.2) * 100.0
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+#[derive(Debug, Args)]
+pub struct TiersArgs {
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+pub(super) fn tiers(args: &TiersArgs) -> ExitCode {
+    let result = super::client::runtime().and_then(|rt| {
+        rt.block_on(async {
+            let mut client = args.connection.connect().await?;
+            Ok::<_, String>(
+                client
+                    .list_tiers(pb::ListTiersRequest {})
+                    .await
+                    .map_err(|s| describe(&s))?
+                    .into_inner()
+                    .tiers,
+            )
+        })
+    });
+    match result {
+        Ok(tiers) => {
+            for t in &tiers {
+                let line = if t.arms.is_empty() {
+                    let provider =
+                        pb::Provider::try_from(t.provider).map_or("?", |p| p.as_str_name());
+                    let model = if t.model.is_empty() {
+                        "(no model yet)"
+                    } else {
+                        &t.model
+                    };
+                    let knowledge = if t.inject_knowledge {
+                        format!(", knowledge {} tokens", t.knowledge_tokens)
+                    } else {
+                        String::new()
+                    };
+                    let fallback = if t.fallback.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", fallback {}", t.fallback)
+                    };
+                    format!("{:<8} {provider} {model}{knowledge}{fallback}", t.name)
+                } else {
+                    let arms: Vec<String> = t
+                        .arms
+                        .iter()
+                        .map(|a| format!("{} {}", a.tier, a.weight))
+                        .collect();
+                    format!("{:<8} split: {}", t.name, arms.join(" / "))
+                };
+                if args.json {
+                    continue;
+                }
+                outln!("{line}");
+            }
+            if args.json {
+                let rows: Vec<_> = tiers
+                    .iter()
+                    .map(|t| json!({"name": t.name, "model": t.model, "inject_knowledge": t.inject_knowledge,
+                        "knowledge_tokens": t.knowledge_tokens, "fallback": t.fallback,
+                        "arms": t.arms.iter().map(|a| json!({"tier": a.tier, "weight": a.weight})).collect::<Vec<_>>()}))
+                    .collect();
+                outln!("{}", json!({"tiers": rows}));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("finetune tiers: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
