@@ -153,8 +153,7 @@ async fn stream(args: &TestArgs) -> Result<(), String> {
 
 #[derive(Debug, Args)]
 pub struct PromoteArgs {
-    /// A succeeded job (its fine-tuned model is promoted), or a model name with --model.
-    #[arg(required_unless_present = "model")]
+    /// A succeeded job whose fine-tuned model is promoted [default: the latest succeeded job].
     pub job: Option<String>,
     /// Promote this model name instead of a job's model.
     #[arg(long, conflicts_with = "job")]
@@ -168,14 +167,22 @@ pub struct PromoteArgs {
 }
 
 pub(super) fn promote(args: &PromoteArgs) -> ExitCode {
-    let source = match (&args.job, &args.model) {
-        (Some(job), _) => pb::promote_model_request::Source::JobId(job.clone()),
-        (None, Some(model)) => pb::promote_model_request::Source::Model(model.clone()),
-        (None, None) => unreachable!("clap requires one"),
-    };
     let result = super::client::runtime().and_then(|rt| {
         rt.block_on(async {
             let mut client = args.connection.connect().await?;
+            let source = match (&args.job, &args.model) {
+                (Some(job), _) => pb::promote_model_request::Source::JobId(job.clone()),
+                (None, Some(model)) => pb::promote_model_request::Source::Model(model.clone()),
+                (None, None) => {
+                    let latest = client
+                        .list_jobs(pb::ListJobsRequest { page_size: 1, state: pb::JobState::Succeeded as i32, ..Default::default() })
+                        .await
+                        .map_err(|s| describe(&s))?
+                        .into_inner();
+                    let job = latest.jobs.first().ok_or("no succeeded job yet: train one, or pass --model")?;
+                    pb::promote_model_request::Source::JobId(job.id.clone())
+                }
+            };
             let request = pb::PromoteModelRequest {
                 tier: args.tier.clone(),
                 source: Some(source),
