@@ -175,11 +175,18 @@ pub(super) fn promote(args: &PromoteArgs) -> ExitCode {
                 (None, Some(model)) => pb::promote_model_request::Source::Model(model.clone()),
                 (None, None) => {
                     let latest = client
-                        .list_jobs(pb::ListJobsRequest { page_size: 1, state: pb::JobState::Succeeded as i32, ..Default::default() })
+                        .list_jobs(pb::ListJobsRequest {
+                            page_size: 1,
+                            state: pb::JobState::Succeeded as i32,
+                            ..Default::default()
+                        })
                         .await
                         .map_err(|s| describe(&s))?
                         .into_inner();
-                    let job = latest.jobs.first().ok_or("no succeeded job yet: train one, or pass --model")?;
+                    let job = latest
+                        .jobs
+                        .first()
+                        .ok_or("no succeeded job yet: train one, or pass --model")?;
                     pb::promote_model_request::Source::JobId(job.id.clone())
                 }
             };
@@ -253,7 +260,7 @@ fn fetch_stats(args: &StatsArgs) -> Result<Vec<pb::TierStats>, String> {
 }
 
 fn stats_json(s: &pb::TierStats) -> serde_json::Value {
-    let l = s.latency.clone().unwrap_or_default();
+    let l = s.latency.unwrap_or_default();
     json!({
         "tier": s.tier, "split": s.split, "model": s.model, "requests": s.requests, "errors": s.errors,
         "p50_ms": l.p50_ms, "p95_ms": l.p95_ms, "p99_ms": l.p99_ms,
@@ -288,7 +295,7 @@ pub(super) fn ab(args: &StatsArgs) -> ExitCode {
                 "down"
             );
             for s in &stats {
-                let l = s.latency.clone().unwrap_or_default();
+                let l = s.latency.unwrap_or_default();
                 let split = if s.split.is_empty() { "-" } else { &s.split };
                 outln!(
                     "{split:<10} {:<8} {:>8} {:>6} {:>8.1} {:>8.1} {:>10} {:>12.6} {:>5} {:>5}  {}",

@@ -647,6 +647,7 @@ fn stream_response(
     events.truncate(keep);
     let delay = app.clock.real(app.config.token_secs);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    let faults = app.faults.clone();
     tokio::spawn(async move {
         for (i, event) in events.into_iter().enumerate() {
             if i > 0 && !delay.is_zero() {
@@ -654,6 +655,7 @@ fn stream_response(
             }
             if tx.send(Ok(Bytes::from(event))).await.is_err() {
                 // The client went away.
+                faults.note_abandoned_stream();
                 return;
             }
         }

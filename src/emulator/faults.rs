@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use super::App;
+use super::anthropic::{self, RequestId};
 use super::api::{ApiError, json};
 use super::net::ConnHandle;
 
@@ -23,14 +24,15 @@ use super::net::ConnHandle;
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Fault {
     /// HTTP 429 `rate_limit_exceeded` with `Retry-After` (whole seconds, at least 1) and
-    /// `retry-after-ms`.
+    /// `retry-after-ms`; on `/v1/messages`, Anthropic's `rate_limit_error` with
+    /// `retry-after` and `x-should-retry: true`.
     RateLimit {
         #[serde(default = "default_retry_after_ms")]
         retry_after_ms: u64,
     },
-    /// HTTP 500 `server_error`.
+    /// HTTP 500 `server_error` (Anthropic: `api_error`).
     ServerError,
-    /// HTTP 503 (the engine is overloaded).
+    /// HTTP 503 (the engine is overloaded); on `/v1/messages`, 529 `overloaded_error`.
     Unavailable,
     /// Waits `ms` real milliseconds, then answers normally.
     Latency { ms: u64 },
@@ -47,6 +49,13 @@ pub enum Fault {
     },
     /// Answers 200 with a JSON body cut in half.
     MalformedJson,
+    /// A streamed `/v1/messages` answer sends `after_chunks` events (never `message_stop`),
+    /// then `event: error` with `overloaded_error` after the 200; a plain one gets the
+    /// comparable 529. Other routes answer normally.
+    ErrorEvent {
+        #[serde(default)]
+        after_chunks: u32,
+    },
 }
 
 fn default_retry_after_ms() -> u64 {
@@ -80,6 +89,10 @@ fn one() -> u32 {
 pub struct Stats {
     pub total: u64,
     pub by_route: BTreeMap<String, u64>,
+    /// Streamed responses whose client went away before the end (a cancelled upstream
+    /// request, as the provider would see it).
+    #[serde(default)]
+    pub abandoned_streams: u64,
 }
 
 impl Stats {
@@ -152,6 +165,11 @@ impl FaultControl {
         self.lock().stats.clone()
     }
 
+    /// Counts a streamed response whose client disconnected before its end.
+    pub(crate) fn note_abandoned_stream(&self) {
+        self.lock().stats.abandoned_streams += 1;
+    }
+
     /// Sets every request count back to zero.
     pub fn reset_stats(&self) {
         self.lock().stats = Stats::default();
@@ -196,15 +214,26 @@ pub(crate) struct Truncate {
 struct Counted;
 
 /// The layer in front of every `/v1` route: counts, applies an outage, authenticates,
-/// applies an injected fault, and adds OpenAI's response headers.
+/// applies an injected fault, and adds the provider's response headers (OpenAI's, or
+/// Anthropic's on `/v1/messages`).
 pub(crate) async fn front(State(app): State<App>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = route_key(&req);
     app.faults.count(&route);
     req.extensions_mut().insert(Counted);
-    let request_id = format!("req_{}", super::api::random_hex());
+    let is_anthropic = anthropic::serves(&route);
+    let request_id = if is_anthropic {
+        anthropic::new_request_id()
+    } else {
+        format!("req_{}", super::api::random_hex())
+    };
+    req.extensions_mut().insert(RequestId(request_id.clone()));
     let span = tracing::debug_span!("emulator", route = %route, request_id = %request_id);
     let mut response = respond(&app, &route, req, next).instrument(span).await;
+    if is_anthropic {
+        anthropic::finish_headers(&app, &request_id, response.headers_mut());
+        return response;
+    }
     let headers = response.headers_mut();
     let mut set = |name: &'static str, value: String| {
         if let Ok(v) = HeaderValue::from_str(&value) {
@@ -222,8 +251,14 @@ pub(crate) async fn front(State(app): State<App>, mut req: Request, next: Next) 
 }
 
 async fn respond(app: &App, route: &str, mut req: Request, next: Next) -> Response {
+    let anthropic_id = anthropic::serves(route)
+        .then(|| req.extensions().get::<RequestId>().map(|r| r.0.clone()))
+        .flatten();
     if let Some(left) = app.faults.down_remaining() {
         tracing::debug!(route, "emulated outage");
+        if let Some(id) = &anthropic_id {
+            return anthropic::outage(left, id);
+        }
         let mut e = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "The server is temporarily unable to handle your request (emulated outage). Please retry after a brief wait.",
@@ -233,7 +268,11 @@ async fn respond(app: &App, route: &str, mut req: Request, next: Next) -> Respon
             .push(("retry-after", left.as_secs().max(1).to_string()));
         return e.into_response();
     }
-    if let Err(e) = authenticate(app, &req) {
+    if let Some(id) = &anthropic_id {
+        if let Err(e) = anthropic::authenticate(app, &req) {
+            return e.into_response_with(Some(id));
+        }
+    } else if let Err(e) = authenticate(app, &req) {
         return e.into_response();
     }
     let conn = req.extensions().get::<ConnectInfo<ConnHandle>>().cloned();
@@ -241,6 +280,12 @@ async fn respond(app: &App, route: &str, mut req: Request, next: Next) -> Respon
         return next.run(req).await;
     };
     tracing::info!(route, ?fault, "injecting a fault");
+    // Error faults answer in the envelope of the API the route belongs to.
+    if let Some(id) = &anthropic_id {
+        if let Some(response) = anthropic::fault_response(app, &fault, id) {
+            return response;
+        }
+    }
     match fault {
         Fault::RateLimit { retry_after_ms } => {
             let secs = retry_after_ms.div_ceil(1000).max(1);
@@ -301,6 +346,11 @@ async fn respond(app: &App, route: &str, mut req: Request, next: Next) -> Respon
                 after_chunks,
                 abort,
             });
+            next.run(req).await
+        }
+        Fault::ErrorEvent { after_chunks } => {
+            req.extensions_mut()
+                .insert(anthropic::ErrorEvent { after_chunks });
             next.run(req).await
         }
         Fault::MalformedJson => {

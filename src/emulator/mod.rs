@@ -1,5 +1,6 @@
 //! An emulator of OpenAI's HTTP API (files, uploads, fine-tuning jobs, chat completions,
-//! models) for tests and `finetune serve --emulator`. No real training happens: a job walks
+//! models) and of Anthropic's Messages API (`/v1/messages`, with prompt caching) for tests
+//! and `finetune serve --emulator`. No real training happens: a job walks
 //! its states on an emulated clock, its numbers come from the project's own validator, and
 //! its answers are deterministic text.
 //!
@@ -8,6 +9,7 @@
 //! truncated streams, malformed JSON, outages) can be injected in process through
 //! [`FaultControl`] or over HTTP at `/_emulator/faults`.
 
+mod anthropic;
 mod api;
 mod chat;
 mod faults;
@@ -15,6 +17,7 @@ mod files;
 mod jobs;
 mod net;
 
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -108,6 +111,23 @@ impl Emulator {
     /// The API base URL, e.g. `http://127.0.0.1:41234/v1`.
     pub fn base_url(&self) -> String {
         base_url(self.addr)
+    }
+
+    /// The Anthropic API root (`http://127.0.0.1:41234`, no `/v1`), as the Anthropic SDKs
+    /// and `ANTHROPIC_BASE_URL` take it.
+    pub fn anthropic_base_url(&self) -> String {
+        self.base_url().trim_end_matches("/v1").to_owned()
+    }
+
+    /// The JSON bodies of the last requests to `route` (`"POST /v1/messages"`), oldest
+    /// first, at most [`RECORDED_PER_ROUTE`]; only routes whose handler records them.
+    pub fn last_requests(&self, route: &str) -> Vec<serde_json::Value> {
+        let store = self.app.store.lock().unwrap_or_else(|e| e.into_inner());
+        store
+            .recorded
+            .get(route)
+            .map(|bodies| bodies.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The fault knobs (shared with `/_emulator/faults`).
@@ -230,6 +250,7 @@ fn router(app: App) -> Router {
             get(jobs::list_checkpoints),
         )
         .route("/v1/chat/completions", post(chat::completions))
+        .route("/v1/messages", post(anthropic::messages))
         .route("/v1/models", get(chat::list_models))
         .route("/v1/models/{id}", get(chat::get_model))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -302,6 +323,16 @@ impl App {
         })))
     }
 
+    /// Keeps a request body for [`Emulator::last_requests`].
+    pub(crate) fn record(&self, route: &str, body: serde_json::Value) {
+        let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        let bodies = store.recorded.entry(route.to_owned()).or_default();
+        if bodies.len() == RECORDED_PER_ROUTE {
+            bodies.pop_front();
+        }
+        bodies.push_back(body);
+    }
+
     /// The store with every job brought up to the emulated time `now` (result files
     /// published, plans fixed), so reads see a consistent state.
     pub(crate) fn store_at(&self, now: f64) -> MutexGuard<'_, Store> {
@@ -317,7 +348,13 @@ pub(crate) struct Store {
     pub(crate) files: files::Files,
     pub(crate) uploads: files::Uploads,
     pub(crate) jobs: jobs::Jobs,
+    pub(crate) prompt_cache: anthropic::PromptCache,
+    /// Request bodies by route, oldest first.
+    pub(crate) recorded: BTreeMap<String, VecDeque<serde_json::Value>>,
 }
+
+/// Request bodies kept per route for [`Emulator::last_requests`].
+pub const RECORDED_PER_ROUTE: usize = 16;
 
 impl Store {
     fn advance(&mut self, now: f64) {

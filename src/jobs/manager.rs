@@ -30,6 +30,9 @@ pub const META_JOB_ID: &str = "finetune_job_id";
 /// OpenAI allows 16 metadata pairs; two are ours.
 const MAX_USER_METADATA: usize = 14;
 
+/// What runs when a job succeeds (auto-promotion).
+pub type SuccessHook = Box<dyn Fn(&Job) + Send + Sync>;
+
 /// Timing of the lifecycle.
 #[derive(Debug, Clone)]
 pub struct JobsConfig {
@@ -88,7 +91,7 @@ pub struct JobManager {
     pub(super) pollers: Mutex<HashMap<String, JoinHandle<()>>>,
     pub(super) shutdown: CancellationToken,
     /// Called once when a job is recorded as succeeded (auto-promotion).
-    pub(super) on_success: std::sync::OnceLock<Box<dyn Fn(&Job) + Send + Sync>>,
+    pub(super) on_success: std::sync::OnceLock<SuccessHook>,
 }
 
 impl JobManager {
@@ -114,7 +117,7 @@ impl JobManager {
     }
 
     /// Sets what happens when a job succeeds (once; later calls are ignored).
-    pub fn set_on_success(&self, hook: Box<dyn Fn(&Job) + Send + Sync>) {
+    pub fn set_on_success(&self, hook: SuccessHook) {
         let _ = self.on_success.set(hook);
     }
 

@@ -8,5 +8,6 @@ mod watch;
 
 pub use manager::{
     DatasetFile, JobManager, JobsConfig, META_JOB_ID, META_REQUEST_ID, StartRequest, Started,
+    SuccessHook,
 };
 pub use watch::WatchItem;

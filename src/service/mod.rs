@@ -328,7 +328,9 @@ impl FineTuneService for Service {
             item.map(|i| pb::StreamCompleteResponse {
                 item: Some(match i {
                     crate::serving::StreamItem::Delta(text) => Item::Delta(text),
-                    crate::serving::StreamItem::Done(c) => Item::Completion(serving::completion(c)),
+                    crate::serving::StreamItem::Done(c) => {
+                        Item::Completion(serving::completion(*c))
+                    }
                 }),
             })
             .map_err(Status::from)

@@ -73,7 +73,7 @@ pub struct Completion {
 #[derive(Debug, Clone)]
 pub enum StreamItem {
     Delta(String),
-    Done(Completion),
+    Done(Box<Completion>),
 }
 
 /// A tier as it stands now.
@@ -481,7 +481,7 @@ impl Serving {
                     Some(Ok(ChatChunk::Done(response))) => {
                         let completion =
                             this.finish(&route, &tier, response, fallback.clone(), started);
-                        let _ = tx.send(Ok(StreamItem::Done(completion))).await;
+                        let _ = tx.send(Ok(StreamItem::Done(Box::new(completion)))).await;
                         return;
                     }
                     Some(Err(e)) => Err(Error::from(e)),

@@ -1,5 +1,6 @@
 //! Provider ports: the traits the core owns, and their adapters (OpenAI today).
 
+pub mod anthropic;
 pub mod chat;
 pub mod openai;
 pub mod types;

@@ -1,23 +1,30 @@
-//! The OpenAI adapter (reqwest + serde_json): files, uploads and fine-tuning jobs.
+//! The OpenAI adapter (reqwest + serde_json): files, uploads, fine-tuning jobs and chat
+//! completions (plain and streamed, SSE parsed by eventsource-stream).
 //!
 //! One HTTP call per operation and no retries (the caller owns the retry policy). Every
 //! failure is classified into an [`UpstreamError`] from the status and OpenAI's error
 //! envelope; messages never carry the API key or a raw response body.
 
+use std::borrow::Cow;
 use std::io;
 use std::path::Path;
 use std::sync::{Arc, Once};
 use std::time::{Duration, SystemTime};
 
+use eventsource_stream::{EventStreamError, Eventsource};
+use futures_util::StreamExt;
 use futures_util::stream::{self, Stream};
 use regex::Regex;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::multipart::{Form, Part};
 use reqwest::{Body, StatusCode, Url};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+use super::chat::{Chat, ChatChunk, ChatRequest, ChatResponse, ChatRole, ChatStream, ChatUsage};
 use super::types::{
     ApiError, Checkpoint, CreateJobRequest, ErrorEnvelope, FileObject, Job, JobEvent, Page,
     UploadObject, UploadPart,
@@ -510,6 +517,509 @@ impl FineTuning for OpenAi {
             limit,
         );
         self.call(self.http.get(url), "page of checkpoints").await
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Chat completions (the completion port)
+// ---------------------------------------------------------------------------------------
+
+/// The spec's `maxLength` of `safety_identifier`.
+const SAFETY_IDENTIFIER_MAX_CHARS: usize = 64;
+/// Said of an in-stream error that carries no message (openai-python's wording).
+const STREAM_ERROR_FALLBACK: &str = "An error occurred during streaming";
+
+#[tonic::async_trait]
+impl Chat for OpenAi {
+    fn provider(&self) -> &'static str {
+        PROVIDER
+    }
+
+    /// `POST /chat/completions` with `stream: false`.
+    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, UpstreamError> {
+        let body = ChatCompletionBody::new(request, false);
+        let completion: WireCompletion = self
+            .call(
+                self.http
+                    .post(self.url(&["chat", "completions"]))
+                    .json(&body),
+                "chat completion",
+            )
+            .await?;
+        completion.into_response()
+    }
+
+    /// `POST /chat/completions` with `stream: true` and usage included. The returned
+    /// stream owns the HTTP response: dropping it closes the connection.
+    async fn stream(&self, request: &ChatRequest) -> Result<ChatStream, UpstreamError> {
+        let body = ChatCompletionBody::new(request, true);
+        let response = self
+            .send_streaming(
+                self.http
+                    .post(self.url(&["chat", "completions"]))
+                    .header(ACCEPT, "text/event-stream")
+                    .json(&body),
+            )
+            .await?;
+        let events = response.bytes_stream().eventsource().boxed();
+        Ok(Box::pin(
+            ChatEvents::new(self.clone(), events).into_stream(),
+        ))
+    }
+}
+
+impl OpenAi {
+    /// Sends a request whose 2xx answer is an SSE stream and returns the response with
+    /// its body unread; a non-2xx status is classified as [`OpenAi::call`] does.
+    async fn send_streaming(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let request = request.build().map_err(|e| self.transport_error(&e))?;
+        let path = request.url().path().to_owned();
+        let response = match self.http.execute(request).await {
+            Ok(response) => response,
+            Err(e) => {
+                let error = self.transport_error(&e);
+                tracing::debug!(method = "POST", %path, %error, "openai stream failed");
+                return Err(error);
+            }
+        };
+        let status = response.status();
+        tracing::debug!(method = "POST", %path, status = status.as_u16(), "openai stream");
+        let headers = response.headers().clone();
+        if !status.is_success() {
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| self.transport_error(&e))?;
+            return Err(self.status_error(status, &headers, &body));
+        }
+        // A body that is not SSE (a proxy's page, a JSON answer) would otherwise read as
+        // a stream without [DONE]; name it for what it is. No content type is tolerated.
+        let content_type = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_ascii_lowercase());
+        if let Some(content_type) = content_type
+            && !content_type.starts_with("text/event-stream")
+        {
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| self.transport_error(&e))?;
+            return Err(UpstreamError::Protocol {
+                provider: PROVIDER,
+                message: format!(
+                    "expected a text/event-stream of chat completion chunks, got {}",
+                    describe_content(&headers, body.len())
+                ),
+            });
+        }
+        Ok(response)
+    }
+}
+
+/// `CreateChatCompletionRequest`: the part of it the completion port uses.
+#[derive(Serialize)]
+struct ChatCompletionBody<'a> {
+    model: &'a str,
+    messages: Vec<WireMessage<'a>>,
+    max_completion_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    /// At least one sequence when present (the spec's `minItems: 1`).
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    safety_identifier: Option<String>,
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Serialize)]
+struct WireMessage<'a> {
+    role: &'static str,
+    content: Cow<'a, str>,
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+impl<'a> ChatCompletionBody<'a> {
+    fn new(request: &'a ChatRequest, stream: bool) -> ChatCompletionBody<'a> {
+        // OpenAI caches prompt prefixes by itself: the blocks' cache marks need no wire form.
+        let system: Vec<&str> = request
+            .system
+            .iter()
+            .map(|b| b.text.as_str())
+            .filter(|t| !t.is_empty())
+            .collect();
+        let mut messages = Vec::with_capacity(request.messages.len() + 1);
+        if !system.is_empty() {
+            messages.push(WireMessage {
+                role: "system",
+                content: Cow::Owned(system.join("\n\n")),
+            });
+        }
+        messages.extend(request.messages.iter().map(|m| WireMessage {
+            role: match m.role {
+                ChatRole::User => "user",
+                ChatRole::Assistant => "assistant",
+            },
+            content: Cow::Borrowed(m.content.as_str()),
+        }));
+        ChatCompletionBody {
+            model: &request.model,
+            messages,
+            max_completion_tokens: request.max_tokens,
+            temperature: request.temperature,
+            stop: &request.stop,
+            safety_identifier: request.user.as_deref().and_then(safety_identifier),
+            stream,
+            stream_options: stream.then_some(StreamOptions {
+                include_usage: true,
+            }),
+        }
+    }
+}
+
+/// The end user as OpenAI's `safety_identifier`: as given when it fits the spec's 64
+/// characters, else its SHA-256 in hex (64 characters, still stable per user); blank is none.
+fn safety_identifier(user: &str) -> Option<String> {
+    if user.trim().is_empty() {
+        None
+    } else if user.chars().count() <= SAFETY_IDENTIFIER_MAX_CHARS {
+        Some(user.to_owned())
+    } else {
+        Some(hex::encode(Sha256::digest(user.as_bytes())))
+    }
+}
+
+/// `CreateChatCompletionResponse`, what the port needs of it.
+#[derive(Deserialize)]
+struct WireCompletion {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    choices: Vec<WireChoice>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct WireChoice {
+    #[serde(default)]
+    index: u64,
+    #[serde(default)]
+    message: Option<WireAssistantMessage>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireAssistantMessage {
+    #[serde(default)]
+    content: Option<String>,
+}
+
+/// `CompletionUsage`.
+#[derive(Deserialize)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<WirePromptDetails>,
+}
+
+#[derive(Deserialize)]
+struct WirePromptDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+impl From<WireUsage> for ChatUsage {
+    fn from(u: WireUsage) -> ChatUsage {
+        ChatUsage {
+            input_tokens: u.prompt_tokens,
+            output_tokens: u.completion_tokens,
+            cache_read_tokens: u
+                .prompt_tokens_details
+                .and_then(|d| d.cached_tokens)
+                .unwrap_or(0),
+            // OpenAI does not bill cache writes separately.
+            cache_write_tokens: 0,
+        }
+    }
+}
+
+impl WireCompletion {
+    fn into_response(self) -> Result<ChatResponse, UpstreamError> {
+        // The request never sets `n`, so choice 0 is the answer.
+        let Some(choice) = self.choices.into_iter().min_by_key(|c| c.index) else {
+            return Err(UpstreamError::Protocol {
+                provider: PROVIDER,
+                message: "the chat completion has no choices".to_owned(),
+            });
+        };
+        let usage = match self.usage {
+            Some(usage) => usage.into(),
+            None => {
+                tracing::warn!(id = %self.id, "the chat completion reports no usage");
+                ChatUsage::default()
+            }
+        };
+        Ok(ChatResponse {
+            id: self.id,
+            model: self.model,
+            text: choice.message.and_then(|m| m.content).unwrap_or_default(),
+            finish_reason: choice.finish_reason.unwrap_or_default(),
+            usage,
+        })
+    }
+}
+
+/// `CreateChatCompletionStreamResponse`, what the port needs of it.
+#[derive(Deserialize)]
+struct WireChunk {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    choices: Vec<WireChunkChoice>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct WireChunkChoice {
+    #[serde(default)]
+    index: u64,
+    #[serde(default)]
+    delta: Option<WireDelta>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireDelta {
+    #[serde(default)]
+    content: Option<String>,
+}
+
+type SseEvents = futures_util::stream::BoxStream<
+    'static,
+    Result<eventsource_stream::Event, EventStreamError<reqwest::Error>>,
+>;
+
+/// The decoding state of one streamed completion.
+struct ChatEvents {
+    api: OpenAi,
+    events: SseEvents,
+    id: String,
+    model: String,
+    text: String,
+    finish_reason: Option<String>,
+    usage: Option<ChatUsage>,
+}
+
+/// What one step of the decoder produced.
+enum Step {
+    /// An item; more may follow.
+    Next(ChatChunk),
+    /// The last item: `Done` or an error.
+    Last(Result<ChatChunk, UpstreamError>),
+}
+
+impl ChatEvents {
+    fn new(api: OpenAi, events: SseEvents) -> ChatEvents {
+        ChatEvents {
+            api,
+            events,
+            id: String::new(),
+            model: String::new(),
+            text: String::new(),
+            finish_reason: None,
+            usage: None,
+        }
+    }
+
+    /// Deltas, then one `Done` or one error; nothing after either.
+    fn into_stream(self) -> impl Stream<Item = Result<ChatChunk, UpstreamError>> + Send + 'static {
+        stream::unfold(Some(self), |state| async move {
+            let mut state = state?;
+            match state.step().await {
+                Step::Next(chunk) => Some((Ok(chunk), Some(state))),
+                Step::Last(item) => Some((item, None)),
+            }
+        })
+    }
+
+    async fn step(&mut self) -> Step {
+        loop {
+            let event = match self.events.next().await {
+                Some(Ok(event)) => event,
+                None => return Step::Last(Err(cut_short("the connection closed".to_owned()))),
+                Some(Err(EventStreamError::Transport(e))) => {
+                    return Step::Last(Err(match self.api.transport_error(&e) {
+                        UpstreamError::Unavailable { message, .. } => cut_short(message),
+                        other => other,
+                    }));
+                }
+                // Their text may quote the body: say only what kind of damage it was.
+                Some(Err(EventStreamError::Utf8(_))) => {
+                    return Step::Last(Err(protocol("the event stream is not UTF-8")));
+                }
+                Some(Err(EventStreamError::Parser(_))) => {
+                    return Step::Last(Err(protocol("the event stream is not valid SSE")));
+                }
+            };
+            // openai-python's rules (_streaming.py): `[DONE]` ends the stream, every other
+            // payload is JSON, and `event: error` or an `error` key is an error.
+            if event.data.starts_with("[DONE]") {
+                return Step::Last(Ok(ChatChunk::Done(self.finish())));
+            }
+            let value: Value = match serde_json::from_str(&event.data) {
+                Ok(value) => value,
+                Err(e) => {
+                    return Step::Last(Err(protocol(&format!(
+                        "a chat completion chunk is not JSON ({})",
+                        describe_json_error(&e)
+                    ))));
+                }
+            };
+            if let Some(error) = self.stream_error(&event.event, &value) {
+                return Step::Last(Err(error));
+            }
+            let chunk: WireChunk = match serde_json::from_value(value) {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    return Step::Last(Err(protocol(&format!(
+                        "unexpected chat completion chunk ({})",
+                        describe_json_error(&e)
+                    ))));
+                }
+            };
+            if let Some(delta) = self.absorb(chunk) {
+                return Step::Next(ChatChunk::Delta(delta));
+            }
+        }
+    }
+
+    /// Takes in one chunk; returns its text, if it has any.
+    fn absorb(&mut self, chunk: WireChunk) -> Option<String> {
+        if self.id.is_empty() {
+            self.id = chunk.id;
+        }
+        if self.model.is_empty() {
+            self.model = chunk.model;
+        }
+        if let Some(usage) = chunk.usage {
+            self.usage = Some(usage.into());
+        }
+        // The request never sets `n`: only choice 0 exists.
+        let choice = chunk.choices.into_iter().find(|c| c.index == 0)?;
+        if let Some(reason) = choice.finish_reason {
+            self.finish_reason = Some(reason);
+        }
+        let content = choice.delta?.content.filter(|c| !c.is_empty())?;
+        self.text.push_str(&content);
+        Some(content)
+    }
+
+    fn finish(&mut self) -> ChatResponse {
+        let usage = self.usage.unwrap_or_else(|| {
+            // Asked for with `include_usage`; an OpenAI-compatible server may not send it.
+            tracing::warn!(id = %self.id, "the chat completion stream reported no usage");
+            ChatUsage::default()
+        });
+        ChatResponse {
+            id: std::mem::take(&mut self.id),
+            model: std::mem::take(&mut self.model),
+            text: std::mem::take(&mut self.text),
+            finish_reason: self.finish_reason.take().unwrap_or_default(),
+            usage,
+        }
+    }
+
+    /// The error an event reports, if it reports one: `event: error`, or a payload
+    /// whose `error` is set (truthy, as in Python).
+    fn stream_error(&self, event: &str, value: &Value) -> Option<UpstreamError> {
+        let error = match value.get("error") {
+            Some(error) if truthy(error) => error,
+            _ if event == "error" => value,
+            _ => return None,
+        };
+        let text = |key: &str| {
+            error
+                .get(key)
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+        };
+        let message = match error {
+            Value::String(s) if !s.trim().is_empty() => s.trim(),
+            _ => text("message").unwrap_or(STREAM_ERROR_FALLBACK),
+        };
+        let message = self
+            .api
+            .redactor
+            .clean(&format!("error event in the stream: {message}"));
+        let rate_limited = [text("code"), text("type")]
+            .into_iter()
+            .flatten()
+            .any(|t| t == "rate_limit_exceeded");
+        Some(if rate_limited {
+            UpstreamError::RateLimited {
+                provider: PROVIDER,
+                message,
+                retry_after: None,
+            }
+        } else {
+            // After a 200 there is no status to classify by; OpenAI's own in-stream
+            // errors are server-side failures.
+            UpstreamError::Unavailable {
+                provider: PROVIDER,
+                status: None,
+                message,
+            }
+        })
+    }
+}
+
+/// A stream that stopped before `data: [DONE]`: whatever arrived is incomplete.
+fn cut_short(why: String) -> UpstreamError {
+    UpstreamError::Unavailable {
+        provider: PROVIDER,
+        status: None,
+        message: format!("stream ended before [DONE]: {why}"),
+    }
+}
+
+fn protocol(message: &str) -> UpstreamError {
+    UpstreamError::Protocol {
+        provider: PROVIDER,
+        message: message.to_owned(),
+    }
+}
+
+/// Python's truthiness of a JSON value (`if not error`).
+fn truthy(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|n| n != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
     }
 }
 
