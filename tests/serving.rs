@@ -444,8 +444,6 @@ async fn the_split_is_sticky_names_the_arm_and_is_measured() {
         }
     }
     assert_eq!(arms.len(), 2, "{arms:?}");
-    // Records reach the store in the background.
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let stats = server
         .client()
         .get_tier_stats(pb::GetTierStatsRequest {
@@ -571,6 +569,85 @@ async fn bad_requests_name_the_field() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
+    server.stop().await;
+    emulator.shutdown().await;
+}
+
+fn cli(addr: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_finetune"))
+        .args(args)
+        .env("FINETUNE_ADDR", addr)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_tests_promotes_and_reports_costs() {
+    let emulator = emulator(1000.0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_for(&emulator, dir.path()).await;
+    let addr = server.addr.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        let test = cli(
+            &addr,
+            &[
+                "test",
+                "Build me a landing page with dark theme",
+                "--tier",
+                "pro",
+                "--json",
+            ],
+        );
+        let human = cli(
+            &addr,
+            &[
+                "test",
+                "Build me a landing page with dark theme",
+                "--tier",
+                "mini",
+            ],
+        );
+        let promote = cli(
+            &addr,
+            &["promote", "--model", "gpt-4o-mini", "--tier", "strict"],
+        );
+        let cost = cli(&addr, &["cost", "--json"]);
+        let tiers = cli(&addr, &["tiers"]);
+        (test, human, promote, cost, tiers)
+    })
+    .await
+    .unwrap();
+    let (test, human, promote, cost, tiers) = out;
+    assert_eq!(
+        test.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&test.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&test.stdout).unwrap();
+    assert_eq!(summary["tier"], "pro");
+    assert!(summary["cost_usd"].as_f64().unwrap() > 0.0);
+    assert!(summary["knowledge_tokens"].as_u64().unwrap() > 1000);
+    assert!(
+        String::from_utf8_lossy(&test.stderr).contains("landing page"),
+        "the answer streams to stderr with --json"
+    );
+
+    let human = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        human.contains("landing page")
+            && human.contains("model:   gpt-4o-mini")
+            && human.contains("cost:    $"),
+        "{human}"
+    );
+    assert!(
+        String::from_utf8_lossy(&promote.stdout).contains("tier strict now serves gpt-4o-mini")
+    );
+    let cost: serde_json::Value = serde_json::from_slice(&cost.stdout).unwrap();
+    assert_eq!(cost["dearest"], "pro");
+    assert_eq!(cost["cheapest"], "mini");
+    assert!(cost["saving_per_request_usd"].as_f64().unwrap() > 0.0);
+    assert!(String::from_utf8_lossy(&tiers.stdout).contains("auto     split: pro 50 / mini 50"));
     server.stop().await;
     emulator.shutdown().await;
 }

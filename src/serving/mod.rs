@@ -128,7 +128,14 @@ pub struct Serving {
     store: Arc<dyn Store>,
     /// Promoted model (and source job) per tier.
     promoted: RwLock<HashMap<String, (String, Option<String>)>>,
-    records: mpsc::Sender<Served>,
+    records: mpsc::Sender<Recorder>,
+}
+
+/// Messages to the background writer of served records.
+enum Recorder {
+    Record(Box<Served>),
+    /// Answered once everything queued before it is in the store.
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 /// Where a request goes.
@@ -153,16 +160,28 @@ impl Serving {
             .into_iter()
             .map(|(tier, model, job)| (tier, (model, job)))
             .collect();
-        let (records, mut rx) = mpsc::channel::<Served>(RECORD_QUEUE);
+        let (records, mut rx) = mpsc::channel::<Recorder>(RECORD_QUEUE);
         let writer = store.clone();
         // Records are written off the request path, in batches.
         tokio::spawn(async move {
-            let mut batch = Vec::new();
-            while rx.recv_many(&mut batch, 512).await > 0 {
-                if let Err(e) = writer.record_served(&batch).await {
-                    warn!(error = %e, count = batch.len(), "cannot record served requests");
+            let mut messages = Vec::new();
+            while rx.recv_many(&mut messages, 512).await > 0 {
+                let mut batch = Vec::new();
+                let mut flushes = Vec::new();
+                for m in messages.drain(..) {
+                    match m {
+                        Recorder::Record(s) => batch.push(*s),
+                        Recorder::Flush(ack) => flushes.push(ack),
+                    }
                 }
-                batch.clear();
+                if !batch.is_empty() {
+                    if let Err(e) = writer.record_served(&batch).await {
+                        warn!(error = %e, count = batch.len(), "cannot record served requests");
+                    }
+                }
+                for ack in flushes {
+                    let _ = ack.send(());
+                }
             }
         });
         let serving = Arc::new(Serving {
@@ -594,8 +613,20 @@ impl Serving {
     }
 
     fn record(&self, served: Served) {
-        if self.records.try_send(served).is_err() {
+        if self
+            .records
+            .try_send(Recorder::Record(Box::new(served)))
+            .is_err()
+        {
             warn!("the served-request record queue is full; a record was dropped");
+        }
+    }
+
+    /// Waits until every record queued so far is in the store, so reads see all answers.
+    async fn flush(&self) {
+        let (ack, done) = tokio::sync::oneshot::channel();
+        if self.records.send(Recorder::Flush(ack)).await.is_ok() {
+            let _ = done.await;
         }
     }
 
@@ -633,6 +664,7 @@ impl Serving {
         if let Some(t) = tier {
             self.tiers.get(t).ok_or_else(|| unknown_tier(t))?;
         }
+        self.flush().await;
         self.store.tier_stats(tier).await
     }
 }
