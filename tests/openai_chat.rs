@@ -232,11 +232,15 @@ async fn truncated_streams_are_errors_never_short_answers() {
             let e = end.expect_err("a truncated stream must not end in Done");
             assert_cut_short(&e);
             let expected = after_chunks.saturating_sub(1).min(full.len() as u32) as usize;
-            assert_eq!(
-                deltas,
-                full[..expected],
-                "after {after_chunks} chunks (abort: {abort})"
-            );
+            if abort {
+                // A broken connection may take the last chunks sent with it.
+                assert!(
+                    deltas.len() <= expected && full.starts_with(&deltas),
+                    "after {after_chunks} chunks (abort): {deltas:?}"
+                );
+            } else {
+                assert_eq!(deltas, full[..expected], "after {after_chunks} chunks");
+            }
         }
     }
     assert!(emu.faults().pending().is_empty());
@@ -671,7 +675,7 @@ async fn in_stream_errors_end_the_stream_with_an_error() {
             ),
         ),
         ("not-json", format!("{first}data: {{not json\n\n")),
-        ("no-done", format!("{first}")),
+        ("no-done", first.clone()),
     ])
     .await;
     let api = adapter_at(format!("{}/v1", server.uri()), KEY);
