@@ -24,9 +24,6 @@ pub enum Error {
     /// A configured limit was exceeded; the message names it.
     #[error("{0}")]
     ResourceExhausted(String),
-    /// The RPC is part of the API but not built yet.
-    #[error("{0}")]
-    Unimplemented(String),
     /// Local I/O failed (the data directory, a dataset file).
     #[error("{0}")]
     Io(String),
@@ -69,7 +66,6 @@ impl Error {
             Error::NotFound { reason, .. } => reason,
             Error::DataLoss(_) => "UPLOAD_MISMATCH",
             Error::ResourceExhausted(_) => "LIMIT_EXCEEDED",
-            Error::Unimplemented(_) => "NOT_IMPLEMENTED",
             Error::Io(_) => "STORAGE_ERROR",
             Error::Config(_) => "CONFIGURATION_ERROR",
             Error::FailedPrecondition { reason, .. } => reason,
@@ -96,7 +92,6 @@ impl From<Error> for Status {
             Error::NotFound { .. } => Code::NotFound,
             Error::DataLoss(_) => Code::DataLoss,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
-            Error::Unimplemented(_) => Code::Unimplemented,
             Error::Io(_) | Error::Config(_) => Code::Internal,
             Error::FailedPrecondition { .. } => Code::FailedPrecondition,
             Error::AlreadyExists(_) => Code::AlreadyExists,

@@ -122,7 +122,11 @@ async fn reflection_v1_and_v1alpha_list_and_describe_the_service() {
             "CancelJob",
             "WatchJob",
             "Complete",
-            "StreamComplete"
+            "StreamComplete",
+            "ListTiers",
+            "PromoteModel",
+            "RecordFeedback",
+            "GetTierStats"
         ]
     );
 
@@ -446,28 +450,26 @@ async fn uploads_over_the_limit_are_refused_with_the_limit_named() {
 }
 
 #[tokio::test]
-async fn rpcs_of_later_releases_answer_unimplemented_with_a_reason() {
+async fn without_providers_serving_says_how_to_configure_one() {
     let server = TestServer::start().await;
-    let mut client = server.client();
-    let err = client
-        .complete(pb::CompleteRequest::default())
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("Complete"), "{}", err.message());
-    assert_eq!(
-        err.get_error_details().error_info().unwrap().reason,
-        "NOT_IMPLEMENTED"
-    );
-    let err = client
-        .stream_complete(pb::StreamCompleteRequest::default())
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented);
+    let request = pb::CompleteRequest {
+        messages: vec![pb::ChatMessage {
+            role: pb::ChatRole::User as i32,
+            content: "hi".into(),
+        }],
+        tier: "pro".into(),
+        ..Default::default()
+    };
+    let err = server.client().complete(request).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(
-        err.message().contains("StreamComplete"),
+        err.message().contains("ANTHROPIC_API_KEY") && err.message().contains("--emulator"),
         "{}",
         err.message()
+    );
+    assert_eq!(
+        err.get_error_details().error_info().unwrap().reason,
+        "PROVIDER_NOT_CONFIGURED"
     );
     server.stop().await;
 }
