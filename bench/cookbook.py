@@ -19,7 +19,9 @@ format-error checks are not run (they are cheap and would only slow this baselin
 
 Prints one JSON object: examples, total_tokens, assistant_tokens, seconds (wall time of the
 whole method including loading the encoding, as `/usr/bin/time` measures the validator),
-mb_per_s (file size, 1 MB = 1,000,000 bytes), examples_per_s, peak_rss_mb (getrusage).
+mb_per_s (file size, 1 MB = 1,000,000 bytes), examples_per_s, peak_rss_mb (getrusage),
+cpu_seconds (user + system over the same span), others_load_pct (share of all CPUs busy
+with other processes meanwhile, from /proc/stat).
 
 tiktoken downloads its BPE file at run time; offline, TIKTOKEN_CACHE_DIR must hold it
 under the sha1 of its URL. If the variable is unset, this script seeds bench/.venv/
@@ -63,6 +65,16 @@ def seed_tiktoken_cache(cache_dir: str) -> str:
     return dest
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs, from /proc/stat's `cpu` line (0, 0 if unreadable)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return 0, 0
+    return sum(v) - v[3] - v[4], sum(v)
+
+
 def main() -> int:
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     stream = "--stream" in sys.argv[1:]
@@ -76,6 +88,8 @@ def main() -> int:
         seed_tiktoken_cache(os.environ["TIKTOKEN_CACHE_DIR"])
 
     started = time.perf_counter()
+    cpu_started = time.process_time()
+    machine_started = machine_ticks()
     import tiktoken  # noqa: E402  (imported after the cache directory is set)
 
     encoding = tiktoken.get_encoding("o200k_base")
@@ -118,6 +132,12 @@ def main() -> int:
             for ex in dataset:
                 count(ex)
     seconds = time.perf_counter() - started
+    cpu_seconds = time.process_time() - cpu_started
+    machine_ended = machine_ticks()
+    ticks = machine_ended[1] - machine_started[1]
+    hz = os.sysconf("SC_CLK_TCK")
+    others = (machine_ended[0] - machine_started[0]) - cpu_seconds * hz
+    others_load_pct = min(100.0, max(0.0, 100.0 * others / ticks)) if ticks > 0 else 0.0
 
     size = os.path.getsize(data_path)
     examples = len(convo_lens)
@@ -131,6 +151,8 @@ def main() -> int:
         "mb_per_s": round(size / 1e6 / seconds, 3),
         "examples_per_s": round(examples / seconds, 3),
         "peak_rss_mb": round(peak_kb * 1024 / 1e6, 3),
+        "cpu_seconds": round(cpu_seconds, 3),
+        "others_load_pct": round(others_load_pct, 3),
         "file_bytes": size,
         "stream": stream,
         "tiktoken": getattr(tiktoken, "__version__", "?"),

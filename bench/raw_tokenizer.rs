@@ -82,6 +82,8 @@ fn main() {
     let bpe = tiktoken_rs::o200k_base_singleton();
 
     // Timed: tokenizing only.
+    let cpu_start = cpu_seconds();
+    let machine_start = machine_ticks();
     let start = Instant::now();
     let counted: u64 = std::thread::scope(|s| {
         let halves: [&[String]; THREADS] = [first, second];
@@ -101,6 +103,8 @@ fn main() {
             .sum()
     });
     let seconds = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu_start;
+    let others = others_load_pct(machine_start, machine_ticks(), cpu);
 
     let total_tokens = counted + overhead;
     let report = serde_json::json!({
@@ -111,6 +115,8 @@ fn main() {
         "mb_per_s": round3(file_bytes as f64 / MB / seconds),
         "examples_per_s": round3(examples as f64 / seconds),
         "peak_rss_mb": round3(peak_rss_bytes() as f64 / MB),
+        "cpu_seconds": round3(cpu),
+        "others_load_pct": round3(others),
         "file_bytes": file_bytes,
         "strings": strings.len(),
         "string_bytes": string_bytes,
@@ -134,6 +140,53 @@ fn peak_rss_bytes() -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+/// User + system CPU time of this process so far (threads that have exited included).
+fn cpu_seconds() -> f64 {
+    const CLK_TCK: f64 = 100.0; // USER_HZ on Linux
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            // Fields after the parenthesised command name; utime and stime are fields 14, 15.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = f.get(11)?.parse().ok()?;
+            let stime: f64 = f.get(12)?.parse().ok()?;
+            Some((utime + stime) / CLK_TCK)
+        })
+        .unwrap_or(0.0)
+}
+
+/// (busy, total) jiffies of all CPUs from /proc/stat's `cpu` line.
+fn machine_ticks() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    if v.len() < 8 {
+        return (0.0, 0.0);
+    }
+    let idle = v[3] + v[4];
+    let total: f64 = v.iter().sum();
+    (total - idle, total)
+}
+
+/// Share of all CPUs busy with other processes while we ran, in percent.
+fn others_load_pct(start: (f64, f64), end: (f64, f64), own_cpu_seconds: f64) -> f64 {
+    const CLK_TCK: f64 = 100.0;
+    let total = end.1 - start.1;
+    if total <= 0.0 {
+        return 0.0;
+    }
+    let others = (end.0 - start.0) - own_cpu_seconds * CLK_TCK;
+    (100.0 * others / total).clamp(0.0, 100.0)
 }
 
 fn die(message: &str) -> ! {

@@ -6,6 +6,9 @@
 #
 #   --cookbook-all    also run the (slow) cookbook method on sizes above 100 MB
 #   --unique-system   worst case: every example's system prompt differs (no shared prompt)
+#   --repeat=N        runs per method and size, the fastest is reported (default 3)
+#   --no-build        use the binaries already in target/release (e.g. while src/ is mid-edit)
+#   --wait-idle       before each run, wait (up to 10 min) until other load is under 15%
 #
 # Writes bench/out/data-<N>MB.jsonl (kept and reused), the raw JSON of every run in
 # bench/out/<method>-<N>MB.json, and the table in bench/out/results.md (with
@@ -23,6 +26,9 @@ O200K_SHA256="446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
 MODEL=gpt-4o-2024-08-06
 
 cookbook_all=0
+wait_idle=0
+build=1
+repeat=3
 tag=
 gen_flags=()
 sizes=()
@@ -30,7 +36,10 @@ for arg in "$@"; do
   case $arg in
     --cookbook-all) cookbook_all=1 ;;
     --unique-system) tag=-unique; gen_flags=(--unique-system) ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --repeat=[1-9]*) repeat=${arg#--repeat=} ;;
+    --no-build) build=0 ;;
+    --wait-idle) wait_idle=1 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *[!0-9]*|'') echo "run.sh: sizes are whole MB, got '$arg'" >&2; exit 2 ;;
     *) sizes+=("$arg") ;;
   esac
@@ -51,10 +60,13 @@ if [ ! -x "$PY" ] || ! "$PY" -c 'import tiktoken' 2>/dev/null; then
 fi
 
 # 2. Release builds (this also fetches tiktoken-rs, whose BPE file seeds tiktoken's cache).
-step "cargo build --release --bin finetune --example raw_tokenizer"
-cargo build --release --bin finetune --example raw_tokenizer
 FINETUNE=$ROOT/target/release/finetune
 RAW=$ROOT/target/release/examples/raw_tokenizer
+if [ "$build" -eq 1 ]; then
+  step "cargo build --release --bin finetune --example raw_tokenizer"
+  cargo build --release --bin finetune --example raw_tokenizer
+fi
+[ -x "$FINETUNE" ] && [ -x "$RAW" ] || die "build $FINETUNE and $RAW first (cargo build --release --bin finetune --example raw_tokenizer)"
 
 # 3. Seed tiktoken's cache: the file named by the sha1 of its download URL (tiktoken/load.py).
 export TIKTOKEN_CACHE_DIR=$VENV/tiktoken-cache
@@ -67,6 +79,24 @@ if [ ! -f "$cache_file" ]; then
 fi
 [ "$(sha256sum "$cache_file" | cut -d' ' -f1)" = "$O200K_SHA256" ] || die "$cache_file has the wrong sha256"
 
+# Other load makes wall times noisy: say so (CPU s in the table is less affected).
+cpu_busy() { # percent of all CPUs busy over 2 s, from /proc/stat
+  local a b
+  a=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat); sleep 2
+  b=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat)
+  echo "$a $b" | awk '{busy=$3-$1; idle=$4-$2; print int(100*busy/(busy+idle+0.001))}'
+}
+wait_for_idle() {
+  local i b
+  for ((i = 0; i < 300; i++)); do
+    b=$(cpu_busy)
+    [ "$b" -lt 15 ] && return 0
+  done
+  echo "run.sh: warning: still ${b}% busy after 10 minutes; running anyway" >&2
+}
+busy=$(cpu_busy)
+[ "$busy" -lt 15 ] || [ "$wait_idle" -eq 1 ] || echo "run.sh: warning: the machine is already ${busy}% busy; wall times will be noisy" >&2
+
 # 4. Datasets.
 for n in "${sizes[@]}"; do
   f=$OUT/data-${n}MB${tag}.jsonl
@@ -77,35 +107,64 @@ for n in "${sizes[@]}"; do
   fi
 done
 
-# 5. Runs. Each leaves one JSON object in $OUT/<method>-<N>MB.json.
-for n in "${sizes[@]}"; do
-  f=$OUT/data-${n}MB${tag}.jsonl
+# 5. Runs. Each method runs $repeat times; the fastest run's JSON (plus every run's seconds as
+# all_seconds) is kept in $OUT/<method>-<N>MB.json. Best-of-N because the machine is shared.
+machine_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
 
-  step "finetune validate on ${n} MB"
-  rc=0
-  /usr/bin/time -f '%e %M' -o "$OUT/finetune-${n}MB${tag}.time" \
-    "$FINETUNE" validate "$f" --json --model "$MODEL" > "$OUT/finetune-${n}MB${tag}.report.json" || rc=$?
+finetune_once() { # FILE OUTJSON
+  local f=$1 out=$2 rc=0 secs rss_kb user sys report
+  report=${out%.run}; report=${report%.json}.report.json  # the full report of the last run
+  local m0 m1
+  m0=$(machine_ticks)
+  /usr/bin/time -f '%e %M %U %S' -o "$out.time" \
+    "$FINETUNE" validate "$f" --json --model "$MODEL" > "$report" || rc=$?
   # Exit 1 means the report lists errors (it is still complete); 2 means it failed.
   [ "$rc" -le 1 ] || die "finetune validate exited $rc on $f"
-  [ "$rc" -eq 0 ] || echo "run.sh: warning: finetune found $(jq .error_count "$OUT/finetune-${n}MB${tag}.report.json") errors in $f" >&2
-  read -r secs rss_kb < <(tail -n1 "$OUT/finetune-${n}MB${tag}.time")
-  jq -c --argjson secs "$secs" --argjson rss_kb "$rss_kb" '
+  [ "$rc" -eq 0 ] || echo "run.sh: warning: finetune found $(jq .error_count "$report") errors in $f" >&2
+  m1=$(machine_ticks)
+  read -r secs rss_kb user sys < <(tail -n1 "$out.time")
+  local others
+  others=$(echo "$m0 $m1 $user $sys $(getconf CLK_TCK)" | awk '{t=$4-$2; o=($3-$1)-($5+$6)*$7; p=(t>0)?100*o/t:0; if(p<0)p=0; if(p>100)p=100; print p}')
+  jq -c --argjson secs "$secs" --argjson rss_kb "$rss_kb" --argjson cpu "$(awk -v u="$user" -v s="$sys" 'BEGIN{print u+s}')" --argjson others "$others" '
     {method: "finetune", examples: .training.examples, total_tokens: .training.tokens.total,
      seconds: $secs, mb_per_s: (.training.size_bytes / 1e6 / $secs),
      examples_per_s: (.training.examples / $secs), peak_rss_mb: ($rss_kb * 1024 / 1e6),
-     file_bytes: .training.size_bytes, error_count: .error_count, warning_count: .warning_count}' \
-    "$OUT/finetune-${n}MB${tag}.report.json" > "$OUT/finetune-${n}MB${tag}.json"
-  cat "$OUT/finetune-${n}MB${tag}.json" >&2
+     cpu_seconds: $cpu, others_load_pct: $others, file_bytes: .training.size_bytes, error_count: .error_count, warning_count: .warning_count}' \
+    "$report" > "$out"
+  rm -f "$out.time"
+}
+raw_once() { "$RAW" "$1" > "$2"; }
+cookbook_once() { "$PY" "$BENCH/cookbook.py" "$1" > "$2"; }
 
-  step "raw tokenizer on ${n} MB"
-  "$RAW" "$f" > "$OUT/raw_tokenizer-${n}MB${tag}.json"
-  cat "$OUT/raw_tokenizer-${n}MB${tag}.json" >&2
+best_of() { # METHOD FILE OUTJSON
+  local method=$1 f=$2 out=$3 i all=()
+  rm -f "$out"
+  for ((i = 1; i <= repeat; i++)); do
+    [ "$wait_idle" -eq 0 ] || wait_for_idle
+    "${method}_once" "$f" "$out.run"
+    jq -c . "$out.run" >&2
+    all+=("$(jq .seconds "$out.run")")
+    if [ ! -f "$out" ] || [ "$(jq -n --argjson a "$(jq .seconds "$out.run")" --argjson b "$(jq .seconds "$out")" '$a < $b')" = true ]; then
+      mv "$out.run" "$out"
+    fi
+  done
+  rm -f "$out.run"
+  jq -c --argjson all "[$(IFS=,; echo "${all[*]}")]" '. + {all_seconds: $all}' "$out" > "$out.tmp" && mv "$out.tmp" "$out"
+}
+
+for n in "${sizes[@]}"; do
+  f=$OUT/data-${n}MB${tag}.jsonl
+
+  step "finetune validate on ${n} MB (x$repeat)"
+  best_of finetune "$f" "$OUT/finetune-${n}MB${tag}.json"
+
+  step "raw tokenizer on ${n} MB (x$repeat)"
+  best_of raw "$f" "$OUT/raw_tokenizer-${n}MB${tag}.json"
 
   rm -f "$OUT/cookbook-${n}MB${tag}.json"
   if [ "$n" -le 100 ] || [ "$cookbook_all" -eq 1 ]; then
-    step "cookbook (json.loads + tiktoken) on ${n} MB"
-    "$PY" "$BENCH/cookbook.py" "$f" > "$OUT/cookbook-${n}MB${tag}.json"
-    cat "$OUT/cookbook-${n}MB${tag}.json" >&2
+    step "cookbook (json.loads + tiktoken) on ${n} MB (x$repeat)"
+    best_of cookbook "$f" "$OUT/cookbook-${n}MB${tag}.json"
   fi
 
   # All methods must count the same tokens.
@@ -126,16 +185,18 @@ done
   echo
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) cores ($(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n1)), $(free -g | awk '/^Mem:/{print $2}') GB RAM;"
   echo "$(rustc --version); tiktoken $("$PY" -c 'import tiktoken; print(tiktoken.__version__)') on $("$PY" --version 2>&1)."
-  echo "1 MB = 1,000,000 bytes. finetune: wall time and max RSS of the whole process (\`/usr/bin/time\`);"
+  echo "Best of $repeat runs per row. 1 MB = 1,000,000 bytes. finetune: wall time and max RSS of the whole process (\`/usr/bin/time\`);"
   echo "raw tokenizer: tokenizing only (2 threads, parsing untimed), RSS includes the file's strings held in memory;"
-  echo "cookbook: json.loads + tiktoken encode, one thread, whole script after imports."
+  echo "cookbook: json.loads + tiktoken encode, one thread, from importing tiktoken to the end."
+  echo "CPU s: user + system CPU seconds over the same span (less sensitive than wall time to other load on the machine);"
+  echo "others' load: share of both CPUs busy with other processes during the timed span (0% = a clean run)."
   echo
-  echo "| method | size | seconds | MB/s | examples/s | peak RSS MB |"
-  echo "|---|---|---:|---:|---:|---:|"
+  echo "| method | size | seconds | MB/s | examples/s | peak RSS MB | CPU s | others' load |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|"
   for n in "${sizes[@]}"; do
     for m in finetune raw_tokenizer cookbook; do
       [ -f "$OUT/$m-${n}MB${tag}.json" ] || continue
-      jq -r --arg size "${n} MB" '"| \(.method) | \($size) | \(.seconds * 100 | round / 100) | \(.mb_per_s * 10 | round / 10) | \(.examples_per_s | round) | \(.peak_rss_mb | round) |"' "$OUT/$m-${n}MB${tag}.json"
+      jq -r --arg size "${n} MB" '"| \(.method) | \($size) | \(.seconds * 100 | round / 100) | \(.mb_per_s * 10 | round / 10) | \(.examples_per_s | round) | \(.peak_rss_mb | round) | \(.cpu_seconds * 10 | round / 10) | \(.others_load_pct | round)% |"' "$OUT/$m-${n}MB${tag}.json"
     done
   done
   echo
