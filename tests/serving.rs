@@ -659,3 +659,81 @@ async fn the_cli_tests_promotes_and_reports_costs() {
     server.stop().await;
     emulator.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_promotion_serves_a_job_model_as_soon_as_it_succeeds() {
+    let emulator = emulator(1000.0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let tiers = dir.path().join("auto-tiers.toml");
+    std::fs::write(
+        &tiers,
+        "auto_promote = \"fast\"\n\n[[tier]]\nname = \"fast\"\nprovider = \"openai\"\n",
+    )
+    .unwrap();
+    let base = emulator.base_url();
+    let server = TestServer::start_with(move |c| {
+        c.openai_base_url = Some(base);
+        c.openai_api_key = Some("sk-test-serving".into());
+        c.tiers = Some(tiers);
+        c.poll_interval_seconds = Some(0.05);
+    })
+    .await;
+    let training = std::fs::read(common::repo_file("examples/training-data.jsonl")).unwrap();
+    let job = server
+        .client()
+        .start_training(pb::StartTrainingRequest {
+            request_id: "auto".into(),
+            training: Some(pb::DatasetSource {
+                source: Some(pb::dataset_source::Source::Content(training)),
+                file_name: String::new(),
+            }),
+            model: "gpt-4o-mini".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    let mut watch = server
+        .client()
+        .watch_job(pb::WatchJobRequest {
+            job_id: job.id.clone(),
+            after_sequence: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while tokio::time::timeout(Duration::from_secs(30), watch.next())
+        .await
+        .unwrap()
+        .is_some()
+    {}
+    let mut fast = String::new();
+    for _ in 0..100 {
+        let tiers = server
+            .client()
+            .list_tiers(pb::ListTiersRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .tiers;
+        fast = tiers[0].model.clone();
+        if !fast.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(fast.starts_with("ft:gpt-4o-mini-2024-07-18:"), "{fast:?}");
+    let answer = server
+        .client()
+        .complete(ask("fast", "hi", ""))
+        .await
+        .unwrap()
+        .into_inner()
+        .completion
+        .unwrap();
+    assert_eq!(answer.model, fast);
+    server.stop().await;
+    emulator.shutdown().await;
+}
