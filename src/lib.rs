@@ -13,8 +13,8 @@ pub mod error;
 pub mod jobs;
 pub mod pb;
 pub mod server;
-pub mod serving;
 pub mod service;
+pub mod serving;
 pub mod store;
 pub mod upstream;
 
