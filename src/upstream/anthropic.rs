@@ -8,12 +8,11 @@
 //! `shared/reference/anthropic-api.md` and the recorded traffic beside it.
 
 use std::pin::Pin;
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use eventsource_stream::{Event, EventStreamError, Eventsource as _};
 use futures_util::stream::{self, Stream, StreamExt as _};
-use regex::Regex;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{StatusCode, Url};
 use serde::{Deserialize, Serialize};
@@ -23,6 +22,12 @@ use super::UpstreamError;
 use super::chat::{
     Chat, ChatChunk, ChatMessage, ChatRequest, ChatResponse, ChatRole, ChatStream, ChatUsage,
 };
+/// Anthropic key shapes.
+const KEY_SHAPES: &str = r"\bsk-ant-[A-Za-z0-9_\-]{4,}";
+
+use super::http::{
+    Redactor, describe_content, describe_json_error, innermost, install_crypto_provider, truncate,
+};
 use crate::error::Error;
 
 /// The `provider` of every error this adapter returns.
@@ -31,8 +36,6 @@ pub const PROVIDER: &str = "anthropic";
 /// deltas, no `data: [DONE]`).
 pub const API_VERSION: &str = "2023-06-01";
 
-/// Provider messages are cut to this many characters: enough for any real one.
-const MAX_MESSAGE_CHARS: usize = 1000;
 /// Connecting never waits longer than this, whatever the call's deadline.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -122,7 +125,7 @@ impl Anthropic {
             http,
             messages_url,
             timeout: config.timeout,
-            redactor: Arc::new(Redactor::new(key)),
+            redactor: Arc::new(Redactor::new(key, KEY_SHAPES)),
         })
     }
 
@@ -824,41 +827,6 @@ struct WireError {
 
 // ---- Helpers ----------------------------------------------------------------------
 
-/// Removes secrets from provider text: our key verbatim and anything shaped like an
-/// Anthropic key.
-struct Redactor {
-    key: String,
-    patterns: Regex,
-}
-
-impl Redactor {
-    fn new(key: &str) -> Redactor {
-        Redactor {
-            key: key.to_owned(),
-            patterns: Regex::new(r"\bsk-ant-[A-Za-z0-9_\-]{4,}").expect("a valid regex"),
-        }
-    }
-
-    fn clean(&self, text: &str) -> String {
-        let text = if self.key.is_empty() {
-            text.to_owned()
-        } else {
-            text.replace(&self.key, "<redacted>")
-        };
-        let text = self.patterns.replace_all(&text, "<redacted>");
-        truncate(&text, MAX_MESSAGE_CHARS)
-    }
-}
-
-/// Installs ring as rustls' process-wide provider (reqwest is built without one); a
-/// provider someone else installed first is kept.
-fn install_crypto_provider() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let _already_installed = rustls::crypto::ring::default_provider().install_default();
-    });
-}
-
 /// `{base}/v1/messages`, keeping any path prefix the base has (a proxy's).
 fn messages_url(raw: &str) -> Result<Url, Error> {
     let mut url = Url::parse(raw.trim())
@@ -888,48 +856,4 @@ fn is_plain_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-/// `text/html, 1234 bytes`: what a body was, without any of its content.
-fn describe_content(headers: &HeaderMap, len: usize) -> String {
-    let content_type = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(str::trim)
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 64
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"/+.-_".contains(&b))
-        })
-        .unwrap_or("no content type");
-    format!("{content_type}, {len} bytes")
-}
-
-/// A serde_json error without its text, which may quote the body.
-fn describe_json_error(e: &serde_json::Error) -> String {
-    let kind = match e.classify() {
-        serde_json::error::Category::Io => "read error",
-        serde_json::error::Category::Syntax => "not JSON",
-        serde_json::error::Category::Data => "unexpected shape",
-        serde_json::error::Category::Eof => "truncated",
-    };
-    format!("{kind} at line {} column {}", e.line(), e.column())
-}
-
-/// The innermost cause of an error, which names what actually went wrong.
-fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = e;
-    while let Some(source) = cause.source() {
-        cause = source;
-    }
-    cause.to_string()
-}
-
-fn truncate(text: &str, max_chars: usize) -> String {
-    match text.char_indices().nth(max_chars) {
-        Some((cut, _)) => format!("{}...", &text[..cut]),
-        None => text.to_owned(),
-    }
 }

@@ -2,6 +2,7 @@
 
 pub mod anthropic;
 pub mod chat;
+mod http;
 pub mod openai;
 pub mod types;
 

@@ -8,13 +8,12 @@
 use std::borrow::Cow;
 use std::io;
 use std::path::Path;
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use eventsource_stream::{EventStreamError, Eventsource};
 use futures_util::StreamExt;
 use futures_util::stream::{self, Stream};
-use regex::Regex;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::multipart::{Form, Part};
 use reqwest::{Body, StatusCode, Url};
@@ -30,6 +29,12 @@ use super::types::{
     UploadObject, UploadPart,
 };
 use super::{FineTuning, OpenAiConfig, UpstreamError};
+/// OpenAI key shapes, and OpenAI's masked echo of a key (`sk-abc****wxyz`).
+const KEY_SHAPES: &str = r"[A-Za-z0-9_\-]*\*{3,}[A-Za-z0-9_\-]*|\bsk-[A-Za-z0-9_\-]{6,}";
+
+use super::http::{
+    Redactor, describe_content, describe_json_error, innermost, install_crypto_provider, truncate,
+};
 use crate::error::Error;
 
 /// The `provider` of every error this adapter returns.
@@ -41,8 +46,6 @@ const PURPOSE: &str = "fine-tune";
 const UPLOAD_MIME_TYPE: &str = "text/jsonl";
 /// Chunk size when streaming a file from disk into a request body.
 const READ_CHUNK: usize = 64 << 10;
-/// Provider messages are cut to this many characters: enough for any real one.
-const MAX_MESSAGE_CHARS: usize = 1000;
 
 /// The OpenAI fine-tuning client. Cheap to clone (the HTTP client is shared).
 #[derive(Clone)]
@@ -118,7 +121,7 @@ impl OpenAi {
             upload_threshold_bytes: config.upload_threshold_bytes,
             part_size_bytes: config.part_size_bytes,
             timeout: config.timeout,
-            redactor: Arc::new(Redactor::new(key)),
+            redactor: Arc::new(Redactor::new(key, KEY_SHAPES)),
         })
     }
 
@@ -1099,42 +1102,6 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     era * 146_097 + day_of_era - 719_468
 }
 
-/// Removes secrets from provider text: our key verbatim, OpenAI's masked echo of a key
-/// (`sk-abc****wxyz`) and anything shaped like an OpenAI key.
-struct Redactor {
-    key: String,
-    patterns: Regex,
-}
-
-impl Redactor {
-    fn new(key: &str) -> Redactor {
-        Redactor {
-            key: key.to_owned(),
-            patterns: Regex::new(r"[A-Za-z0-9_\-]*\*{3,}[A-Za-z0-9_\-]*|\bsk-[A-Za-z0-9_\-]{6,}")
-                .expect("a valid regex"),
-        }
-    }
-
-    fn clean(&self, text: &str) -> String {
-        let text = if self.key.is_empty() {
-            text.to_owned()
-        } else {
-            text.replace(&self.key, "<redacted>")
-        };
-        let text = self.patterns.replace_all(&text, "<redacted>");
-        truncate(&text, MAX_MESSAGE_CHARS)
-    }
-}
-
-/// Installs ring as rustls' process-wide provider (reqwest is built without one); a
-/// provider someone else installed first is kept.
-fn install_crypto_provider() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let _already_installed = rustls::crypto::ring::default_provider().install_default();
-    });
-}
-
 fn parse_base_url(raw: &str) -> Result<Url, Error> {
     let url = Url::parse(raw.trim())
         .map_err(|e| Error::Config(format!("the OpenAI base URL is not a valid URL ({e})")))?;
@@ -1229,49 +1196,5 @@ fn decode_api_error(body: &[u8]) -> Option<ApiError> {
             code: text(error.get("code")),
         }),
         _ => None,
-    }
-}
-
-/// `text/html, 1234 bytes`: what a body was, without any of its content.
-fn describe_content(headers: &HeaderMap, len: usize) -> String {
-    let content_type = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(str::trim)
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 64
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"/+.-_".contains(&b))
-        })
-        .unwrap_or("no content type");
-    format!("{content_type}, {len} bytes")
-}
-
-/// A serde_json error without its text, which may quote the body.
-fn describe_json_error(e: &serde_json::Error) -> String {
-    let kind = match e.classify() {
-        serde_json::error::Category::Io => "read error",
-        serde_json::error::Category::Syntax => "not JSON",
-        serde_json::error::Category::Data => "unexpected shape",
-        serde_json::error::Category::Eof => "truncated",
-    };
-    format!("{kind} at line {} column {}", e.line(), e.column())
-}
-
-/// The innermost cause of an error, which names what actually went wrong.
-fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = e;
-    while let Some(source) = cause.source() {
-        cause = source;
-    }
-    cause.to_string()
-}
-
-fn truncate(text: &str, max_chars: usize) -> String {
-    match text.char_indices().nth(max_chars) {
-        Some((cut, _)) => format!("{}...", &text[..cut]),
-        None => text.to_owned(),
     }
 }

@@ -1,0 +1,90 @@
+//! Plumbing both provider adapters share: the TLS provider, and describing failures
+//! without leaking keys or response bodies.
+
+use std::sync::Once;
+
+use regex::Regex;
+use reqwest::header::{CONTENT_TYPE, HeaderMap};
+
+/// Provider messages are cut to this many characters: enough for any real one.
+pub(super) const MAX_MESSAGE_CHARS: usize = 1000;
+
+/// Removes secrets from provider text: our key verbatim, and anything matching the
+/// provider's key shapes (and masked echoes of keys).
+pub(super) struct Redactor {
+    key: String,
+    patterns: Regex,
+}
+
+impl Redactor {
+    /// `patterns` is a regex of key shapes to remove besides the key itself.
+    pub(super) fn new(key: &str, patterns: &str) -> Redactor {
+        Redactor {
+            key: key.to_owned(),
+            patterns: Regex::new(patterns).expect("a valid regex"),
+        }
+    }
+
+    pub(super) fn clean(&self, text: &str) -> String {
+        let text = if self.key.is_empty() {
+            text.to_owned()
+        } else {
+            text.replace(&self.key, "<redacted>")
+        };
+        let text = self.patterns.replace_all(&text, "<redacted>");
+        truncate(&text, MAX_MESSAGE_CHARS)
+    }
+}
+
+/// Installs ring as rustls' process-wide provider (reqwest is built without one); a
+/// provider someone else installed first is kept.
+pub(super) fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _already_installed = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// `text/html, 1234 bytes`: what a body was, without any of its content.
+pub(super) fn describe_content(headers: &HeaderMap, len: usize) -> String {
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim)
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"/+.-_".contains(&b))
+        })
+        .unwrap_or("no content type");
+    format!("{content_type}, {len} bytes")
+}
+
+/// A serde_json error without its text, which may quote the body.
+pub(super) fn describe_json_error(e: &serde_json::Error) -> String {
+    let kind = match e.classify() {
+        serde_json::error::Category::Io => "read error",
+        serde_json::error::Category::Syntax => "not JSON",
+        serde_json::error::Category::Data => "unexpected shape",
+        serde_json::error::Category::Eof => "truncated",
+    };
+    format!("{kind} at line {} column {}", e.line(), e.column())
+}
+
+/// The innermost cause of an error, which names what actually went wrong.
+pub(super) fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
+pub(super) fn truncate(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
