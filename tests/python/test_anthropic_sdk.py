@@ -9,10 +9,6 @@ prompt-cache usage with cache_control, error exceptions, the SDK's retry of an i
 """
 
 import json
-import os
-import re
-import subprocess
-import threading
 import urllib.error
 import urllib.request
 import warnings
@@ -22,61 +18,23 @@ import anthropic
 import pytest
 from anthropic import Anthropic
 
+from conftest import admin, running_emulator
+
 ROOT = Path(__file__).resolve().parents[2]
-LINE = re.compile(r"^finetune emulator: listening on (http://\S+)/v1 ")
 MODEL = "claude-sonnet-5-5"
 QUESTION = [{"role": "user", "content": "What is File Engine?"}]
 
 
 @pytest.fixture(scope="module")
 def base_url():
-    binary = os.environ.get("FINETUNE_BIN", str(ROOT / "target" / "debug" / "finetune"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FINETUNE_EMULATOR")}
     # Real time: the prompt cache lives five emulated minutes.
-    proc = subprocess.Popen(
-        [binary, "emulator", "--addr", "127.0.0.1:0", "--time-scale", "1"],
-        stdout=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
-    # A binary that never prints would block readline forever.
-    watchdog = threading.Timer(30, proc.kill)
-    watchdog.start()
-    try:
-        line = proc.stdout.readline().rstrip("\n")
-    finally:
-        watchdog.cancel()
-    match = LINE.match(line)
-    assert match, f"unexpected first line from {binary}: {line!r}"
-    try:
-        yield match.group(1)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
+    with running_emulator(1) as root:
+        yield root
 
 
 @pytest.fixture()
 def client(base_url):
     return Anthropic(base_url=base_url, api_key="sk-ant-test", max_retries=0, timeout=30)
-
-
-def admin(base_url, path, body=None, method=None):
-    """Calls the emulator's /_emulator admin endpoints."""
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        base_url + path,
-        data=data,
-        method=method or ("POST" if data else "GET"),
-        headers={"content-type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.load(response)
 
 
 def messages_count(base_url):

@@ -6,10 +6,7 @@ watch, page, cancel, chat and stream against it, and that it retries an injected
 """
 
 import json
-import os
 import re
-import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -19,46 +16,19 @@ import openai
 import pytest
 from openai import OpenAI
 
+from conftest import admin as emulator_admin
+from conftest import running_emulator
+
 ROOT = Path(__file__).resolve().parents[2]
 DATASETS = ROOT.parent / "shared" / "reference" / "datasets"
 SAMPLE = DATASETS / "openai-dotnet_fine_tuning_sample.jsonl"
 TOY = DATASETS / "toy_chat_fine_tuning.jsonl"
-LINE = re.compile(
-    r"^finetune emulator: listening on (http://\S+/v1) "
-    r"\(an emulator of OpenAI's API: no real training happens\)$"
-)
 
 
 @pytest.fixture(scope="module")
 def base_url():
-    binary = os.environ.get("FINETUNE_BIN", str(ROOT / "target" / "debug" / "finetune"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FINETUNE_EMULATOR")}
-    proc = subprocess.Popen(
-        [binary, "emulator", "--addr", "127.0.0.1:0", "--time-scale", "200"],
-        stdout=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
-    # A binary that never prints would block readline forever.
-    watchdog = threading.Timer(30, proc.kill)
-    watchdog.start()
-    try:
-        line = proc.stdout.readline().rstrip("\n")
-    finally:
-        watchdog.cancel()
-    match = LINE.match(line)
-    assert match, f"unexpected first line from {binary}: {line!r}"
-    try:
-        yield match.group(1)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
+    with running_emulator(200) as root:
+        yield root + "/v1"
 
 
 @pytest.fixture()
@@ -68,15 +38,7 @@ def client(base_url):
 
 def admin(base_url, path, body=None, method=None):
     """Calls the emulator's /_emulator admin endpoints."""
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        base_url.removesuffix("/v1") + path,
-        data=data,
-        method=method or ("POST" if data else "GET"),
-        headers={"content-type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.load(response)
+    return emulator_admin(base_url.removesuffix("/v1"), path, body, method)
 
 
 def wait_terminal(client, job_id, timeout=60):
