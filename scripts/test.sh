@@ -24,6 +24,9 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
+step "tools (grpcurl for the runbook test)"
+scripts/tools.sh
+
 step "cargo test"
 cargo test --locked --all-targets
 
