@@ -7,10 +7,12 @@
 //! * against the spec: every request body validates against `CreateChatCompletionRequest`;
 //! * in-stream errors, non-SSE answers and dropped streams.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Duration;
 
+use common::spec::violations;
 use finetune::emulator::{Emulator, EmulatorConfig, Fault};
 use finetune::upstream::chat::{
     Chat, ChatChunk, ChatMessage, ChatRequest, ChatResponse, ChatRole, ChatStream, SystemBlock,
@@ -742,68 +744,9 @@ async fn a_json_answer_to_a_stream_request_is_a_protocol_error() {
 // Request bodies against the spec
 // ---------------------------------------------------------------------------------------
 
-fn spec() -> &'static Value {
-    static SPEC: OnceLock<Value> = OnceLock::new();
-    SPEC.get_or_init(|| {
-        let text = std::fs::read_to_string(reference().join("openai-openapi-finetuning.yaml"))
-            .expect("spec");
-        // The chat schemas hold integer bounds beyond i64 (`seed.minimum:
-        // -9223372036854776000`): read such 19+ digit scalars as floats.
-        let huge = regex::Regex::new(r"(?m)(:[ \t]+-?[0-9]{19,})[ \t]*$").unwrap();
-        let text = huge.replace_all(&text, "${1}.0");
-        let mut spec: Value = serde_norway::from_str(&text).expect("spec is YAML");
-        openapi_to_json_schema(&mut spec);
-        spec
-    })
-}
-
-/// Rewrites the OpenAPI 3.0 forms the spec still uses (`nullable: true`, boolean
-/// `exclusiveMinimum`) into JSON Schema 2020-12, so the validator enforces them.
-fn openapi_to_json_schema(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            if map.get("nullable") == Some(&Value::Bool(true))
-                && let Some(Value::String(kind)) = map.get("type").cloned()
-            {
-                map.insert("type".into(), json!([kind, "null"]));
-            }
-            if map.get("nullable").is_some_and(Value::is_boolean) {
-                map.remove("nullable");
-            }
-            for (exclusive, bound) in [
-                ("exclusiveMinimum", "minimum"),
-                ("exclusiveMaximum", "maximum"),
-            ] {
-                match map.get(exclusive) {
-                    Some(Value::Bool(true)) => {
-                        let limit = map.remove(bound).expect("a bound to make exclusive");
-                        map.insert(exclusive.into(), limit);
-                    }
-                    Some(Value::Bool(false)) => {
-                        map.remove(exclusive);
-                    }
-                    _ => {}
-                }
-            }
-            map.values_mut().for_each(openapi_to_json_schema);
-        }
-        Value::Array(items) => items.iter_mut().for_each(openapi_to_json_schema),
-        _ => {}
-    }
-}
-
 /// A validator for `CreateChatCompletionRequest`, `$ref`s resolved in the spec.
 fn chat_request_validator() -> jsonschema::Validator {
-    let root = json!({
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "components": spec()["components"].clone(),
-        "$ref": "#/components/schemas/CreateChatCompletionRequest",
-    });
-    jsonschema::draft202012::new(&root).expect("schema compiles")
-}
-
-fn violations(validator: &jsonschema::Validator, body: &Value) -> Vec<String> {
-    validator.iter_errors(body).map(|e| e.to_string()).collect()
+    common::spec::validator("CreateChatCompletionRequest")
 }
 
 /// The bodies the adapter sends for `requests`, plain then streamed, with the streamed

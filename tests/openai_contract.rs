@@ -7,10 +7,12 @@
 //!   the OpenAPI spec (`../shared/reference/openai-openapi-finetuning.yaml`), and the
 //!   validator is shown to reject broken bodies.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
+use common::spec::{spec, validator, validator_for_schema, violations};
 use finetune::upstream::openai::OpenAi;
 use finetune::upstream::types::{
     AutoOr, AutoTag, CreateJobRequest, Hyperparameters, Method, MethodParams,
@@ -568,86 +570,6 @@ async fn recorded_errors_map_to_the_expected_kinds() {
 // ---------------------------------------------------------------------------------------
 // Request schemas
 // ---------------------------------------------------------------------------------------
-
-fn spec() -> &'static Value {
-    static SPEC: OnceLock<Value> = OnceLock::new();
-    SPEC.get_or_init(|| {
-        let text = std::fs::read_to_string(reference().join("openai-openapi-finetuning.yaml"))
-            .expect("spec");
-        // The chat schemas hold integer bounds beyond i64 (`seed.minimum:
-        // -9223372036854776000`) that no YAML or JSON value type here can carry as an
-        // integer: read such 19+ digit scalars as floats.
-        let huge = regex::Regex::new(r"(?m)(:[ \t]+-?[0-9]{19,})[ \t]*$").unwrap();
-        let text = huge.replace_all(&text, "${1}.0");
-        let mut spec: Value = serde_norway::from_str(&text).expect("spec is YAML");
-        openapi_to_json_schema(&mut spec);
-        spec
-    })
-}
-
-/// The spec says OpenAPI 3.1 (JSON Schema 2020-12) but still uses two OpenAPI 3.0 forms:
-/// `nullable: true` and boolean `exclusiveMinimum`. Rewrite them into 2020-12 so the
-/// validator enforces what they mean instead of rejecting the schema.
-fn openapi_to_json_schema(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            if map.get("nullable") == Some(&Value::Bool(true))
-                && let Some(Value::String(kind)) = map.get("type").cloned()
-            {
-                map.insert("type".into(), json!([kind, "null"]));
-            }
-            if map.get("nullable").is_some_and(Value::is_boolean) {
-                map.remove("nullable");
-            }
-            for (exclusive, bound) in [
-                ("exclusiveMinimum", "minimum"),
-                ("exclusiveMaximum", "maximum"),
-            ] {
-                match map.get(exclusive) {
-                    Some(Value::Bool(true)) => {
-                        let limit = map.remove(bound).expect("a bound to make exclusive");
-                        map.insert(exclusive.into(), limit);
-                    }
-                    Some(Value::Bool(false)) => {
-                        map.remove(exclusive);
-                    }
-                    _ => {}
-                }
-            }
-            map.values_mut().for_each(openapi_to_json_schema);
-        }
-        Value::Array(items) => items.iter_mut().for_each(openapi_to_json_schema),
-        _ => {}
-    }
-}
-
-/// A validator for `schema` placed in the spec's document, so `$ref`s resolve.
-fn validator_for_schema(schema: Value) -> jsonschema::Validator {
-    let mut root = json!({
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "components": spec()["components"].clone(),
-    });
-    let root_map = root.as_object_mut().unwrap();
-    for (k, v) in schema.as_object().unwrap() {
-        root_map.insert(k.clone(), v.clone());
-    }
-    jsonschema::draft202012::new(&root).expect("schema compiles")
-}
-
-fn validator(name: &str) -> jsonschema::Validator {
-    assert!(
-        spec()["components"]["schemas"].get(name).is_some(),
-        "no schema {name}"
-    );
-    validator_for_schema(json!({ "$ref": format!("#/components/schemas/{name}") }))
-}
-
-fn violations(validator: &jsonschema::Validator, instance: &Value) -> Vec<String> {
-    validator
-        .iter_errors(instance)
-        .map(|e| e.to_string())
-        .collect()
-}
 
 fn assert_valid(validator: &jsonschema::Validator, instance: &Value, what: &str) {
     let errors = violations(validator, instance);

@@ -6,6 +6,8 @@
     reason = "a test helper module: each test binary uses a different part"
 )]
 
+pub mod spec;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
