@@ -26,7 +26,8 @@ use super::chat::{
 const KEY_SHAPES: &str = r"\bsk-ant-[A-Za-z0-9_\-]{4,}";
 
 use super::http::{
-    Redactor, describe_content, describe_json_error, innermost, install_crypto_provider, truncate,
+    Redactor, describe_content, describe_json_error, install_crypto_provider, transport_error,
+    truncate,
 };
 use crate::error::Error;
 
@@ -257,26 +258,7 @@ impl Anthropic {
     }
 
     fn transport_error(&self, e: &reqwest::Error) -> UpstreamError {
-        if e.is_builder() {
-            return UpstreamError::Protocol {
-                provider: PROVIDER,
-                message: format!("could not build the request: {}", innermost(e)),
-            };
-        }
-        let what = if e.is_timeout() {
-            format!("timed out after {:?}", self.timeout)
-        } else if e.is_connect() {
-            "could not connect".to_owned()
-        } else if e.is_body() || e.is_decode() {
-            "the connection broke while transferring a body".to_owned()
-        } else {
-            "the request failed".to_owned()
-        };
-        UpstreamError::Unavailable {
-            provider: PROVIDER,
-            status: None,
-            message: self.redactor.clean(&format!("{what}: {}", innermost(e))),
-        }
+        transport_error(PROVIDER, self.timeout, &self.redactor, e)
     }
 }
 

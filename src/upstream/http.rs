@@ -36,6 +36,35 @@ impl Redactor {
     }
 }
 
+/// A failed HTTP exchange (no usable response): connection, timeout, broken body.
+pub(super) fn transport_error(
+    provider: &'static str,
+    timeout: std::time::Duration,
+    redactor: &Redactor,
+    e: &reqwest::Error,
+) -> super::UpstreamError {
+    if e.is_builder() {
+        return super::UpstreamError::Protocol {
+            provider,
+            message: format!("could not build the request: {}", innermost(e)),
+        };
+    }
+    let what = if e.is_timeout() {
+        format!("timed out after {timeout:?}")
+    } else if e.is_connect() {
+        "could not connect".to_owned()
+    } else if e.is_body() || e.is_decode() {
+        "the connection broke while transferring a body".to_owned()
+    } else {
+        "the request failed".to_owned()
+    };
+    super::UpstreamError::Unavailable {
+        provider,
+        status: None,
+        message: redactor.clean(&format!("{what}: {}", innermost(e))),
+    }
+}
+
 /// Installs ring as rustls' process-wide provider (reqwest is built without one); a
 /// provider someone else installed first is kept.
 pub(super) fn install_crypto_provider() {
@@ -74,7 +103,7 @@ pub(super) fn describe_json_error(e: &serde_json::Error) -> String {
 }
 
 /// The innermost cause of an error, which names what actually went wrong.
-pub(super) fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = e;
     while let Some(source) = cause.source() {
         cause = source;

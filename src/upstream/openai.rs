@@ -33,7 +33,8 @@ use super::{FineTuning, OpenAiConfig, UpstreamError};
 const KEY_SHAPES: &str = r"[A-Za-z0-9_\-]*\*{3,}[A-Za-z0-9_\-]*|\bsk-[A-Za-z0-9_\-]{6,}";
 
 use super::http::{
-    Redactor, describe_content, describe_json_error, innermost, install_crypto_provider, truncate,
+    Redactor, describe_content, describe_json_error, install_crypto_provider, transport_error,
+    truncate,
 };
 use crate::error::Error;
 
@@ -402,26 +403,7 @@ impl OpenAi {
     }
 
     fn transport_error(&self, e: &reqwest::Error) -> UpstreamError {
-        if e.is_builder() {
-            return UpstreamError::Protocol {
-                provider: PROVIDER,
-                message: format!("could not build the request: {}", innermost(e)),
-            };
-        }
-        let what = if e.is_timeout() {
-            format!("timed out after {:?}", self.timeout)
-        } else if e.is_connect() {
-            "could not connect".to_owned()
-        } else if e.is_body() || e.is_decode() {
-            "the connection broke while transferring a body".to_owned()
-        } else {
-            "the request failed".to_owned()
-        };
-        UpstreamError::Unavailable {
-            provider: PROVIDER,
-            status: None,
-            message: self.redactor.clean(&format!("{what}: {}", innermost(e))),
-        }
+        transport_error(PROVIDER, self.timeout, &self.redactor, e)
     }
 }
 
