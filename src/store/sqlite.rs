@@ -48,6 +48,18 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// A transaction that takes the write lock up front (`BEGIN IMMEDIATE`). A deferred
+    /// transaction that reads and then writes fails at once with SQLITE_BUSY when another
+    /// connection wrote in between; an immediate one waits its turn (busy_timeout).
+    async fn write_transaction(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, Error> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)
+    }
+}
+
 fn decode_job(row: &sqlx::sqlite::SqliteRow) -> Result<Job, Error> {
     let snapshot: String = row.try_get("snapshot").map_err(db_err)?;
     serde_json::from_str(&snapshot).map_err(json_err)
@@ -114,7 +126,7 @@ impl Store for SqliteStore {
     }
 
     async fn release(&self, job_id: &str) -> Result<(), Error> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.write_transaction().await?;
         sqlx::query("DELETE FROM job_events WHERE job_id = ?")
             .bind(job_id)
             .execute(&mut *tx)
@@ -223,7 +235,7 @@ impl Store for SqliteStore {
         job: &Job,
         events: Vec<NewEvent>,
     ) -> Result<(Job, Vec<JobEvent>), Error> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.write_transaction().await?;
         let row = sqlx::query("SELECT last_sequence FROM jobs WHERE id = ?")
             .bind(&job.id)
             .fetch_optional(&mut *tx)
@@ -370,7 +382,7 @@ impl Store for SqliteStore {
     }
 
     async fn record_served(&self, served: &[Served]) -> Result<(), Error> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.write_transaction().await?;
         for s in served {
             sqlx::query(
                 "INSERT INTO served (id, tier, split, provider, model, ok, error_code, fallback, input_tokens,
