@@ -13,14 +13,12 @@
 use std::collections::HashMap;
 use std::time::{Duration, UNIX_EPOCH};
 
-use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::App;
 use super::api::random_id;
@@ -1231,36 +1229,13 @@ fn stream_response(
             );
         }
     }
-    let delay = app.clock.real(app.config.token_secs);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
-    let faults = app.faults.clone();
-    tokio::spawn(async move {
-        for (i, event) in events.into_iter().enumerate() {
-            if i > 0 && !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            if tx.send(Ok(Bytes::from(event))).await.is_err() {
-                // The client went away.
-                faults.note_abandoned_stream();
-                return;
-            }
-        }
-        if abort {
-            let _ = tx
-                .send(Err(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionAborted,
-                    "stream cut by an emulator fault",
-                )))
-                .await;
-        }
-    });
     (
         StatusCode::OK,
         [
             (header::CONTENT_TYPE, "text/event-stream; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        Body::from_stream(ReceiverStream::new(rx)),
+        super::chat::paced_sse(app, events, abort),
     )
         .into_response()
 }

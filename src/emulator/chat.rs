@@ -645,6 +645,18 @@ fn stream_response(
         None => (events.len(), false),
     };
     events.truncate(keep);
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/event-stream; charset=utf-8")],
+        paced_sse(app, events, abort),
+    )
+        .into_response()
+}
+
+/// An SSE body that sends `events` one by one, `token_secs` apart on the emulated clock,
+/// then, with `abort`, breaks off with an error instead of ending cleanly. A client that
+/// leaves early is counted in the stats as an abandoned stream.
+pub(super) fn paced_sse(app: &App, events: Vec<String>, abort: bool) -> Body {
     let delay = app.clock.real(app.config.token_secs);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     let faults = app.faults.clone();
@@ -668,12 +680,7 @@ fn stream_response(
                 .await;
         }
     });
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/event-stream; charset=utf-8")],
-        Body::from_stream(ReceiverStream::new(rx)),
-    )
-        .into_response()
+    Body::from_stream(ReceiverStream::new(rx))
 }
 
 /// A `model` object.
