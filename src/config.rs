@@ -97,6 +97,11 @@ pub struct ServeConfig {
     /// Seconds of silence on a WatchJob stream before a heartbeat.
     #[arg(long, env = "FINETUNE_HEARTBEAT_SECONDS", default_value_t = 15.0)]
     pub heartbeat_seconds: f64,
+
+    /// Whether to print the one "listening on" line on stdout (the CLI does; embedders
+    /// that own stdout, such as the SDK test harness, do not).
+    #[arg(skip = true)]
+    pub announce: bool,
 }
 
 impl ServeConfig {
@@ -119,6 +124,7 @@ impl ServeConfig {
             emulator_time_scale: 20.0,
             poll_interval_seconds: None,
             heartbeat_seconds: 15.0,
+            announce: false,
             openai_base_url: None,
             openai_api_key: None,
             anthropic_base_url: None,

@@ -97,10 +97,12 @@ pub async fn serve(
 
     set_health(&health, ServingStatus::Serving).await;
     // The one line users and test harnesses read to learn where the server is.
-    println!(
-        "finetune: listening on {addr} (gRPC, reflection on); data dir {}; upstream: {upstream}",
-        config.data_dir.display()
-    );
+    if config.announce {
+        println!(
+            "finetune: listening on {addr} (gRPC, reflection on); data dir {}; upstream: {upstream}",
+            config.data_dir.display()
+        );
+    }
     if emulator.is_some() {
         warn!(
             "EMULATOR MODE: jobs run against an emulator of OpenAI's API; no real training happens and no model is produced"

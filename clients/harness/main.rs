@@ -1,0 +1,207 @@
+//! The server the SDK test suites (clients/python, clients/typescript, clients/go) run
+//! against: the real FineTune service in emulator mode, reached through a TCP proxy that
+//! the tests can cut, so each suite can prove its client resumes a dropped WatchJob stream.
+//!
+//! `cargo build --example sdk_harness`, then run `target/debug/examples/sdk_harness` with
+//! stdin on a pipe. It prints one JSON line on stdout:
+//!
+//! ```json
+//! {"address":"127.0.0.1:P","direct_address":"127.0.0.1:Q","control":"http://127.0.0.1:R",
+//!  "sample_dataset":"/abs/examples/training-data.jsonl"}
+//! ```
+//!
+//! - `address`: the proxy in front of the server (plaintext gRPC); clients use this one.
+//! - `direct_address`: the server itself.
+//! - `POST {control}/cut`: closes every open proxied connection at once (streams on them fail
+//!   with UNAVAILABLE); new connections are accepted as before. Answers `{"cut": n}`.
+//! - `GET {control}/connections`: `{"open": n, "accepted": m}`.
+//!
+//! It exits when stdin reaches end of file (so a test that dies never leaves it running),
+//! or on SIGINT/SIGTERM. The server uses a fresh data directory, removed at exit; jobs run on
+//! the emulator's clock `--time-scale` times faster than real time (default 200: a job on the
+//! sample dataset ends in a few seconds), polled every 50 ms, with 1 s heartbeats.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::extract::State;
+use axum::routing::{get, post};
+use clap::Parser;
+use finetune::config::ServeConfig;
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(about = "The FineTune server behind a cuttable proxy, for the SDK test suites")]
+struct Args {
+    /// How many times faster than real time the emulator runs jobs.
+    #[arg(long, default_value_t = 200.0)]
+    time_scale: f64,
+}
+
+/// The proxy's connections: one cancellation token per "generation"; a cut cancels the
+/// current one (closing every connection made under it) and starts the next.
+#[derive(Default)]
+struct Proxy {
+    generation: Mutex<CancellationToken>,
+    open: AtomicUsize,
+    accepted: AtomicUsize,
+}
+
+impl Proxy {
+    fn cut(&self) -> usize {
+        let open = self.open.load(Ordering::SeqCst);
+        let old = std::mem::take(&mut *self.generation.lock().expect("proxy lock"));
+        old.cancel();
+        open
+    }
+}
+
+/// Decrements the open-connection count however the connection task ends.
+struct OpenGuard(Arc<Proxy>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn run_proxy(listener: TcpListener, upstream: SocketAddr, proxy: Arc<Proxy>) {
+    loop {
+        let Ok((mut client, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = client.set_nodelay(true);
+        let token = proxy.generation.lock().expect("proxy lock").clone();
+        proxy.accepted.fetch_add(1, Ordering::SeqCst);
+        proxy.open.fetch_add(1, Ordering::SeqCst);
+        let guard = OpenGuard(proxy.clone());
+        tokio::spawn(async move {
+            let _guard = guard;
+            let Ok(mut server) = TcpStream::connect(upstream).await else {
+                return;
+            };
+            let _ = server.set_nodelay(true);
+            tokio::select! {
+                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                () = token.cancelled() => {}
+            }
+            // Dropping both sockets closes them: the client sees its connection end.
+        });
+    }
+}
+
+async fn cut(State(proxy): State<Arc<Proxy>>) -> Json<Value> {
+    Json(json!({ "cut": proxy.cut() }))
+}
+
+async fn connections(State(proxy): State<Arc<Proxy>>) -> Json<Value> {
+    Json(json!({
+        "open": proxy.open.load(Ordering::SeqCst),
+        "accepted": proxy.accepted.load(Ordering::SeqCst),
+    }))
+}
+
+/// Completes when stdin reaches end of file (the test process closed it or died).
+fn stdin_closed() -> tokio::sync::oneshot::Receiver<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut sink = [0u8; 256];
+        let mut stdin = std::io::stdin().lock();
+        while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+        let _ = tx.send(());
+    });
+    rx
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let data_dir = tempfile::tempdir()?;
+    let mut config = ServeConfig::for_data_dir(data_dir.path());
+    config.emulator = true;
+    config.emulator_time_scale = args.time_scale;
+    config.poll_interval_seconds = Some(0.05);
+    config.heartbeat_seconds = 1.0;
+    config.drain_seconds = 1;
+
+    let server_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let direct = server_listener.local_addr()?;
+    let proxy_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let address = proxy_listener.local_addr()?;
+    let control_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let control = control_listener.local_addr()?;
+
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(finetune::server::serve(
+        config,
+        server_listener,
+        stop.clone().cancelled_owned(),
+    ));
+    wait_until_serving(direct).await?;
+
+    let proxy = Arc::new(Proxy::default());
+    tokio::spawn(run_proxy(proxy_listener, direct, proxy.clone()));
+    let app = axum::Router::new()
+        .route("/cut", post(cut))
+        .route("/connections", get(connections))
+        .with_state(proxy.clone());
+    tokio::spawn(async move { axum::serve(control_listener, app).await });
+
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/training-data.jsonl");
+    println!(
+        "{}",
+        json!({
+            "address": address.to_string(),
+            "direct_address": direct.to_string(),
+            "control": format!("http://{control}"),
+            "sample_dataset": sample,
+        })
+    );
+
+    let signal = finetune::server::shutdown_signal();
+    tokio::select! {
+        () = signal => {}
+        _ = stdin_closed() => {}
+    }
+    proxy.cut();
+    stop.cancel();
+    server.await??;
+    drop(data_dir);
+    Ok(())
+}
+
+/// Waits until the server accepts TCP connections (its listener is bound before `serve`
+/// starts, so this only covers opening the store and the emulator).
+async fn wait_until_serving(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    for _ in 0..200 {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .map(|r| r.into_inner().status)
+            .ok();
+        if status == Some(tonic_health::pb::health_check_response::ServingStatus::Serving as i32) {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    Err("the server did not become SERVING within 5 s".into())
+}
