@@ -461,6 +461,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             max_tokens: MAX_TOKENS,
             stop: Vec::new(),
             user: None,
+            deadline: None,
         },
         complete: pb::CompleteRequest {
             messages: vec![pb::ChatMessage {

@@ -243,6 +243,7 @@ async fn open_state(
         let jobs_config = JobsConfig {
             poll_interval: config.poll_interval(),
             heartbeat: std::time::Duration::from_secs_f64(config.heartbeat_seconds),
+            ..JobsConfig::default()
         };
         JobManager::new(
             store.clone(),

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use finetune::upstream::RetryPolicy;
 use finetune::upstream::UpstreamError;
 use finetune::upstream::anthropic::{API_VERSION, Anthropic, AnthropicConfig};
 use finetune::upstream::chat::{
@@ -36,6 +37,9 @@ fn read_json(rel: &str) -> Value {
 fn adapter_for(base_url: &str) -> Anthropic {
     let mut config = AnthropicConfig::new(KEY, base_url);
     config.timeout = Duration::from_secs(20);
+    // One exchange per call: these tests check how each response is classified (the
+    // retries have their own tests, tests/faults.rs).
+    config.retry = RetryPolicy::none();
     Anthropic::new(config).unwrap()
 }
 
@@ -65,6 +69,7 @@ fn pro_request(model: &str) -> ChatRequest {
         max_tokens: 1024,
         stop: vec!["###".to_owned()],
         user: Some("u-0f3a".to_owned()),
+        deadline: None,
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use finetune::dataset::{Counter, Encoding};
 use finetune::emulator::{Emulator, EmulatorConfig, Fault};
+use finetune::upstream::RetryPolicy;
 use finetune::upstream::UpstreamError;
 use finetune::upstream::anthropic::{Anthropic, AnthropicConfig};
 use finetune::upstream::chat::{
@@ -46,6 +47,9 @@ async fn start_with(config: EmulatorConfig) -> Env {
     );
     let mut config = AnthropicConfig::new(KEY, base);
     config.timeout = Duration::from_secs(30);
+    // One exchange per call: these tests check the emulator's answers and faults one by
+    // one (the retries have their own tests, tests/faults.rs).
+    config.retry = RetryPolicy::none();
     Env {
         adapter: Anthropic::new(config).unwrap(),
         emu,
@@ -106,6 +110,7 @@ fn request(model: &str, system: Vec<SystemBlock>, question: &str) -> ChatRequest
         max_tokens: 1024,
         stop: Vec::new(),
         user: Some("u-1".to_owned()),
+        deadline: None,
     }
 }
 

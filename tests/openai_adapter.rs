@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use finetune::Error;
 use finetune::upstream::openai::{OpenAi, parse_retry_after};
 use finetune::upstream::types::{AutoOr, AutoTag};
-use finetune::upstream::{FineTuning, OpenAiConfig, UpstreamError};
+use finetune::upstream::{FineTuning, OpenAiConfig, RetryPolicy, UpstreamError};
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path, path_regex};
@@ -14,8 +14,13 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const KEY: &str = "sk-test-adapter-9a8b7c6d5e";
 
+/// One exchange per call: these tests check how each response is classified (the
+/// retries have their own tests, tests/faults.rs).
 fn config(server: &MockServer) -> OpenAiConfig {
-    OpenAiConfig::new(KEY, format!("{}/v1", server.uri()))
+    OpenAiConfig {
+        retry: RetryPolicy::none(),
+        ..OpenAiConfig::new(KEY, format!("{}/v1", server.uri()))
+    }
 }
 
 fn adapter(server: &MockServer) -> OpenAi {

@@ -18,7 +18,7 @@ use finetune::upstream::chat::{
     Chat, ChatChunk, ChatMessage, ChatRequest, ChatResponse, ChatRole, ChatStream, SystemBlock,
 };
 use finetune::upstream::openai::OpenAi;
-use finetune::upstream::{OpenAiConfig, UpstreamError};
+use finetune::upstream::{OpenAiConfig, RetryPolicy, UpstreamError};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -36,8 +36,14 @@ fn reference() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference")
 }
 
+/// One exchange per call: these tests check how each response is classified (the
+/// retries have their own tests, tests/faults.rs).
 fn adapter_at(base_url: String, key: &str) -> OpenAi {
-    OpenAi::new(OpenAiConfig::new(key, base_url)).expect("adapter")
+    OpenAi::new(OpenAiConfig {
+        retry: RetryPolicy::none(),
+        ..OpenAiConfig::new(key, base_url)
+    })
+    .expect("adapter")
 }
 
 async fn emulator() -> Emulator {
@@ -88,6 +94,7 @@ fn request(model: &str, question: &str) -> ChatRequest {
         max_tokens: 256,
         stop: Vec::new(),
         user: Some("user-1234".into()),
+        deadline: None,
     }
 }
 
@@ -100,6 +107,7 @@ fn minimal(model: &str, question: &str) -> ChatRequest {
         max_tokens: 64,
         stop: Vec::new(),
         user: None,
+        deadline: None,
     }
 }
 
@@ -374,6 +382,7 @@ fn recorded_request(entry: &Value) -> ChatRequest {
         max_tokens: 1024,
         stop: Vec::new(),
         user: None,
+        deadline: None,
     }
 }
 

@@ -22,7 +22,8 @@ use super::watch::Hub;
 use crate::dataset::{self, Catalog, Format, Input, Options, Report};
 use crate::error::Error;
 use crate::store::{DatasetStore, JobPage, Reservation, Store};
-use crate::upstream::{FineTuning, UpstreamError, types};
+use crate::upstream::retry::Failure;
+use crate::upstream::{FineTuning, RetryPolicy, UpstreamError, types};
 
 /// Metadata keys this service writes on OpenAI jobs.
 pub const META_REQUEST_ID: &str = "finetune_request_id";
@@ -40,6 +41,9 @@ pub struct JobsConfig {
     pub poll_interval: Duration,
     /// How long a watch stream may be silent before a heartbeat.
     pub heartbeat: Duration,
+    /// Retries of job creation and uploads, each attempt preceded by a look for what a
+    /// lost earlier attempt may have made.
+    pub retry: RetryPolicy,
 }
 
 impl Default for JobsConfig {
@@ -47,6 +51,7 @@ impl Default for JobsConfig {
         JobsConfig {
             poll_interval: Duration::from_secs(30),
             heartbeat: Duration::from_secs(15),
+            retry: RetryPolicy::default(),
         }
     }
 }
@@ -302,10 +307,6 @@ impl JobManager {
         job.training_file_id = Some(training_file.clone());
         job.validation_file_id = validation_file.clone();
 
-        if let Some(remote) = self.find_upstream(&req.request_id).await? {
-            info!(job_id = %job.id, upstream_id = %remote.id, "adopting the job OpenAI already has for this request id");
-            return self.attach_upstream(job, &remote).await;
-        }
         let mut metadata = req.metadata.clone();
         metadata.insert(META_REQUEST_ID.to_owned(), req.request_id.clone());
         metadata.insert(META_JOB_ID.to_owned(), job.id.clone());
@@ -318,18 +319,42 @@ impl JobManager {
             method: Some(method_of(req.method, &req.hyperparameters)),
             metadata,
         };
-        match self.provider.create_job(&create).await {
-            Ok(remote) => self.attach_upstream(job, &remote).await,
-            Err(e) if e.is_retryable() => {
-                // The create may have happened with its response lost: look before failing.
-                warn!(job_id = %job.id, error = %e, "job creation failed; checking whether OpenAI made it anyway");
-                match self.find_upstream(&req.request_id).await {
-                    Ok(Some(remote)) => self.attach_upstream(job, &remote).await,
-                    _ => Err(e.into()),
+        // Creating a job is not idempotent upstream, so every attempt first looks for the
+        // job a lost earlier attempt (or a crash) may have made, by the request id in its
+        // metadata; only when there is none is it created.
+        let remote = self
+            .config
+            .retry
+            .run("fine-tuning job creation", None, || async {
+                if let Some(remote) = self.find_upstream(&req.request_id).await? {
+                    info!(job_id = %job.id, upstream_id = %remote.id, "adopting the job OpenAI already has for this request id");
+                    return Ok(remote);
                 }
-            }
-            Err(e) => Err(e.into()),
-        }
+                match self.provider.create_job(&create).await {
+                    Ok(remote) => Ok(remote),
+                    Err(e) => {
+                        if e.is_retryable() {
+                            warn!(job_id = %job.id, error = %e, "job creation failed; will look for it before trying again");
+                        }
+                        Err(Failure::from(e))
+                    }
+                }
+            })
+            .await?;
+        self.attach_upstream(job, &remote).await
+    }
+
+    /// A fine-tuning file named `name` of `size` bytes that OpenAI did not reject, among
+    /// the most recent ones (a lost upload is recent).
+    async fn find_uploaded(
+        &self,
+        name: &str,
+        size: u64,
+    ) -> Result<Option<types::FileObject>, UpstreamError> {
+        let page = self.provider.list_files(None, 100).await?;
+        Ok(page.data.into_iter().find(|f| {
+            f.filename == name && f.bytes == size && f.status.as_deref() != Some("error")
+        }))
     }
 
     /// OpenAI's job carrying `request_id` in its metadata, if any.
@@ -375,7 +400,23 @@ impl JobManager {
                 return Ok(id);
             }
             let name = format!("{}.jsonl", &sha256[..16]);
-            let uploaded = self.provider.upload_file(&path, &name).await?;
+            let size = tokio::fs::metadata(&path)
+                .await
+                .map_err(|e| Error::Io(format!("cannot read dataset {sha256}: {e}")))?
+                .len();
+            // Uploads are not idempotent either: each attempt first looks for the file a
+            // lost earlier one may have stored (same content-derived name and size).
+            let uploaded = self
+                .config
+                .retry
+                .run("dataset upload", None, || async {
+                    if let Some(file) = self.find_uploaded(&name, size).await? {
+                        info!(file_id = %file.id, "the dataset is already on OpenAI; using it");
+                        return Ok(file);
+                    }
+                    Ok(self.provider.upload_file(&path, &name).await?)
+                })
+                .await?;
             self.store.remember_upload(&sha256, &uploaded.id).await?;
             info!(file_id = %uploaded.id, bytes = uploaded.bytes, "uploaded dataset to OpenAI");
             Ok(uploaded.id)

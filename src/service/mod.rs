@@ -305,7 +305,8 @@ impl FineTuneService for Service {
         &self,
         request: Request<pb::CompleteRequest>,
     ) -> Result<Response<pb::CompleteResponse>, Status> {
-        let req = serving::request(request.into_inner())?;
+        let deadline = serving::deadline(request.metadata());
+        let req = serving::request(request.into_inner(), deadline)?;
         let completion = self.state.serving.complete(req).await?;
         Ok(Response::new(pb::CompleteResponse {
             completion: Some(serving::completion(completion)),
@@ -318,11 +319,16 @@ impl FineTuneService for Service {
         &self,
         request: Request<pb::StreamCompleteRequest>,
     ) -> Result<Response<Self::StreamCompleteStream>, Status> {
+        let deadline = serving::deadline(request.metadata());
         let inner = request
             .into_inner()
             .request
             .ok_or_else(|| Status::from(Error::invalid("request", "required")))?;
-        let rx = self.state.serving.stream(serving::request(inner)?).await?;
+        let rx = self
+            .state
+            .serving
+            .stream(serving::request(inner, deadline)?)
+            .await?;
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|item| {
             use pb::stream_complete_response::Item;
             item.map(|i| pb::StreamCompleteResponse {

@@ -5,7 +5,11 @@ use crate::pb;
 use crate::serving::tiers::ProviderKind;
 use crate::serving::{CompleteRequest, Completion, TierStats, TierView, Turn};
 
-pub(super) fn request(r: pb::CompleteRequest) -> Result<CompleteRequest, Error> {
+/// The serving request of `r`; `deadline` is the caller's (see [`deadline`]).
+pub(super) fn request(
+    r: pb::CompleteRequest,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<CompleteRequest, Error> {
     let turns = r
         .messages
         .into_iter()
@@ -28,7 +32,29 @@ pub(super) fn request(r: pb::CompleteRequest) -> Result<CompleteRequest, Error> 
         max_output_tokens: r.max_output_tokens,
         stop: r.stop,
         user_id: r.user_id,
+        deadline,
     })
+}
+
+/// The caller's deadline, from the `grpc-timeout` header gRPC clients send with one
+/// (`<digits><unit>`, unit one of H M S m u n). Absent or malformed: none.
+pub(super) fn deadline(metadata: &tonic::metadata::MetadataMap) -> Option<tokio::time::Instant> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    let timeout = match unit {
+        "H" => std::time::Duration::from_secs(n.checked_mul(3600)?),
+        "M" => std::time::Duration::from_secs(n.checked_mul(60)?),
+        "S" => std::time::Duration::from_secs(n),
+        "m" => std::time::Duration::from_millis(n),
+        "u" => std::time::Duration::from_micros(n),
+        "n" => std::time::Duration::from_nanos(n),
+        _ => return None,
+    };
+    tokio::time::Instant::now().checked_add(timeout)
 }
 
 pub(super) fn completion(c: Completion) -> pb::Completion {
@@ -108,5 +134,32 @@ pub(super) fn stats(s: TierStats) -> pb::TierStats {
         thumbs_up: s.thumbs_up,
         thumbs_down: s.thumbs_down,
         fallbacks: s.fallbacks,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timeout_of(value: &str) -> Option<std::time::Duration> {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        metadata.insert("grpc-timeout", value.parse().unwrap());
+        deadline(&metadata).map(|d| d.saturating_duration_since(tokio::time::Instant::now()))
+    }
+
+    #[test]
+    fn grpc_timeout_units() {
+        let near = |got: Option<std::time::Duration>, want: u64| {
+            let got = got.expect("a deadline").as_millis() as u64;
+            assert!(got <= want && got + 50 >= want, "{got} ms, want {want} ms");
+        };
+        near(timeout_of("2S"), 2000);
+        near(timeout_of("1500m"), 1500);
+        near(timeout_of("1M"), 60_000);
+        near(timeout_of("3000000u"), 3000);
+        assert_eq!(timeout_of("5"), None);
+        assert_eq!(timeout_of("S"), None);
+        assert_eq!(timeout_of("123456789S"), None, "at most 8 digits");
+        assert_eq!(timeout_of("5x"), None);
     }
 }

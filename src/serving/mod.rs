@@ -47,6 +47,8 @@ pub struct CompleteRequest {
     pub max_output_tokens: u32,
     pub stop: Vec<String>,
     pub user_id: String,
+    /// The caller's deadline: no upstream retry is started that would end after it.
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 /// The answer and its accounting.
@@ -396,6 +398,7 @@ impl Serving {
             max_tokens,
             stop: req.stop.clone(),
             user: Some(req.user_id.clone()).filter(|u| !u.is_empty()),
+            deadline: req.deadline,
         };
         Ok((provider, chat, knowledge_tokens))
     }

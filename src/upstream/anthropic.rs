@@ -22,6 +22,7 @@ use super::UpstreamError;
 use super::chat::{
     Chat, ChatChunk, ChatMessage, ChatRequest, ChatResponse, ChatRole, ChatStream, ChatUsage,
 };
+use super::retry::{Failure, RetryPolicy, attempt_timeout};
 /// Anthropic key shapes.
 const KEY_SHAPES: &str = r"\bsk-ant-[A-Za-z0-9_\-]{4,}";
 
@@ -48,6 +49,8 @@ pub struct AnthropicConfig {
     pub base_url: String,
     /// Deadline of a plain call, and the longest wait for the next bytes of a stream.
     pub timeout: Duration,
+    /// Retries of failed calls (streams only until they open).
+    pub retry: RetryPolicy,
 }
 
 impl std::fmt::Debug for AnthropicConfig {
@@ -56,6 +59,7 @@ impl std::fmt::Debug for AnthropicConfig {
             .field("api_key", &"<redacted>")
             .field("base_url", &self.base_url)
             .field("timeout", &self.timeout)
+            .field("retry", &self.retry)
             .finish()
     }
 }
@@ -69,6 +73,7 @@ impl AnthropicConfig {
             api_key: api_key.into(),
             base_url: base_url.into(),
             timeout: Duration::from_secs(600),
+            retry: RetryPolicy::default(),
         }
     }
 }
@@ -79,6 +84,7 @@ pub struct Anthropic {
     http: reqwest::Client,
     messages_url: Url,
     timeout: Duration,
+    retry: RetryPolicy,
     redactor: Arc<Redactor>,
 }
 
@@ -126,6 +132,7 @@ impl Anthropic {
             http,
             messages_url,
             timeout: config.timeout,
+            retry: config.retry,
             redactor: Arc::new(Redactor::new(key, KEY_SHAPES)),
         })
     }
@@ -160,36 +167,54 @@ impl Anthropic {
         Ok(AnthropicConfig::new(api_key, base_url))
     }
 
-    /// Sends the request; a non-2xx answer is read and classified.
+    /// Sends the request, retrying as the policy says (a stream only until it opens);
+    /// a non-2xx answer is read and classified.
     async fn send(
         &self,
         request: &ChatRequest,
         stream: bool,
     ) -> Result<reqwest::Response, UpstreamError> {
         let body = MessagesBody::new(request, stream);
-        let mut builder = self.http.post(self.messages_url.clone()).json(&body);
-        if !stream {
-            builder = builder.timeout(self.timeout);
-        }
-        let response = match builder.send().await {
-            Ok(response) => response,
-            Err(e) => {
-                let error = self.transport_error(&e);
-                tracing::debug!(%error, stream, "anthropic call failed");
-                return Err(error);
-            }
-        };
-        let status = response.status();
-        tracing::debug!(status = status.as_u16(), stream, "anthropic call");
-        if status.is_success() {
-            return Ok(response);
-        }
-        let headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .await
+        let built = self
+            .http
+            .post(self.messages_url.clone())
+            .json(&body)
+            .build()
             .map_err(|e| self.transport_error(&e))?;
-        Err(self.status_error(status, &headers, &body))
+        let what = if stream { "message stream" } else { "message" };
+        self.retry
+            .run(what, request.deadline, || async {
+                let mut attempt = built.try_clone().ok_or_else(|| {
+                    Failure::from(UpstreamError::Protocol {
+                        provider: PROVIDER,
+                        message: "a request to retry has a streamed body".into(),
+                    })
+                })?;
+                if !stream {
+                    *attempt.timeout_mut() = Some(attempt_timeout(self.timeout, request.deadline));
+                }
+                let response = match self.http.execute(attempt).await {
+                    Ok(response) => response,
+                    Err(e) => {
+                        let error = self.transport_error(&e);
+                        tracing::debug!(%error, stream, "anthropic call failed");
+                        return Err(Failure::from(error));
+                    }
+                };
+                let status = response.status();
+                tracing::debug!(status = status.as_u16(), stream, "anthropic call");
+                if status.is_success() {
+                    return Ok(response);
+                }
+                let headers = response.headers().clone();
+                let body = response
+                    .bytes()
+                    .await
+                    .map_err(|e| self.transport_error(&e))?;
+                let error = self.status_error(status, &headers, &body);
+                Err(Failure::from_response(error, &headers))
+            })
+            .await
     }
 
     /// Classifies a non-2xx response: the status decides the kind, the error envelope

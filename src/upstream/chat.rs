@@ -29,7 +29,7 @@ pub struct SystemBlock {
 }
 
 /// One completion request.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChatRequest {
     pub model: String,
     /// System prompt blocks in order (the knowledge base first when injected).
@@ -44,6 +44,9 @@ pub struct ChatRequest {
     /// The end user, for the provider's abuse monitoring (OpenAI `safety_identifier`,
     /// Anthropic `metadata.user_id`). Never an email or name.
     pub user: Option<String>,
+    /// The caller's deadline (from gRPC's `grpc-timeout`): no retry starts that would end
+    /// after it, and no attempt lasts longer than the time left.
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 /// Token usage normalised across providers.

@@ -4,7 +4,10 @@ pub mod anthropic;
 pub mod chat;
 mod http;
 pub mod openai;
+pub mod retry;
 pub mod types;
+
+pub use retry::RetryPolicy;
 
 use std::path::Path;
 use std::time::Duration;
@@ -24,6 +27,12 @@ pub trait FineTuning: Send + Sync + 'static {
         path: &Path,
         filename: &str,
     ) -> Result<types::FileObject, UpstreamError>;
+    /// One page of the `fine-tune` files, newest first.
+    async fn list_files(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<types::Page<types::FileObject>, UpstreamError>;
     async fn create_job(
         &self,
         request: &types::CreateJobRequest,
@@ -122,6 +131,40 @@ impl UpstreamError {
     }
 }
 
+impl UpstreamError {
+    /// The provider the error came from (`openai`, `anthropic`).
+    pub fn provider(&self) -> &'static str {
+        match self {
+            UpstreamError::RateLimited { provider, .. }
+            | UpstreamError::Unavailable { provider, .. }
+            | UpstreamError::Rejected { provider, .. }
+            | UpstreamError::NotFound { provider, .. }
+            | UpstreamError::Auth { provider, .. }
+            | UpstreamError::Protocol { provider, .. }
+            | UpstreamError::Local { provider, .. } => provider,
+        }
+    }
+
+    /// The error with "(gave up after N attempts)" added to its message when `attempts`
+    /// is more than one, so callers know retries happened.
+    pub fn after_attempts(mut self, attempts: u32) -> UpstreamError {
+        if attempts > 1 {
+            match &mut self {
+                UpstreamError::RateLimited { message, .. }
+                | UpstreamError::Unavailable { message, .. }
+                | UpstreamError::Rejected { message, .. }
+                | UpstreamError::NotFound { message, .. }
+                | UpstreamError::Auth { message, .. }
+                | UpstreamError::Protocol { message, .. }
+                | UpstreamError::Local { message, .. } => {
+                    message.push_str(&format!(" (gave up after {attempts} attempts)"));
+                }
+            }
+        }
+        self
+    }
+}
+
 impl From<UpstreamError> for Error {
     fn from(e: UpstreamError) -> Error {
         Error::Upstream(e)
@@ -141,6 +184,8 @@ pub struct OpenAiConfig {
     pub part_size_bytes: u64,
     /// Deadline of one HTTP call.
     pub timeout: Duration,
+    /// Retries of the calls that are safe to repeat.
+    pub retry: RetryPolicy,
 }
 
 impl std::fmt::Debug for OpenAiConfig {
@@ -153,6 +198,7 @@ impl std::fmt::Debug for OpenAiConfig {
             .field("upload_threshold_bytes", &self.upload_threshold_bytes)
             .field("part_size_bytes", &self.part_size_bytes)
             .field("timeout", &self.timeout)
+            .field("retry", &self.retry)
             .finish()
     }
 }
@@ -169,6 +215,7 @@ impl OpenAiConfig {
             upload_threshold_bytes: 256 << 20,
             part_size_bytes: 64 << 20,
             timeout: Duration::from_secs(600),
+            retry: RetryPolicy::default(),
         }
     }
 }

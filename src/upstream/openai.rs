@@ -1,7 +1,8 @@
 //! The OpenAI adapter (reqwest + serde_json): files, uploads, fine-tuning jobs and chat
 //! completions (plain and streamed, SSE parsed by eventsource-stream).
 //!
-//! One HTTP call per operation and no retries (the caller owns the retry policy). Every
+//! Reads, cancels and chat completions are retried by the [`RetryPolicy`]; creates (jobs,
+//! files, uploads) are sent once, and the job manager makes them safe to repeat. Every
 //! failure is classified into an [`UpstreamError`] from the status and OpenAI's error
 //! envelope; messages never carry the API key or a raw response body.
 
@@ -10,6 +11,8 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use eventsource_stream::{EventStreamError, Eventsource};
 use futures_util::StreamExt;
@@ -24,6 +27,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::chat::{Chat, ChatChunk, ChatRequest, ChatResponse, ChatRole, ChatStream, ChatUsage};
+use super::retry::{Failure, RetryPolicy, attempt_timeout};
 use super::types::{
     ApiError, Checkpoint, CreateJobRequest, ErrorEnvelope, FileObject, Job, JobEvent, Page,
     UploadObject, UploadPart,
@@ -56,6 +60,7 @@ pub struct OpenAi {
     upload_threshold_bytes: u64,
     part_size_bytes: u64,
     timeout: Duration,
+    retry: RetryPolicy,
     redactor: Arc<Redactor>,
 }
 
@@ -122,6 +127,7 @@ impl OpenAi {
             upload_threshold_bytes: config.upload_threshold_bytes,
             part_size_bytes: config.part_size_bytes,
             timeout: config.timeout,
+            retry: config.retry,
             redactor: Arc::new(Redactor::new(key, KEY_SHAPES)),
         })
     }
@@ -186,7 +192,7 @@ impl OpenAi {
             bytes,
             mime_type: UPLOAD_MIME_TYPE,
         };
-        self.call(self.http.post(self.url(&["uploads"])).json(&body), "upload")
+        self.call_once(self.http.post(self.url(&["uploads"])).json(&body), "upload")
             .await
     }
 
@@ -211,7 +217,7 @@ impl OpenAi {
             .unwrap_or_else(|| "part".to_owned());
         let data = file_part(file, len, name)?;
         let form = Form::new().part("data", data);
-        self.call(
+        self.call_once(
             self.http
                 .post(self.url(&["uploads", upload_id, "parts"]))
                 .multipart(form),
@@ -230,7 +236,7 @@ impl OpenAi {
         struct Complete<'a> {
             part_ids: &'a [String],
         }
-        self.call(
+        self.call_once(
             self.http
                 .post(self.url(&["uploads", upload_id, "complete"]))
                 .json(&Complete { part_ids }),
@@ -260,7 +266,7 @@ impl OpenAi {
         let form = Form::new()
             .text("purpose", PURPOSE)
             .part("file", file_part(file, size, filename.to_owned())?);
-        self.call(self.http.post(self.url(&["files"])).multipart(form), "file")
+        self.call_once(self.http.post(self.url(&["files"])).multipart(form), "file")
             .await
     }
 
@@ -314,13 +320,54 @@ impl OpenAi {
         url
     }
 
-    /// Sends one request and decodes a 2xx body as `T`; anything else is classified.
+    /// Sends a request that is safe to repeat, retrying as the policy says, and decodes a
+    /// 2xx body as `T`; anything else is classified.
     async fn call<T: DeserializeOwned>(
         &self,
         request: reqwest::RequestBuilder,
         what: &'static str,
     ) -> Result<T, UpstreamError> {
+        self.call_until(request, what, None).await
+    }
+
+    /// [`OpenAi::call`] with no retry that would end past `deadline`, and no attempt
+    /// longer than the time left.
+    async fn call_until<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &'static str,
+        deadline: Option<Instant>,
+    ) -> Result<T, UpstreamError> {
         let request = request.build().map_err(|e| self.transport_error(&e))?;
+        self.retry
+            .run(what, deadline, || async {
+                let mut request = request.try_clone().ok_or_else(|| {
+                    Failure::from(protocol("a request to retry has a streamed body"))
+                })?;
+                *request.timeout_mut() = Some(attempt_timeout(self.timeout, deadline));
+                self.attempt(request, what).await
+            })
+            .await
+    }
+
+    /// Sends a request once: for creates that are not idempotent upstream (jobs, files,
+    /// uploads), which the job manager makes safe to repeat by looking first.
+    async fn call_once<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &'static str,
+    ) -> Result<T, UpstreamError> {
+        let request = request.build().map_err(|e| self.transport_error(&e))?;
+        self.attempt(request, what).await.map_err(|f| f.error)
+    }
+
+    /// One HTTP exchange: a 2xx body decoded as `T`, or the classified failure with the
+    /// response's retry hints.
+    async fn attempt<T: DeserializeOwned>(
+        &self,
+        request: reqwest::Request,
+        what: &'static str,
+    ) -> Result<T, Failure> {
         let method = request.method().clone();
         let path = request.url().path().to_owned();
         let response = match self.http.execute(request).await {
@@ -328,7 +375,7 @@ impl OpenAi {
             Err(e) => {
                 let error = self.transport_error(&e);
                 tracing::debug!(%method, %path, %error, "openai call failed");
-                return Err(error);
+                return Err(error.into());
             }
         };
         let status = response.status();
@@ -339,15 +386,18 @@ impl OpenAi {
             .await
             .map_err(|e| self.transport_error(&e))?;
         if !status.is_success() {
-            return Err(self.status_error(status, &headers, &body));
+            let error = self.status_error(status, &headers, &body);
+            return Err(Failure::from_response(error, &headers));
         }
-        serde_json::from_slice(&body).map_err(|e| UpstreamError::Protocol {
-            provider: PROVIDER,
-            message: format!(
-                "expected a {what} as JSON, got {} ({})",
-                describe_content(&headers, body.len()),
-                describe_json_error(&e)
-            ),
+        serde_json::from_slice(&body).map_err(|e| {
+            Failure::from(UpstreamError::Protocol {
+                provider: PROVIDER,
+                message: format!(
+                    "expected a {what} as JSON, got {} ({})",
+                    describe_content(&headers, body.len()),
+                    describe_json_error(&e)
+                ),
+            })
         })
     }
 
@@ -421,13 +471,25 @@ impl FineTuning for OpenAi {
         }
     }
 
+    async fn list_files(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<FileObject>, UpstreamError> {
+        let mut url = paged(self.url(&["files"]), after, limit);
+        url.query_pairs_mut()
+            .append_pair("purpose", PURPOSE)
+            .append_pair("order", "desc");
+        self.call(self.http.get(url), "page of files").await
+    }
+
     async fn create_job(&self, request: &CreateJobRequest) -> Result<Job, UpstreamError> {
         // Whole-number hyperparameters serialize as integers (see types::AutoOr).
         let body = serde_json::to_value(request).map_err(|e| UpstreamError::Local {
             provider: PROVIDER,
             message: format!("could not encode the job request: {e}"),
         })?;
-        self.call(
+        self.call_once(
             self.http
                 .post(self.url(&["fine_tuning", "jobs"]))
                 .json(&body),
@@ -524,11 +586,12 @@ impl Chat for OpenAi {
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, UpstreamError> {
         let body = ChatCompletionBody::new(request, false);
         let completion: WireCompletion = self
-            .call(
+            .call_until(
                 self.http
                     .post(self.url(&["chat", "completions"]))
                     .json(&body),
                 "chat completion",
+                request.deadline,
             )
             .await?;
         completion.into_response()
@@ -544,6 +607,7 @@ impl Chat for OpenAi {
                     .post(self.url(&["chat", "completions"]))
                     .header(ACCEPT, "text/event-stream")
                     .json(&body),
+                request.deadline,
             )
             .await?;
         let events = response.bytes_stream().eventsource().boxed();
@@ -555,31 +619,45 @@ impl Chat for OpenAi {
 
 impl OpenAi {
     /// Sends a request whose 2xx answer is an SSE stream and returns the response with
-    /// its body unread; a non-2xx status is classified as [`OpenAi::call`] does.
+    /// its body unread; a non-2xx status is classified as [`OpenAi::call`] does. Opening
+    /// the stream is retried (nothing has been received yet); a stream that breaks later
+    /// is not.
     async fn send_streaming(
         &self,
         request: reqwest::RequestBuilder,
+        deadline: Option<Instant>,
     ) -> Result<reqwest::Response, UpstreamError> {
         let request = request.build().map_err(|e| self.transport_error(&e))?;
         let path = request.url().path().to_owned();
-        let response = match self.http.execute(request).await {
-            Ok(response) => response,
-            Err(e) => {
-                let error = self.transport_error(&e);
-                tracing::debug!(method = "POST", %path, %error, "openai stream failed");
-                return Err(error);
-            }
-        };
-        let status = response.status();
-        tracing::debug!(method = "POST", %path, status = status.as_u16(), "openai stream");
+        let response = self
+            .retry
+            .run("chat completion stream", deadline, || async {
+                let request = request.try_clone().ok_or_else(|| {
+                    Failure::from(protocol("a request to retry has a streamed body"))
+                })?;
+                let response = match self.http.execute(request).await {
+                    Ok(response) => response,
+                    Err(e) => {
+                        let error = self.transport_error(&e);
+                        tracing::debug!(method = "POST", %path, %error, "openai stream failed");
+                        return Err(Failure::from(error));
+                    }
+                };
+                let status = response.status();
+                tracing::debug!(method = "POST", %path, status = status.as_u16(), "openai stream");
+                if status.is_success() {
+                    return Ok(response);
+                }
+                let headers = response.headers().clone();
+                let body = response
+                    .bytes()
+                    .await
+                    .map_err(|e| self.transport_error(&e))?;
+                let error = self.status_error(status, &headers, &body);
+                Err(Failure::from_response(error, &headers))
+            })
+            .await?;
         let headers = response.headers().clone();
-        if !status.is_success() {
-            let body = response
-                .bytes()
-                .await
-                .map_err(|e| self.transport_error(&e))?;
-            return Err(self.status_error(status, &headers, &body));
-        }
         // A body that is not SSE (a proxy's page, a JSON answer) would otherwise read as
         // a stream without [DONE]; name it for what it is. No content type is tolerated.
         let content_type = headers
