@@ -1,0 +1,39 @@
+package main
+
+import (
+	"context"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fileengine/finetune/clients/go/internal/harness"
+)
+
+var server *harness.Harness
+
+func TestMain(m *testing.M) { os.Exit(harness.RunTests(m, &server)) }
+
+// The example runs the whole pipeline against the real service.
+func TestPipeline(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute) // a safety net
+	defer cancel()
+	var out strings.Builder
+	err := run(ctx, config{address: server.Address, dataset: server.SampleDataset, suffix: "example",
+		prompt: "Build me a landing page with dark theme"}, &out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	for _, want := range []string{
+		`(?m)^validate: 13 examples, 0 errors, \d+ warnings; 7 epochs, 123844 billed tokens, estimated \$3\.10$`,
+		`(?m)^train: job job-\S+ \(request id [0-9a-f-]{36}\)$`,
+		`(?m)^watch: #\d+ JOB_STATE_SUCCEEDED$`,
+		`(?m)^succeeded: ft:gpt-4o-2024-08-06:\S+:example:\S+ `,
+		`(?m)^test: ft:gpt-4o-2024-08-06:\S+:example:\S+ on tier fast: `,
+	} {
+		if !regexp.MustCompile(want).MatchString(out.String()) {
+			t.Errorf("output does not match %s:\n%s", want, out.String())
+		}
+	}
+}

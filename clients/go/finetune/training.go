@@ -1,0 +1,47 @@
+package finetune
+
+import (
+	"context"
+
+	"github.com/google/uuid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	finetunev1 "github.com/fileengine/finetune/clients/go/gen/fileengine/finetune/v1"
+)
+
+// StartTraining starts a fine-tuning job like the generated call, with two
+// additions. An empty RequestId is filled with a new random UUID (the job
+// carries it in Job.RequestId); req itself is not modified. And since the
+// service returns the same job for the same request id, a call that fails with
+// UNAVAILABLE is retried with that id (see WithRetry): a retry never starts a
+// second job.
+func (c *Client) StartTraining(ctx context.Context, req *finetunev1.StartTrainingRequest, opts ...grpc.CallOption) (*finetunev1.StartTrainingResponse, error) {
+	if req == nil {
+		req = &finetunev1.StartTrainingRequest{}
+	}
+	if req.GetRequestId() == "" {
+		req = proto.CloneOf(req)
+		req.RequestId = uuid.NewString()
+	}
+	for retry := 1; ; retry++ {
+		resp, err := c.FineTuneServiceClient.StartTraining(ctx, req, opts...)
+		if status.Code(err) != codes.Unavailable || !c.retry.wait(ctx, retry) {
+			return resp, err
+		}
+	}
+}
+
+// Terminal reports whether a job in state s has finished (succeeded, failed or
+// cancelled): its WatchJob stream ends and it can no longer change.
+func Terminal(s finetunev1.JobState) bool {
+	switch s {
+	case finetunev1.JobState_JOB_STATE_SUCCEEDED,
+		finetunev1.JobState_JOB_STATE_FAILED,
+		finetunev1.JobState_JOB_STATE_CANCELLED:
+		return true
+	}
+	return false
+}

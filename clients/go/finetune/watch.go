@@ -1,0 +1,123 @@
+package finetune
+
+import (
+	"context"
+	"errors"
+	"io"
+	"iter"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	finetunev1 "github.com/fileengine/finetune/clients/go/gen/fileengine/finetune/v1"
+)
+
+// ErrWatchEnded is returned by Watch when the server kept ending the stream
+// before the job finished and the retries ran out.
+var ErrWatchEnded = errors.New("finetune: watch stream ended before the job finished")
+
+// Watch follows a job's events after sequence after (0: from the first event)
+// until the job ends, yielding each event exactly once, in sequence order. The
+// last event is the JOB_EVENT_KIND_STATE_CHANGED one whose Job is in a terminal
+// state (see Terminal); if the job had already ended with no events after
+// after, there are none.
+//
+// When the stream drops (UNAVAILABLE, or it ends before the job does), Watch
+// calls WatchJob again with after_sequence = the last sequence yielded, with
+// backoff between failures (WithRetry), and goes on. Heartbeats and the
+// stream's opening snapshot are not yielded (GetJob returns the snapshot).
+//
+// On failure Watch yields one (nil, err) and stops: an *Error, ErrWatchEnded,
+// or ctx's error when ctx ends. Breaking out of the loop closes the stream.
+//
+//	for ev, err := range client.Watch(ctx, jobID, 0) {
+//		if err != nil {
+//			return err
+//		}
+//		fmt.Println(ev.GetSequence(), ev.GetMessage())
+//	}
+func (c *Client) Watch(ctx context.Context, jobID string, after uint64) iter.Seq2[*finetunev1.JobEvent, error] {
+	return func(yield func(*finetunev1.JobEvent, error) bool) {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		w := watch{client: c, jobID: jobID, last: after}
+		for failures := 0; ; {
+			progressed, done, err := w.follow(ctx, yield)
+			switch {
+			case done:
+				return
+			case ctx.Err() != nil:
+				yield(nil, ctx.Err())
+				return
+			case !resumable(err):
+				yield(nil, err)
+				return
+			}
+			if progressed {
+				failures = 0
+			}
+			failures++
+			if !c.retry.wait(ctx, failures) {
+				if ctx.Err() != nil {
+					err = ctx.Err()
+				}
+				yield(nil, err)
+				return
+			}
+		}
+	}
+}
+
+// watch is one Watch call's position in the job's event log.
+type watch struct {
+	client *Client
+	jobID  string
+	last   uint64 // the last sequence yielded
+}
+
+// follow reads one WatchJob stream from w.last. done means the iteration is
+// over: the job ended or the consumer stopped. Otherwise err says why the
+// stream ended, and progressed whether it yielded anything first.
+func (w *watch) follow(ctx context.Context, yield func(*finetunev1.JobEvent, error) bool) (progressed, done bool, err error) {
+	stream, err := w.client.WatchJob(ctx, &finetunev1.WatchJobRequest{JobId: w.jobID, AfterSequence: w.last})
+	if err != nil {
+		return false, false, err
+	}
+	finished := false // the snapshot shows a job that has already ended
+	for {
+		msg, err := stream.Recv()
+		if err == io.EOF {
+			// A clean end is final only for a finished job; before that it is a drop.
+			return progressed, finished, ErrWatchEnded
+		}
+		if err != nil {
+			return progressed, false, err
+		}
+		switch item := msg.GetItem().(type) {
+		case *finetunev1.WatchJobResponse_Snapshot:
+			finished = Terminal(item.Snapshot.GetState())
+		case *finetunev1.WatchJobResponse_Event:
+			ev := item.Event
+			if ev.GetSequence() <= w.last {
+				continue // already yielded before a resume
+			}
+			if ctx.Err() != nil {
+				// Messages already received can still arrive after a cancellation: stop now.
+				return progressed, false, ctx.Err()
+			}
+			w.last = ev.GetSequence()
+			progressed = true
+			if !yield(ev, nil) {
+				return true, true, nil
+			}
+			if ev.GetKind() == finetunev1.JobEventKind_JOB_EVENT_KIND_STATE_CHANGED && Terminal(ev.GetJob().GetState()) {
+				return true, true, nil
+			}
+		}
+	}
+}
+
+// resumable reports whether a watch that failed with err may call WatchJob again.
+func resumable(err error) bool {
+	return errors.Is(err, ErrWatchEnded) || status.Code(err) == codes.Unavailable
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The Go SDK's checks: the generated code matches the protos, gofmt, go vet, and the tests
+# (race detector on) against the real service. The tests start the sdk_harness themselves:
+# $FINETUNE_HARNESS, default target/debug/examples/sdk_harness, built here if missing.
+set -euo pipefail
+command -v go >/dev/null || export PATH="/usr/local/go/bin:$PATH"
+
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+cd "$here"
+
+go mod download
+
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+./gen.sh "$tmp"
+if ! diff -r gen "$tmp"; then
+  echo "clients/go/gen is out of date with proto/: run clients/go/gen.sh" >&2
+  exit 1
+fi
+
+unformatted="$(gofmt -l finetune internal examples gen)"
+if [ -n "$unformatted" ]; then
+  echo "not gofmt-ed: $unformatted" >&2
+  exit 1
+fi
+
+go vet ./...
+
+if [ -z "${FINETUNE_HARNESS:-}" ] && [ ! -x "$repo/target/debug/examples/sdk_harness" ]; then
+  (cd "$repo" && cargo build --example sdk_harness)
+fi
+
+race=()
+if [ "$(go env CGO_ENABLED)" = 1 ]; then
+  race=(-race)
+fi
+go test "${race[@]}" -count=1 ./...

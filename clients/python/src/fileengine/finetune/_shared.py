@@ -1,0 +1,253 @@
+"""What the sync and asyncio clients share: transport settings, request building, the retry
+policy and the WatchJob resume bookkeeping. No I/O here beyond reading dataset files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeAlias
+
+import grpc
+
+from .v1 import completion_pb2, dataset_pb2, job_pb2
+
+INLINE_LIMIT = 8 * 1024 * 1024
+"""Datasets up to this size (bytes) are sent inline; larger ones go through UploadDataset."""
+
+UPLOAD_CHUNK_SIZE = 1024 * 1024
+"""UploadDataset chunk size in bytes."""
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+"""The largest message the server accepts or sends; grpcio's receive default is only 4 MiB."""
+
+TERMINAL_STATES = frozenset(
+    {job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED}
+)
+
+Dataset: TypeAlias = str | os.PathLike[str] | dataset_pb2.DatasetSource
+"""A dataset: a path to a JSONL file, or a DatasetSource built by hand (inline or uploaded)."""
+
+Messages: TypeAlias = str | Sequence[completion_pb2.ChatMessage]
+"""A conversation: a single user message, or ChatMessages oldest first."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded exponential backoff for the calls that are safe to repeat.
+
+    StartTraining is retried on UNAVAILABLE with the same request_id (the server is idempotent
+    per request_id); WatchJob is resumed from the last sequence received. `attempts` bounds the
+    consecutive failures: a watch that receives an event starts counting again.
+    """
+
+    attempts: int = 8
+    initial_backoff: float = 0.2
+    max_backoff: float = 5.0
+    multiplier: float = 2.0
+
+    def backoff(self, failure: int) -> float:
+        """Seconds to wait after the `failure`-th consecutive failure (1-based)."""
+        return min(self.max_backoff, self.initial_backoff * self.multiplier ** (failure - 1))
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+def channel_options(extra: Sequence[tuple[str, int | str]]) -> list[tuple[str, int | str]]:
+    return [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        *extra,
+    ]
+
+
+def channel_credentials(
+    tls: bool, ca_file: str | os.PathLike[str] | None
+) -> grpc.ChannelCredentials | None:
+    """TLS credentials (the CA file's roots, else gRPC's default roots), or None: plaintext."""
+    if ca_file is not None:
+        return grpc.ssl_channel_credentials(root_certificates=Path(ca_file).read_bytes())
+    if tls:
+        return grpc.ssl_channel_credentials()
+    return None
+
+
+def call_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
+    """The metadata sent with every call: the bearer token, if any."""
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+def inline_source(path: Path) -> dataset_pb2.DatasetSource:
+    return dataset_pb2.DatasetSource(content=path.read_bytes(), file_name=path.name)
+
+
+def upload_requests(
+    path: Path, chunk_size: int = UPLOAD_CHUNK_SIZE
+) -> Iterator[dataset_pb2.UploadDatasetRequest]:
+    """The UploadDataset stream for a file: the header (name, SHA-256, size) with the first
+    chunk, then the rest in order. The file is read twice (hash, then send), never held whole."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as f:
+        while block := f.read(chunk_size):
+            digest.update(block)
+            size += len(block)
+    header = dataset_pb2.UploadDatasetHeader(
+        file_name=path.name, sha256=digest.hexdigest(), size_bytes=size
+    )
+    with path.open("rb") as f:
+        first = True
+        while (chunk := f.read(chunk_size)) or first:
+            yield dataset_pb2.UploadDatasetRequest(header=header if first else None, chunk=chunk)
+            first = False
+
+
+def uploaded_source(path: Path, dataset_id: str) -> dataset_pb2.DatasetSource:
+    return dataset_pb2.DatasetSource(dataset_id=dataset_id, file_name=path.name)
+
+
+def validate_request(
+    training: dataset_pb2.DatasetSource,
+    validation: dataset_pb2.DatasetSource | None,
+    *,
+    model: str,
+    epochs: int | None,
+    max_problems: int,
+    min_examples_per_intent: int,
+) -> dataset_pb2.ValidateDatasetRequest:
+    return dataset_pb2.ValidateDatasetRequest(
+        training=training,
+        validation=validation,
+        model=model,
+        epochs=epochs,
+        max_problems=max_problems,
+        min_examples_per_intent=min_examples_per_intent,
+    )
+
+
+def training_request(
+    training: dataset_pb2.DatasetSource,
+    validation: dataset_pb2.DatasetSource | None,
+    *,
+    request_id: str | None,
+    model: str,
+    method: job_pb2.TrainingMethod.ValueType,
+    suffix: str,
+    n_epochs: int | None,
+    batch_size: int | None,
+    learning_rate_multiplier: float | None,
+    beta: float | None,
+    seed: int | None,
+    metadata: Mapping[str, str] | None,
+) -> job_pb2.StartTrainingRequest:
+    """A StartTrainingRequest; without a request_id, a new UUID4 is the idempotency key."""
+    return job_pb2.StartTrainingRequest(
+        request_id=request_id or str(uuid.uuid4()),
+        training=training,
+        validation=validation,
+        model=model,
+        method=method,
+        hyperparameters=job_pb2.Hyperparameters(
+            n_epochs=n_epochs,
+            batch_size=batch_size,
+            learning_rate_multiplier=learning_rate_multiplier,
+            beta=beta,
+        ),
+        suffix=suffix,
+        seed=seed,
+        metadata=metadata,
+    )
+
+
+def complete_request(
+    messages: Messages,
+    *,
+    tier: str,
+    model: str,
+    system: str | None,
+    temperature: float | None,
+    max_output_tokens: int,
+    stop: Sequence[str],
+    user_id: str,
+) -> completion_pb2.CompleteRequest:
+    """A CompleteRequest; a plain string is one user message, `system` goes first."""
+    if isinstance(messages, str):
+        turns = [completion_pb2.ChatMessage(role=completion_pb2.CHAT_ROLE_USER, content=messages)]
+    else:
+        turns = list(messages)
+    if system is not None:
+        turns.insert(
+            0, completion_pb2.ChatMessage(role=completion_pb2.CHAT_ROLE_SYSTEM, content=system)
+        )
+    return completion_pb2.CompleteRequest(
+        messages=turns,
+        tier=tier,
+        model=model,
+        temperature=temperature,
+        max_output_tokens=max_output_tokens,
+        stop=stop,
+        user_id=user_id,
+    )
+
+
+class WatchProgress:
+    """Resume bookkeeping of one logical WatchJob: what to ask for after a dropped stream, what
+    to hand to the caller, and when the job is over.
+
+    The server sends a snapshot first, then events in sequence order, heartbeats in between,
+    and ends the stream after the event that makes the job terminal. Resuming with
+    after_sequence = last_sequence sends each event exactly once; the check on `sequence`
+    below only guards against a server that would not.
+    """
+
+    def __init__(self, job_id: str, after_sequence: int) -> None:
+        self.job_id = job_id
+        self.last_sequence = after_sequence
+        self.job: job_pb2.Job | None = None
+        self.done = False
+
+    def request(self) -> job_pb2.WatchJobRequest:
+        return job_pb2.WatchJobRequest(job_id=self.job_id, after_sequence=self.last_sequence)
+
+    def accept(self, item: job_pb2.WatchJobResponse) -> job_pb2.JobEvent | job_pb2.Heartbeat | None:
+        """Records one stream item; returns the event or heartbeat to pass on, if any."""
+        kind = item.WhichOneof("item")
+        if kind == "snapshot":
+            self.job = item.snapshot
+            # Already over, and nothing left after our position: the stream ends now.
+            if (
+                item.snapshot.state in TERMINAL_STATES
+                and item.snapshot.last_sequence <= self.last_sequence
+            ):
+                self.done = True
+            return None
+        if kind == "event":
+            event = item.event
+            if event.sequence <= self.last_sequence:
+                return None
+            self.last_sequence = event.sequence
+            if event.HasField("job"):
+                self.job = event.job
+                if (
+                    event.kind == job_pb2.JOB_EVENT_KIND_STATE_CHANGED
+                    and event.job.state in TERMINAL_STATES
+                ):
+                    self.done = True
+            return event
+        if kind == "heartbeat":
+            return item.heartbeat
+        return None
+
+
+def events_only(item: job_pb2.JobEvent | job_pb2.Heartbeat) -> job_pb2.JobEvent | None:
+    """What a watch passes on by default: events, not heartbeats."""
+    return item if isinstance(item, job_pb2.JobEvent) else None
+
+
+def everything(item: job_pb2.JobEvent | job_pb2.Heartbeat) -> job_pb2.JobEvent | job_pb2.Heartbeat:
+    """What a watch with heartbeats=True passes on."""
+    return item

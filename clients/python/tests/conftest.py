@@ -1,0 +1,46 @@
+"""Fixtures: one harness (real server, emulator mode) for the whole session, a client of it,
+a job trained to success, and a broken dataset."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fileengine.finetune import FineTuneClient, Job, JobState
+
+from harness import Harness, start_harness
+
+
+@pytest.fixture(scope="session")
+def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+    with start_harness(tmp_path_factory.mktemp("harness") / "harness.log") as harness:
+        yield harness
+
+
+@pytest.fixture(scope="session")
+def client(harness: Harness) -> Iterator[FineTuneClient]:
+    with FineTuneClient(harness.address, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def succeeded_job(client: FineTuneClient, harness: Harness) -> Job:
+    """A job on the sample dataset, watched to its end (it must succeed in the emulator)."""
+    job = client.start_training(harness.sample_dataset, suffix="sdk-test").job
+    watch = client.watch_job(job.id)
+    for _ in watch:
+        pass
+    assert watch.job is not None and watch.job.state == JobState.JOB_STATE_SUCCEEDED
+    return watch.job
+
+
+@pytest.fixture
+def broken_dataset(harness: Harness, tmp_path: Path) -> Path:
+    """The sample dataset with its third line replaced by text that is not JSON."""
+    lines = harness.sample_dataset.read_bytes().splitlines(keepends=True)
+    lines[2] = b"this line is not JSON\n"
+    path = tmp_path / "broken.jsonl"
+    path.write_bytes(b"".join(lines))
+    return path
