@@ -1,0 +1,38 @@
+// Bounded exponential backoff, used to repeat calls that are safe to repeat: StartTraining
+// (idempotent per request_id) and WatchJob (resumed from the last sequence received).
+
+import { setTimeout as sleep } from "node:timers/promises";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { FineTuneError } from "./errors.js";
+
+/** How often and how patiently a safe call is repeated after UNAVAILABLE. */
+export interface RetryPolicy {
+  /** Attempts in a row that may fail before the error is thrown (the first call counts). */
+  maxAttempts: number;
+  /** The delay before the second attempt; it doubles with each further attempt. */
+  initialDelayMs: number;
+  /** The longest delay between two attempts. */
+  maxDelayMs: number;
+}
+
+export const DEFAULT_RETRY: RetryPolicy = {
+  maxAttempts: 6,
+  initialDelayMs: 100,
+  maxDelayMs: 3_000,
+};
+
+/** The pause after `failures` failed attempts in a row (1, 2, ...), with jitter. */
+export function backoffMs(policy: RetryPolicy, failures: number): number {
+  const ceiling = Math.min(policy.maxDelayMs, policy.initialDelayMs * 2 ** (failures - 1));
+  // Half fixed, half random, so clients cut off together do not come back together.
+  return ceiling / 2 + Math.random() * (ceiling / 2);
+}
+
+/** Waits `ms`; throws a FineTuneError with Code.Canceled if `signal` aborts first. */
+export async function pause(ms: number, signal?: AbortSignal): Promise<void> {
+  try {
+    await sleep(ms, undefined, signal === undefined ? undefined : { signal });
+  } catch (reason) {
+    throw new FineTuneError(ConnectError.from(reason, Code.Canceled));
+  }
+}
