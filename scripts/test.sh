@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's one test command. On a fresh machine it installs what the checks need
-# (the Rust components, buf from npm), then runs every check; any failure fails the run.
+# (the Rust components, buf from npm, grpcurl, the Python venvs, the SDKs' npm and Go
+# modules), then runs every check; any failure fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,15 @@ fi
 step "buf lint (STANDARD)"
 (cd proto && ../tools/node_modules/.bin/buf lint)
 
+step "buf breaking (the protos against the main branch)"
+# On a branch or with uncommitted proto changes this catches wire- and source-breaking edits
+# (FILE rules, proto/buf.yaml) before they reach main's clients.
+if git rev-parse --verify --quiet main >/dev/null; then
+  (cd proto && ../tools/node_modules/.bin/buf breaking --against '../.git#branch=main,subdir=proto')
+else
+  echo "no local main branch to compare against: skipped"
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -33,3 +43,16 @@ cargo test --locked --all-targets
 step "Python: the official openai SDK against the emulator"
 scripts/python-env.sh
 FINETUNE_BIN="$PWD/target/debug/finetune" .venv/bin/python -m pytest tests/python -q
+
+# The SDK suites run against the real server behind the SDK harness (built by cargo test
+# --all-targets above), each regenerating its stubs first and failing on drift.
+export FINETUNE_HARNESS="$PWD/target/debug/examples/sdk_harness"
+
+step "SDK: Python (clients/python)"
+clients/python/test.sh -q
+
+step "SDK: TypeScript (clients/typescript)"
+clients/typescript/test.sh
+
+step "SDK: Go (clients/go)"
+clients/go/test.sh

@@ -98,6 +98,25 @@ pub struct ServeConfig {
     #[arg(long, env = "FINETUNE_HEARTBEAT_SECONDS", default_value_t = 15.0)]
     pub heartbeat_seconds: f64,
 
+    /// Retries of a failed upstream call (connection errors, 408, 409, 429, 5xx, 529);
+    /// 0 turns retries off. Job creation and uploads are retried only after looking for
+    /// what the failed attempt may have made.
+    #[arg(long, env = "FINETUNE_UPSTREAM_MAX_RETRIES", default_value_t = 2)]
+    pub upstream_max_retries: usize,
+
+    /// First retry delay in milliseconds; it doubles (with jitter) up to
+    /// --upstream-retry-max-delay-ms. A provider's Retry-After of at most 60 s is used instead.
+    #[arg(long, env = "FINETUNE_UPSTREAM_RETRY_DELAY_MS", default_value_t = 500)]
+    pub upstream_retry_delay_ms: u64,
+
+    /// Longest computed retry delay in milliseconds.
+    #[arg(
+        long,
+        env = "FINETUNE_UPSTREAM_RETRY_MAX_DELAY_MS",
+        default_value_t = 8000
+    )]
+    pub upstream_retry_max_delay_ms: u64,
+
     /// Whether to print the one "listening on" line on stdout (the CLI does; embedders
     /// that own stdout, such as the SDK test harness, do not).
     #[arg(skip = true)]
@@ -125,6 +144,9 @@ impl ServeConfig {
             poll_interval_seconds: None,
             heartbeat_seconds: 15.0,
             announce: false,
+            upstream_max_retries: 2,
+            upstream_retry_delay_ms: 500,
+            upstream_retry_max_delay_ms: 8000,
             openai_base_url: None,
             openai_api_key: None,
             anthropic_base_url: None,
@@ -157,6 +179,19 @@ impl ServeConfig {
             positive("--poll-interval-seconds", p)?;
         }
         Ok(())
+    }
+
+    /// The retry policy of every upstream call.
+    pub fn retry_policy(&self) -> crate::upstream::RetryPolicy {
+        crate::upstream::RetryPolicy {
+            max_retries: self.upstream_max_retries,
+            min_delay: Duration::from_millis(self.upstream_retry_delay_ms),
+            max_delay: Duration::from_millis(
+                self.upstream_retry_max_delay_ms
+                    .max(self.upstream_retry_delay_ms),
+            ),
+            ..crate::upstream::RetryPolicy::default()
+        }
     }
 
     pub fn poll_interval(&self) -> Duration {

@@ -187,18 +187,18 @@ async fn open_state(
             .await
             .map_err(|e| Error::Io(format!("emulator: {e}")))?;
         let base = started.base_url();
-        openai = Some(Arc::new(OpenAi::new(OpenAiConfig::new(
-            "sk-emulator",
-            base.clone(),
-        ))?));
+        openai = Some(Arc::new(OpenAi::new(OpenAiConfig {
+            retry: config.retry_policy(),
+            ..OpenAiConfig::new("sk-emulator", base.clone())
+        })?));
         let root = base.trim_end_matches("/v1").to_owned();
-        anthropic = Some(Arc::new(Anthropic::new(Anthropic::config_from_vars(
-            |k| match k {
-                "ANTHROPIC_API_KEY" => Some("sk-ant-emulator".to_owned()),
-                "ANTHROPIC_BASE_URL" => Some(root.clone()),
-                _ => None,
-            },
-        )?)?));
+        let mut c = Anthropic::config_from_vars(|k| match k {
+            "ANTHROPIC_API_KEY" => Some("sk-ant-emulator".to_owned()),
+            "ANTHROPIC_BASE_URL" => Some(root.clone()),
+            _ => None,
+        })?;
+        c.retry = config.retry_policy();
+        anthropic = Some(Arc::new(Anthropic::new(c)?));
         upstream.push(format!(
             "EMULATOR at {base} (x{} time; no real training or model calls happen)",
             config.emulator_time_scale
@@ -216,11 +216,12 @@ async fn open_state(
                 _ => std::env::var(k).ok(),
             })?;
             c.base_url = c.base_url.trim_end_matches('/').to_owned();
+            c.retry = config.retry_policy();
             upstream.push(format!("OpenAI at {}", c.base_url));
             openai = Some(Arc::new(OpenAi::new(c)?));
         }
         if config.anthropic_api_key.is_some() || std::env::var_os("ANTHROPIC_API_KEY").is_some() {
-            let c = Anthropic::config_from_vars(|k| match k {
+            let mut c = Anthropic::config_from_vars(|k| match k {
                 "ANTHROPIC_API_KEY" if config.anthropic_api_key.is_some() => {
                     config.anthropic_api_key.clone()
                 }
@@ -229,6 +230,7 @@ async fn open_state(
                 }
                 _ => std::env::var(k).ok(),
             })?;
+            c.retry = config.retry_policy();
             upstream.push("Anthropic".to_owned());
             anthropic = Some(Arc::new(Anthropic::new(c)?));
         }
@@ -243,7 +245,7 @@ async fn open_state(
         let jobs_config = JobsConfig {
             poll_interval: config.poll_interval(),
             heartbeat: std::time::Duration::from_secs_f64(config.heartbeat_seconds),
-            ..JobsConfig::default()
+            retry: config.retry_policy(),
         };
         JobManager::new(
             store.clone(),
