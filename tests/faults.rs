@@ -437,10 +437,8 @@ async fn the_poller_rides_out_an_upstream_outage_without_losing_an_event() {
                     outage_started = true;
                 }
             }
-            Some(WatchItem::Heartbeat(_)) => {
-                if emulator.faults().down_remaining().is_some() {
-                    heartbeats_during_outage += 1;
-                }
+            Some(WatchItem::Heartbeat(_)) if emulator.faults().down_remaining().is_some() => {
+                heartbeats_during_outage += 1;
             }
             _ => {}
         }
