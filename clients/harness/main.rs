@@ -12,8 +12,10 @@
 //!
 //! - `address`: the proxy in front of the server (plaintext gRPC); clients use this one.
 //! - `direct_address`: the server itself.
-//! - `POST {control}/cut`: closes every open proxied connection at once (streams on them fail
-//!   with UNAVAILABLE); new connections are accepted as before. Answers `{"cut": n}`.
+//! - `POST {control}/cut`: closes every open proxied connection at once; new connections are
+//!   accepted as before. Answers `{"cut": n}`. Streams on a cut connection fail as the client
+//!   library reports a lost connection: UNAVAILABLE in grpcio and grpc-go, CANCELED ("http/2
+//!   stream closed with error code CANCEL") in connect-node.
 //! - `GET {control}/connections`: `{"open": n, "accepted": m}`.
 //!
 //! It exits when stdin reaches end of file (so a test that dies never leaves it running),
