@@ -98,6 +98,29 @@ pub struct ServeConfig {
     #[arg(long, env = "FINETUNE_HEARTBEAT_SECONDS", default_value_t = 15.0)]
     pub heartbeat_seconds: f64,
 
+    /// A file of bearer tokens, one `NAME ROLES sha256:HEX` per line (`finetune token new`
+    /// makes one). With tokens, every RPC but health and reflection needs one.
+    #[arg(long, env = "FINETUNE_AUTH_TOKENS_FILE")]
+    pub auth_tokens_file: Option<PathBuf>,
+
+    /// Token entries as in the file (`;` or newlines between entries). They hold hashes
+    /// only, so they are safe on a command line.
+    #[arg(long, env = "FINETUNE_AUTH_TOKENS")]
+    pub auth_tokens: Option<String>,
+
+    /// Serve a non-loopback address without tokens (anyone who can reach it may train and
+    /// spend). Without this, such a server refuses to start.
+    #[arg(long, env = "FINETUNE_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
+
+    /// PEM certificate chain for TLS (with --tls-key); without it the server speaks plaintext.
+    #[arg(long, env = "FINETUNE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for TLS (with --tls-cert).
+    #[arg(long, env = "FINETUNE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Retries of a failed upstream call (connection errors, 408, 409, 429, 5xx, 529);
     /// 0 turns retries off. Job creation and uploads are retried only after looking for
     /// what the failed attempt may have made.
@@ -144,6 +167,11 @@ impl ServeConfig {
             poll_interval_seconds: None,
             heartbeat_seconds: 15.0,
             announce: false,
+            auth_tokens_file: None,
+            auth_tokens: None,
+            allow_unauthenticated: false,
+            tls_cert: None,
+            tls_key: None,
             upstream_max_retries: 2,
             upstream_retry_delay_ms: 500,
             upstream_retry_max_delay_ms: 8000,
@@ -179,6 +207,19 @@ impl ServeConfig {
             positive("--poll-interval-seconds", p)?;
         }
         Ok(())
+    }
+
+    /// The configured tokens (file and environment together); `None` when there are none,
+    /// and then the server is open.
+    pub fn tokens(&self) -> Result<Option<crate::auth::Tokens>, crate::Error> {
+        let mut tokens = crate::auth::Tokens::parse("", "")?;
+        if let Some(path) = &self.auth_tokens_file {
+            tokens = crate::auth::Tokens::load(path)?;
+        }
+        if let Some(text) = &self.auth_tokens {
+            tokens = tokens.merge(crate::auth::Tokens::parse(text, "FINETUNE_AUTH_TOKENS")?)?;
+        }
+        Ok((!tokens.is_empty()).then_some(tokens))
     }
 
     /// The retry policy of every upstream call.

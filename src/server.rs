@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Server;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::{Health, HealthServer};
@@ -15,6 +15,7 @@ use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use tonic_health::server::{HealthReporter, HealthService};
 use tracing::{info, warn};
 
+use crate::auth::AuthLayer;
 use crate::config::ServeConfig;
 use crate::dataset::Catalog;
 use crate::emulator::{Emulator, EmulatorConfig};
@@ -54,6 +55,18 @@ pub async fn serve(
     });
 
     config.check()?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Io(format!("listener address: {e}")))?;
+    let tokens = config.tokens()?.map(Arc::new);
+    if tokens.is_none() && !addr.ip().is_loopback() && !config.allow_unauthenticated {
+        return Err(Error::Config(format!(
+            "refusing to serve {addr} without authentication: anyone who reaches it could train and spend. \
+             Configure tokens (--auth-tokens-file, FINETUNE_AUTH_TOKENS; `finetune token new` makes one), \
+             bind a loopback address, or pass --allow-unauthenticated"
+        )));
+    }
+    let tls = tls_config(&config)?;
     let (state, upstream, emulator) = open_state(&config, draining.clone()).await?;
     let state = Arc::new(state);
     if let Some(jobs) = &state.jobs {
@@ -76,12 +89,17 @@ pub async fn serve(
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
 
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::Io(format!("listener address: {e}")))?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| Error::Config(format!("TLS: {e}")))?;
+    }
+    let auth = tokens.is_some();
+    let server = builder
         .trace_fn(|req| tracing::info_span!("grpc", path = %req.uri().path()))
+        .layer(AuthLayer::new(tokens))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -99,7 +117,17 @@ pub async fn serve(
     // The one line users and test harnesses read to learn where the server is.
     if config.announce {
         println!(
-            "finetune: listening on {addr} (gRPC, reflection on); data dir {}; upstream: {upstream}",
+            "finetune: listening on {addr} (gRPC{}, reflection on, {}); data dir {}; upstream: {upstream}",
+            if config.tls_cert.is_some() {
+                " over TLS"
+            } else {
+                ""
+            },
+            if auth {
+                "bearer tokens required"
+            } else {
+                "no authentication"
+            },
             config.data_dir.display()
         );
     }
@@ -148,6 +176,23 @@ pub async fn serve(
         emulator.shutdown().await;
     }
     Ok(())
+}
+
+/// The TLS identity from --tls-cert and --tls-key, if given.
+fn tls_config(config: &ServeConfig) -> Result<Option<ServerTlsConfig>, Error> {
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read(path).map_err(|e| {
+            Error::Config(format!(
+                "cannot read the TLS {what} {}: {e}",
+                path.display()
+            ))
+        })
+    };
+    let identity = Identity::from_pem(read(cert, "certificate")?, read(key, "key")?);
+    Ok(Some(ServerTlsConfig::new().identity(identity)))
 }
 
 /// Opens the data directory and the store, and connects the providers: the emulator

@@ -9,6 +9,8 @@
 //! - `<!-- runbook: after-sequence N -->`: a resumed WatchJob; every event is after N.
 //! - `<!-- runbook: expect-cancelled -->`: the response's job is JOB_STATE_CANCELLED.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -40,27 +42,6 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `<repo>/tools/bin/grpcurl`, else `grpcurl` on PATH. Missing grpcurl is a failure, not a
-/// skip: a runbook test that cannot run must not pass.
-fn find_grpcurl() -> PathBuf {
-    let local = repo_root().join("tools/bin/grpcurl");
-    if local.is_file() {
-        return local;
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let candidate = dir.join("grpcurl");
-            if candidate.is_file() {
-                return candidate;
-            }
-        }
-    }
-    panic!(
-        "grpcurl not found in tools/bin or on PATH: run `bash scripts/tools.sh` first \
-         (it installs grpcurl into tools/bin); the runbook test cannot run without it"
-    );
 }
 
 #[derive(Debug, Default)]
@@ -450,7 +431,7 @@ fn check_output(block: &Block, rpc: &str, stdout: &str, job: &str) -> Option<Str
 
 #[test]
 fn every_runbook_command_works_as_documented() {
-    let grpcurl = find_grpcurl();
+    let grpcurl = common::find_grpcurl();
     let grpcurl_dir = grpcurl.parent().unwrap().to_path_buf();
     let runbook = std::fs::read_to_string(repo_root().join("docs/ops.md")).unwrap();
     let blocks = parse_runbook(&runbook);

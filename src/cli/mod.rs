@@ -63,6 +63,27 @@ pub enum Command {
     Cost(serve_cmds::StatsArgs),
     /// Run the emulator of OpenAI's and Anthropic's APIs on its own (SDKs, offline work).
     Emulator(EmulatorArgs),
+    /// Make bearer tokens for the server's --auth-tokens-file.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a new random token (give it to the caller) and the line for the tokens file
+    /// (it holds only the token's SHA-256).
+    New(TokenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TokenArgs {
+    /// The caller's name, as logged and shown in errors (letters, digits, - _ .).
+    #[arg(long)]
+    pub name: String,
+    /// Comma-separated roles: read (validate, get, list, watch), train (start, cancel,
+    /// promote), complete (complete, stream, feedback).
+    #[arg(long, value_delimiter = ',', default_value = "read")]
+    pub roles: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -93,7 +114,38 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Ab(args) => serve_cmds::ab(&args),
         Command::Cost(args) => serve_cmds::cost(&args),
         Command::Emulator(args) => emulator(args),
+        Command::Token(TokenCommand::New(args)) => new_token(&args),
     }
+}
+
+fn new_token(args: &TokenArgs) -> ExitCode {
+    let mut roles = Vec::new();
+    for r in &args.roles {
+        match r.trim() {
+            "read" => roles.push(crate::auth::Role::Read),
+            "train" => roles.push(crate::auth::Role::Train),
+            "complete" => roles.push(crate::auth::Role::Complete),
+            other => {
+                eprintln!(
+                    "finetune token new: unknown role {other:?}; roles are read, train, complete"
+                );
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let (token, line) = crate::auth::new_token(&args.name, &roles);
+    // Check the line as the server will read it (the name's characters above all).
+    if let Err(e) = crate::auth::Tokens::parse(&line, "--name") {
+        eprintln!("finetune token new: {e}");
+        return ExitCode::from(2);
+    }
+    outln!("token: {token}");
+    outln!("tokens-file line: {line}");
+    eprintln!(
+        "Give the token to the caller (as FINETUNE_TOKEN, or `authorization: Bearer <token>`); \
+         add the line to the server's --auth-tokens-file. The token is not stored anywhere."
+    );
+    ExitCode::SUCCESS
 }
 
 fn emulator(args: EmulatorArgs) -> ExitCode {

@@ -176,12 +176,7 @@ fn confirm(question: &str) -> Result<bool, String> {
 }
 
 /// Uploads a file in 1 MiB chunks through UploadDataset; returns its dataset id.
-async fn upload(
-    client: &mut crate::pb::fine_tune_service_client::FineTuneServiceClient<
-        tonic::transport::Channel,
-    >,
-    path: &Path,
-) -> Result<String, String> {
+async fn upload(client: &mut super::client::Client, path: &Path) -> Result<String, String> {
     let mut file =
         std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let name = path

@@ -100,3 +100,24 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }
+
+/// `<repo>/tools/bin/grpcurl`, else `grpcurl` on PATH. Missing grpcurl is a failure, not a
+/// skip: a runbook test that cannot run must not pass.
+pub fn find_grpcurl() -> PathBuf {
+    let local = repo_file("tools/bin/grpcurl");
+    if local.is_file() {
+        return local;
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join("grpcurl");
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    panic!(
+        "grpcurl not found in tools/bin or on PATH: run `bash scripts/tools.sh` first \
+         (it installs grpcurl into tools/bin); the runbook test cannot run without it"
+    );
+}
