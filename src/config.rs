@@ -20,6 +20,35 @@ pub enum LogFormat {
     Json,
 }
 
+/// A secret (an API key): its Debug output is `<redacted>`, so a logged or printed
+/// configuration never shows it. `expose` is the one way to read it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Secret {
+        Secret(s)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Secret {
+        Secret(s.to_owned())
+    }
+}
+
 /// Settings of the server.
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
@@ -74,7 +103,7 @@ pub struct ServeConfig {
 
     /// The OpenAI key, for embedding and tests; the command line never takes it.
     #[arg(skip)]
-    pub openai_api_key: Option<String>,
+    pub openai_api_key: Option<Secret>,
 
     /// Anthropic's API base URL [default: https://api.anthropic.com]. The key is read
     /// from ANTHROPIC_API_KEY only.
@@ -83,7 +112,7 @@ pub struct ServeConfig {
 
     /// The Anthropic key, for embedding and tests; the command line never takes it.
     #[arg(skip)]
-    pub anthropic_api_key: Option<String>,
+    pub anthropic_api_key: Option<Secret>,
 
     /// Tiers file replacing the shipped data/tiers.toml.
     #[arg(long, env = "FINETUNE_TIERS")]

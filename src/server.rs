@@ -252,9 +252,10 @@ async fn open_state(
     } else {
         if config.openai_api_key.is_some() || std::env::var_os("OPENAI_API_KEY").is_some() {
             let mut c = OpenAi::config_from_vars(|k| match k {
-                "OPENAI_API_KEY" if config.openai_api_key.is_some() => {
-                    config.openai_api_key.clone()
-                }
+                "OPENAI_API_KEY" if config.openai_api_key.is_some() => config
+                    .openai_api_key
+                    .as_ref()
+                    .map(|k| k.expose().to_owned()),
                 "OPENAI_BASE_URL" if config.openai_base_url.is_some() => {
                     config.openai_base_url.clone()
                 }
@@ -267,9 +268,10 @@ async fn open_state(
         }
         if config.anthropic_api_key.is_some() || std::env::var_os("ANTHROPIC_API_KEY").is_some() {
             let mut c = Anthropic::config_from_vars(|k| match k {
-                "ANTHROPIC_API_KEY" if config.anthropic_api_key.is_some() => {
-                    config.anthropic_api_key.clone()
-                }
+                "ANTHROPIC_API_KEY" if config.anthropic_api_key.is_some() => config
+                    .anthropic_api_key
+                    .as_ref()
+                    .map(|k| k.expose().to_owned()),
                 "ANTHROPIC_BASE_URL" if config.anthropic_base_url.is_some() => {
                     config.anthropic_base_url.clone()
                 }
