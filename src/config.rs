@@ -127,6 +127,16 @@ pub struct ServeConfig {
     #[arg(long, env = "FINETUNE_HEARTBEAT_SECONDS", default_value_t = 15.0)]
     pub heartbeat_seconds: f64,
 
+    /// Calls one caller (a token's name, or an IP address without authentication) may
+    /// have in flight; a streamed answer counts until it ends. WatchJob streams have their
+    /// own limit.
+    #[arg(long, env = "FINETUNE_MAX_CALLS_PER_CALLER", default_value_t = 256)]
+    pub max_calls_per_caller: usize,
+
+    /// WatchJob streams the server keeps open at once, over all callers.
+    #[arg(long, env = "FINETUNE_MAX_WATCH_STREAMS", default_value_t = 10_000)]
+    pub max_watch_streams: usize,
+
     /// A file of bearer tokens, one `NAME ROLES sha256:HEX` per line (`finetune token new`
     /// makes one). With tokens, every RPC but health and reflection needs one.
     #[arg(long, env = "FINETUNE_AUTH_TOKENS_FILE")]
@@ -196,6 +206,8 @@ impl ServeConfig {
             poll_interval_seconds: None,
             heartbeat_seconds: 15.0,
             announce: false,
+            max_calls_per_caller: 256,
+            max_watch_streams: 10_000,
             auth_tokens_file: None,
             auth_tokens: None,
             allow_unauthenticated: false,

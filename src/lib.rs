@@ -12,6 +12,7 @@ pub mod dataset;
 pub mod emulator;
 pub mod error;
 pub mod jobs;
+pub mod limits;
 pub mod pb;
 pub mod server;
 pub mod service;

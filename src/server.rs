@@ -21,6 +21,7 @@ use crate::dataset::Catalog;
 use crate::emulator::{Emulator, EmulatorConfig};
 use crate::error::Error;
 use crate::jobs::{JobManager, JobsConfig};
+use crate::limits::{Limits, LimitsLayer};
 use crate::pb;
 use crate::pb::fine_tune_service_server::FineTuneServiceServer;
 use crate::service::{AppState, Service};
@@ -100,6 +101,11 @@ pub async fn serve(
     let server = builder
         .trace_fn(|req| tracing::info_span!("grpc", path = %req.uri().path()))
         .layer(AuthLayer::new(tokens))
+        .layer(LimitsLayer::new(Limits::new(
+            config.max_calls_per_caller,
+            config.max_watch_streams,
+            config.max_message_bytes,
+        )))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -438,7 +438,7 @@ async fn uploads_over_the_limit_are_refused_with_the_limit_named() {
         .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted);
     assert!(
-        err.message().contains("max_dataset_bytes"),
+        err.message().contains("--max-dataset-bytes"),
         "{}",
         err.message()
     );

@@ -191,7 +191,7 @@ impl FineTuneService for Service {
                 if header.size_bytes > 0 {
                     if header.size_bytes > self.state.max_dataset_bytes {
                         return Err(Error::ResourceExhausted(format!(
-                            "announced size {} exceeds the upload limit of {} bytes (max_dataset_bytes)",
+                            "announced size {} exceeds the upload limit of {} bytes (--max-dataset-bytes)",
                             header.size_bytes, self.state.max_dataset_bytes
                         ))
                         .into());

@@ -113,7 +113,7 @@ impl Upload {
         self.size += chunk.len() as u64;
         if self.size > self.max_bytes {
             return Err(Error::ResourceExhausted(format!(
-                "dataset exceeds the upload limit of {} bytes (max_dataset_bytes)",
+                "dataset exceeds the upload limit of {} bytes (--max-dataset-bytes)",
                 self.max_bytes
             )));
         }
