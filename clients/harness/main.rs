@@ -18,6 +18,11 @@
 //!   stream closed with error code CANCEL") in connect-node.
 //! - `GET {control}/connections`: `{"open": n, "accepted": m}`.
 //!
+//! With `--secure`, the server requires bearer tokens and speaks TLS (a certificate for
+//! `localhost` and `127.0.0.1` signed by a CA made for the run), and the line also carries
+//! `"tls": true`, `"ca_file"` (the CA's PEM), `"token"` (all roles) and `"read_token"` (the
+//! `read` role only). Without it, `"tls": false` and no tokens.
+//!
 //! It exits when stdin reaches end of file (so a test that dies never leaves it running),
 //! or on SIGINT/SIGTERM. The server uses a fresh data directory, removed at exit; jobs run on
 //! the emulator's clock `--time-scale` times faster than real time (default 200: a job on the
@@ -44,6 +49,42 @@ struct Args {
     /// How many times faster than real time the emulator runs jobs.
     #[arg(long, default_value_t = 200.0)]
     time_scale: f64,
+    /// Require bearer tokens and serve over TLS.
+    #[arg(long)]
+    secure: bool,
+}
+
+/// Tokens and TLS for `--secure`: (the server's token lines, the admin token, the read
+/// token, the CA file), with the certificate files written into `dir`.
+fn secure(
+    dir: &Path,
+    config: &mut ServeConfig,
+) -> Result<(String, String, std::path::PathBuf), Box<dyn std::error::Error>> {
+    use finetune::auth::{Role, new_token};
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let (admin, admin_line) = new_token("sdk-admin", &[Role::Read, Role::Train, Role::Complete]);
+    let (reader, reader_line) = new_token("sdk-reader", &[Role::Read]);
+    config.auth_tokens = Some(format!("{admin_line}\n{reader_line}"));
+
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = KeyPair::generate()?;
+    let cert = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?
+        .signed_by(&key, &issuer)?;
+    let (ca_file, cert_file, key_file) = (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    );
+    std::fs::write(&ca_file, ca_cert.pem())?;
+    std::fs::write(&cert_file, cert.pem())?;
+    std::fs::write(&key_file, key.serialize_pem())?;
+    config.tls_cert = Some(cert_file);
+    config.tls_key = Some(key_file);
+    Ok((admin, reader, ca_file))
 }
 
 /// The proxy's connections: one cancellation token per "generation"; a cut cancels the
@@ -138,6 +179,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.poll_interval_seconds = Some(0.05);
     config.heartbeat_seconds = 1.0;
     config.drain_seconds = 1;
+    let secure = if args.secure {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Some(secure(data_dir.path(), &mut config)?)
+    } else {
+        None
+    };
 
     let server_listener = TcpListener::bind("127.0.0.1:0").await?;
     let direct = server_listener.local_addr()?;
@@ -152,7 +199,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         server_listener,
         stop.clone().cancelled_owned(),
     ));
-    wait_until_serving(direct).await?;
+    wait_until_serving(direct, secure.as_ref().map(|(_, _, ca)| ca.as_path())).await?;
 
     let proxy = Arc::new(Proxy::default());
     tokio::spawn(run_proxy(proxy_listener, direct, proxy.clone()));
@@ -163,15 +210,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::spawn(async move { axum::serve(control_listener, app).await });
 
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/training-data.jsonl");
-    println!(
-        "{}",
-        json!({
-            "address": address.to_string(),
-            "direct_address": direct.to_string(),
-            "control": format!("http://{control}"),
-            "sample_dataset": sample,
-        })
-    );
+    let mut line = json!({
+        "address": address.to_string(),
+        "direct_address": direct.to_string(),
+        "control": format!("http://{control}"),
+        "sample_dataset": sample,
+        "tls": secure.is_some(),
+    });
+    if let Some((token, read_token, ca_file)) = &secure {
+        line["token"] = json!(token);
+        line["read_token"] = json!(read_token);
+        line["ca_file"] = json!(ca_file);
+    }
+    println!("{line}");
 
     let signal = finetune::server::shutdown_signal();
     tokio::select! {
@@ -187,10 +238,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// Waits until the server accepts TCP connections (its listener is bound before `serve`
 /// starts, so this only covers opening the store and the emulator).
-async fn wait_until_serving(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-        .connect()
-        .await?;
+async fn wait_until_serving(
+    addr: SocketAddr,
+    ca_file: Option<&Path>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let endpoint = match ca_file {
+        Some(ca) => tonic::transport::Endpoint::from_shared(format!("https://{addr}"))?
+            .tls_config(
+                tonic::transport::ClientTlsConfig::new()
+                    .domain_name("localhost")
+                    .ca_certificate(tonic::transport::Certificate::from_pem(std::fs::read(ca)?)),
+            )?,
+        None => tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?,
+    };
+    let channel = endpoint.connect().await?;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     for _ in 0..200 {
         let status = health
