@@ -255,9 +255,13 @@ pub fn check(
     };
     let method = path.rsplit('/').next().unwrap_or(path);
     let Some(value) = authorization else {
-        return Err(tonic::Status::unauthenticated(format!(
-            "{method} needs a token: send the metadata `authorization: Bearer <token>`"
-        )));
+        return Err(refusal(
+            tonic::Code::Unauthenticated,
+            format!("{method} needs a token: send the metadata `authorization: Bearer <token>`"),
+            "TOKEN_MISSING",
+            method,
+            role,
+        ));
     };
     let token = std::str::from_utf8(value)
         .ok()
@@ -265,21 +269,57 @@ pub fn check(
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| {
-            tonic::Status::unauthenticated(
+            refusal(
+                tonic::Code::Unauthenticated,
                 "the authorization metadata must be `Bearer <token>`".to_owned(),
+                "TOKEN_MALFORMED",
+                method,
+                role,
             )
         })?;
-    let caller = tokens
-        .authenticate(token)
-        .ok_or_else(|| tonic::Status::unauthenticated("the token is not valid".to_owned()))?;
+    let caller = tokens.authenticate(token).ok_or_else(|| {
+        refusal(
+            tonic::Code::Unauthenticated,
+            "the token is not valid".to_owned(),
+            "TOKEN_INVALID",
+            method,
+            role,
+        )
+    })?;
     if !caller.has(role) {
-        return Err(tonic::Status::permission_denied(format!(
-            "token {} lacks the {} role that {method} needs",
-            caller.name,
-            role.as_str()
-        )));
+        return Err(refusal(
+            tonic::Code::PermissionDenied,
+            format!(
+                "token {} lacks the {} role that {method} needs",
+                caller.name,
+                role.as_str()
+            ),
+            "ROLE_MISSING",
+            method,
+            role,
+        ));
     }
     Ok(Some(caller.clone()))
+}
+
+/// A refusal with the service's ErrorInfo: the reason, and the method and role concerned.
+fn refusal(
+    code: tonic::Code,
+    message: String,
+    reason: &str,
+    method: &str,
+    role: Role,
+) -> tonic::Status {
+    use tonic_types::{ErrorDetails, StatusExt};
+    let metadata = [
+        ("method".to_owned(), method.to_owned()),
+        ("role".to_owned(), role.as_str().to_owned()),
+    ];
+    tonic::Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(reason, crate::error::ERROR_DOMAIN, metadata),
+    )
 }
 
 /// The tower layer: with tokens it authenticates every request, without it lets all pass.

@@ -59,11 +59,14 @@ impl Limits {
                 .try_acquire_owned()
                 .map(Some)
                 .map_err(|_| {
-                    tonic::Status::resource_exhausted(format!(
-                        "{} watch streams are open, the server's limit (--max-watch-streams); \
-                         try again later or close unused streams",
-                        self.max_watch_streams
-                    ))
+                    exhausted(
+                        format!(
+                            "{} watch streams are open, the server's limit (--max-watch-streams); \
+                             try again later or close unused streams",
+                            self.max_watch_streams
+                        ),
+                        "--max-watch-streams",
+                    )
                 });
         }
         let semaphore = self
@@ -74,11 +77,14 @@ impl Limits {
             .or_insert_with(|| Arc::new(Semaphore::new(self.per_caller)))
             .clone();
         semaphore.try_acquire_owned().map(Some).map_err(|_| {
-            tonic::Status::resource_exhausted(format!(
-                "caller {caller} has {} calls in flight, the limit per caller \
-                 (--max-calls-per-caller); wait for some to finish",
-                self.per_caller
-            ))
+            exhausted(
+                format!(
+                    "caller {caller} has {} calls in flight, the limit per caller \
+                     (--max-calls-per-caller); wait for some to finish",
+                    self.per_caller
+                ),
+                "--max-calls-per-caller",
+            )
         })
     }
 }
@@ -176,11 +182,29 @@ fn too_large(
     {
         return None;
     }
-    Some(tonic::Status::resource_exhausted(format!(
-        "the request message is larger than the server's limit of {max_message_bytes} bytes \
-         (--max-message-bytes); send large datasets with UploadDataset and refer to them by \
-         dataset_id"
-    )))
+    Some(exhausted(
+        format!(
+            "the request message is larger than the server's limit of {max_message_bytes} bytes \
+             (--max-message-bytes); send large datasets with UploadDataset and refer to them by \
+             dataset_id"
+        ),
+        "--max-message-bytes",
+    ))
+}
+
+/// RESOURCE_EXHAUSTED with the service's ErrorInfo (reason LIMIT_EXCEEDED, as for the
+/// dataset size) naming the setting.
+fn exhausted(message: String, setting: &str) -> tonic::Status {
+    use tonic_types::{ErrorDetails, StatusExt};
+    tonic::Status::with_error_details(
+        tonic::Code::ResourceExhausted,
+        message,
+        ErrorDetails::with_error_info(
+            "LIMIT_EXCEEDED",
+            crate::error::ERROR_DOMAIN,
+            [("limit".to_owned(), setting.to_owned())],
+        ),
+    )
 }
 
 /// A response body that holds a permit until it is dropped.

@@ -17,6 +17,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
+use tonic_types::StatusExt;
 
 struct Tokens {
     lines: String,
@@ -44,6 +45,13 @@ fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
         MetadataValue::try_from(format!("Bearer {token}")).unwrap(),
     );
     request
+}
+
+fn reason(status: &tonic::Status) -> String {
+    status
+        .get_details_error_info()
+        .map(|i| i.reason)
+        .unwrap_or_default()
 }
 
 fn validate_request() -> pb::ValidateDatasetRequest {
@@ -98,12 +106,14 @@ async fn every_rpc_needs_a_token_with_its_role() {
         status.message().contains("authorization: Bearer"),
         "{status:?}"
     );
+    assert_eq!(reason(&status), "TOKEN_MISSING");
     let status = client
         .validate_dataset(with_token(validate_request(), "ft_not-a-token"))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
     assert!(!status.message().contains("ft_not-a-token"), "never echoed");
+    assert_eq!(reason(&status), "TOKEN_INVALID");
 
     // read: validate and list, but not train or complete.
     client
@@ -131,6 +141,10 @@ async fn every_rpc_needs_a_token_with_its_role() {
             .contains("dashboard lacks the train role that StartTraining needs"),
         "{status:?}"
     );
+    let info = status.get_details_error_info().unwrap();
+    assert_eq!(info.reason, "ROLE_MISSING");
+    assert_eq!(info.domain, "finetune.fileengine");
+    assert_eq!(info.metadata["role"], "train");
     let status = client
         .complete(with_token(ask(), &t.reader))
         .await
@@ -192,15 +206,22 @@ async fn a_non_loopback_server_without_tokens_refuses_to_start() {
 
 /// A CA and a server certificate for 127.0.0.1 and localhost, written as PEM files.
 fn certificates(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name = DistinguishedName::new();
+    ca.distinguished_name
+        .push(DnType::CommonName, "FineTune test CA");
     let ca_cert = ca.self_signed(&ca_key).unwrap();
     let issuer = rcgen::Issuer::new(ca, ca_key);
     let server_key = KeyPair::generate().unwrap();
-    let server =
+    let mut server =
         CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    server.distinguished_name = DistinguishedName::new();
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
     let server_cert = server.signed_by(&server_key, &issuer).unwrap();
     let (ca_path, cert_path, key_path) = (
         dir.join("ca.pem"),

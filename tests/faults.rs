@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,8 +18,6 @@ use finetune::emulator::{Emulator, EmulatorConfig, Fault};
 use finetune::pb;
 use finetune::pb::stream_complete_response::Item as StreamItem;
 use finetune::pb::watch_job_response::Item as WatchItem;
-use finetune::upstream::openai::OpenAi;
-use finetune::upstream::{FineTuning, OpenAiConfig, RetryPolicy};
 use rand::{Rng, SeedableRng};
 use tokio_stream::StreamExt;
 use tonic::Code;
@@ -102,34 +100,6 @@ fn reason(status: &tonic::Status) -> String {
         .get_details_error_info()
         .map(|i| i.reason)
         .unwrap_or_default()
-}
-
-/// Every upstream job of the emulator, by its `finetune_request_id` metadata.
-async fn upstream_jobs_by_request(emulator: &Emulator) -> BTreeMap<String, Vec<String>> {
-    let api = OpenAi::new(OpenAiConfig {
-        retry: RetryPolicy::none(),
-        ..OpenAiConfig::new(KEY, emulator.base_url())
-    })
-    .unwrap();
-    let mut by_request: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = api.list_jobs(after.as_deref(), 100, &[]).await.unwrap();
-        for job in &page.data {
-            let request = job
-                .metadata
-                .as_ref()
-                .and_then(|m| m.get("finetune_request_id"))
-                .cloned()
-                .unwrap_or_default();
-            by_request.entry(request).or_default().push(job.id.clone());
-        }
-        if !page.has_more {
-            break;
-        }
-        after = page.data.last().map(|j| j.id.clone());
-    }
-    by_request
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -380,7 +350,7 @@ async fn lost_create_and_upload_responses_never_duplicate_anything() {
         1,
         "the job was found, not created again"
     );
-    let jobs = upstream_jobs_by_request(&emulator).await;
+    let jobs = common::upstream_jobs_by_request(&emulator).await;
     assert_eq!(
         jobs.get("lost-responses").map(Vec::len),
         Some(1),
@@ -561,7 +531,7 @@ async fn a_thousand_randomized_start_training_calls_make_one_job_each() {
     faults.clear();
     assert_eq!(results.len(), CALLS);
 
-    let upstream = upstream_jobs_by_request(&emulator).await;
+    let upstream = common::upstream_jobs_by_request(&emulator).await;
     let mut duplicates = Vec::new();
     for (request_id, _, upstream_id) in &results {
         let jobs = upstream.get(request_id).cloned().unwrap_or_default();

@@ -12,6 +12,7 @@ use finetune::pb;
 use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic::metadata::MetadataValue;
+use tonic_types::StatusExt;
 
 fn validate(content: Vec<u8>) -> pb::ValidateDatasetRequest {
     pb::ValidateDatasetRequest {
@@ -106,6 +107,9 @@ async fn watch_streams_over_the_limit_are_refused_until_one_closes() {
         "{}",
         status.message()
     );
+    let info = status.get_details_error_info().unwrap();
+    assert_eq!(info.reason, "LIMIT_EXCEEDED");
+    assert_eq!(info.metadata["limit"], "--max-watch-streams");
     // Other calls are not affected by the watch limit.
     server
         .client()

@@ -61,7 +61,7 @@ fn secure(
     config: &mut ServeConfig,
 ) -> Result<(String, String, std::path::PathBuf), Box<dyn std::error::Error>> {
     use finetune::auth::{Role, new_token};
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair};
     let (admin, admin_line) = new_token("sdk-admin", &[Role::Read, Role::Train, Role::Complete]);
     let (reader, reader_line) = new_token("sdk-reader", &[Role::Read]);
     config.auth_tokens = Some(format!("{admin_line}\n{reader_line}"));
@@ -69,11 +69,19 @@ fn secure(
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // Distinct subject names: with rcgen's default name on both, OpenSSL-based clients
+    // (Node, grpcio) take the server certificate for a self-signed one and refuse it.
+    ca.distinguished_name = DistinguishedName::new();
+    ca.distinguished_name
+        .push(DnType::CommonName, "FineTune SDK harness CA");
     let ca_cert = ca.self_signed(&ca_key)?;
     let issuer = rcgen::Issuer::new(ca, ca_key);
     let key = KeyPair::generate()?;
-    let cert = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?
-        .signed_by(&key, &issuer)?;
+    let mut leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+    leaf.distinguished_name = DistinguishedName::new();
+    leaf.distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let cert = leaf.signed_by(&key, &issuer)?;
     let (ca_file, cert_file, key_file) = (
         dir.join("ca.pem"),
         dir.join("server.pem"),
