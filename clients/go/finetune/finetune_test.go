@@ -1,7 +1,8 @@
 package finetune_test
 
-// These tests run against the real service (emulator mode) started by TestMain;
-// they run one after another because the harness's cut closes every connection.
+// These tests run against the real service (emulator mode) started by TestMain:
+// server is plaintext and open, secured (secure_test.go) requires tokens and TLS.
+// They run one after another because a harness's cut closes every connection.
 
 import (
 	"bytes"
@@ -25,10 +26,12 @@ import (
 	"github.com/fileengine/finetune/clients/go/internal/harness"
 )
 
-// server is the package's harness, started by TestMain.
-var server *harness.Harness
+// server and secured are the package's harnesses, started by TestMain.
+var server, secured *harness.Harness
 
-func TestMain(m *testing.M) { os.Exit(harness.RunTests(m, &server)) }
+func TestMain(m *testing.M) {
+	os.Exit(harness.RunTests(m, harness.Into(&server), harness.Into(&secured, harness.Secure)))
+}
 
 // testContext bounds a test as a safety net; nothing waits for it to expire.
 func testContext(t *testing.T) context.Context {
@@ -173,38 +176,8 @@ func TestTrainWatchThroughCutThenServe(t *testing.T) {
 		t.Errorf("repeated request: job %s, want %s", repeated.GetJob().GetId(), job.GetId())
 	}
 
-	var events []*finetunev1.JobEvent
-	acceptedAtCut := -1
-	for ev, err := range client.Watch(ctx, job.GetId(), 0) {
-		if err != nil {
-			t.Fatalf("watch after %d events: %v", len(events), err)
-		}
-		events = append(events, ev)
-		if len(events) == 1 {
-			// The watch stream is open (an event just came through it): cut it.
-			acceptedAtCut = server.Accepted(t)
-			if n := server.Cut(t); n < 1 {
-				t.Fatalf("cut closed %d connections, want the watch's", n)
-			}
-		}
-	}
-	if acceptedAtCut < 0 {
-		t.Fatal("no events")
-	}
-	if server.Accepted(t) <= acceptedAtCut {
-		t.Errorf("no new connection after the cut: the watch did not resume")
-	}
-	for i, ev := range events {
-		if ev.GetSequence() != uint64(i+1) {
-			t.Fatalf("event %d has sequence %d: want 1, 2, 3, ... with no gap or repeat (got %v)",
-				i, ev.GetSequence(), sequences(events))
-		}
-	}
+	events := watchThroughCut(t, ctx, client, server, job.GetId())
 	last := events[len(events)-1]
-	if last.GetKind() != finetunev1.JobEventKind_JOB_EVENT_KIND_STATE_CHANGED ||
-		last.GetJob().GetState() != finetunev1.JobState_JOB_STATE_SUCCEEDED {
-		t.Fatalf("last event: %v %v, want the state change to SUCCEEDED", last.GetKind(), last.GetJob().GetState())
-	}
 	model := last.GetJob().GetFineTunedModel()
 	if model == "" {
 		t.Fatal("succeeded job without a fine-tuned model")
@@ -247,6 +220,48 @@ func TestTrainWatchThroughCutThenServe(t *testing.T) {
 		t.Errorf("stream: %d deltas joined to %q, summary %q from %q", len(deltas), strings.Join(deltas, ""),
 			streamed.GetText(), streamed.GetModel())
 	}
+}
+
+// watchThroughCut watches a job to its end while h cuts every connection once,
+// just after the first event, and checks that the watch resumed on a new
+// connection and yielded every event once, in order, ending with the state
+// change to SUCCEEDED.
+func watchThroughCut(t *testing.T, ctx context.Context, client *finetune.Client, h *harness.Harness,
+	jobID string) []*finetunev1.JobEvent {
+	t.Helper()
+	var events []*finetunev1.JobEvent
+	acceptedAtCut := -1
+	for ev, err := range client.Watch(ctx, jobID, 0) {
+		if err != nil {
+			t.Fatalf("watch after %d events: %v", len(events), err)
+		}
+		events = append(events, ev)
+		if len(events) == 1 {
+			// The watch stream is open (an event just came through it): cut it.
+			acceptedAtCut = h.Accepted(t)
+			if n := h.Cut(t); n < 1 {
+				t.Fatalf("cut closed %d connections, want the watch's", n)
+			}
+		}
+	}
+	if acceptedAtCut < 0 {
+		t.Fatal("no events")
+	}
+	if h.Accepted(t) <= acceptedAtCut {
+		t.Errorf("no new connection after the cut: the watch did not resume")
+	}
+	for i, ev := range events {
+		if ev.GetSequence() != uint64(i+1) {
+			t.Fatalf("event %d has sequence %d: want 1, 2, 3, ... with no gap or repeat (got %v)",
+				i, ev.GetSequence(), sequences(events))
+		}
+	}
+	last := events[len(events)-1]
+	if last.GetKind() != finetunev1.JobEventKind_JOB_EVENT_KIND_STATE_CHANGED ||
+		last.GetJob().GetState() != finetunev1.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("last event: %v %v, want the state change to SUCCEEDED", last.GetKind(), last.GetJob().GetState())
+	}
+	return events
 }
 
 func sequences(events []*finetunev1.JobEvent) []uint64 {

@@ -1,5 +1,6 @@
 """Fixtures: one harness (real server, emulator mode) for the whole session, a client of it,
-a job trained to success, and a broken dataset."""
+a job trained to success, and a broken dataset; and, for the tests that need it, a second
+harness whose server requires tokens and speaks TLS."""
 
 from __future__ import annotations
 
@@ -16,6 +17,14 @@ from harness import Harness, start_harness
 @pytest.fixture(scope="session")
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     with start_harness(tmp_path_factory.mktemp("harness") / "harness.log") as harness:
+        yield harness
+
+
+@pytest.fixture(scope="session")
+def secure_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+    """The harness with `--secure`: tokens required, TLS (trust `ca_file`)."""
+    log = tmp_path_factory.mktemp("secure-harness") / "harness.log"
+    with start_harness(log, secure=True) as harness:
         yield harness
 
 

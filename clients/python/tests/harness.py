@@ -3,6 +3,11 @@
 It is the Rust example `sdk_harness` (`cargo build --example sdk_harness`), found through
 FINETUNE_HARNESS. It prints one JSON line (addresses, control URL, sample dataset), exits when
 its stdin closes, and `POST {control}/cut` drops every proxied connection at once.
+
+With `secure=True` it runs with `--secure`: the server requires bearer tokens and speaks TLS
+(through the same cuttable proxy), with a certificate for `localhost` and `127.0.0.1` signed by
+a CA made for the run; the line then also carries that CA's PEM file, a token with every role
+and a token with the `read` role only.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from fileengine.finetune import JobEvent, JobEventKind, JobState
+
 REPO = Path(__file__).resolve().parents[3]
 # A training job on the sample dataset lasts about 200 / TIME_SCALE seconds: long enough for a
 # test to cut its stream mid-job, short enough to keep the suite quick.
@@ -27,6 +34,14 @@ class Harness:
     address: str
     control: str
     sample_dataset: Path
+    tls: bool = False
+    """Whether the server speaks TLS (and requires tokens): started with `--secure`."""
+    ca_file: Path | None = None
+    """The PEM of the CA that signed the server's certificate (secure only)."""
+    token: str | None = None
+    """A token with every role: read, train, complete (secure only)."""
+    read_token: str | None = None
+    """A token with the read role only (secure only)."""
 
     def cut(self) -> int:
         """Drops every open proxied connection; returns how many there were."""
@@ -40,8 +55,9 @@ class HarnessError(Exception):
 
 
 @contextmanager
-def start_harness(log: Path) -> Iterator[Harness]:
-    """Runs a fresh harness (new server, new data dir) for the duration of the block."""
+def start_harness(log: Path, *, secure: bool = False) -> Iterator[Harness]:
+    """Runs a fresh harness (new server, new data dir) for the duration of the block; with
+    `secure`, one that requires tokens and speaks TLS."""
     binary = Path(os.environ.get("FINETUNE_HARNESS", REPO / "target/debug/examples/sdk_harness"))
     if not binary.is_file():
         raise HarnessError(
@@ -49,7 +65,7 @@ def start_harness(log: Path) -> Iterator[Harness]:
         )
     with log.open("wb") as stderr:
         process = subprocess.Popen(
-            [str(binary), "--time-scale", str(TIME_SCALE)],
+            [str(binary), "--time-scale", str(TIME_SCALE), *(["--secure"] if secure else [])],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=stderr,
@@ -60,7 +76,18 @@ def start_harness(log: Path) -> Iterator[Harness]:
         if not line:
             raise HarnessError(f"the harness exited before starting; its log:\n{log.read_text()}")
         info = json.loads(line)
-        yield Harness(info["address"], info["control"], Path(info["sample_dataset"]))
+        tls = bool(info.get("tls", False))
+        if tls != secure:
+            raise HarnessError(f"asked for secure={secure}, the harness says tls={tls}: {line!r}")
+        yield Harness(
+            info["address"],
+            info["control"],
+            Path(info["sample_dataset"]),
+            tls=tls,
+            ca_file=Path(info["ca_file"]) if "ca_file" in info else None,
+            token=info.get("token"),
+            read_token=info.get("read_token"),
+        )
     finally:
         process.stdin.close()  # the harness exits when its stdin closes
         try:
@@ -68,3 +95,16 @@ def start_harness(log: Path) -> Iterator[Harness]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def assert_complete_history(events: list[JobEvent], final_state: JobState.ValueType) -> None:
+    """What a watch through the harness must deliver: every event from the first, once, in
+    order, ending with the state change to `final_state`."""
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    last = events[-1]
+    assert last.kind == JobEventKind.JOB_EVENT_KIND_STATE_CHANGED
+    assert last.job.state == final_state
+    assert not any(
+        e.kind == JobEventKind.JOB_EVENT_KIND_STATE_CHANGED and e.job.state == final_state
+        for e in events[:-1]
+    )

@@ -13,23 +13,10 @@ from fileengine.finetune import (
     FineTuneError,
     Job,
     JobEvent,
-    JobEventKind,
     JobState,
 )
 
-from harness import Harness
-
-
-def assert_complete_history(events: list[JobEvent], final_state: JobState.ValueType) -> None:
-    """Every event from the first, once, in order, ending with the terminal state change."""
-    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
-    last = events[-1]
-    assert last.kind == JobEventKind.JOB_EVENT_KIND_STATE_CHANGED
-    assert last.job.state == final_state
-    assert not any(
-        e.kind == JobEventKind.JOB_EVENT_KIND_STATE_CHANGED and e.job.state == final_state
-        for e in events[:-1]
-    )
+from harness import Harness, assert_complete_history
 
 
 def test_start_training_generates_a_request_id_and_is_idempotent(

@@ -1,5 +1,6 @@
 // Starts the SDK test harness (the real FineTune server in emulator mode behind a TCP proxy
-// the tests can cut; see clients/harness/main.rs) and stops it again.
+// the tests can cut; see clients/harness/main.rs) and stops it again. With `secure: true`
+// the server requires bearer tokens and speaks TLS (through the same proxy).
 
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -7,8 +8,12 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 
 export interface Harness {
-  /** The proxy in front of the server: what the SDK connects to. */
+  /** The proxy in front of the server (`127.0.0.1:P`): what the SDK connects to. */
   address: string;
+  /** The server itself, without the proxy. */
+  directAddress: string;
+  /** Whether the server speaks TLS and requires tokens (the harness ran with --secure). */
+  tls: boolean;
   /** The absolute path of examples/training-data.jsonl (13 valid examples). */
   sampleDataset: string;
   /** Closes every open proxied connection at once; resolves to how many there were. */
@@ -19,6 +24,34 @@ export interface Harness {
   stop(): Promise<void>;
 }
 
+/** A harness started with `secure: true`. */
+export interface SecureHarness extends Harness {
+  tls: true;
+  /** The PEM file of the CA made for the run; the server certificate is for localhost and 127.0.0.1. */
+  caFile: string;
+  /** A token with every role (read, train, complete). */
+  token: string;
+  /** A token with the read role only. */
+  readToken: string;
+}
+
+export interface HarnessOptions {
+  /** Run the harness with --secure: bearer tokens required, TLS. */
+  secure?: boolean;
+}
+
+/** The harness's JSON line. */
+interface HarnessLine {
+  address: string;
+  direct_address: string;
+  control: string;
+  sample_dataset: string;
+  tls: boolean;
+  ca_file?: string;
+  token?: string;
+  read_token?: string;
+}
+
 // From dist-test/test/harness.js up to the repository root.
 const repoRoot = fileURLToPath(new URL("../../../../", import.meta.url));
 
@@ -26,7 +59,9 @@ export function harnessPath(): string {
   return process.env.FINETUNE_HARNESS || `${repoRoot}target/debug/examples/sdk_harness`;
 }
 
-export async function startHarness(): Promise<Harness> {
+export function startHarness(options: HarnessOptions & { secure: true }): Promise<SecureHarness>;
+export function startHarness(options?: HarnessOptions): Promise<Harness>;
+export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
   const path = harnessPath();
   if (!existsSync(path)) {
     throw new Error(
@@ -35,15 +70,17 @@ export async function startHarness(): Promise<Harness> {
   }
   // stdin stays an open pipe: the harness exits when it closes, also if this process dies.
   // Its log (warnings and errors only) goes to our stderr, without colours.
-  const child = spawn(path, [], {
+  const child = spawn(path, options.secure ? ["--secure"] : [], {
     stdio: ["pipe", "pipe", "inherit"],
     env: { ...process.env, NO_COLOR: "1" },
   });
   const line = await firstLine(child);
-  const info = JSON.parse(line) as { address: string; control: string; sample_dataset: string };
+  const info = JSON.parse(line) as HarnessLine;
   const control = info.control;
-  return {
+  const harness: Harness = {
     address: info.address,
+    directAddress: info.direct_address,
+    tls: info.tls,
     sampleDataset: info.sample_dataset,
     async cut() {
       const res = await fetch(`${control}/cut`, { method: "POST" });
@@ -62,6 +99,25 @@ export async function startHarness(): Promise<Harness> {
       await exited;
     },
   };
+  if (info.tls !== Boolean(options.secure)) {
+    await harness.stop();
+    throw new Error(`asked for secure=${Boolean(options.secure)}, the harness says tls=${info.tls}: ${line}`);
+  }
+  if (!info.tls) {
+    return harness;
+  }
+  if (!info.ca_file || !info.token || !info.read_token) {
+    await harness.stop();
+    throw new Error(`the secure harness's line lacks ca_file, token or read_token: ${line}`);
+  }
+  const secure: SecureHarness = {
+    ...harness,
+    tls: true,
+    caFile: info.ca_file,
+    token: info.token,
+    readToken: info.read_token,
+  };
+  return secure;
 }
 
 function firstLine(child: ChildProcess): Promise<string> {

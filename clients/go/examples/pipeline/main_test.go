@@ -11,17 +11,31 @@ import (
 	"github.com/fileengine/finetune/clients/go/internal/harness"
 )
 
-var server *harness.Harness
+// server is plaintext and open; secured requires tokens and speaks TLS.
+var server, secured *harness.Harness
 
-func TestMain(m *testing.M) { os.Exit(harness.RunTests(m, &server)) }
+func TestMain(m *testing.M) {
+	os.Exit(harness.RunTests(m, harness.Into(&server), harness.Into(&secured, harness.Secure)))
+}
 
 // The example runs the whole pipeline against the real service.
 func TestPipeline(t *testing.T) {
+	t.Run("plaintext", func(t *testing.T) {
+		testPipeline(t, config{address: server.Address, dataset: server.SampleDataset})
+	})
+	// -token and -ca-file: the same pipeline with a token, over TLS.
+	t.Run("secure", func(t *testing.T) {
+		testPipeline(t, config{address: secured.Address, token: secured.Token, caFile: secured.CAFile,
+			dataset: secured.SampleDataset})
+	})
+}
+
+func testPipeline(t *testing.T, cfg config) {
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute) // a safety net
 	defer cancel()
+	cfg.suffix, cfg.prompt = "example", "Build me a landing page with dark theme"
 	var out strings.Builder
-	err := run(ctx, config{address: server.Address, dataset: server.SampleDataset, suffix: "example",
-		prompt: "Build me a landing page with dark theme"}, &out)
+	err := run(ctx, cfg, &out)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}

@@ -1,11 +1,13 @@
 // Package harness runs the SDK's tests against the real service: the Rust
 // crate's sdk_harness example (cargo build --example sdk_harness), which starts
 // the server in emulator mode behind a TCP proxy that can cut every connection.
+// Started with Secure, the server requires bearer tokens and speaks TLS.
 package harness
 
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 )
@@ -24,22 +27,64 @@ type Harness struct {
 	Control       string `json:"control"`        // http://host:port: POST /cut, GET /connections
 	SampleDataset string `json:"sample_dataset"` // examples/training-data.jsonl (13 valid examples)
 
+	// With Secure: TLS is true, CAFile is the PEM of the CA that signed the server's
+	// certificate (for "localhost" and "127.0.0.1"), Token has every role and
+	// ReadToken only "read". Without it they are false and empty.
+	TLS       bool   `json:"tls"`
+	CAFile    string `json:"ca_file"`
+	Token     string `json:"token"`
+	ReadToken string `json:"read_token"`
+
 	cmd   *exec.Cmd
 	stdin io.Closer
 	log   *os.File
 }
 
-// RunTests is a TestMain body: it starts a harness into *h, runs the tests,
-// stops the harness and returns the exit code.
-func RunTests(m *testing.M, h **Harness) int {
-	started, err := Start()
-	if err != nil {
+// Option changes how Start runs the harness.
+type Option func(*options)
+
+type options struct{ secure bool }
+
+// Secure runs the harness with --secure: the server requires tokens and speaks
+// TLS (through the same cuttable proxy); see the TLS, CAFile, Token and
+// ReadToken fields.
+func Secure(o *options) { o.secure = true }
+
+// Setup is one harness for RunTests to start: into *Into, with Options.
+type Setup struct {
+	Into    **Harness
+	Options []Option
+}
+
+// Into is the Setup of a harness started with opts into *h.
+func Into(h **Harness, opts ...Option) Setup { return Setup{Into: h, Options: opts} }
+
+// RunTests is a TestMain body: it starts the harnesses (concurrently), runs the
+// tests, stops the harnesses and returns the exit code.
+func RunTests(m *testing.M, setups ...Setup) int {
+	started := make([]*Harness, len(setups))
+	errs := make([]error, len(setups))
+	var wg sync.WaitGroup
+	for i, setup := range setups {
+		wg.Go(func() { started[i], errs[i] = Start(setup.Options...) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
 		fmt.Fprintln(os.Stderr, "sdk harness:", err)
+		for _, h := range started {
+			if h != nil {
+				h.Stop(false)
+			}
+		}
 		return 1
 	}
-	*h = started
+	for i, setup := range setups {
+		*setup.Into = started[i]
+	}
 	code := m.Run()
-	started.Stop(code != 0)
+	for _, h := range started {
+		h.Stop(code != 0)
+	}
 	return code
 }
 
@@ -53,12 +98,20 @@ func Binary() string {
 }
 
 // Start runs the harness and waits for its address line.
-func Start() (*Harness, error) {
+func Start(opts ...Option) (*Harness, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	var args []string
+	if o.secure {
+		args = append(args, "--secure")
+	}
 	log, err := os.CreateTemp("", "finetune-sdk-harness-*.log")
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(Binary())
+	cmd := exec.Command(Binary(), args...)
 	cmd.Stderr = log
 	// The harness exits when its stdin closes, so it cannot outlive a crashed test.
 	stdin, err := cmd.StdinPipe()
@@ -85,6 +138,10 @@ func Start() (*Harness, error) {
 		if err := json.Unmarshal(l, h); err != nil || h.Address == "" {
 			h.Stop(true)
 			return nil, fmt.Errorf("unexpected first line %q: %v", l, err)
+		}
+		if o.secure && (!h.TLS || h.CAFile == "" || h.Token == "" || h.ReadToken == "") {
+			h.Stop(true)
+			return nil, fmt.Errorf("--secure, but the first line %q has no TLS, CA file or tokens (rebuild: cargo build --example sdk_harness)", l)
 		}
 	case <-time.After(2 * time.Minute): // a safety net: it starts in about a second
 		h.Stop(true)

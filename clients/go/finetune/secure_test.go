@@ -1,0 +1,140 @@
+package finetune_test
+
+// Tokens and TLS against the real server: secured is a harness started with
+// --secure, so the server requires a bearer token with the RPC's role and
+// speaks TLS (certificate for "localhost" and "127.0.0.1", signed by the CA in
+// secured.CAFile) through the same cuttable proxy.
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/fileengine/finetune/clients/go/finetune"
+	finetunev1 "github.com/fileengine/finetune/clients/go/gen/fileengine/finetune/v1"
+)
+
+// dialSecured connects to the secure harness's proxy.
+func dialSecured(t *testing.T, opts ...finetune.Option) *finetune.Client {
+	t.Helper()
+	client, err := finetune.Dial(secured.Address, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = client.Close() })
+	return client
+}
+
+// validateSample validates the sample dataset and checks the report.
+func validateSample(t *testing.T, client *finetune.Client) {
+	t.Helper()
+	report, err := client.ValidateFile(testContext(t), secured.SampleDataset, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if report.GetTraining().GetExamples() != 13 || report.GetErrorCount() != 0 {
+		t.Errorf("report: %d examples, %d errors; want 13, 0",
+			report.GetTraining().GetExamples(), report.GetErrorCount())
+	}
+}
+
+func TestSecureValidateWithTokenOverTLS(t *testing.T) {
+	if !secured.TLS {
+		t.Fatal("the secure harness does not speak TLS")
+	}
+	t.Run("WithCAFile", func(t *testing.T) {
+		validateSample(t, dialSecured(t, finetune.WithCAFile(secured.CAFile), finetune.WithToken(secured.Token)))
+	})
+	t.Run("WithTLS", func(t *testing.T) {
+		pem, err := os.ReadFile(secured.CAFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			t.Fatalf("no certificate in %s", secured.CAFile)
+		}
+		validateSample(t, dialSecured(t, finetune.WithTLS(&tls.Config{RootCAs: roots}), finetune.WithToken(secured.Token)))
+	})
+}
+
+// Train with the full token and watch to the end while the harness cuts the
+// connection: the resumed WatchJob goes out on a new TLS connection, with the
+// token again (the server refuses it otherwise), and no event is lost or repeated.
+func TestSecureTrainWatchThroughCut(t *testing.T) {
+	ctx := testContext(t)
+	client := dialSecured(t, finetune.WithCAFile(secured.CAFile), finetune.WithToken(secured.Token))
+	training, err := client.DatasetFromFile(ctx, secured.SampleDataset)
+	if err != nil {
+		t.Fatal(err)
+	}
+	started, err := client.StartTraining(ctx, &finetunev1.StartTrainingRequest{Training: training, Suffix: "go-sdk-tls"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := watchThroughCut(t, ctx, client, secured, started.GetJob().GetId())
+	t.Logf("%d events over TLS through a cut, model %s", len(events),
+		events[len(events)-1].GetJob().GetFineTunedModel())
+}
+
+func TestSecureWithoutValidTokenIsUnauthenticated(t *testing.T) {
+	for name, opts := range map[string][]finetune.Option{
+		"no token":    {finetune.WithCAFile(secured.CAFile)},
+		"wrong token": {finetune.WithCAFile(secured.CAFile), finetune.WithToken("ft_not-a-token")},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx, client := testContext(t), dialSecured(t, opts...)
+			_, err := client.ValidateDataset(ctx, &finetunev1.ValidateDatasetRequest{})
+			if fe := asError(t, err); fe.Code != codes.Unauthenticated {
+				t.Errorf("ValidateDataset: %v, want UNAUTHENTICATED", fe)
+			}
+			// A stream is refused the same way, and Watch does not retry it.
+			var got []error
+			for _, err := range client.Watch(ctx, "job-1", 0) {
+				got = append(got, err)
+			}
+			if len(got) != 1 || asError(t, got[0]).Code != codes.Unauthenticated {
+				t.Errorf("Watch yielded %v, want UNAUTHENTICATED alone", got)
+			}
+		})
+	}
+}
+
+// The read token may validate but not train: PERMISSION_DENIED naming the role.
+func TestSecureReadTokenCannotTrain(t *testing.T) {
+	ctx := testContext(t)
+	client := dialSecured(t, finetune.WithCAFile(secured.CAFile), finetune.WithToken(secured.ReadToken))
+	validateSample(t, client)
+
+	training, err := client.DatasetFromFile(ctx, secured.SampleDataset)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = client.StartTraining(ctx, &finetunev1.StartTrainingRequest{Training: training})
+	fe := asError(t, err)
+	if fe.Code != codes.PermissionDenied || !strings.Contains(fe.Message, "train role") {
+		t.Errorf("StartTraining with the read token: %v, want PERMISSION_DENIED naming the train role", fe)
+	}
+}
+
+// Only a client that speaks TLS and trusts the CA gets through.
+func TestSecureNeedsTLSAndTheCA(t *testing.T) {
+	ctx := testContext(t)
+	for name, opts := range map[string][]finetune.Option{
+		"plaintext":        {finetune.WithToken(secured.Token)},
+		"the system roots": {finetune.WithTLS(nil), finetune.WithToken(secured.Token)},
+	} {
+		_, err := dialSecured(t, opts...).ValidateFile(ctx, secured.SampleDataset, nil)
+		if fe := asError(t, err); fe.Code != codes.Unavailable {
+			t.Errorf("%s: %v, want UNAVAILABLE", name, fe)
+		}
+	}
+	if _, err := finetune.Dial(secured.Address, finetune.WithCAFile(filepath.Join(t.TempDir(), "missing.pem"))); err == nil {
+		t.Error("Dial with a missing CA file succeeded")
+	}
+}
