@@ -11,8 +11,10 @@ use super::problem::{Code, LineProblems, Problem, Role, Severity};
 use super::tokens::{Counter, Encoding};
 use crate::error::Error;
 
-/// Bytes read per read call and the target size of a batch of lines.
+/// The target size of a batch of lines.
 const BATCH_BYTES: usize = 1 << 20;
+/// Bytes asked for per read call: a small file costs a small buffer.
+const READ_BYTES: usize = 64 << 10;
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// A run of whole lines.
@@ -169,7 +171,7 @@ fn read_batches(
     let mut scanned = 0usize; // bytes of `buf` known to hold no newline
     loop {
         let start = buf.len();
-        buf.resize(start + BATCH_BYTES, 0);
+        buf.resize(start + READ_BYTES, 0);
         let n = loop {
             match reader.read(&mut buf[start..]) {
                 Ok(n) => break n,
