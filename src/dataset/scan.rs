@@ -237,15 +237,31 @@ fn check_batch(batch: Batch, counter: &mut Counter, line_cap: usize) -> BatchRes
         };
         rest = next;
         let mut problems = LineProblems::new(line_cap);
-        if line == 1 && bytes.starts_with(UTF8_BOM) {
+        if bytes.starts_with(UTF8_BOM) {
             problems.push(
                 "",
                 Code::Utf8Bom,
-                "the file starts with a UTF-8 byte-order mark (EF BB BF); save it as UTF-8 without BOM",
+                if line == 1 {
+                    "the file starts with a UTF-8 byte-order mark (EF BB BF); save it as UTF-8 without BOM"
+                } else {
+                    "this line starts with a UTF-8 byte-order mark (EF BB BF), as when files are joined with `cat`; remove it"
+                },
             );
             bytes = &bytes[UTF8_BOM.len()..];
         }
-        let example = check_line(bytes, counter, &mut problems);
+        let example = match utf16_bom(bytes) {
+            Some(order) if line == 1 => {
+                problems.push(
+                    "",
+                    Code::InvalidUtf8,
+                    format!(
+                        "the file is UTF-16 ({order} byte-order mark), not UTF-8; save it as UTF-8"
+                    ),
+                );
+                None
+            }
+            _ => check_line(bytes, counter, &mut problems),
+        };
         lines.push(LineOutcome {
             line,
             example,
@@ -257,6 +273,15 @@ fn check_batch(batch: Batch, counter: &mut Counter, line_cap: usize) -> BatchRes
     BatchResult {
         index: batch.index,
         lines,
+    }
+}
+
+/// The byte order a UTF-16 byte-order mark at the start of `bytes` names.
+fn utf16_bom(bytes: &[u8]) -> Option<&'static str> {
+    match bytes {
+        [0xFF, 0xFE, ..] => Some("little-endian"),
+        [0xFE, 0xFF, ..] => Some("big-endian"),
+        _ => None,
     }
 }
 
