@@ -92,6 +92,22 @@ fn blank_and_invalid_json_lines() {
 }
 
 #[test]
+fn parser_limits_and_duplicate_keys() {
+    let deep = "[".repeat(200) + &"]".repeat(200);
+    let many = format!("[{}0]", "0,".repeat(1_000_000));
+    let twice = format!(
+        r#"{{"messages":[{SYSTEM},{USER},{ASSISTANT}],"messages":[{SYSTEM},{USER},{ASSISTANT}]}}"#
+    );
+    let r = run(&lines(&[deep, many, twice]));
+    let p = expect(&r, Code::NestingTooDeep, 1, "");
+    assert!(p.message.contains("127 levels"), "{}", p.message);
+    let p = expect(&r, Code::TooManyValues, 2, "");
+    assert!(p.message.contains("1,000,000"), "{}", p.message);
+    let p = expect(&r, Code::DuplicateKey, 3, "messages");
+    assert!(p.message.contains("2 times"), "{}", p.message);
+}
+
+#[test]
 fn data_type_for_lines_and_messages() {
     let r = run(&lines(&[
         "[1, 2]".into(),

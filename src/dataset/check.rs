@@ -9,7 +9,9 @@
 use serde_json::{Map, Value};
 use xxhash_rust::xxh3::Xxh3;
 
+use super::json::{self, MAX_DEPTH, MAX_VALUES, ParseError};
 use super::problem::{Code, LineProblems};
+use super::render::thousands;
 use super::secrets;
 use super::tokens::Counter;
 
@@ -70,19 +72,54 @@ pub(crate) fn check_line(
         );
         return None;
     }
-    let value: Value = match serde_json::from_str(text) {
-        Ok(v) => v,
+    let value = match json::parse(text) {
+        Ok(parsed) => {
+            for dup in &parsed.duplicates {
+                p.push(
+                    dup.path.as_str(),
+                    Code::DuplicateKey,
+                    format!(
+                        "`{}` appears {} times in this object; JSON parsers keep only the last value ({}), so the others are silently lost",
+                        truncate(&dup.key, 40),
+                        dup.occurrences,
+                        short_json(&dup.kept)
+                    ),
+                );
+            }
+            parsed.value
+        }
+        Err(ParseError::Syntax(e)) => {
+            p.push("", Code::InvalidJson, line_json_error(&e, text));
+            return None;
+        }
         Err(e) => {
-            p.push("", Code::InvalidJson, json_error_message(&e));
+            let code = match e {
+                ParseError::TooManyValues { .. } => Code::TooManyValues,
+                _ => Code::NestingTooDeep,
+            };
+            p.push(
+                "",
+                code,
+                format!(
+                    "{}: the parser stops there, and no training example needs that much",
+                    parse_error_message(&e)
+                ),
+            );
             return None;
         }
     };
     let Value::Object(obj) = value else {
+        let hint = match &value {
+            Value::Array(items) if items.first().is_some_and(Value::is_object) => {
+                ": a JSON array of examples is not JSONL, put each example on a line of its own"
+            }
+            _ => "",
+        };
         p.push(
             "",
             Code::DataType,
             format!(
-                "each line must be a JSON object, found {}",
+                "each line must be a JSON object, found {}{hint}",
                 type_name(&value)
             ),
         );
@@ -113,6 +150,60 @@ pub(crate) fn check_line(
         intent,
     })
 }
+
+/// What stopped the parser, with the column.
+fn parse_error_message(e: &ParseError) -> String {
+    match e {
+        ParseError::Syntax(e) => json_error_message(e),
+        ParseError::TooDeep { column } => {
+            format!("arrays and objects nest more than {MAX_DEPTH} levels deep at column {column}")
+        }
+        ParseError::TooManyValues { column } => format!(
+            "more than {} JSON values at column {column}",
+            thousands(MAX_VALUES)
+        ),
+    }
+}
+
+/// A line's JSON error, with a hint at the usual cause when one is recognisable.
+fn line_json_error(e: &serde_json::Error, text: &str) -> String {
+    let mut message = json_error_message(e);
+    let json_message = message.as_str();
+    let hint = if text.contains('\0') {
+        "; the line holds NUL bytes: is the file UTF-16 or binary? Save it as UTF-8 text"
+    } else if text.trim_end_matches(['\r', ' ', '\t']).contains('\r') {
+        "; the line holds a carriage return: lines ending in CR alone (classic Mac) are not split, use LF or CRLF"
+    } else if json_message.contains("hex escape") && has_high_surrogate_escape(text) {
+        "; a \\uD800-\\uDBFF escape must be followed by a \\uDC00-\\uDFFF one: a lone surrogate is not a character and cannot be stored as UTF-8"
+    } else if e.classify() == serde_json::error::Category::Eof {
+        "; the line ends inside a JSON value: each example must be on one line (pretty-printed JSON is not JSONL), or the file was cut off"
+    } else {
+        ""
+    };
+    message.push_str(hint);
+    message
+}
+
+/// Whether `text` holds a `\uD800`-`\uDBFF` escape (the first half of a surrogate pair).
+fn has_high_surrogate_escape(text: &str) -> bool {
+    text.as_bytes().windows(4).any(|w| {
+        w[0] == b'\\'
+            && w[1] == b'u'
+            && w[2].eq_ignore_ascii_case(&b'd')
+            && matches!(w[3].to_ascii_lowercase(), b'8' | b'9' | b'a' | b'b')
+    })
+}
+
+/// A key as it appears in a problem's JSON path: long keys are shortened.
+pub(crate) fn path_key(key: &str) -> std::borrow::Cow<'_, str> {
+    match key.char_indices().nth(PATH_KEY_CHARS) {
+        Some((i, _)) => format!("{}...", &key[..i]).into(),
+        None => key.into(),
+    }
+}
+
+/// Longest key quoted in a path or a message.
+const PATH_KEY_CHARS: usize = 64;
 
 /// serde_json's message without its "at line 1 column N" suffix, with the column up front.
 fn json_error_message(e: &serde_json::Error) -> String {
@@ -261,8 +352,9 @@ impl Walker<'_> {
 
     fn unrecognized_top_keys(&mut self, obj: &Map<String, Value>, allowed: &[&str], format: &str) {
         for key in obj.keys().filter(|k| !allowed.contains(&k.as_str())) {
+            let key = path_key(key);
             self.p.push(
-                key.as_str(),
+                key.as_ref(),
                 Code::UnrecognizedKey,
                 format!(
                     "`{key}` is not a key of a {format} example (allowed: {})",
@@ -548,6 +640,7 @@ impl Walker<'_> {
                         format!("weight is only allowed on assistant messages, not {role}"),
                     );
                 } else {
+                    let key = path_key(key);
                     self.p.push(
                         format!("{path}.{key}"),
                         Code::MessageUnrecognizedKey,
@@ -872,11 +965,14 @@ impl Walker<'_> {
         }
         match f.get("arguments") {
             Some(Value::String(args)) => {
-                if let Err(e) = serde_json::from_str::<Value>(args) {
+                if let Err(e) = json::parse(args) {
                     self.p.push(
                         format!("{path}.arguments"),
                         code,
-                        format!("arguments must be a string holding JSON; it does not parse: {}", json_error_message(&e)),
+                        format!(
+                            "arguments must be a string holding JSON; it does not parse: {}",
+                            parse_error_message(&e)
+                        ),
                     );
                 }
                 tokens += self.text(&format!("{path}.arguments"), args);
@@ -911,6 +1007,7 @@ impl Walker<'_> {
                     .keys()
                     .filter(|k| !["messages", "tools", "parallel_tool_calls"].contains(&k.as_str()))
                 {
+                    let key = path_key(key);
                     self.p.push(
                         format!("input.{key}"),
                         Code::UnrecognizedKey,
@@ -1032,6 +1129,7 @@ impl Walker<'_> {
                 .keys()
                 .filter(|k| !["role", "content"].contains(&k.as_str()))
             {
+                let key = path_key(key);
                 self.p.push(
                     format!("{mp}.{key}"),
                     Code::MessageUnrecognizedKey,
@@ -1120,7 +1218,7 @@ fn valid_function_name(name: &str) -> bool {
 }
 
 /// At most `max` characters of `s`, for quoting user values in messages.
-fn truncate(s: &str, max: usize) -> String {
+pub(crate) fn truncate(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((i, _)) => format!("{}...", &s[..i]),
         None => s.to_owned(),

@@ -4,6 +4,7 @@
 
 mod catalog;
 mod check;
+mod json;
 mod problem;
 pub mod render;
 mod scan;
@@ -233,10 +234,15 @@ pub fn validate(
         whole(
             &mut dataset_sink,
             Code::TooFewExamples,
-            format!(
-                "{n} training example{}: OpenAI requires at least {MIN_EXAMPLES}",
-                if n == 1 { "" } else { "s" }
-            ),
+            match (n, train.size_bytes) {
+                (0, 0) => format!(
+                    "the file is empty: OpenAI requires at least {MIN_EXAMPLES} training examples"
+                ),
+                _ => format!(
+                    "{n} training example{}: OpenAI requires at least {MIN_EXAMPLES}",
+                    if n == 1 { "" } else { "s" }
+                ),
+            },
         );
     } else if n < ADVISED_EXAMPLES {
         whole(
@@ -252,7 +258,7 @@ pub fn validate(
             Code::IntentBelowMinimum,
             format!(
                 "intent \"{}\" has {} example{}, fewer than the minimum of {}",
-                row.intent,
+                check::truncate(&row.intent, 60),
                 row.examples,
                 if row.examples == 1 { "" } else { "s" },
                 options.min_examples_per_intent

@@ -50,9 +50,11 @@ macro_rules! codes {
 
 codes! {
     InvalidUtf8 => "invalid_utf8", Error, "The line is not valid UTF-8.";
-    Utf8Bom => "utf8_bom", Error, "The file starts with a byte-order mark, which is not JSON.";
+    Utf8Bom => "utf8_bom", Error, "The file (or a later line: files joined with `cat`?) starts with a byte-order mark, which is not JSON.";
     BlankLine => "blank_line", Error, "An empty or whitespace-only line between examples.";
     InvalidJson => "invalid_json", Error, "The line is not valid JSON (the column is given).";
+    NestingTooDeep => "nesting_too_deep", Error, "Arrays and objects nest more than 127 levels deep: the parser's limit.";
+    TooManyValues => "too_many_values", Error, "The line holds more than 1,000,000 JSON values: the parser's limit, which bounds memory.";
     DataType => "data_type", Error, "The line, or a message, is not a JSON object.";
     MissingMessagesList => "missing_messages_list", Error, "`messages` is missing, empty or not a list.";
     MessageMissingKey => "message_missing_key", Error, "A message lacks a required key (`role`, `content`, `tool_call_id`, `name`).";
@@ -71,6 +73,7 @@ codes! {
     PossibleSecret => "possible_secret", Error, "A string looks like an API key or private key; a trained model can repeat it.";
     TooFewExamples => "too_few_examples", Error, "Fewer than 10 training examples: OpenAI rejects the job.";
     InvalidMetadata => "invalid_metadata", Warning, "The example's `metadata` is not an object or its `intent` is not a string.";
+    DuplicateKey => "duplicate_key", Warning, "A key repeats within one object; parsers keep only the last value.";
     UnrecognizedKey => "unrecognized_key", Warning, "A top-level key the format does not define.";
     DeprecatedFunctions => "deprecated_functions", Warning, "Legacy `functions`/`function_call`/`function` role: prefer tools.";
     LegacyFieldName => "legacy_field_name", Warning, "`preferred_completion`-style names: OpenAI documents `*_output`.";

@@ -1,5 +1,6 @@
 //! The report for people (compiler-style) and as the CLI's JSON object.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use serde_json::json;
@@ -51,7 +52,7 @@ pub fn to_text(report: &Report) -> String {
     let _ = writeln!(
         out,
         "{}: {format}, {} examples in {} lines ({})",
-        t.name,
+        printable(&t.name),
         t.examples,
         t.lines,
         bytes(t.size_bytes)
@@ -59,7 +60,7 @@ pub fn to_text(report: &Report) -> String {
     let _ = writeln!(
         out,
         "model {}{}: {} encoding, training context {} tokens",
-        report.model,
+        printable(&report.model),
         if report.model_known {
             ""
         } else {
@@ -100,14 +101,14 @@ pub fn to_text(report: &Report) -> String {
         let _ = writeln!(
             out,
             "estimated cost:   unknown (no price for {} in the catalog)",
-            report.model
+            printable(&report.model)
         );
     }
     if let Some(v) = &report.validation {
         let _ = writeln!(
             out,
             "validation file {}: {} examples in {} lines ({}), not billed",
-            v.name,
+            printable(&v.name),
             v.examples,
             v.lines,
             bytes(v.size_bytes)
@@ -120,18 +121,23 @@ pub fn to_text(report: &Report) -> String {
             "\nintent coverage (minimum {} per intent):",
             report.min_examples_per_intent
         );
-        let width = report
+        let names: Vec<String> = report
             .intents
             .iter()
-            .map(|r| r.intent.len().max(10))
+            .map(|r| {
+                if r.intent.is_empty() {
+                    "(untagged)".to_owned()
+                } else {
+                    shorten(&printable(&r.intent), MAX_INTENT_CHARS)
+                }
+            })
+            .collect();
+        let width = names
+            .iter()
+            .map(|n| n.chars().count().max(10))
             .max()
             .unwrap_or(10);
-        for row in &report.intents {
-            let name = if row.intent.is_empty() {
-                "(untagged)"
-            } else {
-                row.intent.as_str()
-            };
+        for (row, name) in report.intents.iter().zip(&names) {
             let flag = if row.below_minimum {
                 "  below minimum"
             } else {
@@ -155,21 +161,22 @@ pub fn to_text(report: &Report) -> String {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
+        let file = printable(file);
         let location = if p.line == 0 {
-            file.clone()
+            file.into_owned()
         } else {
             format!("{file}:{}", p.line)
         };
         let path = if p.path.is_empty() {
             String::new()
         } else {
-            format!("{}: ", p.path)
+            format!("{}: ", printable(&p.path))
         };
         let _ = writeln!(
             out,
             "{location}: {severity}[{}]: {path}{}",
             p.code.as_str(),
-            p.message
+            printable(&p.message)
         );
     }
     if report.problems_truncated {
@@ -196,6 +203,37 @@ pub fn to_text(report: &Report) -> String {
         let _ = writeln!(out, "by code: {}", counts.join(", "));
     }
     out
+}
+
+/// Intent names longer than this are shortened in the coverage table.
+const MAX_INTENT_CHARS: usize = 40;
+
+/// `s` safe to print on a terminal: control characters (an escape sequence in a dataset
+/// could otherwise recolour or rewrite the screen) and bidirectional overrides (which can
+/// make text read differently from what it is) are shown as `\u{..}` escapes.
+fn printable(s: &str) -> Cow<'_, str> {
+    let unsafe_char =
+        |c: char| c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+    if !s.chars().any(unsafe_char) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// At most `max` characters of `s`, marked with "..." when cut.
+fn shorten(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_owned(),
+    }
 }
 
 fn file_tokens(out: &mut String, f: &FileSummary) {

@@ -11,8 +11,10 @@ use super::problem::{Code, LineProblems, Problem, Role, Severity};
 use super::tokens::{Counter, Encoding};
 use crate::error::Error;
 
-/// Bytes read per read call and the target size of a batch of lines.
+/// The target size of a batch of lines.
 const BATCH_BYTES: usize = 1 << 20;
+/// Bytes asked for per read call: a small file costs a small buffer.
+const READ_BYTES: usize = 64 << 10;
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// A run of whole lines.
@@ -169,7 +171,7 @@ fn read_batches(
     let mut scanned = 0usize; // bytes of `buf` known to hold no newline
     loop {
         let start = buf.len();
-        buf.resize(start + BATCH_BYTES, 0);
+        buf.resize(start + READ_BYTES, 0);
         let n = loop {
             match reader.read(&mut buf[start..]) {
                 Ok(n) => break n,
@@ -235,15 +237,31 @@ fn check_batch(batch: Batch, counter: &mut Counter, line_cap: usize) -> BatchRes
         };
         rest = next;
         let mut problems = LineProblems::new(line_cap);
-        if line == 1 && bytes.starts_with(UTF8_BOM) {
+        if bytes.starts_with(UTF8_BOM) {
             problems.push(
                 "",
                 Code::Utf8Bom,
-                "the file starts with a UTF-8 byte-order mark (EF BB BF); save it as UTF-8 without BOM",
+                if line == 1 {
+                    "the file starts with a UTF-8 byte-order mark (EF BB BF); save it as UTF-8 without BOM"
+                } else {
+                    "this line starts with a UTF-8 byte-order mark (EF BB BF), as when files are joined with `cat`; remove it"
+                },
             );
             bytes = &bytes[UTF8_BOM.len()..];
         }
-        let example = check_line(bytes, counter, &mut problems);
+        let example = match utf16_bom(bytes) {
+            Some(order) if line == 1 => {
+                problems.push(
+                    "",
+                    Code::InvalidUtf8,
+                    format!(
+                        "the file is UTF-16 ({order} byte-order mark), not UTF-8; save it as UTF-8"
+                    ),
+                );
+                None
+            }
+            _ => check_line(bytes, counter, &mut problems),
+        };
         lines.push(LineOutcome {
             line,
             example,
@@ -255,6 +273,15 @@ fn check_batch(batch: Batch, counter: &mut Counter, line_cap: usize) -> BatchRes
     BatchResult {
         index: batch.index,
         lines,
+    }
+}
+
+/// The byte order a UTF-16 byte-order mark at the start of `bytes` names.
+fn utf16_bom(bytes: &[u8]) -> Option<&'static str> {
+    match bytes {
+        [0xFF, 0xFE, ..] => Some("little-endian"),
+        [0xFE, 0xFF, ..] => Some("big-endian"),
+        _ => None,
     }
 }
 

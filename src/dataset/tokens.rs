@@ -49,6 +49,34 @@ const CACHE_MIN_LEN: usize = 256;
 /// Entries kept before the cache is emptied (bounded memory).
 const CACHE_CAPACITY: usize = 4096;
 
+/// Longest text tokenized in one call. tiktoken's pre-tokenizing regex overflows its
+/// backtracking stack (a panic) on about 1 MB of whitespace, and its cost grows faster than
+/// the length of a run with no word break (10 MB of newlines: 13 s). Longer text is counted
+/// in pieces cut just before a space that stands between two non-space characters: tokens
+/// always split there, so the count of ordinary text is exact. Only a run with no such space
+/// for this long is cut inside the run, where the count may differ by a token per cut.
+const MAX_PIECE: usize = 16 * 1024;
+
+/// Where to cut `text` (longer than [`MAX_PIECE`]): the last space within the first
+/// `MAX_PIECE` bytes between two non-whitespace characters, else a character boundary.
+fn cut_point(text: &str) -> usize {
+    let bytes = text.as_bytes();
+    let mut end = MAX_PIECE;
+    while let Some(i) = memchr::memrchr(b' ', &bytes[..end]) {
+        let before = text[..i].chars().next_back();
+        let after = text[i + 1..].chars().next();
+        if before.is_some_and(|c| !c.is_whitespace()) && after.is_some_and(|c| !c.is_whitespace()) {
+            return i;
+        }
+        end = i;
+    }
+    let mut cut = MAX_PIECE;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    cut
+}
+
 /// Counts tokens of strings with one encoding. One per worker thread.
 pub struct Counter {
     bpe: &'static CoreBPE,
@@ -63,6 +91,18 @@ impl Counter {
         }
     }
 
+    /// Counts `text` at most [`MAX_PIECE`] bytes at a time (see there).
+    fn count_in_pieces(&self, text: &str) -> usize {
+        let mut total = 0;
+        let mut rest = text;
+        while rest.len() > MAX_PIECE {
+            let cut = cut_point(rest);
+            total += self.bpe.count_ordinary(&rest[..cut]);
+            rest = &rest[cut..];
+        }
+        total + self.bpe.count_ordinary(rest)
+    }
+
     /// Tokens of `text` as ordinary text (special-token strings count as text).
     pub fn count(&mut self, text: &str) -> u64 {
         if text.len() < CACHE_MIN_LEN {
@@ -72,11 +112,48 @@ impl Counter {
         if let Some(&n) = self.cache.get(&key) {
             return u64::from(n);
         }
-        let n = self.bpe.count_ordinary(text);
+        let n = self.count_in_pieces(text);
         if self.cache.len() >= CACHE_CAPACITY {
             self.cache.clear();
         }
         self.cache.insert(key, u32::try_from(n).unwrap_or(u32::MAX));
         n as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Counter, Encoding, MAX_PIECE};
+
+    /// Text of every kind, far longer than one piece.
+    fn mixed_text() -> String {
+        let mut text = String::new();
+        let mut i = 0;
+        while text.len() < 20 * MAX_PIECE {
+            text.push_str(&format!(
+                "Paragraph {i}: it's a test, isn't it?  Code: `fn main() {{ println!(\"{i}\"); }}`\n\
+                 \t- 漢字とかな {i}, émigré naïve   spaces\r\n12345678 /path/to/file.rs ... "
+            ));
+            i += 1;
+        }
+        text
+    }
+
+    #[test]
+    fn counting_in_pieces_is_exact_for_text() {
+        for encoding in [Encoding::O200kBase, Encoding::Cl100kBase] {
+            let text = mixed_text();
+            let whole = encoding.bpe().count_ordinary(&text) as u64;
+            assert_eq!(Counter::new(encoding).count(&text), whole, "{encoding:?}");
+        }
+    }
+
+    #[test]
+    fn runs_without_a_break_are_counted_without_a_panic() {
+        let mut counter = Counter::new(Encoding::O200kBase);
+        for filler in [" ", "\n", "x", "^", "\u{3000}"] {
+            let text = filler.repeat(2 << 20);
+            assert!(counter.count(&text) > 0, "{filler:?}");
+        }
     }
 }

@@ -6,6 +6,7 @@
     reason = "a test helper module: each test binary uses a different part"
 )]
 
+pub mod invariants;
 pub mod spec;
 
 use std::net::SocketAddr;
