@@ -11,26 +11,12 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use finetune::emulator::{Emulator, EmulatorConfig, Fault};
+use finetune::emulator::Fault;
 use finetune::pb;
 use finetune::pb::fine_tune_service_client::FineTuneServiceClient;
 use finetune::pb::watch_job_response::Item;
 use tokio_stream::StreamExt;
 use tonic::transport::{Channel, Endpoint};
-
-async fn emulator(time_scale: f64) -> Emulator {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    Emulator::start(
-        EmulatorConfig {
-            time_scale,
-            ..EmulatorConfig::default()
-        },
-        listener,
-    )
-    .await
-    .unwrap()
-}
 
 fn free_addr() -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -157,7 +143,7 @@ async fn watch_to_the_end(addr: String, job_id: String) -> Seen {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_sigkills_mid_training_lose_and_repeat_no_event() {
     // Jobs of ~6 s at this scale: both kills land while they run.
-    let emulator = emulator(40.0).await;
+    let emulator = common::emulator(40.0).await;
     let data_dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
     let mut server = spawn_server(&addr, data_dir.path(), &emulator.base_url());
@@ -237,7 +223,7 @@ async fn two_sigkills_mid_training_lose_and_repeat_no_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_creation_cut_by_sigkill_is_adopted_after_the_restart() {
-    let emulator = emulator(100.0).await;
+    let emulator = common::emulator(100.0).await;
     // OpenAI takes 1.5 s to answer the create: the server dies while it waits.
     emulator
         .faults()

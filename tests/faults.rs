@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::TestServer;
-use finetune::emulator::{Emulator, EmulatorConfig, Fault};
+use finetune::emulator::{Emulator, Fault};
 use finetune::pb;
 use finetune::pb::stream_complete_response::Item as StreamItem;
 use finetune::pb::watch_job_response::Item as WatchItem;
@@ -29,20 +29,6 @@ const LIST_JOBS: &str = "GET /v1/fine_tuning/jobs";
 const UPLOAD: &str = "POST /v1/files";
 const LIST_FILES: &str = "GET /v1/files";
 const KEY: &str = "sk-test-faults-5f4e3d2c1b";
-
-async fn emulator(time_scale: f64) -> Emulator {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    Emulator::start(
-        EmulatorConfig {
-            time_scale,
-            ..EmulatorConfig::default()
-        },
-        listener,
-    )
-    .await
-    .unwrap()
-}
 
 /// A server on `emulator` with production retries (2) but millisecond backoff.
 async fn server_for(emulator: &Emulator, poll: f64) -> TestServer {
@@ -104,7 +90,7 @@ fn reason(status: &tonic::Status) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_failures_are_retried_and_persistent_ones_reported_with_their_code() {
-    let emulator = emulator(1000.0).await;
+    let emulator = common::emulator(1000.0).await;
     let server = server_for(&emulator, 60.0).await;
     let faults = emulator.faults();
     let cases: [(&str, Fault, Code, &str); 4] = [
@@ -168,7 +154,7 @@ async fn transient_failures_are_retried_and_persistent_ones_reported_with_their_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_after_is_waited_for_before_the_retry() {
-    let emulator = emulator(1000.0).await;
+    let emulator = common::emulator(1000.0).await;
     let server = server_for(&emulator, 60.0).await;
     emulator.faults().inject(
         CHAT,
@@ -191,7 +177,7 @@ async fn a_retry_after_is_waited_for_before_the_retry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_upstream_past_the_callers_deadline_ends_at_the_deadline() {
-    let emulator = emulator(1000.0).await;
+    let emulator = common::emulator(1000.0).await;
     let server = server_for(&emulator, 60.0).await;
     emulator
         .faults()
@@ -219,7 +205,7 @@ async fn a_slow_upstream_past_the_callers_deadline_ends_at_the_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_retry_is_started_that_would_end_past_the_callers_deadline() {
-    let emulator = emulator(1000.0).await;
+    let emulator = common::emulator(1000.0).await;
     let server = server_for(&emulator, 60.0).await;
     // OpenAI asks for 2 s; the caller has 1 s. Waiting would only end in a bare deadline
     // error, so the server reports the rate limit at once.
@@ -256,7 +242,7 @@ async fn no_retry_is_started_that_would_end_past_the_callers_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_json_is_an_internal_error_and_not_retried() {
-    let emulator = emulator(1000.0).await;
+    let emulator = common::emulator(1000.0).await;
     let server = server_for(&emulator, 60.0).await;
     emulator.faults().inject(CHAT, Fault::MalformedJson, 1);
     let status = server.client().complete(ask()).await.unwrap_err();
@@ -278,7 +264,7 @@ async fn malformed_json_is_an_internal_error_and_not_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_cut_midway_ends_with_an_error_not_silently_short() {
-    let emulator = emulator(1000.0).await;
+    let emulator = common::emulator(1000.0).await;
     let server = server_for(&emulator, 60.0).await;
     for abort in [false, true] {
         emulator.faults().inject(
@@ -326,7 +312,7 @@ async fn a_stream_cut_midway_ends_with_an_error_not_silently_short() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_create_and_upload_responses_never_duplicate_anything() {
-    let emulator = emulator(1000.0).await;
+    let emulator = common::emulator(1000.0).await;
     let server = server_for(&emulator, 60.0).await;
     let faults = emulator.faults();
     // The upload is stored, then its response is lost; then the same for the job.
@@ -368,7 +354,7 @@ async fn lost_create_and_upload_responses_never_duplicate_anything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_poller_rides_out_an_upstream_outage_without_losing_an_event() {
     // A job of ~10 s at this scale; the outage covers a good part of it.
-    let emulator = emulator(60.0).await;
+    let emulator = common::emulator(60.0).await;
     let server = server_for(&emulator, 0.05).await;
     let job = server
         .client()
@@ -433,7 +419,7 @@ async fn the_poller_rides_out_an_upstream_outage_without_losing_an_event() {
 async fn a_thousand_randomized_start_training_calls_make_one_job_each() {
     const CALLS: usize = 1000;
     const CONCURRENCY: usize = 4;
-    let emulator = emulator(1.0).await;
+    let emulator = common::emulator(1.0).await;
     // Pollers stay quiet: this test is about creation.
     let server = Arc::new(server_for(&emulator, 3600.0).await);
     let faults = emulator.faults();

@@ -8,28 +8,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::TestServer;
-use finetune::emulator::{Emulator, EmulatorConfig, Fault};
+use finetune::emulator::{Emulator, Fault};
 use finetune::pb;
 use finetune::pb::watch_job_response::Item;
 use tokio_stream::StreamExt;
 
 fn reference(name: &str) -> Vec<u8> {
     std::fs::read(common::repo_file("../shared/reference/datasets").join(name)).unwrap()
-}
-
-async fn emulator(time_scale: f64) -> Emulator {
-    // reqwest (used here to play a client outside the service) needs a TLS provider even for http.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    Emulator::start(
-        EmulatorConfig {
-            time_scale,
-            ..EmulatorConfig::default()
-        },
-        listener,
-    )
-    .await
-    .unwrap()
 }
 
 /// A server that talks to `emulator` as if it were OpenAI.
@@ -74,7 +59,7 @@ fn sequences(lines: &[serde_json::Value]) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_trains_and_watches_a_job_to_its_model() {
-    let emulator = emulator(300.0).await;
+    let emulator = common::emulator(300.0).await;
     let server = server_for(&emulator, 0.05).await;
     let addr = server.addr.to_string();
     let sample = common::repo_file("examples/training-data.jsonl");
@@ -141,7 +126,7 @@ async fn the_cli_trains_and_watches_a_job_to_its_model() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_watchers_share_one_poller() {
-    let emulator = emulator(40.0).await;
+    let emulator = common::emulator(40.0).await;
     let poll = 0.25;
     let server = server_for(&emulator, poll).await;
     let job = server
@@ -204,7 +189,7 @@ async fn a_hundred_watchers_share_one_poller() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_create_response_adopts_the_job_instead_of_creating_another() {
-    let emulator = emulator(300.0).await;
+    let emulator = common::emulator(300.0).await;
     let server = server_for(&emulator, 0.05).await;
     emulator
         .faults()
@@ -266,7 +251,7 @@ fn spawn_server(addr: &str, data_dir: &std::path::Path, base_url: &str) -> std::
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_server_resumes_polling_and_the_cli_watcher_resumes_without_loss() {
-    let emulator = emulator(15.0).await;
+    let emulator = common::emulator(15.0).await;
     let data_dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -332,7 +317,7 @@ async fn a_killed_server_resumes_polling_and_the_cli_watcher_resumes_without_los
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_strip_our_metadata_and_happen_once_per_content() {
-    let emulator = emulator(300.0).await;
+    let emulator = common::emulator(300.0).await;
     let server = server_for(&emulator, 0.05).await;
     let sample = std::fs::read(common::repo_file("examples/training-data.jsonl")).unwrap();
     let request = |id: &str, suffix: &str| pb::StartTrainingRequest {
@@ -397,7 +382,7 @@ async fn uploads_strip_our_metadata_and_happen_once_per_content() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_created_outside_the_service_is_adopted_by_its_openai_id() {
-    let emulator = emulator(300.0).await;
+    let emulator = common::emulator(300.0).await;
     let server = server_for(&emulator, 0.05).await;
     let http = reqwest::Client::new();
     let form = reqwest::multipart::Form::new()

@@ -7,26 +7,12 @@ mod common;
 use std::time::Duration;
 
 use common::TestServer;
-use finetune::emulator::{Emulator, EmulatorConfig};
+use finetune::emulator::Emulator;
 use finetune::pb;
 use finetune::pb::stream_complete_response::Item;
 use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic_types::StatusExt;
-
-async fn emulator(time_scale: f64) -> Emulator {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    Emulator::start(
-        EmulatorConfig {
-            time_scale,
-            ..EmulatorConfig::default()
-        },
-        listener,
-    )
-    .await
-    .unwrap()
-}
 
 /// ~2,000 words: well over Anthropic's 1,024-token minimum for caching.
 fn knowledge_file(dir: &std::path::Path) -> std::path::PathBuf {
@@ -120,7 +106,7 @@ async fn stream_all(server: &TestServer, req: pb::CompleteRequest) -> (String, p
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_providers_answer_unary_and_streamed() {
-    let emulator = emulator(1000.0).await;
+    let emulator = common::emulator(1000.0).await;
     let dir = tempfile::tempdir().unwrap();
     let server = server_for(&emulator, dir.path()).await;
 
@@ -190,7 +176,7 @@ async fn both_providers_answer_unary_and_streamed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_knowledge_block_is_cached_on_the_anthropic_tier() {
-    let emulator = emulator(1000.0).await;
+    let emulator = common::emulator(1000.0).await;
     let dir = tempfile::tempdir().unwrap();
     let server = server_for(&emulator, dir.path()).await;
     let first = server
@@ -227,7 +213,7 @@ async fn the_knowledge_block_is_cached_on_the_anthropic_tier() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promotion_switches_fast_to_the_newly_trained_model() {
-    let emulator = emulator(1000.0).await;
+    let emulator = common::emulator(1000.0).await;
     let dir = tempfile::tempdir().unwrap();
     let server = server_for(&emulator, dir.path()).await;
 
@@ -354,7 +340,7 @@ async fn promotion_switches_fast_to_the_newly_trained_model() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_fast_model_falls_back_and_says_so() {
-    let emulator = emulator(1000.0).await;
+    let emulator = common::emulator(1000.0).await;
     let dir = tempfile::tempdir().unwrap();
     let server = server_for(&emulator, dir.path()).await;
     server
@@ -407,7 +393,7 @@ async fn a_missing_fast_model_falls_back_and_says_so() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_split_is_sticky_names_the_arm_and_is_measured() {
-    let emulator = emulator(1000.0).await;
+    let emulator = common::emulator(1000.0).await;
     let dir = tempfile::tempdir().unwrap();
     let server = server_for(&emulator, dir.path()).await;
     let mut arms = std::collections::HashMap::new();
@@ -489,7 +475,7 @@ async fn the_split_is_sticky_names_the_arm_and_is_measured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_stream_cancels_the_upstream_request() {
     // Slow tokens: 20 ms apart, so the answer is still streaming when the client leaves.
-    let emulator = emulator(1.0).await;
+    let emulator = common::emulator(1.0).await;
     let dir = tempfile::tempdir().unwrap();
     let server = server_for(&emulator, dir.path()).await;
     let long = "Write a long answer about ".repeat(30);
@@ -541,7 +527,7 @@ async fn cancelling_a_stream_cancels_the_upstream_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_name_the_field() {
-    let emulator = emulator(1000.0).await;
+    let emulator = common::emulator(1000.0).await;
     let dir = tempfile::tempdir().unwrap();
     let server = server_for(&emulator, dir.path()).await;
     let mut no_user = ask("pro", "x", "");
@@ -591,7 +577,7 @@ fn cli(addr: &str, args: &[&str]) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_tests_promotes_and_reports_costs() {
-    let emulator = emulator(1000.0).await;
+    let emulator = common::emulator(1000.0).await;
     let dir = tempfile::tempdir().unwrap();
     let server = server_for(&emulator, dir.path()).await;
     let addr = server.addr.to_string();
@@ -662,7 +648,7 @@ async fn the_cli_tests_promotes_and_reports_costs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_promotion_serves_a_job_model_as_soon_as_it_succeeds() {
-    let emulator = emulator(1000.0).await;
+    let emulator = common::emulator(1000.0).await;
     let dir = tempfile::tempdir().unwrap();
     let tiers = dir.path().join("auto-tiers.toml");
     std::fs::write(

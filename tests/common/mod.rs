@@ -155,3 +155,21 @@ pub async fn upstream_jobs_by_request(
     }
     by_request
 }
+
+/// An emulator of OpenAI's and Anthropic's APIs on a free port, its jobs running
+/// `time_scale` times faster than real time.
+pub async fn emulator(time_scale: f64) -> finetune::emulator::Emulator {
+    // reqwest (used by tests to play a client outside the service) needs a TLS provider,
+    // even for http.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    finetune::emulator::Emulator::start(
+        finetune::emulator::EmulatorConfig {
+            time_scale,
+            ..finetune::emulator::EmulatorConfig::default()
+        },
+        listener,
+    )
+    .await
+    .unwrap()
+}
