@@ -11,6 +11,7 @@ pub mod dataset;
 pub mod emulator;
 pub mod error;
 pub mod jobs;
+pub mod metrics;
 pub mod pb;
 pub mod server;
 pub mod service;
