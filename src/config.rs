@@ -183,6 +183,16 @@ pub struct ServeConfig {
     /// that own stdout, such as the SDK test harness, do not).
     #[arg(skip = true)]
     pub announce: bool,
+
+    /// Address of the HTTP listener for Prometheus metrics (GET /metrics) and a health
+    /// probe (GET /healthz); off when not given. Port 0 picks a free port (printed at start).
+    #[arg(long, env = "FINETUNE_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// A listener already bound for the metrics endpoint, used instead of metrics_addr
+    /// (for embedders and tests that need the port before the server starts).
+    #[arg(skip)]
+    pub metrics_listener: crate::metrics::http::PreBound,
 }
 
 impl ServeConfig {
@@ -222,6 +232,8 @@ impl ServeConfig {
             anthropic_api_key: None,
             tiers: None,
             knowledge: Vec::new(),
+            metrics_addr: None,
+            metrics_listener: crate::metrics::http::PreBound::default(),
         }
     }
 

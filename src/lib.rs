@@ -13,6 +13,7 @@ pub mod emulator;
 pub mod error;
 pub mod jobs;
 pub mod limits;
+pub mod metrics;
 pub mod pb;
 pub mod server;
 pub mod service;

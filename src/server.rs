@@ -22,6 +22,7 @@ use crate::emulator::{Emulator, EmulatorConfig};
 use crate::error::Error;
 use crate::jobs::{JobManager, JobsConfig};
 use crate::limits::{Limits, LimitsLayer};
+use crate::metrics::Metrics;
 use crate::pb;
 use crate::pb::fine_tune_service_server::FineTuneServiceServer;
 use crate::service::{AppState, Service};
@@ -30,6 +31,7 @@ use crate::serving::{Knowledge, Providers, Serving};
 use crate::store::Store;
 use crate::store::{DatasetStore, SqliteStore};
 use crate::upstream::OpenAiConfig;
+use crate::upstream::RetryPolicy;
 use crate::upstream::anthropic::Anthropic;
 use crate::upstream::chat::Chat;
 use crate::upstream::openai::OpenAi;
@@ -98,7 +100,9 @@ pub async fn serve(
             .map_err(|e| Error::Config(format!("TLS: {e}")))?;
     }
     let auth = tokens.is_some();
+    // Metrics outermost, so refused calls (auth, limits) are counted with their codes.
     let server = builder
+        .layer(state.metrics.grpc_layer())
         .trace_fn(|req| tracing::info_span!("grpc", path = %req.uri().path()))
         .layer(AuthLayer::new(tokens))
         .layer(LimitsLayer::new(Limits::new(
@@ -137,6 +141,10 @@ pub async fn serve(
             config.data_dir.display()
         );
     }
+    let _metrics =
+        crate::metrics::http::start(&config, state.clone(), health.clone(), draining.clone())
+            .await
+            .inspect_err(|_| server.abort())?;
     if emulator.is_some() {
         warn!(
             "EMULATOR MODE: jobs run against an emulator of OpenAI's API; no real training happens and no model is produced"
@@ -220,6 +228,12 @@ async fn open_state(
     let knowledge = Knowledge::load(&config.knowledge)?;
     let datasets = DatasetStore::open(&config.data_dir)?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database_path()).await?);
+    let metrics = Metrics::new();
+    // Every upstream call counts its requests and retries into this server's registry.
+    let retry = RetryPolicy {
+        metrics: Some(metrics.clone()),
+        ..config.retry_policy()
+    };
 
     let mut emulator = None;
     let mut openai: Option<Arc<OpenAi>> = None;
@@ -239,7 +253,7 @@ async fn open_state(
             .map_err(|e| Error::Io(format!("emulator: {e}")))?;
         let base = started.base_url();
         openai = Some(Arc::new(OpenAi::new(OpenAiConfig {
-            retry: config.retry_policy(),
+            retry: retry.clone(),
             ..OpenAiConfig::new("sk-emulator", base.clone())
         })?));
         let root = base.trim_end_matches("/v1").to_owned();
@@ -248,7 +262,7 @@ async fn open_state(
             "ANTHROPIC_BASE_URL" => Some(root.clone()),
             _ => None,
         })?;
-        c.retry = config.retry_policy();
+        c.retry = retry.clone();
         anthropic = Some(Arc::new(Anthropic::new(c)?));
         upstream.push(format!(
             "EMULATOR at {base} (x{} time; no real training or model calls happen)",
@@ -268,7 +282,7 @@ async fn open_state(
                 _ => std::env::var(k).ok(),
             })?;
             c.base_url = c.base_url.trim_end_matches('/').to_owned();
-            c.retry = config.retry_policy();
+            c.retry = retry.clone();
             upstream.push(format!("OpenAI at {}", c.base_url));
             openai = Some(Arc::new(OpenAi::new(c)?));
         }
@@ -283,7 +297,7 @@ async fn open_state(
                 }
                 _ => std::env::var(k).ok(),
             })?;
-            c.retry = config.retry_policy();
+            c.retry = retry.clone();
             upstream.push("Anthropic".to_owned());
             anthropic = Some(Arc::new(Anthropic::new(c)?));
         }
@@ -298,7 +312,7 @@ async fn open_state(
         let jobs_config = JobsConfig {
             poll_interval: config.poll_interval(),
             heartbeat: std::time::Duration::from_secs_f64(config.heartbeat_seconds),
-            retry: config.retry_policy(),
+            retry: retry.clone(),
         };
         JobManager::new(
             store.clone(),
@@ -313,7 +327,15 @@ async fn open_state(
         openai: openai.map(|o| o as Arc<dyn Chat>),
         anthropic: anthropic.map(|a| a as Arc<dyn Chat>),
     };
-    let serving = Serving::new(tiers, knowledge, providers, catalog.clone(), store).await?;
+    let serving = Serving::new(
+        tiers,
+        knowledge,
+        providers,
+        catalog.clone(),
+        store,
+        metrics.clone(),
+    )
+    .await?;
     if let (Some(jobs), Some(tier)) = (&jobs, serving.auto_promote_tier()) {
         let serving = serving.clone();
         let tier = tier.to_owned();
@@ -334,6 +356,7 @@ async fn open_state(
         max_dataset_bytes: config.max_dataset_bytes,
         jobs,
         serving,
+        metrics,
     };
     Ok((state, upstream.join("; "), emulator))
 }

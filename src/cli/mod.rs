@@ -40,7 +40,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gRPC service.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Check a JSONL dataset and estimate its training cost (offline, no server).
     Validate(validate::ValidateArgs),
     /// Validate, confirm and start a training job on the service.
@@ -102,7 +102,7 @@ pub struct EmulatorArgs {
 /// Runs the CLI; the exit code is 0 on success, 1 when a dataset has errors, 2 on usage errors.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Serve(config) => serve(config),
+        Command::Serve(config) => serve(*config),
         Command::Validate(args) => validate::run(&args),
         Command::Train(args) => train::run(&args),
         Command::Watch(args) => watch::run(&args),

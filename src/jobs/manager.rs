@@ -428,6 +428,11 @@ impl JobManager {
         result
     }
 
+    /// How many jobs the store holds in each state (states with none are left out).
+    pub async fn count_by_state(&self) -> Result<Vec<(String, u64)>, Error> {
+        self.store.count_by_state().await
+    }
+
     /// Finds a job by this service's id or OpenAI's, adopting unknown OpenAI jobs.
     pub async fn resolve(self: &Arc<Self>, id: &str) -> Result<Job, Error> {
         if id.is_empty() {

@@ -21,6 +21,19 @@ pub enum JobState {
 }
 
 impl JobState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [JobState; 9] = [
+        JobState::Creating,
+        JobState::ValidatingFiles,
+        JobState::Queued,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Cancelled,
+        JobState::Paused,
+        JobState::Unknown,
+    ];
+
     /// The state of an OpenAI status string; unknown strings map to `Unknown`.
     pub fn from_upstream(status: &str) -> JobState {
         match status {

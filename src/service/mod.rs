@@ -27,6 +27,8 @@ pub struct AppState {
     pub jobs: Option<Arc<JobManager>>,
     /// Tiers, promotion and completions.
     pub serving: Arc<crate::serving::Serving>,
+    /// This server's metrics registry.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl AppState {
@@ -298,6 +300,7 @@ impl FineTuneService for Service {
             .await?;
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
             .map(|item| item.map(jobs::watch_item).map_err(Status::from));
+        let stream = self.state.metrics.watch_stream(stream);
         Ok(Response::new(Box::pin(stream)))
     }
 

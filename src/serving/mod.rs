@@ -16,6 +16,7 @@ use tracing::{info, warn};
 use crate::dataset::{Catalog, Counter, Encoding};
 use crate::error::Error;
 use crate::jobs::model::now_millis;
+use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::upstream::UpstreamError;
 use crate::upstream::chat::{
@@ -28,6 +29,10 @@ use tiers::{ProviderKind, TierSpec, Tiers};
 /// Served records queued for the store; beyond this, records are dropped with a warning
 /// rather than slowing requests.
 const RECORD_QUEUE: usize = 65_536;
+
+/// The `tier` label of the metrics for requests that name a model instead of a tier
+/// (one label for them all, so callers cannot create series by naming models).
+pub const DIRECT_MODEL_TIER: &str = "(model)";
 
 /// A conversation turn as callers send it.
 #[derive(Debug, Clone, PartialEq)]
@@ -131,6 +136,7 @@ pub struct Serving {
     /// Promoted model (and source job) per tier.
     promoted: RwLock<HashMap<String, (String, Option<String>)>>,
     records: mpsc::Sender<Recorder>,
+    metrics: Metrics,
 }
 
 /// Messages to the background writer of served records.
@@ -155,6 +161,7 @@ impl Serving {
         providers: Providers,
         catalog: Arc<Catalog>,
         store: Arc<dyn Store>,
+        metrics: Metrics,
     ) -> Result<Arc<Serving>, Error> {
         let promoted = store
             .tier_models()
@@ -194,6 +201,7 @@ impl Serving {
             store,
             promoted: RwLock::new(promoted),
             records,
+            metrics,
         });
         if let Some(k) = &serving.knowledge {
             for t in serving.tiers.tiers.iter().filter(|t| t.inject_knowledge) {
@@ -549,6 +557,11 @@ impl Serving {
     ) -> Completion {
         let usage = response.usage;
         let cost = self.cost(&response);
+        let tier_label = match self.tiers.get(&tier.name) {
+            Some(_) => tier.name.as_str(),
+            None => DIRECT_MODEL_TIER,
+        };
+        self.metrics.completion(tier_label, &usage, cost);
         let completion = Completion {
             response_id: format!("resp-{}", uuid::Uuid::new_v4().simple()),
             text: response.text,

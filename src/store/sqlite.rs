@@ -230,6 +230,20 @@ impl Store for SqliteStore {
         rows.iter().map(decode_job).collect()
     }
 
+    async fn count_by_state(&self) -> Result<Vec<(String, u64)>, Error> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter()
+            .map(|row| {
+                let state: String = row.try_get("state").map_err(db_err)?;
+                let n: i64 = row.try_get("n").map_err(db_err)?;
+                Ok((state, u64::try_from(n).unwrap_or_default()))
+            })
+            .collect()
+    }
+
     async fn record(
         &self,
         job: &Job,

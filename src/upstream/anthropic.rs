@@ -16,6 +16,7 @@ use futures_util::stream::{self, Stream, StreamExt as _};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{StatusCode, Url};
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 use tokio_util::bytes::Bytes;
 
 use super::UpstreamError;
@@ -193,7 +194,10 @@ impl Anthropic {
                 if !stream {
                     *attempt.timeout_mut() = Some(attempt_timeout(self.timeout, request.deadline));
                 }
-                let response = match self.http.execute(attempt).await {
+                let started = Instant::now();
+                let sent = self.http.execute(attempt).await;
+                self.retry.observe(PROVIDER, started, &sent);
+                let response = match sent {
                     Ok(response) => response,
                     Err(e) => {
                         let error = self.transport_error(&e);

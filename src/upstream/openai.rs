@@ -370,7 +370,10 @@ impl OpenAi {
     ) -> Result<T, Failure> {
         let method = request.method().clone();
         let path = request.url().path().to_owned();
-        let response = match self.http.execute(request).await {
+        let started = Instant::now();
+        let sent = self.http.execute(request).await;
+        self.retry.observe(PROVIDER, started, &sent);
+        let response = match sent {
             Ok(response) => response,
             Err(e) => {
                 let error = self.transport_error(&e);
@@ -635,7 +638,10 @@ impl OpenAi {
                 let request = request.try_clone().ok_or_else(|| {
                     Failure::from(protocol("a request to retry has a streamed body"))
                 })?;
-                let response = match self.http.execute(request).await {
+                let started = Instant::now();
+                let sent = self.http.execute(request).await;
+                self.retry.observe(PROVIDER, started, &sent);
+                let response = match sent {
                     Ok(response) => response,
                     Err(e) => {
                         let error = self.transport_error(&e);

@@ -18,6 +18,7 @@ use reqwest::header::HeaderMap;
 use tokio::time::Instant;
 
 use super::UpstreamError;
+use crate::metrics::Metrics;
 
 /// How hard to retry. The defaults are the official SDKs': 2 retries, 0.5 s doubling to
 /// at most 8 s, and a provider's own delay honoured up to 60 s.
@@ -28,6 +29,8 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
     /// A longer `Retry-After` is not waited for: the computed backoff is used instead.
     pub max_retry_after: Duration,
+    /// Where the adapters count their HTTP requests and this policy its retries.
+    pub metrics: Option<Metrics>,
 }
 
 impl Default for RetryPolicy {
@@ -37,6 +40,7 @@ impl Default for RetryPolicy {
             min_delay: Duration::from_millis(500),
             max_delay: Duration::from_secs(8),
             max_retry_after: Duration::from_secs(60),
+            metrics: None,
         }
     }
 }
@@ -47,6 +51,19 @@ impl RetryPolicy {
         RetryPolicy {
             max_retries: 0,
             ..RetryPolicy::default()
+        }
+    }
+
+    /// Counts one HTTP exchange with `provider` that started at `started`, for the metrics.
+    pub(crate) fn observe(
+        &self,
+        provider: &str,
+        started: Instant,
+        sent: &Result<reqwest::Response, reqwest::Error>,
+    ) {
+        if let Some(metrics) = &self.metrics {
+            let status = sent.as_ref().ok().map(|r| r.status().as_u16());
+            metrics.upstream_request(provider, status, started.elapsed());
         }
     }
 
@@ -83,6 +100,9 @@ impl RetryPolicy {
                     .filter(|wait| deadline.is_none_or(|d| Instant::now() + *wait < d))
             })
             .notify(|failure, wait| {
+                if let Some(metrics) = &self.metrics {
+                    metrics.upstream_retry(failure.error.provider());
+                }
                 tracing::warn!(
                     provider = failure.error.provider(),
                     what,
@@ -175,6 +195,7 @@ mod tests {
             min_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(2),
             max_retry_after: Duration::from_millis(50),
+            metrics: None,
         }
     }
 
