@@ -44,8 +44,11 @@ step "Python: the official openai SDK against the emulator"
 scripts/python-env.sh
 FINETUNE_BIN="$PWD/target/debug/finetune" .venv/bin/python -m pytest tests/python -q
 
-# The SDK suites run against the real server behind the SDK harness (built by cargo test
-# --all-targets above), each regenerating its stubs first and failing on drift.
+# The SDK suites run against the real server behind the SDK harness, each regenerating its
+# stubs first and failing on drift. (cargo test builds examples only as test targets, so the
+# harness binary is built here.)
+step "SDK harness (cargo build --example sdk_harness)"
+cargo build --locked --example sdk_harness
 export FINETUNE_HARNESS="$PWD/target/debug/examples/sdk_harness"
 
 step "SDK: Python (clients/python)"
