@@ -1,9 +1,11 @@
 //! The metrics listener: plain HTTP on its own address, beside the gRPC port.
 //!
 //! - `GET /metrics`: every metric, in Prometheus' text exposition format;
-//! - `GET /healthz`: 200 `ok` while the server is SERVING, 503 once it is not (before the
-//!   store is open, and from the moment shutdown begins, through the drain). It reads the
-//!   same health state as `grpc.health.v1.Health/Check`.
+//! - `GET /healthz`: 200 `ok` while the server is SERVING, 503 from the moment shutdown
+//!   begins, through the drain. It reads the same health state as
+//!   `grpc.health.v1.Health/Check`.
+//!
+//! The listener opens once the gRPC server is up and closes when the drain ends.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
