@@ -158,16 +158,7 @@ fn upstream_code(e: &UpstreamError) -> Code {
 }
 
 fn upstream_metadata(e: &UpstreamError, metadata: &mut HashMap<String, String>) {
-    let provider = match e {
-        UpstreamError::RateLimited { provider, .. }
-        | UpstreamError::Unavailable { provider, .. }
-        | UpstreamError::Rejected { provider, .. }
-        | UpstreamError::NotFound { provider, .. }
-        | UpstreamError::Auth { provider, .. }
-        | UpstreamError::Protocol { provider, .. }
-        | UpstreamError::Local { provider, .. } => provider,
-    };
-    metadata.insert("provider".to_owned(), (*provider).to_owned());
+    metadata.insert("provider".to_owned(), e.provider().to_owned());
     if let UpstreamError::Rejected {
         code,
         param,

@@ -16,7 +16,6 @@ use futures_util::stream::{self, Stream, StreamExt as _};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{StatusCode, Url};
 use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
 use tokio_util::bytes::Bytes;
 
 use super::UpstreamError;
@@ -28,8 +27,8 @@ use super::retry::{Failure, RetryPolicy, attempt_timeout};
 const KEY_SHAPES: &str = r"\bsk-ant-[A-Za-z0-9_\-]{4,}";
 
 use super::http::{
-    Redactor, describe_content, describe_json_error, install_crypto_provider, transport_error,
-    truncate,
+    Redactor, describe_content, describe_json_error, install_crypto_provider, send_once,
+    transport_error, truncate,
 };
 use crate::error::Error;
 
@@ -194,29 +193,15 @@ impl Anthropic {
                 if !stream {
                     *attempt.timeout_mut() = Some(attempt_timeout(self.timeout, request.deadline));
                 }
-                let started = Instant::now();
-                let sent = self.http.execute(attempt).await;
-                self.retry.observe(PROVIDER, started, &sent);
-                let response = match sent {
-                    Ok(response) => response,
-                    Err(e) => {
-                        let error = self.transport_error(&e);
-                        tracing::debug!(%error, stream, "anthropic call failed");
-                        return Err(Failure::from(error));
-                    }
-                };
-                let status = response.status();
-                tracing::debug!(status = status.as_u16(), stream, "anthropic call");
-                if status.is_success() {
-                    return Ok(response);
-                }
-                let headers = response.headers().clone();
-                let body = response
-                    .bytes()
-                    .await
-                    .map_err(|e| self.transport_error(&e))?;
-                let error = self.status_error(status, &headers, &body);
-                Err(Failure::from_response(error, &headers))
+                send_once(
+                    &self.http,
+                    attempt,
+                    &self.retry,
+                    PROVIDER,
+                    |e| self.transport_error(e),
+                    |status, headers, body| self.status_error(status, headers, body),
+                )
+                .await
             })
             .await
     }

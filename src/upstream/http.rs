@@ -65,6 +65,41 @@ pub(super) fn transport_error(
     }
 }
 
+/// Sends one request and records it in the metrics: the 2xx response with its body
+/// unread, or the failure classified with the adapter's own functions (a non-2xx body is
+/// read for the provider's error envelope, and its headers give the retry hints).
+pub(super) async fn send_once(
+    http: &reqwest::Client,
+    request: reqwest::Request,
+    retry: &super::RetryPolicy,
+    provider: &'static str,
+    transport: impl Fn(&reqwest::Error) -> super::UpstreamError,
+    status_error: impl Fn(reqwest::StatusCode, &HeaderMap, &[u8]) -> super::UpstreamError,
+) -> Result<reqwest::Response, super::retry::Failure> {
+    use super::retry::Failure;
+    let method = request.method().clone();
+    let path = request.url().path().to_owned();
+    let started = tokio::time::Instant::now();
+    let sent = http.execute(request).await;
+    retry.observe(provider, started, &sent);
+    let response = sent.map_err(|e| {
+        let error = transport(&e);
+        tracing::debug!(provider, %method, %path, %error, "upstream call failed");
+        Failure::from(error)
+    })?;
+    let status = response.status();
+    tracing::debug!(provider, %method, %path, status = status.as_u16(), "upstream call");
+    if status.is_success() {
+        return Ok(response);
+    }
+    let headers = response.headers().clone();
+    let body = response.bytes().await.map_err(|e| transport(&e))?;
+    Err(Failure::from_response(
+        status_error(status, &headers, &body),
+        &headers,
+    ))
+}
+
 /// Installs ring as rustls' process-wide provider (reqwest is built without one); a
 /// provider someone else installed first is kept.
 pub(super) fn install_crypto_provider() {

@@ -37,8 +37,8 @@ use super::{FineTuning, OpenAiConfig, UpstreamError};
 const KEY_SHAPES: &str = r"[A-Za-z0-9_\-]*\*{3,}[A-Za-z0-9_\-]*|\bsk-[A-Za-z0-9_\-]{6,}";
 
 use super::http::{
-    Redactor, describe_content, describe_json_error, install_crypto_provider, transport_error,
-    truncate,
+    Redactor, describe_content, describe_json_error, install_crypto_provider, send_once,
+    transport_error, truncate,
 };
 use crate::error::Error;
 
@@ -368,30 +368,12 @@ impl OpenAi {
         request: reqwest::Request,
         what: &'static str,
     ) -> Result<T, Failure> {
-        let method = request.method().clone();
-        let path = request.url().path().to_owned();
-        let started = Instant::now();
-        let sent = self.http.execute(request).await;
-        self.retry.observe(PROVIDER, started, &sent);
-        let response = match sent {
-            Ok(response) => response,
-            Err(e) => {
-                let error = self.transport_error(&e);
-                tracing::debug!(%method, %path, %error, "openai call failed");
-                return Err(error.into());
-            }
-        };
-        let status = response.status();
-        tracing::debug!(%method, %path, status = status.as_u16(), "openai call");
+        let response = self.send_once(request).await?;
         let headers = response.headers().clone();
         let body = response
             .bytes()
             .await
             .map_err(|e| self.transport_error(&e))?;
-        if !status.is_success() {
-            let error = self.status_error(status, &headers, &body);
-            return Err(Failure::from_response(error, &headers));
-        }
         serde_json::from_slice(&body).map_err(|e| {
             Failure::from(UpstreamError::Protocol {
                 provider: PROVIDER,
@@ -457,6 +439,19 @@ impl OpenAi {
 
     fn transport_error(&self, e: &reqwest::Error) -> UpstreamError {
         transport_error(PROVIDER, self.timeout, &self.redactor, e)
+    }
+
+    /// One HTTP exchange through [`send_once`] with this adapter's classification.
+    async fn send_once(&self, request: reqwest::Request) -> Result<reqwest::Response, Failure> {
+        send_once(
+            &self.http,
+            request,
+            &self.retry,
+            PROVIDER,
+            |e| self.transport_error(e),
+            |status, headers, body| self.status_error(status, headers, body),
+        )
+        .await
     }
 }
 
@@ -631,36 +626,13 @@ impl OpenAi {
         deadline: Option<Instant>,
     ) -> Result<reqwest::Response, UpstreamError> {
         let request = request.build().map_err(|e| self.transport_error(&e))?;
-        let path = request.url().path().to_owned();
         let response = self
             .retry
             .run("chat completion stream", deadline, || async {
                 let request = request.try_clone().ok_or_else(|| {
                     Failure::from(protocol("a request to retry has a streamed body"))
                 })?;
-                let started = Instant::now();
-                let sent = self.http.execute(request).await;
-                self.retry.observe(PROVIDER, started, &sent);
-                let response = match sent {
-                    Ok(response) => response,
-                    Err(e) => {
-                        let error = self.transport_error(&e);
-                        tracing::debug!(method = "POST", %path, %error, "openai stream failed");
-                        return Err(Failure::from(error));
-                    }
-                };
-                let status = response.status();
-                tracing::debug!(method = "POST", %path, status = status.as_u16(), "openai stream");
-                if status.is_success() {
-                    return Ok(response);
-                }
-                let headers = response.headers().clone();
-                let body = response
-                    .bytes()
-                    .await
-                    .map_err(|e| self.transport_error(&e))?;
-                let error = self.status_error(status, &headers, &body);
-                Err(Failure::from_response(error, &headers))
+                self.send_once(request).await
             })
             .await?;
         let headers = response.headers().clone();
