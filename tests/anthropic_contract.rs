@@ -1,5 +1,5 @@
 //! The Anthropic adapter against Anthropic's own traffic: every file of
-//! `shared/reference/anthropic` (recorded exchanges and the SDKs' SSE fixtures) is replayed
+//! `reference/anthropic` (recorded exchanges and the SDKs' SSE fixtures) is replayed
 //! through a local HTTP server into the real adapter, and what the adapter sends is checked
 //! against the API's shape (headers, system blocks with `cache_control`, `max_tokens`).
 
@@ -22,7 +22,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 const KEY: &str = "sk-ant-test";
 
 fn reference() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/anthropic")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("reference/anthropic")
 }
 
 fn read(rel: &str) -> Vec<u8> {

@@ -604,7 +604,7 @@ async fn injected_rate_limits_and_overloads_use_anthropic_errors() {
 }
 
 fn recorded_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/anthropic")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("reference/anthropic")
 }
 
 /// Object keys in the order they appear in `raw` JSON text.

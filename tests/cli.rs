@@ -170,7 +170,7 @@ fn usage_errors_exit_2_with_a_clear_message() {
 
 #[test]
 fn a_validation_file_is_checked_for_overlap() {
-    let train = repo_file("../shared/reference/datasets/openai-dotnet_fine_tuning_sample.jsonl");
+    let train = repo_file("reference/datasets/openai-dotnet_fine_tuning_sample.jsonl");
     let out = finetune(&[
         "validate",
         train.to_str().unwrap(),

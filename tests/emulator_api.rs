@@ -15,7 +15,7 @@ const KEY: &str = "sk-emulator-test";
 
 fn shared(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/reference")
+        .join("reference")
         .join(rel)
 }
 

@@ -14,7 +14,7 @@ use finetune::pb::watch_job_response::Item;
 use tokio_stream::StreamExt;
 
 fn reference(name: &str) -> Vec<u8> {
-    std::fs::read(common::repo_file("../shared/reference/datasets").join(name)).unwrap()
+    std::fs::read(common::repo_file("reference/datasets").join(name)).unwrap()
 }
 
 /// A server that talks to `emulator` as if it were OpenAI.

@@ -2,7 +2,7 @@
 //!
 //! * against the project's emulator: plain and streamed answers agree, limits and stop
 //!   sequences reach the model, truncated streams are errors, 404, 429 and 401 classify;
-//! * against OpenAI's recorded chat traffic (`../shared/reference/recorded/openai-dotnet/
+//! * against OpenAI's recorded chat traffic (`reference/recorded/openai-dotnet/
 //!   ChatTests`), replayed byte for byte, also split at arbitrary byte boundaries;
 //! * against the spec: every request body validates against `CreateChatCompletionRequest`;
 //! * in-stream errors, non-SSE answers and dropped streams.
@@ -33,7 +33,7 @@ const MODEL: &str = "gpt-4o-mini";
 const SNAPSHOT: &str = "gpt-4o-mini-2024-07-18";
 
 fn reference() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("reference")
 }
 
 /// One exchange per call: these tests check how each response is classified (the

@@ -1,10 +1,10 @@
 //! Contract of the OpenAI adapter against OpenAI's own artefacts:
 //!
 //! * every response recorded from the real API by the official .NET SDK
-//!   (`../shared/reference/recorded/openai-dotnet`) is replayed by a local server and
+//!   (`reference/recorded/openai-dotnet`) is replayed by a local server and
 //!   decoded through the adapter's real code path, errors included;
 //! * every request body the adapter builds validates against the request schemas of
-//!   the OpenAPI spec (`../shared/reference/openai-openapi-finetuning.yaml`), and the
+//!   the OpenAPI spec (`reference/openai-openapi-finetuning.yaml`), and the
 //!   validator is shown to reject broken bodies.
 
 mod common;
@@ -25,7 +25,7 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 const KEY: &str = "sk-test-contract-4f1b9c2d7e";
 
 fn reference() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("reference")
 }
 
 fn adapter(server: &MockServer) -> OpenAi {

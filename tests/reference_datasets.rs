@@ -1,4 +1,4 @@
-//! Exact token, epoch and cost figures for the real datasets in ../shared/reference/datasets,
+//! Exact token, epoch and cost figures for the real datasets in reference/datasets,
 //! whose expected numbers are published in that folder's README.
 
 use std::path::PathBuf;
@@ -7,7 +7,7 @@ use finetune::dataset::{self, Catalog, Input, Options, Report};
 
 fn reference(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/reference/datasets")
+        .join("reference/datasets")
         .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

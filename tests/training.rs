@@ -12,7 +12,7 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 fn reference(name: &str) -> Vec<u8> {
-    std::fs::read(common::repo_file("../shared/reference/datasets").join(name)).unwrap()
+    std::fs::read(common::repo_file("reference/datasets").join(name)).unwrap()
 }
 
 fn inline(bytes: Vec<u8>) -> Option<pb::DatasetSource> {

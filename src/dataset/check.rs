@@ -2,7 +2,7 @@
 //!
 //! Formats: `FineTuneChatRequestInput` (supervised chat, with tools, legacy functions and
 //! assistant `weight`) and `FineTunePreferenceRequestInput` (DPO), as described in
-//! ../shared/reference/openai-api.md sections 4 and 5. Codes shared with OpenAI's data-prep
+//! reference/openai-api.md sections 4 and 5. Codes shared with OpenAI's data-prep
 //! cookbook keep its names; unlike the cookbook, tool messages and assistant messages that carry
 //! only tool calls are valid.
 

@@ -1,6 +1,6 @@
 //! Anthropic's Messages API (`POST /v1/messages`), plain and streamed, with prompt
 //! caching. Answers are deterministic text naming the model and echoing the last user
-//! message. Shapes follow `shared/reference/anthropic-api.md` and the recorded traffic
+//! message. Shapes follow `reference/anthropic-api.md` and the recorded traffic
 //! beside it: the `Message` object of `recorded/py_nonstream_200_sonnet-4-5.json`, the
 //! event sequence and framing of `sse/recorded_sonnet-4-5_stream_body.sse`, and the error
 //! envelope `{"type":"error","error":{"type","message"},"request_id"}`.

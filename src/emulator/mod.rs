@@ -4,7 +4,7 @@
 //! its states on an emulated clock, its numbers come from the project's own validator, and
 //! its answers are deterministic text.
 //!
-//! Shapes follow the recorded traffic in `shared/reference/recorded/openai-dotnet` and the
+//! Shapes follow the recorded traffic in `reference/recorded/openai-dotnet` and the
 //! OpenAPI spec. Faults (rate limits, 5xx, latency, dropped connections, lost responses,
 //! truncated streams, malformed JSON, outages) can be injected in process through
 //! [`FaultControl`] or over HTTP at `/_emulator/faults`.

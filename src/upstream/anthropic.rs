@@ -5,7 +5,7 @@
 //! failure is classified into an [`UpstreamError`] from the status and Anthropic's error
 //! envelope `{"type":"error","error":{"type","message"},"request_id"}`; messages never
 //! carry the API key or a raw response body. Wire shapes follow
-//! `shared/reference/anthropic-api.md` and the recorded traffic beside it.
+//! `reference/anthropic-api.md` and the recorded traffic beside it.
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! OpenAI's spec subset (`../shared/reference/openai-openapi-finetuning.yaml`) as JSON
+//! OpenAI's spec subset (`reference/openai-openapi-finetuning.yaml`) as JSON
 //! Schema 2020-12 validators, for the contract tests.
 
 use std::sync::OnceLock;
@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 pub fn spec() -> &'static Value {
     static SPEC: OnceLock<Value> = OnceLock::new();
     SPEC.get_or_init(|| {
-        let path = super::repo_file("../shared/reference/openai-openapi-finetuning.yaml");
+        let path = super::repo_file("reference/openai-openapi-finetuning.yaml");
         let text = std::fs::read_to_string(path).expect("spec");
         // The chat schemas hold integer bounds beyond i64 (`seed.minimum:
         // -9223372036854776000`) that no YAML or JSON value type here can carry as an
