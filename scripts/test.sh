@@ -16,17 +16,32 @@ if [ ! -x tools/node_modules/.bin/buf ]; then
   npm ci --prefix tools --no-audit --no-fund
 fi
 
+step "self-contained (no file names a path outside the repository)"
+# A clone at any path, with nothing beside it, must pass: provider material lives in reference/.
+if git grep -nE '\.\./(shared|\.library)/|/work/(shared|main)' -- ':!scripts/test.sh'; then
+  echo "the files above reach outside the repository"; exit 1
+fi
+
 step "buf lint (STANDARD)"
 (cd proto && ../tools/node_modules/.bin/buf lint)
 
-step "buf breaking (the protos against the main branch)"
-# On a branch or with uncommitted proto changes this catches wire- and source-breaking edits
-# (FILE rules, proto/buf.yaml) before they reach main's clients.
-if git rev-parse --verify --quiet main >/dev/null; then
-  (cd proto && ../tools/node_modules/.bin/buf breaking --against '../.git#branch=main,subdir=proto')
-else
-  echo "no local main branch to compare against: skipped"
+step "buf breaking (the protos against the released API, proto/released/image.json)"
+# The baseline is committed, so this check runs in every clone, on any branch; it catches
+# wire- and source-breaking edits (FILE rules, proto/buf.yaml) before they reach clients.
+# scripts/release-api.sh records a new baseline when an API version ships.
+[ -s proto/released/image.json ] || { echo "proto/released/image.json is missing: run scripts/release-api.sh"; exit 1; }
+(cd proto && ../tools/node_modules/.bin/buf breaking --against released/image.json)
+# The check must be able to fail: a copy of the protos with one field renamed has to be refused.
+canary=$(mktemp -d)
+cp -r proto/. "$canary"
+sed -i '0,/string request_id = /s//string request_id_renamed = /' "$canary/fileengine/finetune/v1/job.proto"
+grep -q request_id_renamed "$canary/fileengine/finetune/v1/job.proto"
+root=$PWD
+if (cd "$canary" && "$root/tools/node_modules/.bin/buf" breaking --against "$root/proto/released/image.json" >/dev/null 2>&1); then
+  rm -rf "$canary"; echo "buf breaking accepted a renamed field: the check is not working"; exit 1
 fi
+rm -rf "$canary"
+echo "buf breaking refuses a renamed field, as it should"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
