@@ -152,10 +152,14 @@ async fn every_rpc_needs_a_token_with_its_role() {
     assert_eq!(status.code(), Code::PermissionDenied);
 
     // complete: answers, but cannot read jobs.
-    client
+    let answer = client
         .complete(with_token(ask(), &t.completer))
         .await
+        .unwrap()
+        .into_inner()
+        .completion
         .unwrap();
+    common::prices::assert_cost(&answer, "gpt-4o-mini", false);
     let status = client
         .list_jobs(with_token(pb::ListJobsRequest::default(), &t.completer))
         .await

@@ -55,6 +55,13 @@ fn ask() -> pb::CompleteRequest {
     }
 }
 
+/// Asks `ask()` and checks the answer and its price.
+async fn answered(server: &TestServer) {
+    let answer = server.client().complete(ask()).await.unwrap();
+    let answer = answer.into_inner().completion.unwrap();
+    common::prices::assert_cost(&answer, "gpt-4o-mini", false);
+}
+
 fn start_request(request_id: &str, dataset: Vec<u8>) -> pb::StartTrainingRequest {
     pb::StartTrainingRequest {
         request_id: request_id.into(),
@@ -125,6 +132,8 @@ async fn transient_failures_are_retried_and_persistent_ones_reported_with_their_
         faults.inject(CHAT, fault.clone(), 2);
         let answer = server.client().complete(ask()).await;
         assert!(answer.is_ok(), "{name} x2: {answer:?}");
+        let answer = answer.unwrap().into_inner().completion.unwrap();
+        common::prices::assert_cost(&answer, "gpt-4o-mini", false);
         assert_eq!(emulator.stats().count(CHAT), 3, "{name} x2: three attempts");
 
         // Three times: out of retries; the caller gets the code and the count.
@@ -164,7 +173,7 @@ async fn a_retry_after_is_waited_for_before_the_retry() {
         1,
     );
     let started = Instant::now();
-    server.client().complete(ask()).await.unwrap();
+    answered(&server).await;
     assert!(
         started.elapsed() >= Duration::from_millis(400),
         "answered after {:?}, before the 400 ms the provider asked for",
@@ -198,7 +207,7 @@ async fn a_slow_upstream_past_the_callers_deadline_ends_at_the_deadline() {
         started.elapsed()
     );
     // The server is not stuck: the next call is answered.
-    server.client().complete(ask()).await.unwrap();
+    answered(&server).await;
     server.stop().await;
     emulator.shutdown().await;
 }
@@ -235,7 +244,7 @@ async fn no_retry_is_started_that_would_end_past_the_callers_deadline() {
         },
         1,
     );
-    server.client().complete(ask()).await.unwrap();
+    answered(&server).await;
     server.stop().await;
     emulator.shutdown().await;
 }

@@ -220,7 +220,9 @@ struct Billed {
 }
 
 impl Billed {
-    fn add(&mut self, c: &pb::Completion) {
+    /// Adds an answer, first checking it cost what data/models.toml says `model` costs.
+    fn add(&mut self, c: &pb::Completion, model: &str) {
+        common::prices::assert_cost(c, model, false);
         let usage = c.usage.unwrap();
         self.prompt += usage.prompt_tokens;
         self.completion += usage.completion_tokens;
@@ -256,11 +258,20 @@ async fn metrics_count_calls_streams_upstream_requests_jobs_and_completions() {
     // a 529, OpenAI with a 503 and (opening a stream) with a dropped connection.
     let mut pro = Billed::default();
     let mut mini = Billed::default();
-    pro.add(&answer(&mut client, ask("pro", "first question")).await);
+    pro.add(
+        &answer(&mut client, ask("pro", "first question")).await,
+        "claude-sonnet-5-5",
+    );
     faults.inject(MESSAGES, Fault::Unavailable, 1);
-    pro.add(&answer(&mut client, ask("pro", "second question")).await);
+    pro.add(
+        &answer(&mut client, ask("pro", "second question")).await,
+        "claude-sonnet-5-5",
+    );
     faults.inject(CHAT, Fault::Unavailable, 1);
-    mini.add(&answer(&mut client, ask("mini", "Explain useEffect")).await);
+    mini.add(
+        &answer(&mut client, ask("mini", "Explain useEffect")).await,
+        "gpt-4o-mini",
+    );
     faults.inject(CHAT, Fault::DropConnection, 1);
     let mut stream = client
         .stream_complete(pb::StreamCompleteRequest {
@@ -271,14 +282,16 @@ async fn metrics_count_calls_streams_upstream_requests_jobs_and_completions() {
         .into_inner();
     while let Some(item) = stream.next().await {
         if let StreamItem::Completion(c) = item.unwrap().item.unwrap() {
-            mini.add(&c);
+            mini.add(&c, "gpt-4o-mini");
         }
     }
     let direct = pb::CompleteRequest {
         model: "gpt-4o-mini".into(),
         ..ask("", "hi")
     };
-    let direct_usage = answer(&mut client, direct).await.usage.unwrap();
+    let direct = answer(&mut client, direct).await;
+    common::prices::assert_cost(&direct, "gpt-4o-mini", false);
+    let direct_usage = direct.usage.unwrap();
     assert!(faults.pending().is_empty(), "every injected fault was hit");
 
     let s = Scrape::of(&metrics).await;

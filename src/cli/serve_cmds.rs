@@ -106,8 +106,8 @@ async fn stream(args: &TestArgs) -> Result<(), String> {
                             "response_id": c.response_id, "model": c.model, "provider": c.provider,
                             "tier": c.tier, "arm": c.arm, "finish_reason": c.raw_finish_reason,
                             "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-                            "cached_tokens": usage.cached_tokens, "knowledge_tokens": usage.knowledge_tokens,
-                            "cost_usd": c.cost_usd, "latency_ms": c.latency_ms, "first_delta_ms": first_ms,
+                            "cached_tokens": usage.cached_tokens, "cache_write_tokens": usage.cache_write_tokens,
+                            "knowledge_tokens": usage.knowledge_tokens, "cost_usd": c.cost_usd, "latency_ms": c.latency_ms, "first_delta_ms": first_ms,
                             "fallback": c.fallback, "fallback_reason": c.fallback_reason,
                         })
                     );
@@ -125,9 +125,10 @@ async fn stream(args: &TestArgs) -> Result<(), String> {
                         c.provider
                     );
                     outln!(
-                        "tokens:  {} in ({} cached, {} knowledge), {} out",
+                        "tokens:  {} in ({} cached, {} written to the cache, {} knowledge), {} out",
                         usage.prompt_tokens,
                         usage.cached_tokens,
+                        usage.cache_write_tokens,
                         usage.knowledge_tokens,
                         usage.completion_tokens
                     );

@@ -77,6 +77,7 @@ pub(super) fn completion(c: Completion) -> pb::Completion {
             completion_tokens: c.output_tokens,
             cached_tokens: c.cached_tokens,
             knowledge_tokens: c.knowledge_tokens,
+            cache_write_tokens: c.cache_write_tokens,
         }),
         cost_usd: c.cost_usd,
         provider: c.provider,

@@ -69,6 +69,8 @@ pub struct Completion {
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub cached_tokens: u64,
+    /// Prompt tokens written to the provider's cache (billed at the cache-write price).
+    pub cache_write_tokens: u64,
     pub knowledge_tokens: u64,
     pub cost_usd: f64,
     pub fallback: bool,
@@ -577,6 +579,7 @@ impl Serving {
             input_tokens: usage.input_tokens,
             output_tokens: usage.output_tokens,
             cached_tokens: usage.cache_read_tokens,
+            cache_write_tokens: usage.cache_write_tokens,
             knowledge_tokens: self.knowledge_tokens(tier),
             cost_usd: cost,
             fallback: fallback.is_some(),

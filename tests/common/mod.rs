@@ -7,6 +7,7 @@
 )]
 
 pub mod invariants;
+pub mod prices;
 pub mod spec;
 
 use std::net::SocketAddr;

@@ -315,8 +315,12 @@ type Usage struct {
 	// knowledge_tokens is the part of prompt_tokens the knowledge injection
 	// added (0 for tiers without injection).
 	KnowledgeTokens uint64 `protobuf:"varint,4,opt,name=knowledge_tokens,json=knowledgeTokens,proto3" json:"knowledge_tokens,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// cache_write_tokens is the part of prompt_tokens written to the prompt
+	// cache by this request (billed at the model's cache-write price; 0 for
+	// providers that do not bill cache writes separately).
+	CacheWriteTokens uint64 `protobuf:"varint,5,opt,name=cache_write_tokens,json=cacheWriteTokens,proto3" json:"cache_write_tokens,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Usage) Reset() {
@@ -373,6 +377,13 @@ func (x *Usage) GetCachedTokens() uint64 {
 func (x *Usage) GetKnowledgeTokens() uint64 {
 	if x != nil {
 		return x.KnowledgeTokens
+	}
+	return 0
+}
+
+func (x *Usage) GetCacheWriteTokens() uint64 {
+	if x != nil {
+		return x.CacheWriteTokens
 	}
 	return 0
 }
@@ -1676,12 +1687,13 @@ const file_fileengine_finetune_v1_completion_proto_rawDesc = "" +
 	"'fileengine/finetune/v1/completion.proto\x12\x16fileengine.finetune.v1\"]\n" +
 	"\vChatMessage\x124\n" +
 	"\x04role\x18\x01 \x01(\x0e2 .fileengine.finetune.v1.ChatRoleR\x04role\x12\x18\n" +
-	"\acontent\x18\x02 \x01(\tR\acontent\"\xa9\x01\n" +
+	"\acontent\x18\x02 \x01(\tR\acontent\"\xd7\x01\n" +
 	"\x05Usage\x12#\n" +
 	"\rprompt_tokens\x18\x01 \x01(\x04R\fpromptTokens\x12+\n" +
 	"\x11completion_tokens\x18\x02 \x01(\x04R\x10completionTokens\x12#\n" +
 	"\rcached_tokens\x18\x03 \x01(\x04R\fcachedTokens\x12)\n" +
-	"\x10knowledge_tokens\x18\x04 \x01(\x04R\x0fknowledgeTokens\"\xc4\x03\n" +
+	"\x10knowledge_tokens\x18\x04 \x01(\x04R\x0fknowledgeTokens\x12,\n" +
+	"\x12cache_write_tokens\x18\x05 \x01(\x04R\x10cacheWriteTokens\"\xc4\x03\n" +
 	"\n" +
 	"Completion\x12\x1f\n" +
 	"\vresponse_id\x18\x01 \x01(\tR\n" +

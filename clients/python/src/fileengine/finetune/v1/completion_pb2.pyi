@@ -171,6 +171,7 @@ class Usage(_message.Message):
     COMPLETION_TOKENS_FIELD_NUMBER: _builtins.int
     CACHED_TOKENS_FIELD_NUMBER: _builtins.int
     KNOWLEDGE_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_TOKENS_FIELD_NUMBER: _builtins.int
     prompt_tokens: _builtins.int
     """prompt_tokens is input tokens, including the injected knowledge base and
     cached tokens.
@@ -183,6 +184,11 @@ class Usage(_message.Message):
     """knowledge_tokens is the part of prompt_tokens the knowledge injection
     added (0 for tiers without injection).
     """
+    cache_write_tokens: _builtins.int
+    """cache_write_tokens is the part of prompt_tokens written to the prompt
+    cache by this request (billed at the model's cache-write price; 0 for
+    providers that do not bill cache writes separately).
+    """
     def __init__(
         self,
         *,
@@ -190,10 +196,11 @@ class Usage(_message.Message):
         completion_tokens: _builtins.int = ...,
         cached_tokens: _builtins.int = ...,
         knowledge_tokens: _builtins.int = ...,
+        cache_write_tokens: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_tokens", b"cached_tokens", "completion_tokens", b"completion_tokens", "knowledge_tokens", b"knowledge_tokens", "prompt_tokens", b"prompt_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_write_tokens", b"cache_write_tokens", "cached_tokens", b"cached_tokens", "completion_tokens", b"completion_tokens", "knowledge_tokens", b"knowledge_tokens", "prompt_tokens", b"prompt_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
