@@ -210,6 +210,8 @@ func TestTrainWatchThroughCutThenServe(t *testing.T) {
 	if c := answer.GetCompletion(); c.GetModel() != model || c.GetText() == "" || c.GetTier() != "fast" {
 		t.Errorf("completion: model %q tier %q text %q; want the promoted %q", c.GetModel(), c.GetTier(), c.GetText(), model)
 	}
+	// The job trained the default base model; its fine-tuned model bills at its own price.
+	assertCost(t, answer.GetCompletion(), "gpt-4o-2024-08-06", true)
 
 	var deltas []string
 	streamed, err := client.StreamCompletion(ctx, request, func(d string) { deltas = append(deltas, d) })
@@ -220,6 +222,7 @@ func TestTrainWatchThroughCutThenServe(t *testing.T) {
 		t.Errorf("stream: %d deltas joined to %q, summary %q from %q", len(deltas), strings.Join(deltas, ""),
 			streamed.GetText(), streamed.GetModel())
 	}
+	assertCost(t, streamed, "gpt-4o-2024-08-06", true)
 }
 
 // watchThroughCut watches a job to its end while h cuts every connection once,

@@ -19,6 +19,7 @@ from fileengine.finetune import (
 )
 
 from harness import Harness
+from prices import assert_cost
 
 
 def test_validate_train_watch_through_a_cut(harness: Harness) -> None:
@@ -56,11 +57,13 @@ def test_complete_and_stream(harness: Harness) -> None:
         async with AsyncFineTuneClient(harness.address, timeout=60) as client:
             completion = await client.complete("Hello", tier="pro")
             assert completion.tier == "pro" and completion.text
+            assert_cost(completion, "claude-sonnet-5-5")
 
             stream = client.stream_complete("Hello", tier="pro")
             deltas = [delta async for delta in stream]
             assert stream.completion is not None
             assert stream.completion.text == "".join(deltas) != ""
+            assert_cost(stream.completion, "claude-sonnet-5-5")
 
     asyncio.run(serve())
 

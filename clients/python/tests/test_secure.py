@@ -21,6 +21,7 @@ from fileengine.finetune import (
 )
 
 from harness import Harness, assert_complete_history
+from prices import assert_cost
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +66,13 @@ def test_tls_and_the_token_on_every_kind_of_call(
         assert uploading.validate_dataset(source).training.examples == 13
 
     # The complete role, unary and server streaming.
-    assert secure_client.complete("Hello", tier="pro").text
+    completion = secure_client.complete("Hello", tier="pro")
+    assert completion.text
+    assert_cost(completion, "claude-sonnet-5-5")
     stream = secure_client.stream_complete("Hello", tier="pro")
     deltas = list(stream)
     assert stream.completion is not None and stream.completion.text == "".join(deltas) != ""
+    assert_cost(stream.completion, "claude-sonnet-5-5")
     assert "pro" in [t.name for t in secure_client.list_tiers()]
 
 
@@ -164,7 +168,9 @@ def test_asyncio_client_over_tls_with_a_token(secure_harness: Harness) -> None:
             started = await client.start_training(secure_harness.sample_dataset, suffix="aio-tls")
             events = [e async for e in client.watch_job(started.job.id)]
             assert_complete_history(events, JobState.JOB_STATE_SUCCEEDED)
-            assert (await client.complete("Hello", tier="pro")).text
+            completion = await client.complete("Hello", tier="pro")
+            assert completion.text
+            assert_cost(completion, "claude-sonnet-5-5")
 
         async with AsyncFineTuneClient(
             secure_harness.address, ca_file=secure_harness.ca_file, timeout=30

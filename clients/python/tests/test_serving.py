@@ -7,6 +7,8 @@ import pytest
 
 from fileengine.finetune import ChatMessage, ChatRole, FineTuneClient, FineTuneError, Job, Rating
 
+from prices import assert_cost
+
 PROMPT = "Build me a landing page with dark theme"
 
 
@@ -27,8 +29,8 @@ def test_promote_then_complete_and_stream(client: FineTuneClient, succeeded_job:
     assert completion.tier == "fast"
     assert completion.model == succeeded_job.fine_tuned_model
     assert completion.text
-    assert completion.usage.completion_tokens > 0
-    assert completion.cost_usd > 0
+    # The job trained the default base model; its fine-tuned model bills at its own price.
+    assert_cost(completion, "gpt-4o-2024-08-06", fine_tuned=True)
 
     stream = client.stream_complete(
         [ChatMessage(role=ChatRole.CHAT_ROLE_USER, content=PROMPT)], tier="fast"
@@ -38,6 +40,7 @@ def test_promote_then_complete_and_stream(client: FineTuneClient, succeeded_job:
     assert stream.completion is not None
     assert stream.completion.text == "".join(deltas)
     assert stream.completion.model == succeeded_job.fine_tuned_model
+    assert_cost(stream.completion, "gpt-4o-2024-08-06", fine_tuned=True)
 
     feedback = client.record_feedback(completion.response_id, Rating.RATING_UP)
     assert feedback.tier == "fast"
@@ -51,3 +54,4 @@ def test_complete_from_the_pro_tier(client: FineTuneClient) -> None:
     assert completion.tier == "pro"
     assert completion.provider == "anthropic"
     assert completion.text
+    assert_cost(completion, "claude-sonnet-5-5")

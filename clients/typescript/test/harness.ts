@@ -53,7 +53,7 @@ interface HarnessLine {
 }
 
 // From dist-test/test/harness.js up to the repository root.
-const repoRoot = fileURLToPath(new URL("../../../../", import.meta.url));
+export const repoRoot = fileURLToPath(new URL("../../../../", import.meta.url));
 
 export function harnessPath(): string {
   return process.env.FINETUNE_HARNESS || `${repoRoot}target/debug/examples/sdk_harness`;

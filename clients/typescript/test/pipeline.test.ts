@@ -18,6 +18,7 @@ import {
   type WatchJobRequest,
 } from "@fileengine/finetune";
 import { startHarness, type Harness } from "./harness.js";
+import { assertCost } from "./prices.js";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
@@ -172,7 +173,8 @@ describe("pipeline", () => {
     assert.equal(completion.model, job.fineTunedModel);
     assert.equal(completion.tier, "fast");
     assert.ok(completion.text.length > 0);
-    assert.ok(completion.usage!.completionTokens > 0n);
+    // The job trained the default base model; its fine-tuned model bills at its own price.
+    assertCost(completion, "gpt-4o-2024-08-06", true);
     assert.ok(completion.responseId.length > 0);
   });
 
@@ -194,6 +196,7 @@ describe("pipeline", () => {
     assert.equal(completions.length, 1);
     assert.equal(completions[0].text, deltas.join(""));
     assert.equal(completions[0].model, job.fineTunedModel);
+    assertCost(completions[0], "gpt-4o-2024-08-06", true);
   });
 
   test("completes on the pro tier", async () => {
@@ -204,6 +207,7 @@ describe("pipeline", () => {
     });
     assert.equal(completion.tier, "pro");
     assert.ok(completion.text.length > 0);
+    assertCost(completion, "claude-sonnet-5-5");
   });
 
   test("bad input is INVALID_ARGUMENT with the field violations", async () => {
