@@ -123,11 +123,32 @@ async fn a_job_runs_to_success_and_the_watch_stream_tells_all() {
     let metrics: Vec<&pb::StepMetrics> = evs.iter().filter_map(|e| e.metrics.as_ref()).collect();
     assert!(metrics.len() >= 10, "a metrics event per step");
     assert!(metrics.windows(2).all(|w| w[1].step > w[0].step));
-    assert_eq!(
-        evs.iter()
-            .filter(|e| e.kind == pb::JobEventKind::Checkpoint as i32)
-            .count(),
-        3
+    // Checkpoints come as they are made: each right after the metrics of its step, long
+    // before the end, and once (not also as OpenAI's "Checkpoint created" message).
+    let checkpoints: Vec<usize> = evs
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.kind == pb::JobEventKind::Checkpoint as i32)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(checkpoints.len(), 3);
+    for &i in &checkpoints {
+        let step = evs[i].checkpoint.as_ref().unwrap().step;
+        assert_eq!(
+            evs[i - 1].metrics.as_ref().map(|m| m.step),
+            Some(step),
+            "checkpoint {step} follows its step's metrics"
+        );
+    }
+    let completed = evs
+        .iter()
+        .position(|e| e.message == "The job has successfully completed")
+        .expect("OpenAI's completion message");
+    assert!(checkpoints.iter().all(|&i| i < completed));
+    assert!(
+        !evs.iter()
+            .any(|e| e.message.starts_with("Checkpoint created at step")),
+        "one event per checkpoint"
     );
 
     // Resume from the middle: exactly the rest.

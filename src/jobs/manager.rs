@@ -21,7 +21,7 @@ use super::model::{
 use super::watch::Hub;
 use crate::dataset::{self, Catalog, Format, Input, Options, Report};
 use crate::error::Error;
-use crate::store::{DatasetStore, JobPage, Reservation, Store};
+use crate::store::{DatasetStore, JobPage, Recorded, Reservation, Store};
 use crate::upstream::retry::Failure;
 use crate::upstream::{FineTuning, RetryPolicy, UpstreamError, types};
 
@@ -186,6 +186,7 @@ impl JobManager {
             .store
             .record(
                 &job,
+                job.version,
                 vec![state_event(
                     &job,
                     format!(
@@ -194,7 +195,8 @@ impl JobManager {
                     ),
                 )],
             )
-            .await?;
+            .await?
+            .saved()?;
         self.hub.notify(&job.id, job.last_sequence);
 
         match self.create_upstream(job.clone(), &req).await {
@@ -373,22 +375,43 @@ impl JobManager {
     }
 
     async fn attach_upstream(&self, mut job: Job, remote: &types::Job) -> Result<Job, Error> {
-        job.upstream_id = Some(remote.id.clone());
-        if job.training_file_id.is_none() {
-            job.training_file_id = Some(remote.training_file.clone());
+        for _ in 0..super::poller::WRITE_ATTEMPTS {
+            let mut attached = job.clone();
+            attached.upstream_id = Some(remote.id.clone());
+            if attached.training_file_id.is_none() {
+                attached.training_file_id = Some(remote.training_file.clone());
+            }
+            if attached.validation_file_id.is_none() {
+                attached.validation_file_id = remote.validation_file.clone();
+            }
+            super::poller::apply_remote(&mut attached, remote, &self.catalog);
+            let message = format!(
+                "Created OpenAI fine-tuning job {} ({})",
+                remote.id, remote.status
+            );
+            let event = state_event(&attached, message);
+            match self
+                .store
+                .record(&attached, job.version, vec![event])
+                .await?
+            {
+                Recorded::Saved(saved, _) => {
+                    self.hub.notify(&saved.id, saved.last_sequence);
+                    return Ok(saved);
+                }
+                // Another writer (a retry of the same request, the resume) attached it first.
+                Recorded::Conflict(current) | Recorded::Finished(current)
+                    if current.upstream_id.is_some() =>
+                {
+                    return Ok(current);
+                }
+                Recorded::Conflict(current) | Recorded::Finished(current) => job = current,
+            }
         }
-        if job.validation_file_id.is_none() {
-            job.validation_file_id = remote.validation_file.clone();
-        }
-        super::poller::apply_remote(&mut job, remote, &self.catalog);
-        let message = format!(
-            "Created OpenAI fine-tuning job {} ({})",
-            remote.id, remote.status
-        );
-        let event = state_event(&job, message);
-        let (job, _) = self.store.record(&job, vec![event]).await?;
-        self.hub.notify(&job.id, job.last_sequence);
-        Ok(job)
+        Err(Error::Io(format!(
+            "job store: job {} kept changing while OpenAI job {} was attached to it",
+            job.id, remote.id
+        )))
     }
 
     /// Uploads a dataset without our `metadata` keys, once per content.
@@ -526,19 +549,33 @@ impl JobManager {
             });
         };
         let remote = self.provider.cancel_job(&upstream_id).await?;
-        let mut updated = job.clone();
-        super::poller::apply_remote(&mut updated, &remote, &self.catalog);
-        let events = if updated.state != job.state {
-            vec![state_event(
-                &updated,
-                format!("Cancelled on request ({})", remote.status),
-            )]
-        } else {
-            Vec::new()
-        };
-        let (saved, _) = self.store.record(&updated, events).await?;
-        self.hub.notify(&saved.id, saved.last_sequence);
-        Ok(saved)
+        // A poll may write between our read and our write: re-read and re-apply the
+        // cancellation rather than overwrite it. The write records what OpenAI logged up
+        // to the cancellation (events, checkpoints) before the terminal event, so that
+        // event stays the last of the log.
+        let mut job = job;
+        for _ in 0..super::poller::WRITE_ATTEMPTS {
+            let (updated, mut events) = self.catch_up(&job, &remote).await?;
+            if updated.state != job.state {
+                events.push(state_event(
+                    &updated,
+                    format!("Cancelled on request ({})", remote.status),
+                ));
+            }
+            match self.store.record(&updated, job.version, events).await? {
+                Recorded::Saved(saved, _) => {
+                    self.hub.notify(&saved.id, saved.last_sequence);
+                    return Ok(saved);
+                }
+                // The poller recorded the end first (it saw the cancellation upstream).
+                Recorded::Finished(current) => return Ok(current),
+                Recorded::Conflict(current) => job = current,
+            }
+        }
+        Err(Error::Io(format!(
+            "job store: job {} kept changing while its cancellation was recorded; OpenAI has cancelled it and the poller will record that",
+            job.id
+        )))
     }
 
     /// Stops every poller (on shutdown); jobs go on upstream.

@@ -130,6 +130,10 @@ pub struct Job {
     pub finished_at: Option<i64>,
     pub estimated_finish: Option<i64>,
     pub last_sequence: u64,
+    /// The store's count of writes to this job. A writer passes the version it read, so a
+    /// write based on a stale read is refused rather than overwriting newer state.
+    #[serde(default)]
+    pub version: u64,
     /// The newest upstream event id already recorded (the poller's cursor).
     pub upstream_event_cursor: Option<String>,
     /// Upstream checkpoint ids already recorded.
@@ -166,6 +170,7 @@ impl Job {
             finished_at: None,
             estimated_finish: None,
             last_sequence: 0,
+            version: 0,
             upstream_event_cursor: None,
             checkpoints_seen: Vec::new(),
         }
@@ -226,15 +231,18 @@ pub struct JobEvent {
     pub event: NewEvent,
 }
 
+impl NewEvent {
+    /// Whether this event puts the job in a terminal state (the last event of its log).
+    pub fn is_terminal(&self) -> bool {
+        self.kind == EventKind::StateChanged
+            && self.job.as_ref().is_some_and(|j| j.state.is_terminal())
+    }
+}
+
 impl JobEvent {
     /// Whether this event puts the job in a terminal state (the last event of a watch).
     pub fn is_terminal(&self) -> bool {
-        self.event.kind == EventKind::StateChanged
-            && self
-                .event
-                .job
-                .as_ref()
-                .is_some_and(|j| j.state.is_terminal())
+        self.event.is_terminal()
     }
 }
 

@@ -9,10 +9,15 @@ use super::manager::{JobManager, state_event};
 use super::model::{Checkpoint, EventKind, Job, JobError, JobState, Metrics, NewEvent, now_millis};
 use crate::dataset::Catalog;
 use crate::error::Error;
+use crate::store::Recorded;
 use crate::upstream::{UpstreamError, types};
 
 /// Events fetched per page when catching up.
 const EVENTS_PAGE: u32 = 100;
+/// Checkpoints fetched per page.
+const CHECKPOINTS_PAGE: u32 = 100;
+/// Tries of a write that keeps losing to other writers before giving up for now.
+pub(super) const WRITE_ATTEMPTS: usize = 5;
 
 impl JobManager {
     /// Starts the job's poller unless one is running.
@@ -46,17 +51,37 @@ impl JobManager {
         pollers.insert(job_id.to_owned(), handle);
     }
 
-    /// One poll: records new upstream events, checkpoints and the state change, in that
-    /// order. Returns whether the job is finished.
-    pub(super) async fn poll_once(&self, job_id: &str) -> Result<bool, Error> {
+    /// One poll: records new upstream events and checkpoints, in the order they happened,
+    /// then the state change, last. Returns whether the job is finished. A write that lost
+    /// a race with another writer (a cancel, another poll) is not forced: the poll starts
+    /// over from what that writer stored.
+    pub async fn poll_once(&self, job_id: &str) -> Result<bool, Error> {
+        for _ in 0..WRITE_ATTEMPTS {
+            if let Some(finished) = self.poll_attempt(job_id).await? {
+                return Ok(finished);
+            }
+            debug!(
+                job_id,
+                "another writer changed the job during the poll; polling again"
+            );
+        }
+        warn!(
+            job_id,
+            "the job kept changing during polls; trying at the next interval"
+        );
+        Ok(false)
+    }
+
+    /// One try of [`JobManager::poll_once`]; `None` when another write came first.
+    async fn poll_attempt(&self, job_id: &str) -> Result<Option<bool>, Error> {
         let Some(job) = self.store.get(job_id).await? else {
-            return Ok(true);
+            return Ok(Some(true));
         };
         if job.state.is_terminal() {
-            return Ok(true);
+            return Ok(Some(true));
         }
         let Some(upstream_id) = job.upstream_id.clone() else {
-            return Ok(false);
+            return Ok(Some(false));
         };
         let remote = match self.provider.get_job(&upstream_id).await {
             Ok(remote) => remote,
@@ -67,41 +92,21 @@ impl JobManager {
                     &gone,
                     format!("OpenAI no longer knows job {upstream_id}: {message}"),
                 );
-                let (saved, _) = self.store.record(&gone, vec![event]).await?;
-                self.hub.notify(&saved.id, saved.last_sequence);
-                return Ok(true);
+                return Ok(
+                    match self.store.record(&gone, job.version, vec![event]).await? {
+                        Recorded::Saved(saved, _) => {
+                            self.hub.notify(&saved.id, saved.last_sequence);
+                            Some(true)
+                        }
+                        Recorded::Finished(_) => Some(true),
+                        Recorded::Conflict(_) => None,
+                    },
+                );
             }
             Err(e) => return Err(e.into()),
         };
 
-        let mut updated = job.clone();
-        let mut events = Vec::new();
-        let fresh = self
-            .new_upstream_events(&upstream_id, job.upstream_event_cursor.as_deref())
-            .await?;
-        if let Some(newest) = fresh.last() {
-            updated.upstream_event_cursor = Some(newest.id.clone());
-        }
-        events.extend(fresh.iter().map(event_of));
-
-        let state = JobState::from_upstream(&remote.status);
-        if state == JobState::Succeeded {
-            let page = self
-                .provider
-                .list_checkpoints(&upstream_id, None, 100)
-                .await?;
-            let mut checkpoints: Vec<_> = page
-                .data
-                .into_iter()
-                .filter(|c| !updated.checkpoints_seen.contains(&c.id))
-                .collect();
-            checkpoints.sort_by_key(|c| c.step_number);
-            for c in checkpoints {
-                updated.checkpoints_seen.push(c.id.clone());
-                events.push(checkpoint_event(&c));
-            }
-        }
-        apply_remote(&mut updated, &remote, &self.catalog);
+        let (updated, mut events) = self.catch_up(&job, &remote).await?;
         if updated.state != job.state || updated.upstream_status != job.upstream_status {
             let message = match (&updated.state, &updated.fine_tuned_model, &updated.error) {
                 (JobState::Succeeded, Some(model), _) => format!("Succeeded: {model}"),
@@ -115,10 +120,15 @@ impl JobManager {
             events.push(state_event(&updated, message));
         }
         if events.is_empty() && updated == job {
-            return Ok(false);
+            return Ok(Some(false));
         }
-        let (saved, appended) = self.store.record(&updated, events).await?;
-        if saved.state == JobState::Succeeded && job.state != JobState::Succeeded {
+        let (saved, appended) = match self.store.record(&updated, job.version, events).await? {
+            Recorded::Saved(saved, appended) => (saved, appended),
+            Recorded::Finished(_) => return Ok(Some(true)),
+            Recorded::Conflict(_) => return Ok(None),
+        };
+        // The store takes one terminal transition per job, so this runs once.
+        if saved.state == JobState::Succeeded {
             if let Some(hook) = self.on_success.get() {
                 hook(&saved);
             }
@@ -130,37 +140,113 @@ impl JobManager {
             "recorded poll"
         );
         self.hub.notify(&saved.id, saved.last_sequence);
-        Ok(saved.state.is_terminal())
+        Ok(Some(saved.state.is_terminal()))
     }
 
-    /// Upstream events newer than `cursor`, oldest first. Events come newest first and
-    /// `after` pages towards older ones, so page until the cursor is met.
+    /// What OpenAI reports of `job` beyond what is recorded: its new events and new
+    /// checkpoints in the order they happened, and `job` updated from `remote`. The
+    /// caller adds the state-change event, which is the last of a write.
+    pub(super) async fn catch_up(
+        &self,
+        job: &Job,
+        remote: &types::Job,
+    ) -> Result<(Job, Vec<NewEvent>), Error> {
+        let mut updated = job.clone();
+        let Some(upstream_id) = job.upstream_id.as_deref() else {
+            apply_remote(&mut updated, remote, &self.catalog);
+            return Ok((updated, Vec::new()));
+        };
+        let fresh = self
+            .new_upstream_events(upstream_id, job.upstream_event_cursor.as_deref())
+            .await?;
+        if let Some(newest) = fresh.last() {
+            updated.upstream_event_cursor = Some(newest.id.clone());
+        }
+        // Checkpoints are listed as they are made, so they are fetched while the job runs
+        // (and a failed or cancelled job keeps the ones it had), not only at its end.
+        let state = JobState::from_upstream(&remote.status);
+        let checkpoints = if may_have_checkpoints(state) {
+            self.new_checkpoints(upstream_id, &job.checkpoints_seen)
+                .await?
+        } else {
+            Vec::new()
+        };
+        updated
+            .checkpoints_seen
+            .extend(checkpoints.iter().map(|c| c.id.clone()));
+        let events = interleave(&fresh, &checkpoints);
+        apply_remote(&mut updated, remote, &self.catalog);
+        Ok((updated, events))
+    }
+
+    /// Checkpoints not in `seen`, oldest step first.
+    async fn new_checkpoints(
+        &self,
+        upstream_id: &str,
+        seen: &[String],
+    ) -> Result<Vec<types::Checkpoint>, Error> {
+        let mut fresh = newer_than(
+            |after| async move {
+                self.provider
+                    .list_checkpoints(upstream_id, after.as_deref(), CHECKPOINTS_PAGE)
+                    .await
+            },
+            |c: &types::Checkpoint| &c.id,
+            |id| seen.iter().any(|s| s == id),
+        )
+        .await?;
+        fresh.sort_by_key(|c| c.step_number);
+        Ok(fresh)
+    }
+
+    /// Upstream events newer than `cursor`, oldest first.
     async fn new_upstream_events(
         &self,
         upstream_id: &str,
         cursor: Option<&str>,
     ) -> Result<Vec<types::JobEvent>, Error> {
-        let mut fresh = Vec::new();
-        let mut after: Option<String> = None;
-        'pages: loop {
-            let page = self
-                .provider
-                .list_events(upstream_id, after.as_deref(), EVENTS_PAGE)
-                .await?;
-            let last_id = page.data.last().map(|e| e.id.clone());
-            for event in page.data {
-                if cursor == Some(event.id.as_str()) {
-                    break 'pages;
-                }
-                fresh.push(event);
-            }
-            match (page.has_more, last_id) {
-                (true, Some(id)) => after = Some(id),
-                _ => break,
-            }
-        }
+        let mut fresh = newer_than(
+            |after| async move {
+                self.provider
+                    .list_events(upstream_id, after.as_deref(), EVENTS_PAGE)
+                    .await
+            },
+            |e: &types::JobEvent| &e.id,
+            |id| cursor == Some(id),
+        )
+        .await?;
         fresh.reverse();
         Ok(fresh)
+    }
+}
+
+/// The items of an OpenAI list newer than the first one `recorded` knows, newest first.
+/// Lists come newest first and `after` (the last id of a page) pages towards older items,
+/// so page until a recorded item is met or the list ends.
+async fn newer_than<T, F, Fut>(
+    fetch: F,
+    id: impl Fn(&T) -> &String,
+    recorded: impl Fn(&str) -> bool,
+) -> Result<Vec<T>, Error>
+where
+    F: Fn(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<types::Page<T>, UpstreamError>>,
+{
+    let mut fresh = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = fetch(after.take()).await?;
+        let last_id = page.data.last().map(|item| id(item).clone());
+        for item in page.data {
+            if recorded(id(&item)) {
+                return Ok(fresh);
+            }
+            fresh.push(item);
+        }
+        match (page.has_more, last_id) {
+            (true, Some(last)) => after = Some(last),
+            _ => return Ok(fresh),
+        }
     }
 }
 
@@ -238,6 +324,41 @@ fn event_of(e: &types::JobEvent) -> NewEvent {
         checkpoint: None,
         job: None,
     }
+}
+
+/// Whether OpenAI may list checkpoints for a job in `state`: once training has begun.
+fn may_have_checkpoints(state: JobState) -> bool {
+    !matches!(
+        state,
+        JobState::Creating | JobState::ValidatingFiles | JobState::Queued
+    )
+}
+
+/// Upstream events (oldest first) and new checkpoints (oldest step first) as one log:
+/// each checkpoint right after the metrics of its step, or else before the first event
+/// of a later step or time. OpenAI's "Checkpoint created at step N" message is left out:
+/// the checkpoint event says the same with the checkpoint's id, model and metrics.
+fn interleave(fresh: &[types::JobEvent], checkpoints: &[types::Checkpoint]) -> Vec<NewEvent> {
+    let mut out = Vec::with_capacity(fresh.len() + checkpoints.len());
+    let mut pending = checkpoints.iter().peekable();
+    for e in fresh {
+        let step = e.metrics().and_then(|m| m.step);
+        while let Some(c) = pending
+            .next_if(|c| step.is_some_and(|s| c.step_number < s) || c.created_at < e.created_at)
+        {
+            out.push(checkpoint_event(c));
+        }
+        if e.announced_checkpoint_step().is_none() {
+            out.push(event_of(e));
+        }
+        if let Some(s) = step {
+            while let Some(c) = pending.next_if(|c| c.step_number <= s) {
+                out.push(checkpoint_event(c));
+            }
+        }
+    }
+    out.extend(pending.map(checkpoint_event));
+    out
 }
 
 fn checkpoint_event(c: &types::Checkpoint) -> NewEvent {

@@ -19,6 +19,63 @@ pub enum Reservation {
     Existing(Box<Job>, String),
 }
 
+/// The outcome of [`Store::record`], a compare-and-set on the job's version.
+#[derive(Debug)]
+pub enum Recorded {
+    /// Written: the saved job (next `version`, new `last_sequence`) and the events appended.
+    Saved(Job, Vec<JobEvent>),
+    /// Nothing written: another write came first, so the stored job is no longer at the
+    /// version the writer read. It is returned; re-apply the change to it or give up.
+    Conflict(Job),
+    /// Nothing written: the job has finished, and a finished job takes no further write
+    /// (its terminal event stays its one terminal event, and its last). It is returned.
+    Finished(Job),
+}
+
+impl Recorded {
+    /// The saved job and events, for a writer that owns the job (a creation in progress),
+    /// where losing the race means something else broke in.
+    pub fn saved(self) -> Result<(Job, Vec<JobEvent>), Error> {
+        match self {
+            Recorded::Saved(job, events) => Ok((job, events)),
+            Recorded::Conflict(job) | Recorded::Finished(job) => Err(Error::Io(format!(
+                "job store: job {} was changed by another writer (now {}, version {})",
+                job.id,
+                job.state.as_str(),
+                job.version
+            ))),
+        }
+    }
+}
+
+/// Refuses a write that would break the event log's shape, whatever the adapter: a
+/// terminal state event only as the last event of a write that leaves the job in that
+/// state, and no job made terminal without one.
+pub fn check_write(job: &Job, events: &[NewEvent]) -> Result<(), Error> {
+    let refuse = |why: &str| {
+        Err(Error::Io(format!(
+            "job store: refused a write to job {}: {why}",
+            job.id
+        )))
+    };
+    let terminal_at: Vec<usize> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.is_terminal())
+        .map(|(i, _)| i)
+        .collect();
+    match terminal_at.as_slice() {
+        [] if job.state.is_terminal() => refuse("it finishes the job without a terminal event"),
+        [] => Ok(()),
+        [at] if *at + 1 != events.len() => refuse("events follow the terminal event"),
+        [at] if events[*at].job.as_ref().map(|j| j.state) != Some(job.state) => {
+            refuse("the terminal event and the job disagree on the state")
+        }
+        [_] => Ok(()),
+        _ => refuse("more than one terminal event"),
+    }
+}
+
 /// A page of jobs, newest first.
 #[derive(Debug)]
 pub struct JobPage {
@@ -51,11 +108,18 @@ pub trait Store: Send + Sync + 'static {
     async fn unfinished(&self) -> Result<Vec<Job>, Error>;
     /// The number of jobs in each state that has any ([`JobState::as_str`] names).
     async fn count_by_state(&self) -> Result<Vec<(String, u64)>, Error>;
-    /// Saves `job` and appends `events` with the next sequence numbers, atomically.
-    /// Events whose upstream id is already recorded are skipped. Returns the appended
-    /// events and the saved job (with its new `last_sequence`).
-    async fn record(&self, job: &Job, events: Vec<NewEvent>)
-    -> Result<(Job, Vec<JobEvent>), Error>;
+    /// Saves `job` and appends `events` with the next sequence numbers, atomically, if the
+    /// stored job is still at `read_version` (the `version` of the job the writer read)
+    /// and not finished; otherwise writes nothing and says why ([`Recorded`]). The
+    /// compare-and-set is one conditional `UPDATE ... WHERE id = ? AND version = ? AND
+    /// state NOT IN (terminal states)`. Events whose upstream id is already recorded are
+    /// skipped. A write that [`check_write`] refuses is an error.
+    async fn record(
+        &self,
+        job: &Job,
+        read_version: u64,
+        events: Vec<NewEvent>,
+    ) -> Result<Recorded, Error>;
     /// Events with a sequence above `after`, oldest first, at most `limit`.
     async fn events_after(
         &self,

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-use super::{JobPage, Reservation, Store};
+use super::{JobPage, Recorded, Reservation, Store, check_write};
 use crate::error::Error;
 use crate::jobs::model::{Job, JobEvent, JobState, NewEvent, now_millis};
 use crate::serving::record::{Served, TierStats, percentile};
@@ -247,19 +247,47 @@ impl Store for SqliteStore {
     async fn record(
         &self,
         job: &Job,
+        read_version: u64,
         events: Vec<NewEvent>,
-    ) -> Result<(Job, Vec<JobEvent>), Error> {
+    ) -> Result<Recorded, Error> {
         let mut tx = self.write_transaction().await?;
-        let row = sqlx::query("SELECT last_sequence FROM jobs WHERE id = ?")
-            .bind(&job.id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?
-            .ok_or_else(|| Error::NotFound {
-                what: format!("job {}", job.id),
-                reason: "JOB_NOT_FOUND",
-            })?;
-        let mut last = row.try_get::<i64, _>("last_sequence").map_err(db_err)? as u64;
+        // The compare-and-set: claim the row only at the version the writer read and only
+        // while the job is unfinished. Nothing else is written unless this matched.
+        let claimed = sqlx::query(
+            "UPDATE jobs SET version = version + 1
+             WHERE id = ? AND version = ? AND state NOT IN ('succeeded', 'failed', 'cancelled')
+             RETURNING last_sequence",
+        )
+        .bind(&job.id)
+        .bind(read_version as i64)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let Some(claimed) = claimed else {
+            let current = sqlx::query("SELECT snapshot FROM jobs WHERE id = ?")
+                .bind(&job.id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            tx.rollback().await.map_err(db_err)?;
+            let Some(current) = current.as_ref().map(decode_job).transpose()? else {
+                return Err(Error::NotFound {
+                    what: format!("job {}", job.id),
+                    reason: "JOB_NOT_FOUND",
+                });
+            };
+            return Ok(if current.state.is_terminal() {
+                Recorded::Finished(current)
+            } else {
+                Recorded::Conflict(current)
+            });
+        };
+        // Checked once the job is known to be unfinished (a write to a finished one is
+        // `Finished`, whatever its events); an error drops the transaction, unwritten.
+        check_write(job, &events)?;
+        let mut last = claimed.try_get::<i64, _>("last_sequence").map_err(db_err)? as u64;
+        let mut saved = job.clone();
+        saved.version = read_version + 1;
         let mut appended = Vec::with_capacity(events.len());
         for mut event in events {
             if let Some(upstream_id) = &event.upstream_id {
@@ -277,6 +305,7 @@ impl Store for SqliteStore {
             last += 1;
             if let Some(snapshot) = event.job.as_mut() {
                 snapshot.last_sequence = last;
+                snapshot.version = saved.version;
             }
             let recorded = JobEvent {
                 job_id: job.id.clone(),
@@ -296,7 +325,6 @@ impl Store for SqliteStore {
             .map_err(db_err)?;
             appended.push(recorded);
         }
-        let mut saved = job.clone();
         saved.last_sequence = last;
         saved.updated_at = now_millis();
         let snapshot = serde_json::to_string(&saved).map_err(json_err)?;
@@ -310,7 +338,7 @@ impl Store for SqliteStore {
             .await
             .map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
-        Ok((saved, appended))
+        Ok(Recorded::Saved(saved, appended))
     }
 
     async fn events_after(

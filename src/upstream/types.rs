@@ -263,6 +263,17 @@ impl JobEvent {
             .as_ref()
             .and_then(|d| serde_json::from_value(d.clone()).ok())
     }
+
+    /// The step of OpenAI's "Checkpoint created at step N ..." message, which only
+    /// announces what the checkpoints list gives in full (id, model name, metrics).
+    pub fn announced_checkpoint_step(&self) -> Option<u64> {
+        if self.kind.as_deref().is_some_and(|k| k != "message") {
+            return None;
+        }
+        let rest = self.message.strip_prefix("Checkpoint created at step ")?;
+        let digits = rest.split(|c: char| !c.is_ascii_digit()).next()?;
+        digits.parse().ok()
+    }
 }
 
 /// `FineTuningJobCheckpoint`.
