@@ -95,7 +95,8 @@ func TestUnconfirmedCreateIsUnavailableWithRetryInfoAndRetried(t *testing.T) {
 	if fe.Code != codes.Unavailable || fe.Reason != "UPSTREAM_OUTCOME_UNKNOWN" || fe.RetryDelay <= 0 {
 		t.Fatalf("got %v (retry delay %v), want UNAVAILABLE UPSTREAM_OUTCOME_UNKNOWN with a RetryInfo", err, fe.RetryDelay)
 	}
-	// The default client retries it with the same request id and gets the job.
+	// Called again with the same request id (the default client), the reservation
+	// the unconfirmed create kept is settled by the look-up: the one job, not a second.
 	client := dial(t)
 	job, err := startSample(ctx, client, requestID)
 	if err != nil {

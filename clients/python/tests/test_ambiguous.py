@@ -94,9 +94,17 @@ def test_an_unconfirmed_create_is_unavailable_with_retry_info_and_retried(
     assert error.code == grpc.StatusCode.UNAVAILABLE, error
     assert error.reason == "UPSTREAM_OUTCOME_UNKNOWN", error
     assert error.retry_delay is not None and error.retry_delay > 0
-    # The default client retries it with the same request id and gets the job.
+    # Called again with the same request id (the default client), the reservation the
+    # unconfirmed create kept is settled by the look-up: the one job, not a second.
     job = client.start_training(harness.sample_dataset, request_id=request_id).job
     assert_one_tracked_job(client, harness, job)
+
+
+def test_the_retry_waits_as_the_server_asks_within_the_policy() -> None:
+    policy = RetryPolicy(initial_backoff=0.2, max_backoff=5.0)
+    assert policy.delay(1, None) == policy.backoff(1) == 0.2
+    assert policy.delay(1, 2.0) == 2.0  # RetryInfo, as UPSTREAM_OUTCOME_UNKNOWN sends
+    assert policy.delay(3, 60.0) == 5.0  # never past the policy's longest wait
 
 
 def test_a_lost_upload_response_makes_one_tracked_job(

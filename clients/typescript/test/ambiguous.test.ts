@@ -80,7 +80,8 @@ describe("ambiguous creates", () => {
     assert.equal(error.code, Code.Unavailable);
     assert.equal(error.reason, "UPSTREAM_OUTCOME_UNKNOWN");
     assert.ok((error.retryDelayMs ?? 0) > 0, `RetryInfo: ${error.retryDelayMs}`);
-    // The default client retries it with the same request id and gets the job.
+    // Called again with the same request id (the default client), the reservation the
+    // unconfirmed create kept is settled by the look-up: the one job, not a second.
     await assertOneTrackedJob(await startTraining(requestId));
   });
 
