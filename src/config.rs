@@ -96,6 +96,17 @@ pub struct ServeConfig {
     #[arg(long, env = "FINETUNE_POLL_INTERVAL_SECONDS")]
     pub poll_interval_seconds: Option<f64>,
 
+    /// Seconds between rounds that settle StartTraining reservations left creating (a
+    /// create whose outcome could not be confirmed): each adopts the job OpenAI holds for
+    /// the request id or releases the reservation when OpenAI holds none. A round costs
+    /// one store query, and one OpenAI look-up per such reservation.
+    #[arg(
+        long,
+        env = "FINETUNE_RECONCILE_INTERVAL_SECONDS",
+        default_value_t = 60.0
+    )]
+    pub reconcile_interval_seconds: f64,
+
     /// OpenAI's API base URL [default: https://api.openai.com/v1]. The key is read from
     /// OPENAI_API_KEY only.
     #[arg(long, env = "OPENAI_BASE_URL")]
@@ -214,6 +225,7 @@ impl ServeConfig {
             emulator: false,
             emulator_time_scale: 20.0,
             poll_interval_seconds: None,
+            reconcile_interval_seconds: 60.0,
             heartbeat_seconds: 15.0,
             announce: false,
             max_calls_per_caller: 256,
@@ -255,6 +267,10 @@ impl ServeConfig {
             }
         };
         positive("--heartbeat-seconds", self.heartbeat_seconds)?;
+        positive(
+            "--reconcile-interval-seconds",
+            self.reconcile_interval_seconds,
+        )?;
         positive("--emulator-time-scale", self.emulator_time_scale)?;
         if let Some(p) = self.poll_interval_seconds {
             positive("--poll-interval-seconds", p)?;

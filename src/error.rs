@@ -10,7 +10,7 @@ use crate::upstream::UpstreamError;
 /// The ErrorInfo domain of every error this service returns.
 pub const ERROR_DOMAIN: &str = "finetune.fileengine";
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// A request field is wrong; `field` is its path in the request.
     #[error("invalid {field}: {reason}")]
@@ -47,6 +47,14 @@ pub enum Error {
     /// The service cannot answer now (shutting down); the message says how to resume.
     #[error("{0}")]
     Unavailable(String),
+    /// A create may have taken effect upstream but the service could not confirm it yet:
+    /// the request id stays reserved, and a call again with the same request id (after
+    /// `retry_after`) returns the job if it exists or creates it if it does not.
+    #[error("{message}")]
+    OutcomeUnknown {
+        message: String,
+        retry_after: std::time::Duration,
+    },
     /// A provider call failed.
     #[error("{0}")]
     Upstream(UpstreamError),
@@ -72,6 +80,7 @@ impl Error {
             Error::AlreadyExists(_) => "REQUEST_ID_REUSED",
             Error::Unavailable(_) => "SHUTTING_DOWN",
             Error::Cancelled(_) => "CANCELLED",
+            Error::OutcomeUnknown { .. } => "UPSTREAM_OUTCOME_UNKNOWN",
             Error::Upstream(e) => match e {
                 UpstreamError::RateLimited { .. } => "UPSTREAM_RATE_LIMITED",
                 UpstreamError::Unavailable { .. } => "UPSTREAM_UNAVAILABLE",
@@ -80,6 +89,7 @@ impl Error {
                 UpstreamError::Auth { .. } => "UPSTREAM_AUTH_FAILED",
                 UpstreamError::Protocol { .. } => "UPSTREAM_PROTOCOL_ERROR",
                 UpstreamError::Local { .. } => "LOCAL_IO_ERROR",
+                UpstreamError::Unconfirmed { .. } => "UPSTREAM_OUTCOME_UNKNOWN",
             },
         }
     }
@@ -97,6 +107,8 @@ impl From<Error> for Status {
             Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::Unavailable(_) => Code::Unavailable,
             Error::Cancelled(_) => Code::Cancelled,
+            // Every SDK retries UNAVAILABLE with the same request id, which settles it.
+            Error::OutcomeUnknown { .. } => Code::Unavailable,
             Error::Upstream(e) => upstream_code(e),
         };
         let mut metadata = HashMap::new();
@@ -122,6 +134,9 @@ impl From<Error> for Status {
                     retry_after.unwrap_or(std::time::Duration::from_secs(1)),
                 ));
             }
+            Error::OutcomeUnknown { retry_after, .. } => {
+                details.set_retry_info(Some(*retry_after));
+            }
             _ => {}
         }
         Status::with_error_details(code, err.to_string(), details)
@@ -132,7 +147,7 @@ impl From<Error> for Status {
 fn upstream_code(e: &UpstreamError) -> Code {
     match e {
         UpstreamError::RateLimited { .. } => Code::ResourceExhausted,
-        UpstreamError::Unavailable { .. } => Code::Unavailable,
+        UpstreamError::Unavailable { .. } | UpstreamError::Unconfirmed { .. } => Code::Unavailable,
         // A refused parameter of the caller's (model, suffix, hyperparameters) is their
         // argument; anything else (file state, quota, conflicts) is a precondition.
         UpstreamError::Rejected { status: 422, .. } => Code::InvalidArgument,

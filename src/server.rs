@@ -77,6 +77,8 @@ pub async fn serve(
         if resumed > 0 {
             info!(resumed, "resumed polling unfinished jobs");
         }
+        // Ends with the manager's shutdown token (`jobs.stop()`).
+        let _reconciler = jobs.spawn_reconciler();
     }
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -313,6 +315,9 @@ async fn open_state(
             poll_interval: config.poll_interval(),
             heartbeat: std::time::Duration::from_secs_f64(config.heartbeat_seconds),
             retry: retry.clone(),
+            reconcile_interval: std::time::Duration::from_secs_f64(
+                config.reconcile_interval_seconds,
+            ),
         };
         JobManager::new(
             store.clone(),

@@ -2,7 +2,8 @@
 //! caller of the service relies on (the gRPC code and message, no duplicate job, no lost or
 //! repeated watch event, a streamed answer that ends in an error rather than silently
 //! short). Then a randomized run of 1,000 StartTraining calls under mixed faults that must
-//! end with exactly one upstream job per request id.
+//! end with exactly one upstream job per answered request id and none for a refused one.
+//! (The ambiguous-create cases, one by one, are in tests/ambiguous.rs.)
 //!
 //! The server retries as in production (2 retries, the provider's Retry-After honoured)
 //! but with millisecond backoff, so the matrix runs in seconds.
@@ -421,9 +422,11 @@ async fn the_poller_rides_out_an_upstream_outage_without_losing_an_event() {
 }
 
 /// 1,000 StartTraining calls, 4 at a time, with a fault injected before about half of them
-/// on one of the routes creation uses; the caller retries a retryable failure with the
-/// same request id, as the SDKs do. Every request must end with one job, and OpenAI must
-/// have exactly one job per request id.
+/// on one of the routes creation uses (among them unreadable and cut create answers, which
+/// leave a job behind); the caller retries exactly what the SDKs retry (UNAVAILABLE, at
+/// most 6 attempts, as the strictest SDK) with the same request id. Every request must end
+/// with one job, tracked and exactly one at OpenAI, or with a rate-limit refusal that left
+/// no job anywhere; never with an error that hides a job.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_randomized_start_training_calls_make_one_job_each() {
     const CALLS: usize = 1000;
@@ -443,16 +446,18 @@ async fn a_thousand_randomized_start_training_calls_make_one_job_each() {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let injected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let client_retries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let refused = Arc::new(std::sync::Mutex::new(Vec::new()));
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..CONCURRENCY {
-        let (server, faults, rng, next, injected, client_retries) = (
+        let (server, faults, rng, next, injected, client_retries, refused) = (
             server.clone(),
             faults.clone(),
             rng.clone(),
             next.clone(),
             injected.clone(),
             client_retries.clone(),
+            refused.clone(),
         );
         workers.push(tokio::spawn(async move {
             let mut ids = Vec::new();
@@ -496,22 +501,20 @@ async fn a_thousand_randomized_start_training_calls_make_one_job_each() {
                         .start_training(start_request(&request_id, dataset.clone()))
                         .await
                     {
-                        Ok(r) => break r.into_inner().job.unwrap(),
-                        Err(status)
-                            if attempt < 10
-                                && matches!(
-                                    status.code(),
-                                    Code::Unavailable
-                                        | Code::ResourceExhausted
-                                        | Code::Aborted
-                                        | Code::Internal
-                                ) =>
-                        {
+                        Ok(r) => break Some(r.into_inner().job.unwrap()),
+                        Err(status) if attempt < 6 && status.code() == Code::Unavailable => {
                             client_retries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             tokio::time::sleep(Duration::from_millis(10)).await;
                         }
+                        // A rate limit that outlasted the server's retries: a clean
+                        // refusal, checked below to have left no job anywhere.
+                        Err(status) if status.code() == Code::ResourceExhausted => break None,
                         Err(status) => panic!("{request_id}, attempt {attempt}: {status:?}"),
                     }
+                };
+                let Some(job) = job else {
+                    refused.lock().unwrap().push(request_id);
+                    continue;
                 };
                 assert!(!job.upstream_id.is_empty(), "{request_id}: {job:?}");
                 ids.push((request_id, job.id, job.upstream_id));
@@ -524,7 +527,8 @@ async fn a_thousand_randomized_start_training_calls_make_one_job_each() {
     }
     let elapsed = started.elapsed();
     faults.clear();
-    assert_eq!(results.len(), CALLS);
+    let refused = std::mem::take(&mut *refused.lock().unwrap());
+    assert_eq!(results.len() + refused.len(), CALLS);
 
     let upstream = common::upstream_jobs_by_request(&emulator).await;
     let mut duplicates = Vec::new();
@@ -540,14 +544,54 @@ async fn a_thousand_randomized_start_training_calls_make_one_job_each() {
         duplicates.is_empty(),
         "request ids without exactly one upstream job: {duplicates:?}"
     );
+    for request_id in &refused {
+        assert!(
+            !upstream.contains_key(request_id),
+            "{request_id} was refused but OpenAI holds {:?}",
+            upstream[request_id]
+        );
+    }
     let total: usize = upstream.values().map(Vec::len).sum();
-    assert_eq!(total, CALLS, "no job outside the requests");
+    assert_eq!(total, results.len(), "no job outside the answered requests");
     let service_ids: HashSet<_> = results.iter().map(|(_, id, _)| id.clone()).collect();
-    assert_eq!(service_ids.len(), CALLS, "one service job per request id");
+    assert_eq!(
+        service_ids.len(),
+        results.len(),
+        "one service job per request id"
+    );
+    let mut tracked = 0;
+    let mut page_token = String::new();
+    loop {
+        let page = server
+            .client()
+            .list_jobs(pb::ListJobsRequest {
+                page_size: 100,
+                page_token: page_token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        for job in &page.jobs {
+            assert!(!job.upstream_id.is_empty(), "a job left creating: {job:?}");
+            assert!(
+                !refused.contains(&job.request_id),
+                "a refused request is tracked: {job:?}"
+            );
+        }
+        tracked += page.jobs.len();
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(tracked, results.len(), "the service tracks every job, once");
     println!(
-        "{CALLS} StartTraining calls, {} with a fault injected, {} client retries, {} upstream requests, {:.1} s",
+        "{CALLS} StartTraining calls, {} with a fault injected, {} client retries, {} answered with a job, {} refused (rate limit, no job), {} upstream requests, {:.1} s",
         injected.load(std::sync::atomic::Ordering::SeqCst),
         client_retries.load(std::sync::atomic::Ordering::SeqCst),
+        results.len(),
+        refused.len(),
         emulator.stats().total,
         elapsed.as_secs_f64()
     );

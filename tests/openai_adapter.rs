@@ -125,6 +125,7 @@ async fn statuses_map_to_upstream_errors() {
                 "Unavailable"
             }
             UpstreamError::Protocol { .. } => "Protocol",
+            UpstreamError::Unconfirmed { .. } => "Unconfirmed",
         };
         assert_eq!(got, kind, "HTTP {status}: {e:?}");
         assert!(!text(&e).contains("<html>"), "raw body leaked: {e:?}");
@@ -904,5 +905,81 @@ async fn a_completed_upload_without_a_file_is_a_protocol_error() {
     let f = dir.path().join("t.jsonl");
     std::fs::write(&f, b"{}\n{}\n").unwrap();
     let e = api.upload_file(&f, "t.jsonl").await.unwrap_err();
+    assert!(matches!(e, UpstreamError::Protocol { .. }), "{e:?}");
+}
+
+/// Whether a failed create may have taken effect, which decides whether the job manager
+/// must look for it before releasing the request id.
+#[tokio::test]
+async fn a_create_whose_answer_is_lost_may_have_taken_effect_a_refusal_did_nothing() {
+    let server = MockServer::start().await;
+    let api = adapter(&server);
+    let request = finetune::upstream::types::CreateJobRequest {
+        model: "gpt-4o-mini-2024-07-18".into(),
+        training_file: "file-abc".into(),
+        validation_file: None,
+        suffix: None,
+        seed: None,
+        method: None,
+        metadata: Default::default(),
+    };
+    let full = serde_json::to_string(&job(json!({}))).unwrap();
+    let cases = [
+        // A 2xx answer cut in half: the job was made.
+        (
+            ResponseTemplate::new(200)
+                .set_body_raw(full[..full.len() / 2].to_owned(), "application/json"),
+            true,
+        ),
+        (
+            ResponseTemplate::new(500).set_body_json(envelope("oops", None, None)),
+            true,
+        ),
+        (
+            ResponseTemplate::new(503).set_body_json(envelope("busy", None, None)),
+            false,
+        ),
+        (
+            ResponseTemplate::new(429).set_body_json(envelope("slow", None, None)),
+            false,
+        ),
+        (
+            ResponseTemplate::new(400).set_body_json(envelope("bad", None, Some("model"))),
+            false,
+        ),
+    ];
+    for (response, maybe) in cases {
+        server.reset().await;
+        Mock::given(method("POST"))
+            .and(path("/v1/fine_tuning/jobs"))
+            .respond_with(response)
+            .mount(&server)
+            .await;
+        let e = api.create_job(&request).await.unwrap_err();
+        assert_eq!(e.may_have_taken_effect(), maybe, "{e:?}");
+        if maybe {
+            assert!(e.is_retryable(), "{e:?}");
+        }
+    }
+    // A connection that never opened did nothing.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let nowhere = OpenAi::new(OpenAiConfig {
+        retry: RetryPolicy::none(),
+        ..OpenAiConfig::new(KEY, format!("http://{addr}/v1"))
+    })
+    .unwrap();
+    let e = nowhere.create_job(&request).await.unwrap_err();
+    assert!(!e.may_have_taken_effect(), "{e:?}");
+    assert!(matches!(e, UpstreamError::Unavailable { .. }), "{e:?}");
+    // A read whose answer is cut stays a protocol error: nothing to look for.
+    serve_job(
+        &server,
+        ResponseTemplate::new(200)
+            .set_body_raw(full[..full.len() / 2].to_owned(), "application/json"),
+    )
+    .await;
+    let e = api.get_job("ftjob-abc").await.unwrap_err();
     assert!(matches!(e, UpstreamError::Protocol { .. }), "{e:?}");
 }

@@ -1,6 +1,8 @@
 //! The server the SDK test suites (clients/python, clients/typescript, clients/go) run
-//! against: the real FineTune service in emulator mode, reached through a TCP proxy that
-//! the tests can cut, so each suite can prove its client resumes a dropped WatchJob stream.
+//! against: the real FineTune service on the project's emulator of OpenAI and Anthropic,
+//! reached through a TCP proxy that the tests can cut, so each suite can prove its client
+//! resumes a dropped WatchJob stream; the emulator's fault knobs are on the control
+//! endpoint, so each suite can prove its client survives an ambiguous create.
 //!
 //! `cargo build --example sdk_harness`, then run `target/debug/examples/sdk_harness` with
 //! stdin on a pipe. It prints one JSON line on stdout:
@@ -17,6 +19,16 @@
 //!   library reports a lost connection: UNAVAILABLE in grpcio and grpc-go, CANCELED ("http/2
 //!   stream closed with error code CANCEL") in connect-node.
 //! - `GET {control}/connections`: `{"open": n, "accepted": m}`.
+//! - `POST {control}/faults`: injects emulator faults, one rule or `{"rules": [...]}`, each
+//!   `{"route": "POST /v1/fine_tuning/jobs", "times": 1, "kind": "malformed_json"}` (the
+//!   kinds and fields of `finetune::emulator::Fault`, snake_case; `route` defaults to every
+//!   route, `times` to 1). Answers the rules still pending: `{"rules": [...]}`.
+//!   `DELETE {control}/faults` removes them all.
+//! - `GET {control}/stats`: the emulator's request counts, `{"total": n, "by_route":
+//!   {"POST /v1/files": n, ...}}`, to see that a request reached OpenAI.
+//! - `GET {control}/upstream_jobs`: every job the emulated OpenAI holds, by the request id
+//!   in its metadata: `{"by_request": {"<request id>": ["ftjob-...", ...]}}` (jobs without
+//!   one under `""`), to check that a request id made exactly one paid job.
 //!
 //! With `--secure`, the server requires bearer tokens and speaks TLS (a certificate for
 //! `localhost` and `127.0.0.1` signed by a CA made for the run), and the line also carries
@@ -26,7 +38,9 @@
 //! It exits when stdin reaches end of file (so a test that dies never leaves it running),
 //! or on SIGINT/SIGTERM. The server uses a fresh data directory, removed at exit; jobs run on
 //! the emulator's clock `--time-scale` times faster than real time (default 200: a job on the
-//! sample dataset ends in a few seconds), polled every 50 ms, with 1 s heartbeats.
+//! sample dataset ends in a few seconds), polled every 50 ms, with 1 s heartbeats; the
+//! server settles reservations left creating every second, and retries upstream calls as in
+//! production (2 retries) with backoff from 20 ms.
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -39,6 +53,7 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use clap::Parser;
 use finetune::config::ServeConfig;
+use finetune::emulator::{Emulator, EmulatorConfig, FaultRule};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -147,11 +162,70 @@ async fn run_proxy(listener: TcpListener, upstream: SocketAddr, proxy: Arc<Proxy
     }
 }
 
-async fn cut(State(proxy): State<Arc<Proxy>>) -> Json<Value> {
-    Json(json!({ "cut": proxy.cut() }))
+/// What the control endpoint's handlers reach: the proxy and the emulator.
+#[derive(Clone)]
+struct Control {
+    proxy: Arc<Proxy>,
+    emulator: Arc<Emulator>,
 }
 
-async fn connections(State(proxy): State<Arc<Proxy>>) -> Json<Value> {
+async fn cut(State(control): State<Control>) -> Json<Value> {
+    Json(json!({ "cut": control.proxy.cut() }))
+}
+
+/// One fault rule, or several.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Faults {
+    Many { rules: Vec<FaultRule> },
+    One(FaultRule),
+}
+
+async fn add_faults(State(control): State<Control>, Json(faults): Json<Faults>) -> Json<Value> {
+    let rules = match faults {
+        Faults::Many { rules } => rules,
+        Faults::One(rule) => vec![rule],
+    };
+    let knobs = control.emulator.faults();
+    for rule in rules {
+        knobs.add(rule);
+    }
+    Json(json!({ "rules": knobs.pending() }))
+}
+
+async fn stats(State(control): State<Control>) -> Json<finetune::emulator::Stats> {
+    Json(control.emulator.stats())
+}
+
+async fn clear_faults(State(control): State<Control>) -> Json<Value> {
+    control.emulator.faults().clear();
+    Json(json!({ "rules": [] }))
+}
+
+/// Every emulated OpenAI job by the `finetune_request_id` in its metadata.
+async fn upstream_jobs(
+    State(control): State<Control>,
+) -> Result<Json<Value>, (axum::http::StatusCode, String)> {
+    use finetune::upstream::{OpenAiConfig, RetryPolicy, openai::OpenAi};
+    let failed = |e: &dyn std::fmt::Display| {
+        (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            format!("listing the emulator's jobs failed: {e}"),
+        )
+    };
+    let api = OpenAi::new(OpenAiConfig {
+        retry: RetryPolicy::none(),
+        ..OpenAiConfig::new("sk-harness-list", control.emulator.base_url())
+    })
+    .map_err(|e| failed(&e))?;
+    let by_request = finetune::jobs::jobs_by_request_id(&api)
+        .await
+        .map_err(|e| failed(&e))?;
+    Ok(Json(json!({ "by_request": by_request })))
+}
+
+async fn connections(State(control): State<Control>) -> Json<Value> {
+    let proxy = &control.proxy;
     Json(json!({
         "open": proxy.open.load(Ordering::SeqCst),
         "accepted": proxy.accepted.load(Ordering::SeqCst),
@@ -181,14 +255,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
 
     let data_dir = tempfile::tempdir()?;
+    // The emulator runs here rather than inside the server (`--emulator`), so that the
+    // control endpoint can reach its fault knobs; the server sees it as OpenAI and Anthropic.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let emulator = Arc::new(
+        Emulator::start(
+            EmulatorConfig {
+                time_scale: args.time_scale,
+                ..EmulatorConfig::default()
+            },
+            TcpListener::bind("127.0.0.1:0").await?,
+        )
+        .await?,
+    );
     let mut config = ServeConfig::for_data_dir(data_dir.path());
-    config.emulator = true;
-    config.emulator_time_scale = args.time_scale;
+    config.openai_base_url = Some(emulator.base_url());
+    config.openai_api_key = Some("sk-harness-emulator".into());
+    config.anthropic_base_url = Some(emulator.anthropic_base_url());
+    config.anthropic_api_key = Some("sk-ant-harness-emulator".into());
     config.poll_interval_seconds = Some(0.05);
+    config.reconcile_interval_seconds = 1.0;
+    config.upstream_retry_delay_ms = 20;
+    config.upstream_retry_max_delay_ms = 100;
     config.heartbeat_seconds = 1.0;
     config.drain_seconds = 1;
     let secure = if args.secure {
-        let _ = rustls::crypto::ring::default_provider().install_default();
         Some(secure(data_dir.path(), &mut config)?)
     } else {
         None
@@ -214,7 +305,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = axum::Router::new()
         .route("/cut", post(cut))
         .route("/connections", get(connections))
-        .with_state(proxy.clone());
+        .route("/faults", post(add_faults).delete(clear_faults))
+        .route("/upstream_jobs", get(upstream_jobs))
+        .route("/stats", get(stats))
+        .with_state(Control {
+            proxy: proxy.clone(),
+            emulator: emulator.clone(),
+        });
     tokio::spawn(async move { axum::serve(control_listener, app).await });
 
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/training-data.jsonl");

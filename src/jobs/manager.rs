@@ -4,16 +4,26 @@
 //! anything is sent upstream, and OpenAI is asked for a job carrying the request id in
 //! its metadata before a new one is created, so a retry after a lost response adopts
 //! the job OpenAI made instead of paying for a second one.
+//!
+//! The upstream work of a creation runs in its own task, so a caller whose deadline
+//! passes or who disconnects does not cut it short; calls with the same request id wait
+//! for that task. A create whose answer was lost is settled by the same look-up before
+//! anything is released: the reservation goes only when OpenAI is known to hold no job
+//! for it. What cannot be settled yet stays reserved, for a retry with the same request
+//! id or the periodic reconciler.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use super::model::{
     EventKind, Hyperparameters, Job, JobError, JobState, Method, NewEvent, now_millis,
@@ -30,6 +40,9 @@ pub const META_REQUEST_ID: &str = "finetune_request_id";
 pub const META_JOB_ID: &str = "finetune_job_id";
 /// OpenAI allows 16 metadata pairs; two are ours.
 const MAX_USER_METADATA: usize = 14;
+/// How long a caller is asked to wait before repeating a StartTraining whose outcome
+/// could not be confirmed (RetryInfo).
+const OUTCOME_RETRY_AFTER: Duration = Duration::from_secs(2);
 
 /// What runs when a job succeeds (auto-promotion).
 pub type SuccessHook = Box<dyn Fn(&Job) + Send + Sync>;
@@ -44,6 +57,10 @@ pub struct JobsConfig {
     /// Retries of job creation and uploads, each attempt preceded by a look for what a
     /// lost earlier attempt may have made.
     pub retry: RetryPolicy,
+    /// How often reservations left creating (an outcome that could not be confirmed) are
+    /// settled against OpenAI. Each round is one store query, plus one OpenAI look-up
+    /// per such reservation older than the interval.
+    pub reconcile_interval: Duration,
 }
 
 impl Default for JobsConfig {
@@ -52,8 +69,43 @@ impl Default for JobsConfig {
             poll_interval: Duration::from_secs(30),
             heartbeat: Duration::from_secs(15),
             retry: RetryPolicy::default(),
+            reconcile_interval: Duration::from_secs(60),
         }
     }
+}
+
+/// How a creation (or a settle of a reservation left creating) ended; shared by every
+/// call waiting for it.
+#[derive(Debug, Clone)]
+enum Creation {
+    /// The job exists upstream and is tracked, with its poller running.
+    Tracked(Box<Job>),
+    /// OpenAI holds no job for the request id and the reservation is gone: `Some` says
+    /// why the creation failed; `None` when a settle released it (a caller may start
+    /// afresh).
+    Released(Option<Error>),
+    /// OpenAI may hold a job: the reservation stays, to be settled by a call with the
+    /// same request id or by the reconciler. The error is what the caller gets.
+    Unsettled(Error),
+}
+
+/// A creation in progress, awaitable by any number of calls.
+type CreationTask = Shared<BoxFuture<'static, Creation>>;
+
+/// What a creation task does.
+enum Work {
+    /// Creates the job upstream for the request, adopting one OpenAI already holds for
+    /// its request id. `fresh` when this call just made the reservation: no earlier
+    /// attempt can have created anything for it.
+    Create { req: Arc<StartRequest>, fresh: bool },
+    /// Only settles the reservation: adopts the job OpenAI holds, or releases it.
+    Settle,
+}
+
+/// A failed creation: the error, and whether a job may still exist upstream.
+struct CreateFailure {
+    error: Error,
+    maybe_created: bool,
 }
 
 /// A dataset file in the content-addressed store.
@@ -94,6 +146,8 @@ pub struct JobManager {
     pub(super) hub: Hub,
     pub(super) config: JobsConfig,
     pub(super) pollers: Mutex<HashMap<String, JoinHandle<()>>>,
+    /// Creations in progress, by job id: one task per job, joined by repeated calls.
+    creations: Mutex<HashMap<String, CreationTask>>,
     pub(super) shutdown: CancellationToken,
     /// Called once when a job is recorded as succeeded (auto-promotion).
     pub(super) on_success: std::sync::OnceLock<SuccessHook>,
@@ -116,6 +170,7 @@ impl JobManager {
             hub: Hub::default(),
             config,
             pollers: Mutex::new(HashMap::new()),
+            creations: Mutex::new(HashMap::new()),
             shutdown,
             on_success: std::sync::OnceLock::new(),
         })
@@ -126,45 +181,113 @@ impl JobManager {
         let _ = self.on_success.set(hook);
     }
 
-    /// Picks up after a restart: finishes interrupted creations and restarts a poller
+    /// Picks up after a restart: settles interrupted creations and restarts a poller
     /// for every unfinished job.
     pub async fn resume(self: &Arc<Self>) -> Result<usize, Error> {
         let unfinished = self.store.unfinished().await?;
         let mut resumed = 0;
         for job in unfinished {
-            let job_id = job.id.clone();
             if job.upstream_id.is_none() {
-                // Interrupted between reserving and creating: adopt what OpenAI made, if anything.
-                let request_id = job.request_id.clone().unwrap_or_default();
-                match self.find_upstream(&request_id).await {
-                    Ok(Some(remote)) => {
-                        self.attach_upstream(job, &remote).await?;
-                    }
-                    Ok(None) => {
-                        info!(job_id = %job.id, "releasing a creation interrupted before it reached OpenAI");
-                        self.store.release(&job.id).await?;
-                        continue;
-                    }
-                    Err(e) => {
-                        warn!(job_id = %job.id, error = %e, "cannot check an interrupted creation yet; will retry at next start");
-                        continue;
-                    }
+                // Interrupted between reserving and creating: adopt what OpenAI made, if
+                // anything; what cannot be told yet is left to the reconciler.
+                if let Creation::Tracked(_) = self.creation(job, Work::Settle).await {
+                    resumed += 1;
                 }
+                continue;
             }
-            self.spawn_poller(&job_id);
+            self.spawn_poller(&job.id);
             resumed += 1;
         }
         Ok(resumed)
     }
 
+    /// Settles, every `reconcile_interval` until shutdown, the reservations left
+    /// creating (see [`JobManager::reconcile`]).
+    pub fn spawn_reconciler(self: &Arc<Self>) -> JoinHandle<()> {
+        let this = self.clone();
+        let interval = self.config.reconcile_interval;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(interval) => {}
+                    () = this.shutdown.cancelled() => break,
+                }
+                match this.reconcile(interval).await {
+                    Ok(0) => {}
+                    Ok(settled) => info!(settled, "settled reservations left creating"),
+                    Err(e) => {
+                        warn!(error = %e, "reconciling reservations failed; next round will retry")
+                    }
+                }
+            }
+        })
+    }
+
+    /// Settles every reservation left creating for at least `min_age` with no creation
+    /// running: adopts the job OpenAI holds for its request id, releases it when OpenAI
+    /// holds none, and leaves it when OpenAI cannot tell. Returns how many were adopted
+    /// or released. (`min_age` spares a creation that is just being set up.)
+    pub async fn reconcile(self: &Arc<Self>, min_age: Duration) -> Result<usize, Error> {
+        let cutoff =
+            now_millis().saturating_sub(i64::try_from(min_age.as_millis()).unwrap_or(i64::MAX));
+        let mut settled = 0;
+        for job in self.store.creating().await? {
+            if job.created_at > cutoff || self.creation_running(&job.id) {
+                continue;
+            }
+            match self.creation(job, Work::Settle).await {
+                Creation::Tracked(_) | Creation::Released(_) => settled += 1,
+                Creation::Unsettled(e) => {
+                    warn!(error = %e, "a reservation left creating is still unsettled")
+                }
+            }
+        }
+        Ok(settled)
+    }
+
     pub async fn start(self: &Arc<Self>, req: StartRequest) -> Result<Started, Error> {
         check_request(&req)?;
         let fingerprint = fingerprint(&req);
-        if let Some((job, existing)) = self.store.get_by_request(&req.request_id).await? {
-            return same_request(job, &existing, &fingerprint);
+        let req = Arc::new(req);
+        // A reservation a settle released (OpenAI holds no job for it) is made afresh;
+        // that can happen once per settle, so a few rounds are plenty.
+        for _ in 0..3 {
+            let (job, report) = match self.store.get_by_request(&req.request_id).await? {
+                Some((job, existing)) => (same_request(job, &existing, &fingerprint)?, None),
+                None => self.reserve(&req, &fingerprint).await?,
+            };
+            if job.upstream_id.is_some() || job.state.is_terminal() {
+                return Ok(Started { job, report });
+            }
+            // Created by this call, or still being created by an earlier one (whose
+            // caller may be gone): wait for that creation, or take it over.
+            let work = Work::Create {
+                req: req.clone(),
+                fresh: report.is_some(),
+            };
+            match self.creation(job, work).await {
+                Creation::Tracked(job) => return Ok(Started { job: *job, report }),
+                Creation::Released(Some(e)) | Creation::Unsettled(e) => return Err(e),
+                Creation::Released(None) => {}
+            }
         }
+        Err(Error::OutcomeUnknown {
+            message: format!(
+                "request_id {} is being settled with OpenAI; call StartTraining again with the same request_id",
+                req.request_id
+            ),
+            retry_after: OUTCOME_RETRY_AFTER,
+        })
+    }
 
-        let report = self.validate(&req).await?;
+    /// Validates the request and reserves its request id. Returns the job, with the
+    /// report when this call made the reservation (an earlier call's job has none).
+    async fn reserve(
+        &self,
+        req: &StartRequest,
+        fingerprint: &str,
+    ) -> Result<(Job, Option<Report>), Error> {
+        let report = self.validate(req).await?;
         let job = Job {
             request_id: Some(req.request_id.clone()),
             hyperparameters: req.hyperparameters.clone(),
@@ -176,10 +299,10 @@ impl JobManager {
             metadata: req.metadata.clone(),
             ..Job::creating(req.model.clone(), req.method, now_millis())
         };
-        match self.store.reserve(&job, &fingerprint).await? {
+        match self.store.reserve(&job, fingerprint).await? {
             Reservation::Inserted => {}
             Reservation::Existing(existing, existing_fp) => {
-                return same_request(*existing, &existing_fp, &fingerprint);
+                return Ok((same_request(*existing, &existing_fp, fingerprint)?, None));
             }
         }
         let (job, _) = self
@@ -198,26 +321,123 @@ impl JobManager {
             .await?
             .saved()?;
         self.hub.notify(&job.id, job.last_sequence);
+        Ok((job, Some(report)))
+    }
 
-        match self.create_upstream(job.clone(), &req).await {
+    /// Whether a creation or settle of `job_id` is in progress.
+    fn creation_running(&self, job_id: &str) -> bool {
+        self.creations
+            .lock()
+            .expect("creation map")
+            .contains_key(job_id)
+    }
+
+    /// The creation of `job` in progress, or a new one doing `work` in its own task. The
+    /// task runs to its end whoever waits for it, so a caller that goes away never
+    /// strands the reservation.
+    fn creation(self: &Arc<Self>, job: Job, work: Work) -> CreationTask {
+        let mut creations = self.creations.lock().expect("creation map");
+        if let Some(running) = creations.get(&job.id) {
+            return running.clone();
+        }
+        let this = self.clone();
+        let job_id = job.id.clone();
+        let span = tracing::info_span!("creation", job_id = %job_id);
+        let task = tokio::spawn(
+            async move {
+                let id = job.id.clone();
+                let outcome = this.create_or_settle(job, work).await;
+                this.creations.lock().expect("creation map").remove(&id);
+                outcome
+            }
+            .instrument(span),
+        );
+        let shared = async move {
+            task.await.unwrap_or_else(|e| {
+                Creation::Unsettled(Error::Io(format!("the creation task failed: {e}")))
+            })
+        }
+        .boxed()
+        .shared();
+        creations.insert(job_id, shared.clone());
+        shared
+    }
+
+    async fn create_or_settle(self: &Arc<Self>, job: Job, work: Work) -> Creation {
+        // Another task may have finished or released it since it was read.
+        let job = match self.store.get(&job.id).await {
+            Ok(Some(job)) => job,
+            Ok(None) => return Creation::Released(None),
+            Err(e) => return Creation::Unsettled(e),
+        };
+        if job.upstream_id.is_some() {
+            self.spawn_poller(&job.id);
+            return Creation::Tracked(Box::new(job));
+        }
+        let Work::Create { req, fresh } = work else {
+            return self.settle(job, None).await;
+        };
+        match self.create_upstream(job.clone(), &req, !fresh).await {
             Ok(job) => {
                 info!(job_id = %job.id, upstream_id = ?job.upstream_id, "training job created");
                 self.spawn_poller(&job.id);
-                Ok(Started {
-                    job,
-                    report: Some(report),
-                })
+                Creation::Tracked(Box::new(job))
             }
-            Err(e) => {
-                // Nothing was created upstream (or it would have been found and adopted):
-                // free the request id so a retry can try again.
-                if let Err(release) = self.store.release(&job.id).await {
-                    warn!(job_id = %job.id, error = %release, "cannot release a failed creation");
-                }
-                self.hub.notify(&job.id, u64::MAX);
-                Err(e)
+            Err(CreateFailure {
+                error,
+                maybe_created: true,
+            }) => self.settle(job, Some(error)).await,
+            Err(CreateFailure { error, .. }) => {
+                // Nothing was created upstream (or it would have been found and
+                // adopted): free the request id so a retry can try again.
+                self.release(&job).await;
+                Creation::Released(Some(error))
             }
         }
+    }
+
+    /// Settles a reservation OpenAI may hold a job for, by the request id in its
+    /// metadata: adopts the job, releases the reservation when OpenAI holds none (with
+    /// `failure`, why the creation failed, if any), or leaves it when OpenAI cannot tell.
+    async fn settle(self: &Arc<Self>, job: Job, failure: Option<Error>) -> Creation {
+        let request_id = job.request_id.clone().unwrap_or_default();
+        match self.find_upstream(&request_id).await {
+            Ok(Some(remote)) => {
+                info!(job_id = %job.id, upstream_id = %remote.id, "adopting the job OpenAI holds for this request id");
+                match self.attach_upstream(job, &remote).await {
+                    Ok(job) => {
+                        self.spawn_poller(&job.id);
+                        Creation::Tracked(Box::new(job))
+                    }
+                    Err(e) => Creation::Unsettled(e),
+                }
+            }
+            Ok(None) => {
+                info!(job_id = %job.id, "OpenAI holds no job for this request id; releasing it");
+                self.release(&job).await;
+                Creation::Released(failure.map(known_not_created))
+            }
+            Err(e) => {
+                warn!(job_id = %job.id, error = %e, "cannot tell whether OpenAI holds a job for this request id; it stays reserved");
+                let why = match failure {
+                    Some(f) => format!("{f}; looking it up: {e}"),
+                    None => format!("looking it up: {e}"),
+                };
+                Creation::Unsettled(Error::OutcomeUnknown {
+                    message: format!(
+                        "OpenAI may have created a job for request_id {request_id}, and it cannot be confirmed yet ({why}); call StartTraining again with the same request_id"
+                    ),
+                    retry_after: OUTCOME_RETRY_AFTER,
+                })
+            }
+        }
+    }
+
+    async fn release(&self, job: &Job) {
+        if let Err(e) = self.store.release(&job.id).await {
+            warn!(job_id = %job.id, error = %e, "cannot release a failed creation");
+        }
+        self.hub.notify(&job.id, u64::MAX);
     }
 
     async fn validate(&self, req: &StartRequest) -> Result<Report, Error> {
@@ -299,11 +519,21 @@ impl JobManager {
     }
 
     /// Uploads the files (once per content) and creates the job, adopting one OpenAI
-    /// already made for this request id.
-    async fn create_upstream(&self, mut job: Job, req: &StartRequest) -> Result<Job, Error> {
-        let training_file = self.upload(&req.training).await?;
+    /// already made for this request id. `unsettled`: an earlier creation of this
+    /// reservation may have made a job. A failure says whether a job may exist anyway.
+    async fn create_upstream(
+        &self,
+        mut job: Job,
+        req: &StartRequest,
+        unsettled: bool,
+    ) -> Result<Job, CreateFailure> {
+        let unsettled_by = |error: Error| CreateFailure {
+            error,
+            maybe_created: unsettled,
+        };
+        let training_file = self.upload(&req.training).await.map_err(unsettled_by)?;
         let validation_file = match &req.validation {
-            Some(v) => Some(self.upload(v).await?),
+            Some(v) => Some(self.upload(v).await.map_err(unsettled_by)?),
             None => None,
         };
         job.training_file_id = Some(training_file.clone());
@@ -323,7 +553,9 @@ impl JobManager {
         };
         // Creating a job is not idempotent upstream, so every attempt first looks for the
         // job a lost earlier attempt (or a crash) may have made, by the request id in its
-        // metadata; only when there is none is it created.
+        // metadata; only when there is none is it created. `unsettled` is whether an
+        // attempt may have created a job no look-up has ruled out since.
+        let unsettled = AtomicBool::new(unsettled);
         let remote = self
             .config
             .retry
@@ -332,9 +564,13 @@ impl JobManager {
                     info!(job_id = %job.id, upstream_id = %remote.id, "adopting the job OpenAI already has for this request id");
                     return Ok(remote);
                 }
+                unsettled.store(false, Ordering::SeqCst);
                 match self.provider.create_job(&create).await {
                     Ok(remote) => Ok(remote),
                     Err(e) => {
+                        if e.may_have_taken_effect() {
+                            unsettled.store(true, Ordering::SeqCst);
+                        }
                         if e.is_retryable() {
                             warn!(job_id = %job.id, error = %e, "job creation failed; will look for it before trying again");
                         }
@@ -342,8 +578,17 @@ impl JobManager {
                     }
                 }
             })
-            .await?;
-        self.attach_upstream(job, &remote).await
+            .await
+            .map_err(|e| CreateFailure {
+                error: e.into(),
+                maybe_created: unsettled.load(Ordering::SeqCst),
+            })?;
+        self.attach_upstream(job, &remote)
+            .await
+            .map_err(|error| CreateFailure {
+                error,
+                maybe_created: true,
+            })
     }
 
     /// A fine-tuning file named `name` of `size` bytes that OpenAI did not reject, among
@@ -353,7 +598,11 @@ impl JobManager {
         name: &str,
         size: u64,
     ) -> Result<Option<types::FileObject>, UpstreamError> {
-        let page = self.provider.list_files(None, 100).await?;
+        let page = self
+            .provider
+            .list_files(None, 100)
+            .await
+            .map_err(lookup_failed)?;
         Ok(page.data.into_iter().find(|f| {
             f.filename == name && f.bytes == size && f.status.as_deref() != Some("error")
         }))
@@ -365,7 +614,11 @@ impl JobManager {
             return Ok(None);
         }
         let filter = vec![(META_REQUEST_ID.to_owned(), request_id.to_owned())];
-        let page = self.provider.list_jobs(None, 10, &filter).await?;
+        let page = self
+            .provider
+            .list_jobs(None, 10, &filter)
+            .await
+            .map_err(lookup_failed)?;
         Ok(page.data.into_iter().find(|j| {
             j.metadata
                 .as_ref()
@@ -439,7 +692,24 @@ impl JobManager {
                     }
                     Ok(self.provider.upload_file(&path, &name).await?)
                 })
-                .await?;
+                .await;
+            let uploaded = match uploaded {
+                Ok(file) => file,
+                // The last attempt's answer was lost: it may have stored the file.
+                Err(e) if e.may_have_taken_effect() => match self.find_uploaded(&name, size).await {
+                    Ok(Some(file)) => file,
+                    Ok(None) => return Err(known_not_created(e.into())),
+                    Err(lookup) => {
+                        return Err(Error::OutcomeUnknown {
+                            message: format!(
+                                "the dataset upload's answer was lost ({e}) and OpenAI's file list cannot be read ({lookup}); call StartTraining again with the same request_id"
+                            ),
+                            retry_after: OUTCOME_RETRY_AFTER,
+                        });
+                    }
+                },
+                Err(e) => return Err(e.into()),
+            };
             self.store.remember_upload(&sha256, &uploaded.id).await?;
             info!(file_id = %uploaded.id, bytes = uploaded.bytes, "uploaded dataset to OpenAI");
             Ok(uploaded.id)
@@ -588,9 +858,64 @@ impl JobManager {
     }
 }
 
-fn same_request(job: Job, existing: &str, fingerprint: &str) -> Result<Started, Error> {
+/// Every job `provider` holds, by the request id this service put in its metadata (jobs
+/// without one under `""`): what checks that a request id made exactly one paid job use.
+pub async fn jobs_by_request_id(
+    provider: &dyn FineTuning,
+) -> Result<BTreeMap<String, Vec<String>>, UpstreamError> {
+    let mut by_request: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = provider.list_jobs(after.as_deref(), 100, &[]).await?;
+        for job in &page.data {
+            let request = job
+                .metadata
+                .as_ref()
+                .and_then(|m| m.get(META_REQUEST_ID))
+                .cloned()
+                .unwrap_or_default();
+            by_request.entry(request).or_default().push(job.id.clone());
+        }
+        if !page.has_more {
+            return Ok(by_request);
+        }
+        after = page.data.last().map(|j| j.id.clone());
+    }
+}
+
+/// A failed look-up. Reading is safe to repeat, so an unreadable page counts as OpenAI
+/// being unavailable (retried, and UNAVAILABLE for the caller, who retries with the same
+/// request id), not as a protocol error nobody retries.
+fn lookup_failed(error: UpstreamError) -> UpstreamError {
+    match error {
+        UpstreamError::Protocol { provider, message } => UpstreamError::Unavailable {
+            provider,
+            status: None,
+            message: format!("a look-up's answer could not be read: {message}"),
+        },
+        other => other,
+    }
+}
+
+/// A create that failed after sending, once OpenAI is known to hold nothing for it: an
+/// ordinary unavailability the caller may retry, no longer an unknown outcome.
+fn known_not_created(error: Error) -> Error {
+    match error {
+        Error::Upstream(UpstreamError::Unconfirmed { provider, message }) => {
+            Error::Upstream(UpstreamError::Unavailable {
+                provider,
+                status: None,
+                message: format!("{message} (nothing was created; try again)"),
+            })
+        }
+        other => other,
+    }
+}
+
+/// The job holding a request id, if the request is the same one.
+fn same_request(job: Job, existing: &str, fingerprint: &str) -> Result<Job, Error> {
     if existing == fingerprint {
-        Ok(Started { job, report: None })
+        Ok(job)
     } else {
         Err(Error::AlreadyExists(format!(
             "request_id {} was already used for job {} with different parameters; use a new request_id",

@@ -8,6 +8,6 @@ mod watch;
 
 pub use manager::{
     DatasetFile, JobManager, JobsConfig, META_JOB_ID, META_REQUEST_ID, StartRequest, Started,
-    SuccessHook,
+    SuccessHook, jobs_by_request_id,
 };
 pub use watch::WatchItem;

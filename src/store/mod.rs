@@ -106,6 +106,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<JobPage, Error>;
     /// Jobs not in a terminal state (to resume polling after a restart).
     async fn unfinished(&self) -> Result<Vec<Job>, Error>;
+    /// Reservations not yet linked to an upstream job (and not finished), oldest first.
+    async fn creating(&self) -> Result<Vec<Job>, Error>;
     /// The number of jobs in each state that has any ([`JobState::as_str`] names).
     async fn count_by_state(&self) -> Result<Vec<(String, u64)>, Error>;
     /// Saves `job` and appends `events` with the next sequence numbers, atomically, if the

@@ -230,6 +230,16 @@ impl Store for SqliteStore {
         rows.iter().map(decode_job).collect()
     }
 
+    async fn creating(&self) -> Result<Vec<Job>, Error> {
+        let rows = sqlx::query(
+            "SELECT snapshot FROM jobs WHERE upstream_id IS NULL AND state NOT IN ('succeeded', 'failed', 'cancelled') ORDER BY created_at",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(decode_job).collect()
+    }
+
     async fn count_by_state(&self) -> Result<Vec<(String, u64)>, Error> {
         let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
             .fetch_all(&self.pool)

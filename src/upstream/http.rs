@@ -65,6 +65,36 @@ pub(super) fn transport_error(
     }
 }
 
+/// A create's transport failure: one that never reached the provider (no connection, a
+/// request that could not be built) did nothing; any other may have broken after the
+/// request was sent, so whether the provider did the work is unknown.
+pub(super) fn create_transport_error(
+    error: super::UpstreamError,
+    e: &reqwest::Error,
+) -> super::UpstreamError {
+    if e.is_connect() || e.is_builder() {
+        error
+    } else {
+        unconfirmed(error)
+    }
+}
+
+/// A create's failure after it was sent (a broken exchange, an unreadable answer) as
+/// [`super::UpstreamError::Unconfirmed`]; other failures are kept.
+pub(super) fn unconfirmed(error: super::UpstreamError) -> super::UpstreamError {
+    match error {
+        super::UpstreamError::Unavailable {
+            provider,
+            status: None,
+            message,
+        }
+        | super::UpstreamError::Protocol { provider, message } => {
+            super::UpstreamError::Unconfirmed { provider, message }
+        }
+        other => other,
+    }
+}
+
 /// Sends one request and records it in the metrics: the 2xx response with its body
 /// unread, or the failure classified with the adapter's own functions (a non-2xx body is
 /// read for the provider's error envelope, and its headers give the retry hints).

@@ -113,6 +113,14 @@ pub enum UpstreamError {
         provider: &'static str,
         message: String,
     },
+    /// A create (job, file, upload) was sent but its answer was lost or unreadable: the
+    /// connection broke or timed out after sending, or a 2xx body could not be decoded.
+    /// The provider may have done the work; only a look-up can tell.
+    #[error("{provider} may have done it, but its answer was lost: {message}")]
+    Unconfirmed {
+        provider: &'static str,
+        message: String,
+    },
 }
 
 impl UpstreamError {
@@ -120,7 +128,9 @@ impl UpstreamError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            UpstreamError::RateLimited { .. } | UpstreamError::Unavailable { .. }
+            UpstreamError::RateLimited { .. }
+                | UpstreamError::Unavailable { .. }
+                | UpstreamError::Unconfirmed { .. }
         ) || matches!(
             self,
             UpstreamError::Rejected {
@@ -132,6 +142,22 @@ impl UpstreamError {
 }
 
 impl UpstreamError {
+    /// Whether a create that failed this way may still have taken effect upstream, so
+    /// that it must be looked for before anything is released or created again: its
+    /// answer was lost after sending ([`UpstreamError::Unconfirmed`]), or the provider
+    /// failed while handling it (500, 502, 504). A refusal (4xx, 429), a 503 and a
+    /// connection that never opened did nothing.
+    pub fn may_have_taken_effect(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Unconfirmed { .. }
+                | UpstreamError::Unavailable {
+                    status: Some(500 | 502 | 504),
+                    ..
+                }
+        )
+    }
+
     /// The provider the error came from (`openai`, `anthropic`).
     pub fn provider(&self) -> &'static str {
         match self {
@@ -141,7 +167,8 @@ impl UpstreamError {
             | UpstreamError::NotFound { provider, .. }
             | UpstreamError::Auth { provider, .. }
             | UpstreamError::Protocol { provider, .. }
-            | UpstreamError::Local { provider, .. } => provider,
+            | UpstreamError::Local { provider, .. }
+            | UpstreamError::Unconfirmed { provider, .. } => provider,
         }
     }
 
@@ -156,7 +183,8 @@ impl UpstreamError {
                 | UpstreamError::NotFound { message, .. }
                 | UpstreamError::Auth { message, .. }
                 | UpstreamError::Protocol { message, .. }
-                | UpstreamError::Local { message, .. } => {
+                | UpstreamError::Local { message, .. }
+                | UpstreamError::Unconfirmed { message, .. } => {
                     message.push_str(&format!(" (gave up after {attempts} attempts)"));
                 }
             }

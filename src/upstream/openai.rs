@@ -37,8 +37,8 @@ use super::{FineTuning, OpenAiConfig, UpstreamError};
 const KEY_SHAPES: &str = r"[A-Za-z0-9_\-]*\*{3,}[A-Za-z0-9_\-]*|\bsk-[A-Za-z0-9_\-]{6,}";
 
 use super::http::{
-    Redactor, describe_content, describe_json_error, install_crypto_provider, send_once,
-    transport_error, truncate,
+    Redactor, create_transport_error, describe_content, describe_json_error,
+    install_crypto_provider, send_once, transport_error, truncate, unconfirmed,
 };
 use crate::error::Error;
 
@@ -351,14 +351,27 @@ impl OpenAi {
     }
 
     /// Sends a request once: for creates that are not idempotent upstream (jobs, files,
-    /// uploads), which the job manager makes safe to repeat by looking first.
+    /// uploads), which the job manager makes safe to repeat by looking first. A failure
+    /// after the request left (a broken or timed-out exchange, an unreadable 2xx body) is
+    /// [`UpstreamError::Unconfirmed`]: OpenAI may have done the work.
     async fn call_once<T: DeserializeOwned>(
         &self,
         request: reqwest::RequestBuilder,
         what: &'static str,
     ) -> Result<T, UpstreamError> {
         let request = request.build().map_err(|e| self.transport_error(&e))?;
-        self.attempt(request, what).await.map_err(|f| f.error)
+        let response = send_once(
+            &self.http,
+            request,
+            &self.retry,
+            PROVIDER,
+            |e| create_transport_error(self.transport_error(e), e),
+            |status, headers, body| self.status_error(status, headers, body),
+        )
+        .await
+        .map_err(|f| f.error)?;
+        // A 2xx means the create was done: an answer that cannot be read does not undo it.
+        self.decode(response, what).await.map_err(unconfirmed)
     }
 
     /// One HTTP exchange: a 2xx body decoded as `T`, or the classified failure with the
@@ -369,20 +382,27 @@ impl OpenAi {
         what: &'static str,
     ) -> Result<T, Failure> {
         let response = self.send_once(request).await?;
+        self.decode(response, what).await.map_err(Failure::from)
+    }
+
+    /// A 2xx response's body decoded as `T`.
+    async fn decode<T: DeserializeOwned>(
+        &self,
+        response: reqwest::Response,
+        what: &'static str,
+    ) -> Result<T, UpstreamError> {
         let headers = response.headers().clone();
         let body = response
             .bytes()
             .await
             .map_err(|e| self.transport_error(&e))?;
-        serde_json::from_slice(&body).map_err(|e| {
-            Failure::from(UpstreamError::Protocol {
-                provider: PROVIDER,
-                message: format!(
-                    "expected a {what} as JSON, got {} ({})",
-                    describe_content(&headers, body.len()),
-                    describe_json_error(&e)
-                ),
-            })
+        serde_json::from_slice(&body).map_err(|e| UpstreamError::Protocol {
+            provider: PROVIDER,
+            message: format!(
+                "expected a {what} as JSON, got {} ({})",
+                describe_content(&headers, body.len()),
+                describe_json_error(&e)
+            ),
         })
     }
 

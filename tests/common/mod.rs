@@ -133,28 +133,7 @@ pub async fn upstream_jobs_by_request(
         ..finetune::upstream::OpenAiConfig::new("sk-test-list", emulator.base_url())
     })
     .unwrap();
-    let mut by_request: std::collections::BTreeMap<String, Vec<String>> =
-        std::collections::BTreeMap::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = finetune::upstream::FineTuning::list_jobs(&api, after.as_deref(), 100, &[])
-            .await
-            .unwrap();
-        for job in &page.data {
-            let request = job
-                .metadata
-                .as_ref()
-                .and_then(|m| m.get("finetune_request_id"))
-                .cloned()
-                .unwrap_or_default();
-            by_request.entry(request).or_default().push(job.id.clone());
-        }
-        if !page.has_more {
-            break;
-        }
-        after = page.data.last().map(|j| j.id.clone());
-    }
-    by_request
+    finetune::jobs::jobs_by_request_id(&api).await.unwrap()
 }
 
 /// An emulator of OpenAI's and Anthropic's APIs on a free port, its jobs running

@@ -164,12 +164,21 @@ var DefaultBackoff = Backoff{Attempts: 6, Initial: 200 * time.Millisecond, Max: 
 
 // wait sleeps before retry n (1-based); false when there is no retry n or ctx ended.
 func (b Backoff) wait(ctx context.Context, n int) bool {
+	return b.waitAsked(ctx, n, 0)
+}
+
+// waitAsked is wait, sleeping for the server's RetryInfo delay asked instead of the
+// backoff when it is positive (at most Max).
+func (b Backoff) waitAsked(ctx context.Context, n int, asked time.Duration) bool {
 	if n > b.Attempts {
 		return false
 	}
 	d := b.Initial
 	for i := 1; i < n && (b.Max <= 0 || d < b.Max); i++ {
 		d *= 2
+	}
+	if asked > 0 {
+		d = asked
 	}
 	if b.Max > 0 {
 		d = min(d, b.Max)

@@ -2,6 +2,8 @@ package finetune
 
 import (
 	"context"
+	"errors"
+	"time"
 
 	"github.com/google/uuid"
 	"google.golang.org/grpc"
@@ -16,8 +18,12 @@ import (
 // additions. An empty RequestId is filled with a new random UUID (the job
 // carries it in Job.RequestId); req itself is not modified. And since the
 // service returns the same job for the same request id, a call that fails with
-// UNAVAILABLE is retried with that id (see WithRetry): a retry never starts a
-// second job.
+// UNAVAILABLE is retried with that id (see WithRetry), after the server's
+// RetryInfo delay when it sends one: a retry never starts a second job. That
+// covers reason UPSTREAM_OUTCOME_UNKNOWN, when OpenAI may have created the job
+// and the service could not confirm it yet. Set RequestId yourself to call
+// again after an error this returns (a deadline, or UNAVAILABLE after the
+// retries) without risking a second job.
 func (c *Client) StartTraining(ctx context.Context, req *finetunev1.StartTrainingRequest, opts ...grpc.CallOption) (*finetunev1.StartTrainingResponse, error) {
 	if req == nil {
 		req = &finetunev1.StartTrainingRequest{}
@@ -28,7 +34,7 @@ func (c *Client) StartTraining(ctx context.Context, req *finetunev1.StartTrainin
 	}
 	for retry := 1; ; retry++ {
 		resp, err := c.FineTuneServiceClient.StartTraining(ctx, req, opts...)
-		if status.Code(err) != codes.Unavailable || !c.retry.wait(ctx, retry) {
+		if status.Code(err) != codes.Unavailable || !c.retry.waitAsked(ctx, retry, retryDelay(err)) {
 			return resp, err
 		}
 	}
@@ -44,4 +50,13 @@ func Terminal(s finetunev1.JobState) bool {
 		return true
 	}
 	return false
+}
+
+// retryDelay is the RetryInfo delay err carries, or 0.
+func retryDelay(err error) time.Duration {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.RetryDelay
+	}
+	return 0
 }

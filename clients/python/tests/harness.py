@@ -1,8 +1,10 @@
-"""The SDK test harness: the real FineTune server (emulator mode) behind a TCP proxy.
+"""The SDK test harness: the real FineTune server on the emulator, behind a TCP proxy.
 
 It is the Rust example `sdk_harness` (`cargo build --example sdk_harness`), found through
 FINETUNE_HARNESS. It prints one JSON line (addresses, control URL, sample dataset), exits when
-its stdin closes, and `POST {control}/cut` drops every proxied connection at once.
+its stdin closes, and `POST {control}/cut` drops every proxied connection at once. The control
+URL also injects the emulator's faults (`POST /faults`), counts its requests (`GET /stats`) and
+lists the jobs the emulated OpenAI holds by request id (`GET /upstream_jobs`).
 
 With `secure=True` it runs with `--secure`: the server requires bearer tokens and speaks TLS
 (through the same cuttable proxy), with a certificate for `localhost` and `127.0.0.1` signed by
@@ -20,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fileengine.finetune import JobEvent, JobEventKind, JobState
 
@@ -45,9 +48,34 @@ class Harness:
 
     def cut(self) -> int:
         """Drops every open proxied connection; returns how many there were."""
-        request = urllib.request.Request(f"{self.control}/cut", method="POST")
+        return int(self._control("POST", "/cut")["cut"])
+
+    def inject(self, route: str, kind: str, times: int = 1, **fields: Any) -> None:
+        """Fails the next `times` emulator requests to `route` (`METHOD /v1/path`) with the
+        fault `kind` (`malformed_json`, `lost_response`, `latency` with `ms`, ...)."""
+        self._control("POST", "/faults", {"route": route, "times": times, "kind": kind, **fields})
+
+    def clear_faults(self) -> None:
+        self._control("DELETE", "/faults")
+
+    def requests_to(self, route: str) -> int:
+        """How many requests the emulator has had for `route`."""
+        return int(self._control("GET", "/stats")["by_route"].get(route, 0))
+
+    def upstream_jobs(self, request_id: str) -> list[str]:
+        """The ids of the jobs the emulated OpenAI holds for `request_id`."""
+        return list(self._control("GET", "/upstream_jobs")["by_request"].get(request_id, []))
+
+    def _control(self, method: str, path: str, body: object = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            f"{self.control}{path}",
+            data=data,
+            method=method,
+            headers={"content-type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
-            return int(json.load(response)["cut"])
+            return json.load(response)
 
 
 class HarnessError(Exception):

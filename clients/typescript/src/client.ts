@@ -40,7 +40,7 @@ import {
   type DatasetInput,
 } from "./dataset.js";
 import { isUnavailable, toFineTuneError } from "./errors.js";
-import { DEFAULT_RETRY, backoffMs, pause, type RetryPolicy } from "./retry.js";
+import { DEFAULT_RETRY, pause, retryDelayMs, type RetryPolicy } from "./retry.js";
 import { createTransport, type Connection, type ConnectionOptions } from "./transport.js";
 import { watchJob, type WatchOptions } from "./watch.js";
 
@@ -142,7 +142,11 @@ export class FineTuneClient {
 
   /**
    * Starts a fine-tuning job. The request is repeated with the same request_id while the
-   * service is UNAVAILABLE, which is safe: the service starts one job per request_id.
+   * service is UNAVAILABLE (after the server's RetryInfo delay, when it sends one), which is
+   * safe: the service starts one job per request_id. That covers reason
+   * `UPSTREAM_OUTCOME_UNKNOWN`: OpenAI may have created the job and the service could not
+   * confirm it yet. Pass your own `requestId` so that you can call again after an error this
+   * method throws (a deadline, or UNAVAILABLE after the retries) without a second job.
    */
   async startTraining(
     options: StartTrainingOptions,
@@ -156,14 +160,17 @@ export class FineTuneClient {
       validation: validation === undefined ? undefined : await this.datasetSource(validation, callOptions),
     };
     for (let failures = 1; ; failures++) {
+      let delayMs: number;
       try {
         return await this.raw.startTraining(request, callOptions);
       } catch (err) {
+        const error = toFineTuneError(err);
         if (!isUnavailable(err, callOptions?.signal) || failures >= this.retry.maxAttempts) {
-          throw toFineTuneError(err);
+          throw error;
         }
+        delayMs = retryDelayMs(this.retry, failures, error);
       }
-      await pause(backoffMs(this.retry, failures), callOptions?.signal);
+      await pause(delayMs, callOptions?.signal);
     }
   }
 

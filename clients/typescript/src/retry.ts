@@ -28,6 +28,18 @@ export function backoffMs(policy: RetryPolicy, failures: number): number {
   return ceiling / 2 + Math.random() * (ceiling / 2);
 }
 
+/**
+ * The pause before retrying after `failures` failed attempts: the server's RetryInfo delay
+ * when the error carries one (at most `maxDelayMs`), else the backoff.
+ */
+export function retryDelayMs(policy: RetryPolicy, failures: number, error: unknown): number {
+  const asked = error instanceof FineTuneError ? error.retryDelayMs : undefined;
+  if (asked !== undefined && asked > 0) {
+    return Math.min(policy.maxDelayMs, asked);
+  }
+  return backoffMs(policy, failures);
+}
+
 /** Waits `ms`; throws a FineTuneError with Code.Canceled if `signal` aborts first. */
 export async function pause(ms: number, signal?: AbortSignal): Promise<void> {
   try {

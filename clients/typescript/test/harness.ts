@@ -1,6 +1,7 @@
-// Starts the SDK test harness (the real FineTune server in emulator mode behind a TCP proxy
+// Starts the SDK test harness (the real FineTune server on the emulator, behind a TCP proxy
 // the tests can cut; see clients/harness/main.rs) and stops it again. With `secure: true`
-// the server requires bearer tokens and speaks TLS (through the same proxy).
+// the server requires bearer tokens and speaks TLS (through the same proxy). Its control
+// endpoint also injects the emulator's faults and lists the jobs the emulated OpenAI holds.
 
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -20,6 +21,15 @@ export interface Harness {
   cut(): Promise<number>;
   /** The proxy's open and accepted connection counts. */
   connections(): Promise<{ open: number; accepted: number }>;
+  /**
+   * Fails the next `times` (default 1) emulator requests to `route` (`METHOD /v1/path`) with
+   * the fault `kind` (`malformed_json`, `lost_response`, `latency` with `ms`, ...).
+   */
+  inject(route: string, kind: string, fields?: { times?: number; ms?: number }): Promise<void>;
+  /** Removes every injected fault not yet used. */
+  clearFaults(): Promise<void>;
+  /** The ids of the jobs the emulated OpenAI holds for `requestId`. */
+  upstreamJobs(requestId: string): Promise<string[]>;
   /** Stops the harness (closing its stdin) and waits for it to exit. */
   stop(): Promise<void>;
 }
@@ -89,6 +99,24 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     async connections() {
       const res = await fetch(`${control}/connections`);
       return (await res.json()) as { open: number; accepted: number };
+    },
+    async inject(route, kind, fields = {}) {
+      const res = await fetch(`${control}/faults`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ route, kind, ...fields }),
+      });
+      if (!res.ok) {
+        throw new Error(`injecting ${kind} on ${route}: HTTP ${res.status} ${await res.text()}`);
+      }
+    },
+    async clearFaults() {
+      await fetch(`${control}/faults`, { method: "DELETE" });
+    },
+    async upstreamJobs(requestId) {
+      const res = await fetch(`${control}/upstream_jobs`);
+      const body = (await res.json()) as { by_request: Record<string, string[]> };
+      return body.by_request[requestId] ?? [];
     },
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) {

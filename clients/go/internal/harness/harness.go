@@ -6,6 +6,7 @@ package harness
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,7 +25,7 @@ import (
 type Harness struct {
 	Address       string `json:"address"`        // the proxy: what the SDK dials
 	DirectAddress string `json:"direct_address"` // the server itself, not cut
-	Control       string `json:"control"`        // http://host:port: POST /cut, GET /connections
+	Control       string `json:"control"`        // http://host:port: /cut, /connections, /faults, /upstream_jobs
 	SampleDataset string `json:"sample_dataset"` // examples/training-data.jsonl (13 valid examples)
 
 	// With Secure: TLS is true, CAFile is the PEM of the CA that signed the server's
@@ -192,11 +193,57 @@ func (h *Harness) Accepted(t testing.TB) int {
 	return answer.Accepted
 }
 
-func (h *Harness) control(t testing.TB, method, path string, answer any) {
+// Inject fails the next emulator requests to route ("METHOD /v1/path") with the
+// fault kind ("malformed_json", "lost_response", "latency" with "ms", ...);
+// fields may set "times" (default 1) and the kind's own fields.
+func (h *Harness) Inject(t testing.TB, route, kind string, fields map[string]any) {
 	t.Helper()
-	req, err := http.NewRequest(method, h.Control+path, nil)
+	rule := map[string]any{"route": route, "kind": kind}
+	for k, v := range fields {
+		rule[k] = v
+	}
+	body, err := json.Marshal(rule)
 	if err != nil {
 		t.Fatal(err)
+	}
+	var answer map[string]any
+	h.send(t, http.MethodPost, "/faults", body, &answer)
+}
+
+// ClearFaults removes every injected fault not yet used.
+func (h *Harness) ClearFaults(t testing.TB) {
+	t.Helper()
+	var answer map[string]any
+	h.control(t, http.MethodDelete, "/faults", &answer)
+}
+
+// UpstreamJobs is the ids of the jobs the emulated OpenAI holds for requestID.
+func (h *Harness) UpstreamJobs(t testing.TB, requestID string) []string {
+	t.Helper()
+	var answer struct {
+		ByRequest map[string][]string `json:"by_request"`
+	}
+	h.control(t, http.MethodGet, "/upstream_jobs", &answer)
+	return answer.ByRequest[requestID]
+}
+
+func (h *Harness) control(t testing.TB, method, path string, answer any) {
+	t.Helper()
+	h.send(t, method, path, nil, answer)
+}
+
+func (h *Harness) send(t testing.TB, method, path string, body []byte, answer any) {
+	t.Helper()
+	var reader io.Reader
+	if body != nil {
+		reader = bytes.NewReader(body)
+	}
+	req, err := http.NewRequest(method, h.Control+path, reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

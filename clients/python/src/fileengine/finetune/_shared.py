@@ -40,8 +40,10 @@ class RetryPolicy:
     """Bounded exponential backoff for the calls that are safe to repeat.
 
     StartTraining is retried on UNAVAILABLE with the same request_id (the server is idempotent
-    per request_id); WatchJob is resumed from the last sequence received. `attempts` bounds the
-    consecutive failures: a watch that receives an event starts counting again.
+    per request_id), after the server's RetryInfo delay when it sends one (for example with
+    reason UPSTREAM_OUTCOME_UNKNOWN); WatchJob is resumed from the last sequence received.
+    `attempts` bounds the consecutive failures: a watch that receives an event starts counting
+    again.
     """
 
     attempts: int = 8
@@ -52,6 +54,13 @@ class RetryPolicy:
     def backoff(self, failure: int) -> float:
         """Seconds to wait after the `failure`-th consecutive failure (1-based)."""
         return min(self.max_backoff, self.initial_backoff * self.multiplier ** (failure - 1))
+
+    def delay(self, failure: int, retry_delay: float | None) -> float:
+        """Seconds to wait before retrying: the server's RetryInfo delay when it sent one
+        (at most `max_backoff`), else the backoff."""
+        if retry_delay is not None and retry_delay > 0:
+            return min(self.max_backoff, retry_delay)
+        return self.backoff(failure)
 
 
 DEFAULT_RETRY = RetryPolicy()

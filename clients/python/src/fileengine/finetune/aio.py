@@ -162,9 +162,11 @@ class AsyncFineTuneClient:
                 )
             except grpc.aio.AioRpcError as error:
                 failures += 1
-                if error.code() != grpc.StatusCode.UNAVAILABLE or failures >= self._retry.attempts:
-                    raise FineTuneError.from_rpc_error(error) from error
-            await asyncio.sleep(self._retry.backoff(failures))
+                failure = FineTuneError.from_rpc_error(error)
+                if failure.code != grpc.StatusCode.UNAVAILABLE or failures >= self._retry.attempts:
+                    raise failure from error
+                delay = self._retry.delay(failures, failure.retry_delay)
+            await asyncio.sleep(delay)
 
     async def get_job(self, job_id: str) -> job_pb2.Job:
         try:

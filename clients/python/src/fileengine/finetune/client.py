@@ -170,8 +170,12 @@ class FineTuneClient:
         """Starts a training job and returns at once (the job and the validation report).
 
         `request_id` is the idempotency key; a new UUID4 when not given (read it back from
-        `response.job.request_id`). The call is retried on UNAVAILABLE with the same id, which
-        the server answers with the same job. A dataset with errors raises FineTuneError
+        `response.job.request_id`). The call is retried on UNAVAILABLE with the same id (after
+        the server's RetryInfo delay, if any), which the server answers with the same job; that
+        includes reason UPSTREAM_OUTCOME_UNKNOWN, when OpenAI may have created the job but the
+        server could not confirm it yet. Pass your own `request_id` to call again after an error
+        this method raises (DEADLINE_EXCEEDED, or UNAVAILABLE after the retries): the same id
+        never makes a second job. A dataset with errors raises FineTuneError
         FAILED_PRECONDITION, reason DATASET_INVALID, with `precondition_violations`.
         """
         request = _shared.training_request(
@@ -196,7 +200,8 @@ class FineTuneClient:
                 failures += 1
                 if error.code != grpc.StatusCode.UNAVAILABLE or failures >= self._retry.attempts:
                     raise
-            time.sleep(self._retry.backoff(failures))
+                delay = self._retry.delay(failures, error.retry_delay)
+            time.sleep(delay)
 
     def get_job(self, job_id: str) -> job_pb2.Job:
         """The latest snapshot of a job (this service's `job-...` id or OpenAI's `ftjob-...`)."""

@@ -1,0 +1,153 @@
+package finetune_test
+
+// Ambiguous creates through the SDK: OpenAI's answer to a create is lost or
+// unreadable, the caller's deadline passes mid-create, or several callers race
+// with one request id. Each case must end with exactly one job at the emulated
+// OpenAI for the request id, tracked by the service, whose poller takes it to
+// SUCCEEDED. The tests do only what the README says a caller does: use the
+// client as it is (it retries UNAVAILABLE with the same request id), and after
+// an error it returned (such as DEADLINE_EXCEEDED) call again with the same id.
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/grpc/codes"
+
+	"github.com/fileengine/finetune/clients/go/finetune"
+	finetunev1 "github.com/fileengine/finetune/clients/go/gen/fileengine/finetune/v1"
+)
+
+const (
+	createJob = "POST /v1/fine_tuning/jobs"
+	listJobs  = "GET /v1/fine_tuning/jobs"
+)
+
+// startSample starts training on the sample dataset with requestID.
+func startSample(ctx context.Context, client *finetune.Client, requestID string) (*finetunev1.Job, error) {
+	training, err := client.DatasetFromFile(ctx, server.SampleDataset)
+	if err != nil {
+		return nil, err
+	}
+	started, err := client.StartTraining(ctx, &finetunev1.StartTrainingRequest{RequestId: requestID, Training: training})
+	return started.GetJob(), err
+}
+
+// assertOneTrackedJob checks that the emulated OpenAI holds exactly this job for
+// its request id and that the service's poller takes it to SUCCEEDED.
+func assertOneTrackedJob(ctx context.Context, t *testing.T, client *finetune.Client, job *finetunev1.Job) {
+	t.Helper()
+	if job.GetUpstreamId() == "" {
+		t.Fatalf("job %s has no upstream id", job.GetId())
+	}
+	if got := server.UpstreamJobs(t, job.GetRequestId()); !slices.Equal(got, []string{job.GetUpstreamId()}) {
+		t.Fatalf("upstream jobs for %s: %v, want [%s]", job.GetRequestId(), got, job.GetUpstreamId())
+	}
+	var last *finetunev1.JobEvent
+	for ev, err := range client.Watch(ctx, job.GetId(), 0) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = ev
+	}
+	if state := last.GetJob().GetState(); state != finetunev1.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("job %s ended %v, want SUCCEEDED", job.GetId(), state)
+	}
+}
+
+func TestAmbiguousCreateAnswerMakesOneTrackedJob(t *testing.T) {
+	for _, kind := range []string{"malformed_json", "lost_response"} {
+		t.Run(kind, func(t *testing.T) {
+			ctx := testContext(t)
+			client := dial(t)
+			t.Cleanup(func() { server.ClearFaults(t) })
+			server.Inject(t, createJob, kind, nil)
+			requestID := uuid.NewString()
+			job, err := startSample(ctx, client, requestID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if job.GetRequestId() != requestID {
+				t.Errorf("request id %q, want %q", job.GetRequestId(), requestID)
+			}
+			assertOneTrackedJob(ctx, t, client, job)
+		})
+	}
+}
+
+func TestUnconfirmedCreateIsUnavailableWithRetryInfoAndRetried(t *testing.T) {
+	ctx := testContext(t)
+	t.Cleanup(func() { server.ClearFaults(t) })
+	// The job is made but its answer is unreadable, and OpenAI's job list fails
+	// from then on (the look-up before the create passes) for every look-up the
+	// server makes: 2 more creation attempts and the final settle, each a list
+	// call tried 3 times.
+	server.Inject(t, listJobs, "latency", map[string]any{"ms": 0})
+	server.Inject(t, listJobs, "unavailable", map[string]any{"times": 9})
+	server.Inject(t, createJob, "malformed_json", nil)
+	requestID := uuid.NewString()
+	_, err := startSample(ctx, dial(t, finetune.WithRetry(finetune.Backoff{Attempts: 0})), requestID)
+	fe := asError(t, err)
+	if fe.Code != codes.Unavailable || fe.Reason != "UPSTREAM_OUTCOME_UNKNOWN" || fe.RetryDelay <= 0 {
+		t.Fatalf("got %v (retry delay %v), want UNAVAILABLE UPSTREAM_OUTCOME_UNKNOWN with a RetryInfo", err, fe.RetryDelay)
+	}
+	// Called again with the same request id (the default client), the reservation
+	// the unconfirmed create kept is settled by the look-up: the one job, not a second.
+	client := dial(t)
+	job, err := startSample(ctx, client, requestID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertOneTrackedJob(ctx, t, client, job)
+}
+
+func TestDeadlinePassingMidCreateThenTheSameRequestIDGetsTheJob(t *testing.T) {
+	ctx := testContext(t)
+	client := dial(t)
+	t.Cleanup(func() { server.ClearFaults(t) })
+	server.Inject(t, createJob, "latency", map[string]any{"ms": 3000})
+	requestID := uuid.NewString()
+	hurried, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	_, err := startSample(hurried, client, requestID)
+	// The client's own timer, or the server's (tonic answers CANCELLED "Timeout expired").
+	if fe := asError(t, err); fe.Code != codes.DeadlineExceeded && fe.Code != codes.Canceled {
+		t.Fatalf("got %v, want DEADLINE_EXCEEDED or CANCELLED", err)
+	}
+	// As the README says: call again with the same request id.
+	job, err := startSample(ctx, client, requestID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertOneTrackedJob(ctx, t, client, job)
+}
+
+func TestConcurrentCallsWithOneRequestIDOnSeveralConnections(t *testing.T) {
+	ctx := testContext(t)
+	t.Cleanup(func() { server.ClearFaults(t) })
+	server.Inject(t, createJob, "latency", map[string]any{"ms": 1000})
+	requestID := uuid.NewString()
+	const callers = 4
+	jobs := make([]*finetunev1.Job, callers)
+	errs := make([]error, callers)
+	var wg sync.WaitGroup
+	for i := range callers {
+		own := dial(t) // its own connection
+		wg.Go(func() { jobs[i], errs[i] = startSample(ctx, own, requestID) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("caller %d: %v", i, err)
+		}
+		if jobs[i].GetId() != jobs[0].GetId() || jobs[i].GetUpstreamId() != jobs[0].GetUpstreamId() {
+			t.Fatalf("caller %d got job %s/%s, caller 0 %s/%s", i, jobs[i].GetId(), jobs[i].GetUpstreamId(),
+				jobs[0].GetId(), jobs[0].GetUpstreamId())
+		}
+	}
+	assertOneTrackedJob(ctx, t, dial(t), jobs[0])
+}
