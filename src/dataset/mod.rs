@@ -19,6 +19,7 @@ use serde::Serialize;
 
 pub use catalog::{Catalog, InferencePrice, ModelInfo, Resolved};
 pub use problem::{Code, Problem, Role, Severity};
+pub use secrets::find as find_secret;
 pub use stats::{Distribution, auto_epochs};
 pub use tokens::{Counter, Encoding};
 
