@@ -33,10 +33,7 @@ fn pick(rng: &mut StdRng, alphabet: &[u8], n: usize) -> String {
 /// One key of each documented format, from the random source.
 fn formats(rng: &mut StdRng) -> Vec<(&'static str, String)> {
     let mut r = |a: &[u8], n: usize| pick(rng, a, n);
-    let pem_body: String = (0..6)
-        .map(|_| r(B64, 64))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let pem_body: String = (0..6).map(|_| r(B64, 64)).collect::<Vec<_>>().join("\n");
     vec![
         (
             "OpenAI user key (legacy)",
@@ -75,7 +72,10 @@ fn formats(rng: &mut StdRng) -> Vec<(&'static str, String)> {
         ("GitHub personal token", format!("ghp_{}", r(B62, 36))),
         ("GitHub OAuth token", format!("gho_{}", r(B62, 36))),
         ("GitHub user-to-server token", format!("ghu_{}", r(B62, 36))),
-        ("GitHub server-to-server token", format!("ghs_{}", r(B62, 36))),
+        (
+            "GitHub server-to-server token",
+            format!("ghs_{}", r(B62, 36)),
+        ),
         ("GitHub refresh token", format!("ghr_{}", r(B62, 36))),
         (
             "GitHub fine-grained token",
@@ -83,12 +83,7 @@ fn formats(rng: &mut StdRng) -> Vec<(&'static str, String)> {
         ),
         (
             "Slack bot token",
-            format!(
-                "xoxb-{}-{}-{}",
-                r(DIGITS, 12),
-                r(DIGITS, 13),
-                r(B62, 24)
-            ),
+            format!("xoxb-{}-{}-{}", r(DIGITS, 12), r(DIGITS, 13), r(B62, 24)),
         ),
         (
             "Slack user token",
@@ -102,12 +97,7 @@ fn formats(rng: &mut StdRng) -> Vec<(&'static str, String)> {
         ),
         (
             "Slack workspace token",
-            format!(
-                "xoxa-2-{}-{}-{}",
-                r(DIGITS, 9),
-                r(DIGITS, 11),
-                r(HEX, 18)
-            ),
+            format!("xoxa-2-{}-{}-{}", r(DIGITS, 9), r(DIGITS, 11), r(HEX, 18)),
         ),
         (
             "Slack legacy token",
@@ -121,9 +111,15 @@ fn formats(rng: &mut StdRng) -> Vec<(&'static str, String)> {
         ),
         ("Google API key", format!("AIza{}", r(B64URL, 35))),
         ("Stripe live secret key", format!("sk_live_{}", r(B62, 24))),
-        ("Stripe live restricted key", format!("rk_live_{}", r(B62, 99))),
+        (
+            "Stripe live restricted key",
+            format!("rk_live_{}", r(B62, 99)),
+        ),
         ("Stripe test secret key", format!("sk_test_{}", r(B62, 99))),
-        ("Stripe test restricted key", format!("rk_test_{}", r(B62, 24))),
+        (
+            "Stripe test restricted key",
+            format!("rk_test_{}", r(B62, 24)),
+        ),
         (
             "PEM private key",
             format!("-----BEGIN PRIVATE KEY-----\n{pem_body}\n-----END PRIVATE KEY-----"),
@@ -216,8 +212,10 @@ fn every_key_is_found_and_no_code_string_is_flagged() {
 #[test]
 fn the_old_pattern_flagged_code_and_the_new_check_does_not() {
     // The check before issue 10: no left boundary, no floor.
-    let old = regex::Regex::new(r"sk-(?:proj-|svcacct-|admin-|ant-(?:api|admin)\d\d-)?[A-Za-z0-9_\-]{20,}")
-        .unwrap();
+    let old = regex::Regex::new(
+        r"sk-(?:proj-|svcacct-|admin-|ant-(?:api|admin)\d\d-)?[A-Za-z0-9_\-]{20,}",
+    )
+    .unwrap();
     let issue = [
         "task-management-dashboard",
         ".desk-navigation-container-wrapper",
@@ -233,7 +231,10 @@ fn the_old_pattern_flagged_code_and_the_new_check_does_not() {
         "the old pattern flagged {before} of {} code strings (and all 3 names from the issue)",
         code.len()
     );
-    assert!(before > 0, "the corpus holds the kind of string the old check got wrong");
+    assert!(
+        before > 0,
+        "the corpus holds the kind of string the old check got wrong"
+    );
 }
 
 /// The generic `sk-` rule (keys without OpenAI's marker) rests on its randomness floor

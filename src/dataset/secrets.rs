@@ -40,6 +40,8 @@ enum Floor {
     Varied,
     /// Looks randomly generated: see [`random`].
     Random,
+    /// The pattern says enough.
+    Any,
 }
 
 const MIN_DISTINCT: usize = 6;
@@ -93,8 +95,11 @@ const RULES: &[(&str, Floor, &str)] = &[
         "a Stripe secret key",
     ),
     (
-        r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----(?P<body>(?s:.){0,300}?[A-Za-z0-9+/]{32,})",
-        Floor::Varied,
+        // The body starts right after the header (and RFC 1421's Proc-Type/DEK-Info
+        // lines), raw or JSON-escaped, and its first line ends with the line or the text:
+        // even a truncated key counts, prose after a quoted header does not.
+        r#"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----(?P<body>(?:\s|\\[rn])*(?:Proc-Type:[^\n\\]*(?:\n|\\n)(?:DEK-Info:[^\n\\]*(?:\n|\\n))?(?:\s|\\[rn])*)?[A-Za-z0-9+/=]{4,})(?:\s*$|\r|\n|\\[rn]|["'`])"#,
+        Floor::Any,
         "a private key",
     ),
 ];
@@ -132,6 +137,7 @@ fn passes(floor: Floor, body: &str) -> bool {
     match floor {
         Floor::Varied => distinct(body) >= MIN_DISTINCT,
         Floor::Random => random(body),
+        Floor::Any => true,
     }
 }
 
@@ -198,10 +204,10 @@ fn wordy(s: &str) -> usize {
             let lower = run(i + upper, u8::is_ascii_lowercase);
             if lower >= 2 {
                 // The last capital starts the word; any before it form an acronym.
-                count += lower + 1 + if upper - 1 >= 2 { upper - 1 } else { 0 };
+                count += lower + 1 + if upper > 2 { upper - 1 } else { 0 };
             } else if lower == 0 && upper >= 2 {
                 count += upper;
-            } else if upper - 1 >= 2 {
+            } else if upper > 2 {
                 count += upper - 1;
             }
             i += upper + lower;
@@ -277,11 +283,20 @@ mod tests {
             ("AKIAIOSFODNN7EXAMPLE", "AWS"),
             ("ASIAY34FZKBOKMUTVV7A", "AWS"),
             ("ghp_R2xkN8vQ4mT1pL7wZ3yB9cF6hJ0gD5sA2eK8", "GitHub"),
-            ("xoxb-2653942065-2364535789652-GkwFDQoHqzXDVsC6GzqYUypD", "Slack"),
+            (
+                "xoxb-2653942065-2364535789652-GkwFDQoHqzXDVsC6GzqYUypD",
+                "Slack",
+            ),
             ("AIzaSyD3x9Qm2L7vK8pN1wT4yB6cF0hJ5gR2sA8", "Google"),
             ("sk_test_4eC39HqLyjWDarjtT1zdp7dc", "Stripe"),
-            ("-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7Zq3mK9vL2xN8pT4wB6yF1cH0jD5gR3sA", "private key"),
-            ("\"-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\\n\"", "private key"),
+            (
+                "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7Zq3mK9vL2xN8pT4wB6yF1cH0jD5gR3sA",
+                "private key",
+            ),
+            (
+                "\"-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\\n\"",
+                "private key",
+            ),
         ] {
             let found = find(text).unwrap_or_else(|| panic!("{text} is a key"));
             assert!(found.contains(kind), "{text}: {found}");

@@ -166,6 +166,7 @@ class FineTuneClient:
         seed: int | None = None,
         metadata: Mapping[str, str] | None = None,
         request_id: str | None = None,
+        accepted_problems: Sequence[dataset_pb2.AcceptedProblem] = (),
     ) -> job_pb2.StartTrainingResponse:
         """Starts a training job and returns at once (the job and the validation report).
 
@@ -187,6 +188,7 @@ class FineTuneClient:
             beta=beta,
             seed=seed,
             metadata=metadata,
+            accepted_problems=accepted_problems,
         )
         failures = 0
         while True:
