@@ -303,6 +303,27 @@ async fn start_training_takes_accepted_problems_and_refuses_unsafe_ones() {
         .unwrap();
     assert_eq!(fetched.accepted_problems, job.accepted_problems);
 
+    // The store keeps a row per acceptance beside the snapshot, for audits.
+    let db = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(server.data_dir.path().join("finetune.db"))
+        .read_only(true);
+    let mut conn = sqlx::ConnectOptions::connect(&db).await.unwrap();
+    let rows: Vec<(String, String, i64, String)> = sqlx::query_as(
+        "SELECT job_id, dataset, line, code FROM job_accepted_problems ORDER BY job_id",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        vec![(
+            job.id.clone(),
+            "training".into(),
+            3,
+            "possible_secret".into()
+        )]
+    );
+
     // The acceptance is part of the request: the same id without it is another request.
     let again = client
         .start_training(start_request("accept-grpc-1", accepted))

@@ -174,6 +174,8 @@ class FineTuneClient:
         `response.job.request_id`). The call is retried on UNAVAILABLE with the same id, which
         the server answers with the same job. A dataset with errors raises FineTuneError
         FAILED_PRECONDITION, reason DATASET_INVALID, with `precondition_violations`.
+        `accepted_problems` (`dataset_pb2.AcceptedProblem`, only `possible_secret`) are
+        reviewed problems that no longer block the job; the job records them.
         """
         request = _shared.training_request(
             self.dataset_source(training),
