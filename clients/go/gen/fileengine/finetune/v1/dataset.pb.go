@@ -931,7 +931,8 @@ type ValidationReport struct {
 	Problems []*Problem `protobuf:"bytes,5,rep,name=problems,proto3" json:"problems,omitempty"`
 	// problems_truncated is true when more problems were found than listed.
 	ProblemsTruncated bool `protobuf:"varint,6,opt,name=problems_truncated,json=problemsTruncated,proto3" json:"problems_truncated,omitempty"`
-	// error_count counts every error, listed or not.
+	// error_count counts every error, listed or not, except those the request
+	// accepted (see accepted_count). Training is refused unless it is 0.
 	ErrorCount uint64 `protobuf:"varint,7,opt,name=error_count,json=errorCount,proto3" json:"error_count,omitempty"`
 	// warning_count counts every warning, listed or not.
 	WarningCount uint64 `protobuf:"varint,8,opt,name=warning_count,json=warningCount,proto3" json:"warning_count,omitempty"`

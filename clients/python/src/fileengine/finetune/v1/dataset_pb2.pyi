@@ -504,7 +504,9 @@ class ValidationReport(_message.Message):
     problems_truncated: _builtins.bool
     """problems_truncated is true when more problems were found than listed."""
     error_count: _builtins.int
-    """error_count counts every error, listed or not."""
+    """error_count counts every error, listed or not, except those the request
+    accepted (see accepted_count). Training is refused unless it is 0.
+    """
     warning_count: _builtins.int
     """warning_count counts every warning, listed or not."""
     training_context_tokens: _builtins.int

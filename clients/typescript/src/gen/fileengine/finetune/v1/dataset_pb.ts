@@ -457,7 +457,8 @@ export type ValidationReport = Message<"fileengine.finetune.v1.ValidationReport"
   problemsTruncated: boolean;
 
   /**
-   * error_count counts every error, listed or not.
+   * error_count counts every error, listed or not, except those the request
+   * accepted (see accepted_count). Training is refused unless it is 0.
    *
    * @generated from field: uint64 error_count = 7;
    */
