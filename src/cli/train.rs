@@ -8,7 +8,7 @@ use clap::{Args, ValueEnum};
 use serde_json::json;
 
 use super::client::{Connection, describe};
-use crate::dataset::{self, Catalog, Input, Options, render};
+use crate::dataset::{self, Acceptance, Catalog, Input, Options, render};
 use crate::pb;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -45,6 +45,11 @@ pub struct TrainArgs {
     pub suffix: Option<String>,
     #[arg(long)]
     pub seed: Option<i64>,
+    /// Accept a problem you have reviewed, so it no longer blocks training: CODE:LINE for
+    /// the training file, CODE:validation:LINE for the validation file (repeatable). It
+    /// stays in the report, marked accepted. Only possible_secret can be accepted.
+    #[arg(long = "accept", value_name = "CODE:LINE")]
+    pub accept: Vec<Acceptance>,
     /// Idempotency key; repeating the command with the same id never starts a second
     /// job. Default: a new UUID, printed so a failed run can be retried with it.
     #[arg(long)]
@@ -87,6 +92,16 @@ pub(super) fn run(args: &TrainArgs) -> ExitCode {
             report.estimated_cost_usd,
             report.price_per_million_usd
         );
+    }
+    if !args.json {
+        for p in report.problems.iter().filter(|p| p.accepted) {
+            let accepted = Acceptance {
+                dataset: p.dataset,
+                line: p.line,
+                code: p.code,
+            };
+            outln!("accepted {accepted}: {}: {}", p.path, p.message);
+        }
     }
     if !(args.yes || args.json) {
         match confirm(&format!(
@@ -149,11 +164,13 @@ fn local_report(args: &TrainArgs) -> Result<dataset::Report, String> {
             reader: Box::new(f),
         })
     };
+    super::validate::check_accepted(&args.accept, args.validation_file.is_some())?;
     let training = open(&args.file)?;
     let validation = args.validation_file.as_deref().map(open).transpose()?;
     let options = Options {
         model: args.model.clone(),
         epochs: args.epochs,
+        accept: args.accept.clone(),
         ..Options::default()
     };
     dataset::validate(training, validation, &options, &Catalog::builtin())
@@ -247,6 +264,18 @@ async fn start(args: &TrainArgs, request_id: &str) -> Result<pb::Job, String> {
         suffix: args.suffix.clone().unwrap_or_default(),
         seed: args.seed,
         metadata: Default::default(),
+        accepted_problems: args
+            .accept
+            .iter()
+            .map(|a| pb::AcceptedProblem {
+                dataset: match a.dataset {
+                    dataset::Role::Training => pb::DatasetRole::Training,
+                    dataset::Role::Validation => pb::DatasetRole::Validation,
+                } as i32,
+                line: a.line,
+                code: a.code.as_str().to_owned(),
+            })
+            .collect(),
     };
     let response = client
         .start_training(request)

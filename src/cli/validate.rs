@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::dataset::{self, Catalog, Input, Options, render};
+use crate::dataset::{self, Acceptance, Catalog, Input, Options, render};
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
@@ -36,6 +36,12 @@ pub struct ValidateArgs {
     /// Flag intents with fewer examples than this.
     #[arg(long, default_value_t = dataset::DEFAULT_MIN_PER_INTENT)]
     pub min_per_intent: u64,
+
+    /// Accept a problem you have reviewed, so it no longer blocks training: CODE:LINE for
+    /// the training file, CODE:validation:LINE for the validation file (repeatable). It
+    /// stays in the report, marked accepted. Only possible_secret can be accepted.
+    #[arg(long = "accept", value_name = "CODE:LINE")]
+    pub accept: Vec<Acceptance>,
 
     /// Model catalog replacing the shipped one (prices, contexts, encodings).
     #[arg(long, env = "FINETUNE_CATALOG")]
@@ -73,11 +79,25 @@ fn open(path: &Path) -> Result<Input<'static>, String> {
     })
 }
 
+/// Acceptances of the validation file need one.
+pub(super) fn check_accepted(accept: &[Acceptance], has_validation: bool) -> Result<(), String> {
+    match accept
+        .iter()
+        .find(|a| a.dataset == dataset::Role::Validation && !has_validation)
+    {
+        Some(a) => Err(format!(
+            "--accept {a} names the validation file, but there is no --validation-file"
+        )),
+        None => Ok(()),
+    }
+}
+
 fn validate(args: &ValidateArgs) -> Result<bool, String> {
     let catalog = match &args.catalog {
         Some(path) => Catalog::load(path).map_err(|e| e.to_string())?,
         None => Catalog::builtin(),
     };
+    check_accepted(&args.accept, args.validation_file.is_some())?;
     let training = open(&args.file)?;
     let validation = args.validation_file.as_deref().map(open).transpose()?;
     let options = Options {
@@ -85,6 +105,7 @@ fn validate(args: &ValidateArgs) -> Result<bool, String> {
         epochs: args.epochs,
         max_problems: args.max_problems as usize,
         min_examples_per_intent: args.min_per_intent,
+        accept: args.accept.clone(),
         ..Options::default()
     };
     let report =

@@ -326,6 +326,10 @@ pub(super) fn job_json(j: &pb::Job) -> serde_json::Value {
         "created": time(j.create_time.as_ref()),
         "finished": j.finish_time.as_ref().map(|t| time(Some(t))),
         "last_sequence": j.last_sequence,
+        "accepted_problems": j.accepted_problems.iter().map(|a| {
+            let file = if a.dataset == pb::DatasetRole::Validation as i32 { "validation" } else { "training" };
+            format!("{}:{file}:{}", a.code, a.line)
+        }).collect::<Vec<_>>(),
     })
 }
 

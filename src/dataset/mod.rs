@@ -18,7 +18,8 @@ use std::io::Read;
 use serde::Serialize;
 
 pub use catalog::{Catalog, InferencePrice, ModelInfo, Resolved};
-pub use problem::{Code, Problem, Role, Severity};
+pub use problem::{Acceptance, Code, Problem, Role, Severity, acceptable_names};
+pub use secrets::find as find_secret;
 pub use stats::{Distribution, auto_epochs};
 pub use tokens::{Counter, Encoding};
 
@@ -48,6 +49,8 @@ pub struct Options {
     pub min_examples_per_intent: u64,
     /// Worker threads for parsing and tokenizing.
     pub threads: usize,
+    /// Problems the caller accepts: listed, marked accepted, not counted as errors.
+    pub accept: Vec<Acceptance>,
 }
 
 impl Default for Options {
@@ -58,6 +61,7 @@ impl Default for Options {
             max_problems: DEFAULT_MAX_PROBLEMS,
             min_examples_per_intent: DEFAULT_MIN_PER_INTENT,
             threads: std::thread::available_parallelism().map_or(2, usize::from),
+            accept: Vec::new(),
         }
     }
 }
@@ -140,8 +144,11 @@ pub struct Report {
     pub problems: Vec<Problem>,
     pub problems_truncated: bool,
     pub max_problems: usize,
+    /// Errors not accepted: training is refused unless this is 0.
     pub error_count: u64,
     pub warning_count: u64,
+    /// Errors the caller accepted (in no other count but `counts_by_code`).
+    pub accepted_count: u64,
     /// Every problem counted by code, listed or not.
     pub counts_by_code: BTreeMap<&'static str, u64>,
     pub training_context_tokens: u64,
@@ -181,6 +188,7 @@ pub fn validate(
     let model = catalog.resolve(&options.model);
     let max_problems = options.max_problems.clamp(1, MAX_MAX_PROBLEMS);
     let mut line_sink = Sink::new(max_problems);
+    line_sink.accept = options.accept.clone();
     let encoding = model.info.encoding;
     let context_tokens = model.info.training_context;
 
@@ -280,6 +288,7 @@ pub fn validate(
     let counts_total = merge_counts(&dataset_sink, &line_sink);
     let error_count = dataset_sink.count(Severity::Error) + line_sink.count(Severity::Error);
     let warning_count = dataset_sink.count(Severity::Warning) + line_sink.count(Severity::Warning);
+    let accepted_count = line_sink.accepted;
     let mut problems = dataset_sink.listed;
     let mut truncated = line_sink.truncated || dataset_sink.truncated;
     problems.extend(line_sink.listed);
@@ -307,6 +316,7 @@ pub fn validate(
         max_problems,
         error_count,
         warning_count,
+        accepted_count,
         counts_by_code: counts_total,
         training_context_tokens: context_tokens,
         epochs,

@@ -11,7 +11,7 @@ pub enum Severity {
 }
 
 /// Which file of a validation request a problem belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Training,
@@ -38,6 +38,11 @@ macro_rules! codes {
             /// Whether problems with this code block training.
             pub fn severity(self) -> Severity {
                 match self { $(Code::$variant => Severity::$severity,)* }
+            }
+
+            /// The code named by its stable name.
+            pub fn from_name(name: &str) -> Option<Code> {
+                match name { $($name => Some(Code::$variant),)* _ => None }
             }
 
             /// One line on what the code means, for documentation.
@@ -87,6 +92,107 @@ codes! {
     UnknownModel => "unknown_model", Warning, "The model is not in the catalog; defaults were assumed.";
 }
 
+impl Code {
+    /// Whether a caller may accept problems with this code, so that they stop blocking
+    /// training. Only the service's own judgement qualifies: a string that looks like a
+    /// key may be a published sample. Every other error is a rule OpenAI enforces, and an
+    /// accepted one would only fail the job upstream.
+    pub fn acceptable(self) -> bool {
+        matches!(self, Code::PossibleSecret)
+    }
+}
+
+/// A problem the caller has reviewed and accepts: `code` at `line` of the `dataset` file.
+/// Written `CODE:LINE` (the training file) or `CODE:training:LINE` / `CODE:validation:LINE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Acceptance {
+    pub dataset: Role,
+    /// 1-based.
+    pub line: u32,
+    pub code: Code,
+}
+
+impl Acceptance {
+    /// An acceptance, refused when the code may not be accepted or the line is 0.
+    pub fn new(dataset: Role, line: u32, code: &str) -> Result<Acceptance, String> {
+        if line == 0 {
+            return Err("the line must be 1 or more".to_owned());
+        }
+        let code =
+            Code::from_name(code).ok_or_else(|| format!("unknown problem code \"{code}\""))?;
+        if !code.acceptable() {
+            return Err(format!(
+                "{} cannot be accepted: only {} can (every other error is a rule OpenAI enforces)",
+                code.as_str(),
+                acceptable_names()
+            ));
+        }
+        Ok(Acceptance {
+            dataset,
+            line,
+            code,
+        })
+    }
+
+    pub fn covers(&self, dataset: Role, line: u64, code: Code) -> bool {
+        self.dataset == dataset && u64::from(self.line) == line && self.code == code
+    }
+}
+
+/// The codes that may be accepted, comma-separated, for messages.
+pub fn acceptable_names() -> String {
+    Code::ALL
+        .iter()
+        .filter(|c| c.acceptable())
+        .map(|c| c.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl std::fmt::Display for Acceptance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let file = match self.dataset {
+            Role::Training => "training",
+            Role::Validation => "validation",
+        };
+        write!(f, "{}:{file}:{}", self.code.as_str(), self.line)
+    }
+}
+
+impl std::str::FromStr for Acceptance {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Acceptance, String> {
+        let usage = || {
+            format!(
+                "\"{s}\": expected CODE:LINE or CODE:training|validation:LINE, for example possible_secret:12"
+            )
+        };
+        let parts: Vec<&str> = s.split(':').collect();
+        let (code, dataset, line) = match parts.as_slice() {
+            [code, line] => (*code, Role::Training, *line),
+            [code, "training", line] => (*code, Role::Training, *line),
+            [code, "validation", line] => (*code, Role::Validation, *line),
+            _ => return Err(usage()),
+        };
+        let line = line.parse::<u32>().map_err(|_| usage())?;
+        Acceptance::new(dataset, line, code).map_err(|e| format!("\"{s}\": {e}"))
+    }
+}
+
+impl Serialize for Acceptance {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Acceptance {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Acceptance, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// One finding about a dataset.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Problem {
@@ -99,6 +205,8 @@ pub struct Problem {
     pub code: Code,
     pub severity: Severity,
     pub message: String,
+    /// The caller accepted it ([`Acceptance`]): listed, but not counted as an error.
+    pub accepted: bool,
 }
 
 fn code_name<S: serde::Serializer>(code: &Code, s: S) -> Result<S::Ok, S::Error> {

@@ -27,6 +27,7 @@ pub fn to_json(report: &Report) -> serde_json::Value {
         "warnings": split(Severity::Warning),
         "error_count": report.error_count,
         "warning_count": report.warning_count,
+        "accepted_count": report.accepted_count,
         "problems_truncated": report.problems_truncated,
         "max_problems": report.max_problems,
         "counts_by_code": report.counts_by_code,
@@ -157,9 +158,10 @@ pub fn to_text(report: &Report) -> String {
                 .as_ref()
                 .map_or(&report.training.name, |v| &v.name),
         };
-        let severity = match p.severity {
-            Severity::Error => "error",
-            Severity::Warning => "warning",
+        let severity = match (p.severity, p.accepted) {
+            (Severity::Error, false) => "error",
+            (Severity::Error, true) => "accepted error",
+            (Severity::Warning, _) => "warning",
         };
         let file = printable(file);
         let location = if p.line == 0 {
@@ -186,9 +188,13 @@ pub fn to_text(report: &Report) -> String {
             report.max_problems
         );
     }
+    let accepted = match report.accepted_count {
+        0 => String::new(),
+        n => format!(" ({n} more accepted)"),
+    };
     let _ = writeln!(
         out,
-        "\n{} error{}, {} warning{}",
+        "\n{} error{}{accepted}, {} warning{}",
         report.error_count,
         plural(report.error_count),
         report.warning_count,

@@ -7,7 +7,7 @@ use std::io::Read;
 use sha2::{Digest, Sha256};
 
 use super::check::{Example, LineFormat, check_line};
-use super::problem::{Code, LineProblems, Problem, Role, Severity};
+use super::problem::{Acceptance, Code, LineProblems, Problem, Role, Severity};
 use super::tokens::{Counter, Encoding};
 use crate::error::Error;
 
@@ -43,6 +43,9 @@ pub(crate) struct Sink {
     pub(crate) cap: usize,
     pub(crate) truncated: bool,
     pub(crate) counts: HashMap<Code, u64>,
+    /// Problems the caller accepted: still listed and counted by code, not as errors.
+    pub(crate) accept: Vec<Acceptance>,
+    pub(crate) accepted: u64,
 }
 
 impl Sink {
@@ -52,7 +55,15 @@ impl Sink {
             cap,
             truncated: false,
             counts: HashMap::new(),
+            accept: Vec::new(),
+            accepted: 0,
         }
+    }
+
+    fn is_accepted(&mut self, dataset: Role, line: u64, code: Code) -> bool {
+        let accepted = self.accept.iter().any(|a| a.covers(dataset, line, code));
+        self.accepted += u64::from(accepted);
+        accepted
     }
 
     pub(crate) fn add(
@@ -64,6 +75,7 @@ impl Sink {
         message: String,
     ) {
         *self.counts.entry(code).or_default() += 1;
+        let accepted = self.is_accepted(dataset, line, code);
         if self.listed.len() < self.cap {
             let line = u32::try_from(line).unwrap_or(u32::MAX);
             self.listed.push(Problem {
@@ -73,23 +85,31 @@ impl Sink {
                 code,
                 severity: code.severity(),
                 message,
+                accepted,
             });
         } else {
             self.truncated = true;
         }
     }
 
-    fn count_dropped(&mut self, code: Code) {
+    fn count_dropped(&mut self, dataset: Role, line: u64, code: Code) {
         *self.counts.entry(code).or_default() += 1;
+        self.is_accepted(dataset, line, code);
         self.truncated = true;
     }
 
+    /// Problems of this severity, accepted ones aside (only errors can be accepted).
     pub(crate) fn count(&self, severity: Severity) -> u64 {
-        self.counts
+        let all: u64 = self
+            .counts
             .iter()
             .filter(|(c, _)| c.severity() == severity)
             .map(|(_, n)| n)
-            .sum()
+            .sum();
+        match severity {
+            Severity::Error => all - self.accepted,
+            Severity::Warning => all,
+        }
     }
 }
 
@@ -317,7 +337,7 @@ fn fold_line(outcome: LineOutcome, ctx: &ScanContext<'_>, sink: &mut Sink, scan:
         sink.add(role, line, path, code, message);
     }
     for code in problems.dropped {
-        sink.count_dropped(code);
+        sink.count_dropped(role, line, code);
     }
     let Some(ex) = example else { return };
     if ex.format != LineFormat::Unknown {

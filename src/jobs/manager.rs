@@ -128,6 +128,8 @@ pub struct StartRequest {
     pub suffix: Option<String>,
     pub seed: Option<i64>,
     pub metadata: BTreeMap<String, String>,
+    /// Problems the caller accepts (sorted, no repeats): they do not block the job.
+    pub accepted: Vec<dataset::Acceptance>,
 }
 
 /// The outcome of StartTraining: the job, and the validation report when this call
@@ -297,6 +299,7 @@ impl JobManager {
             validation_sha256: req.validation.as_ref().map(|v| v.sha256.clone()),
             estimated_cost_usd: report.estimated_cost_usd,
             metadata: req.metadata.clone(),
+            accepted_problems: req.accepted.clone(),
             ..Job::creating(req.model.clone(), req.method, now_millis())
         };
         match self.store.reserve(&job, fingerprint).await? {
@@ -454,6 +457,7 @@ impl JobManager {
         let options = Options {
             model: req.model.clone(),
             epochs: req.hyperparameters.n_epochs,
+            accept: req.accepted.clone(),
             ..Options::default()
         };
         let catalog = self.catalog.clone();
@@ -469,7 +473,7 @@ impl JobManager {
         let mut violations: Vec<(String, String, String)> = report
             .problems
             .iter()
-            .filter(|p| p.severity == dataset::Severity::Error)
+            .filter(|p| p.severity == dataset::Severity::Error && !p.accepted)
             .take(100)
             .map(|p| {
                 let file = match p.dataset {
@@ -1047,7 +1051,7 @@ fn check_request(req: &StartRequest) -> Result<(), Error> {
 
 /// Identifies what a request asks for, so a reused request id with other parameters is caught.
 fn fingerprint(req: &StartRequest) -> String {
-    let value = serde_json::json!({
+    let mut value = serde_json::json!({
         "training": req.training.sha256,
         "validation": req.validation.as_ref().map(|v| &v.sha256),
         "model": req.model,
@@ -1057,6 +1061,11 @@ fn fingerprint(req: &StartRequest) -> String {
         "seed": req.seed,
         "metadata": req.metadata,
     });
+    // Only when there are any, so requests made before acceptances existed keep their
+    // fingerprint.
+    if !req.accepted.is_empty() {
+        value["accepted_problems"] = serde_json::json!(req.accepted);
+    }
     hex::encode(Sha256::digest(value.to_string().as_bytes()))
 }
 

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::dataset::Acceptance;
+
 /// Lifecycle state, mirroring OpenAI's status; `Unknown` keeps statuses we do not know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -139,6 +141,9 @@ pub struct Job {
     /// Upstream checkpoint ids already recorded.
     #[serde(default)]
     pub checkpoints_seen: Vec<String>,
+    /// Problems the caller accepted when starting the job (sorted, no repeats).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accepted_problems: Vec<Acceptance>,
 }
 
 impl Job {
@@ -173,6 +178,7 @@ impl Job {
             version: 0,
             upstream_event_cursor: None,
             checkpoints_seen: Vec::new(),
+            accepted_problems: Vec::new(),
         }
     }
 }

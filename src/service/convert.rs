@@ -1,6 +1,8 @@
 //! Conversions between protobuf messages and the core's types.
 
-use crate::dataset::{self, Distribution, FileSummary, Format, Options, Report, Role, Severity};
+use crate::dataset::{
+    self, Acceptance, Distribution, FileSummary, Format, Options, Report, Role, Severity,
+};
 use crate::error::Error;
 use crate::pb;
 
@@ -24,8 +26,68 @@ pub(super) fn options(req: &pb::ValidateDatasetRequest) -> Result<Options, Error
             0 => dataset::DEFAULT_MIN_PER_INTENT,
             n => u64::from(n),
         },
+        accept: accepted_problems(&req.accepted_problems, req.validation.is_some())?,
         ..Options::default()
     })
+}
+
+/// The most accepted problems a request may name.
+const MAX_ACCEPTED: usize = 1000;
+
+/// A request's `accepted_problems`, checked: sorted and without repeats. A code that may
+/// not be accepted, line 0, or the validation file when there is none is INVALID_ARGUMENT
+/// naming the entry.
+pub(super) fn accepted_problems(
+    list: &[pb::AcceptedProblem],
+    has_validation: bool,
+) -> Result<Vec<Acceptance>, Error> {
+    if list.len() > MAX_ACCEPTED {
+        return Err(Error::invalid(
+            "accepted_problems",
+            format!("at most {MAX_ACCEPTED} entries, got {}", list.len()),
+        ));
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for (i, a) in list.iter().enumerate() {
+        let dataset = match pb::DatasetRole::try_from(a.dataset) {
+            Ok(pb::DatasetRole::Unspecified | pb::DatasetRole::Training) => Role::Training,
+            Ok(pb::DatasetRole::Validation) if has_validation => Role::Validation,
+            Ok(pb::DatasetRole::Validation) => {
+                return Err(Error::invalid(
+                    format!("accepted_problems[{i}].dataset"),
+                    "names the validation dataset, but the request has none",
+                ));
+            }
+            Err(_) => {
+                return Err(Error::invalid(
+                    format!("accepted_problems[{i}].dataset"),
+                    format!("unknown dataset role {}", a.dataset),
+                ));
+            }
+        };
+        let field = if a.line == 0 { "line" } else { "code" };
+        let accepted = Acceptance::new(dataset, a.line, &a.code)
+            .map_err(|e| Error::invalid(format!("accepted_problems[{i}].{field}"), e))?;
+        out.push(accepted);
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+pub(super) fn accepted_problem(a: &Acceptance) -> pb::AcceptedProblem {
+    pb::AcceptedProblem {
+        dataset: role(a.dataset) as i32,
+        line: a.line,
+        code: a.code.as_str().to_owned(),
+    }
+}
+
+fn role(r: Role) -> pb::DatasetRole {
+    match r {
+        Role::Training => pb::DatasetRole::Training,
+        Role::Validation => pb::DatasetRole::Validation,
+    }
 }
 
 pub(super) fn report(r: &Report) -> pb::ValidationReport {
@@ -43,10 +105,7 @@ pub(super) fn report(r: &Report) -> pb::ValidationReport {
             .problems
             .iter()
             .map(|p| pb::Problem {
-                dataset: match p.dataset {
-                    Role::Training => pb::DatasetRole::Training,
-                    Role::Validation => pb::DatasetRole::Validation,
-                } as i32,
+                dataset: role(p.dataset) as i32,
                 line: p.line,
                 path: p.path.clone(),
                 code: p.code.as_str().to_owned(),
@@ -55,11 +114,13 @@ pub(super) fn report(r: &Report) -> pb::ValidationReport {
                     Severity::Warning => pb::Severity::Warning,
                 } as i32,
                 message: p.message.clone(),
+                accepted: p.accepted,
             })
             .collect(),
         problems_truncated: r.problems_truncated,
         error_count: r.error_count,
         warning_count: r.warning_count,
+        accepted_count: r.accepted_count,
         counts_by_code: r
             .counts_by_code
             .iter()

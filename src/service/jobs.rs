@@ -106,6 +106,11 @@ pub(super) fn job(j: &Job) -> pb::Job {
         last_sequence: j.last_sequence,
         training_file_id: j.training_file_id.clone().unwrap_or_default(),
         validation_file_id: j.validation_file_id.clone().unwrap_or_default(),
+        accepted_problems: j
+            .accepted_problems
+            .iter()
+            .map(super::convert::accepted_problem)
+            .collect(),
     }
 }
 

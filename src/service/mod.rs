@@ -219,6 +219,8 @@ impl FineTuneService for Service {
     ) -> Result<Response<pb::StartTrainingResponse>, Status> {
         let manager = self.state.jobs()?.clone();
         let req = request.into_inner();
+        let accepted =
+            convert::accepted_problems(&req.accepted_problems, req.validation.is_some())?;
         let start = StartRequest {
             request_id: req.request_id,
             training: self.dataset_file(req.training, "training").await?,
@@ -236,6 +238,7 @@ impl FineTuneService for Service {
             suffix: Some(req.suffix).filter(|s| !s.is_empty()),
             seed: req.seed,
             metadata: jobs::metadata_from(req.metadata),
+            accepted,
         };
         let started = manager.start(start).await?;
         Ok(Response::new(pb::StartTrainingResponse {

@@ -73,6 +73,7 @@ fn state_text(job: &Job) -> &'static str {
 impl Store for SqliteStore {
     async fn reserve(&self, job: &Job, fingerprint: &str) -> Result<Reservation, Error> {
         let snapshot = serde_json::to_string(job).map_err(json_err)?;
+        let mut tx = self.write_transaction().await?;
         let inserted = sqlx::query(
             "INSERT INTO jobs (id, request_id, request_fingerprint, upstream_id, state, created_at, last_sequence, snapshot)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING",
@@ -85,12 +86,29 @@ impl Store for SqliteStore {
         .bind(job.created_at)
         .bind(job.last_sequence as i64)
         .bind(snapshot)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db_err)?;
         if inserted.rows_affected() == 1 {
+            for accepted in &job.accepted_problems {
+                sqlx::query(
+                    "INSERT INTO job_accepted_problems (job_id, dataset, line, code) VALUES (?, ?, ?, ?)",
+                )
+                .bind(&job.id)
+                .bind(match accepted.dataset {
+                    crate::dataset::Role::Training => "training",
+                    crate::dataset::Role::Validation => "validation",
+                })
+                .bind(i64::from(accepted.line))
+                .bind(accepted.code.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            }
+            tx.commit().await.map_err(db_err)?;
             return Ok(Reservation::Inserted);
         }
+        drop(tx);
         let row =
             sqlx::query("SELECT snapshot, request_fingerprint FROM jobs WHERE request_id = ?")
                 .bind(&job.request_id)
@@ -127,6 +145,11 @@ impl Store for SqliteStore {
 
     async fn release(&self, job_id: &str) -> Result<(), Error> {
         let mut tx = self.write_transaction().await?;
+        sqlx::query("DELETE FROM job_accepted_problems WHERE job_id = ?")
+            .bind(job_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
         sqlx::query("DELETE FROM job_events WHERE job_id = ?")
             .bind(job_id)
             .execute(&mut *tx)

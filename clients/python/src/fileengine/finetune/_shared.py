@@ -152,6 +152,7 @@ def training_request(
     beta: float | None,
     seed: int | None,
     metadata: Mapping[str, str] | None,
+    accepted_problems: Sequence[dataset_pb2.AcceptedProblem] = (),
 ) -> job_pb2.StartTrainingRequest:
     """A StartTrainingRequest; without a request_id, a new UUID4 is the idempotency key."""
     return job_pb2.StartTrainingRequest(
@@ -169,6 +170,7 @@ def training_request(
         suffix=suffix,
         seed=seed,
         metadata=metadata,
+        accepted_problems=accepted_problems,
     )
 
 

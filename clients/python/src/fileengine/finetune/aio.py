@@ -139,6 +139,7 @@ class AsyncFineTuneClient:
         seed: int | None = None,
         metadata: Mapping[str, str] | None = None,
         request_id: str | None = None,
+        accepted_problems: Sequence[dataset_pb2.AcceptedProblem] = (),
     ) -> job_pb2.StartTrainingResponse:
         request = _shared.training_request(
             await self.dataset_source(training),
@@ -153,6 +154,7 @@ class AsyncFineTuneClient:
             beta=beta,
             seed=seed,
             metadata=metadata,
+            accepted_problems=accepted_problems,
         )
         failures = 0
         while True:

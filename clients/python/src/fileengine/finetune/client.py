@@ -166,6 +166,7 @@ class FineTuneClient:
         seed: int | None = None,
         metadata: Mapping[str, str] | None = None,
         request_id: str | None = None,
+        accepted_problems: Sequence[dataset_pb2.AcceptedProblem] = (),
     ) -> job_pb2.StartTrainingResponse:
         """Starts a training job and returns at once (the job and the validation report).
 
@@ -177,6 +178,8 @@ class FineTuneClient:
         this method raises (DEADLINE_EXCEEDED, or UNAVAILABLE after the retries): the same id
         never makes a second job. A dataset with errors raises FineTuneError
         FAILED_PRECONDITION, reason DATASET_INVALID, with `precondition_violations`.
+        `accepted_problems` (`dataset_pb2.AcceptedProblem`, only `possible_secret`) are
+        reviewed problems that no longer block the job; the job records them.
         """
         request = _shared.training_request(
             self.dataset_source(training),
@@ -191,6 +194,7 @@ class FineTuneClient:
             beta=beta,
             seed=seed,
             metadata=metadata,
+            accepted_problems=accepted_problems,
         )
         failures = 0
         while True:

@@ -358,7 +358,11 @@ type Problem struct {
 	// severity says whether the problem blocks training.
 	Severity Severity `protobuf:"varint,5,opt,name=severity,proto3,enum=fileengine.finetune.v1.Severity" json:"severity,omitempty"`
 	// message is a plain-language explanation of what is wrong and how to fix it.
-	Message       string `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`
+	Message string `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`
+	// accepted is true when the request's accepted_problems names this problem: it
+	// stays listed (severity unchanged) but is not in error_count and does not block
+	// training; ValidationReport.accepted_count counts it.
+	Accepted      bool `protobuf:"varint,7,opt,name=accepted,proto3" json:"accepted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -435,6 +439,83 @@ func (x *Problem) GetMessage() string {
 	return ""
 }
 
+func (x *Problem) GetAccepted() bool {
+	if x != nil {
+		return x.Accepted
+	}
+	return false
+}
+
+// AcceptedProblem names a problem the caller has reviewed and accepts, for example
+// a string that looks like an API key but is a published sample. Every problem
+// with that code on that line of that file is accepted.
+type AcceptedProblem struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// dataset is the file; DATASET_ROLE_UNSPECIFIED means the training file.
+	// DATASET_ROLE_VALIDATION without a validation dataset is INVALID_ARGUMENT.
+	Dataset DatasetRole `protobuf:"varint,1,opt,name=dataset,proto3,enum=fileengine.finetune.v1.DatasetRole" json:"dataset,omitempty"`
+	// line is the 1-based line number; 0 is INVALID_ARGUMENT (whole-dataset
+	// findings cannot be accepted).
+	Line uint32 `protobuf:"varint,2,opt,name=line,proto3" json:"line,omitempty"`
+	// code is the problem code. Only codes that are the service's own judgement
+	// can be accepted: today `possible_secret`. Any other code is INVALID_ARGUMENT
+	// naming the field (every other error is a rule OpenAI enforces).
+	Code          string `protobuf:"bytes,3,opt,name=code,proto3" json:"code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcceptedProblem) Reset() {
+	*x = AcceptedProblem{}
+	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcceptedProblem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcceptedProblem) ProtoMessage() {}
+
+func (x *AcceptedProblem) ProtoReflect() protoreflect.Message {
+	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcceptedProblem.ProtoReflect.Descriptor instead.
+func (*AcceptedProblem) Descriptor() ([]byte, []int) {
+	return file_fileengine_finetune_v1_dataset_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *AcceptedProblem) GetDataset() DatasetRole {
+	if x != nil {
+		return x.Dataset
+	}
+	return DatasetRole_DATASET_ROLE_UNSPECIFIED
+}
+
+func (x *AcceptedProblem) GetLine() uint32 {
+	if x != nil {
+		return x.Line
+	}
+	return 0
+}
+
+func (x *AcceptedProblem) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
 // Distribution summarises a per-example quantity. Quantiles use linear
 // interpolation between closest ranks (numpy's default). All zero when there
 // are no examples.
@@ -458,7 +539,7 @@ type Distribution struct {
 
 func (x *Distribution) Reset() {
 	*x = Distribution{}
-	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[2]
+	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -470,7 +551,7 @@ func (x *Distribution) String() string {
 func (*Distribution) ProtoMessage() {}
 
 func (x *Distribution) ProtoReflect() protoreflect.Message {
-	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[2]
+	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -483,7 +564,7 @@ func (x *Distribution) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Distribution.ProtoReflect.Descriptor instead.
 func (*Distribution) Descriptor() ([]byte, []int) {
-	return file_fileengine_finetune_v1_dataset_proto_rawDescGZIP(), []int{2}
+	return file_fileengine_finetune_v1_dataset_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Distribution) GetMin() float64 {
@@ -555,7 +636,7 @@ type TokenStats struct {
 
 func (x *TokenStats) Reset() {
 	*x = TokenStats{}
-	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[3]
+	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -567,7 +648,7 @@ func (x *TokenStats) String() string {
 func (*TokenStats) ProtoMessage() {}
 
 func (x *TokenStats) ProtoReflect() protoreflect.Message {
-	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[3]
+	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -580,7 +661,7 @@ func (x *TokenStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenStats.ProtoReflect.Descriptor instead.
 func (*TokenStats) Descriptor() ([]byte, []int) {
-	return file_fileengine_finetune_v1_dataset_proto_rawDescGZIP(), []int{3}
+	return file_fileengine_finetune_v1_dataset_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *TokenStats) GetEncoding() string {
@@ -648,7 +729,7 @@ type IntentCount struct {
 
 func (x *IntentCount) Reset() {
 	*x = IntentCount{}
-	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[4]
+	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -660,7 +741,7 @@ func (x *IntentCount) String() string {
 func (*IntentCount) ProtoMessage() {}
 
 func (x *IntentCount) ProtoReflect() protoreflect.Message {
-	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[4]
+	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -673,7 +754,7 @@ func (x *IntentCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntentCount.ProtoReflect.Descriptor instead.
 func (*IntentCount) Descriptor() ([]byte, []int) {
-	return file_fileengine_finetune_v1_dataset_proto_rawDescGZIP(), []int{4}
+	return file_fileengine_finetune_v1_dataset_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *IntentCount) GetIntent() string {
@@ -710,7 +791,7 @@ type CodeCount struct {
 
 func (x *CodeCount) Reset() {
 	*x = CodeCount{}
-	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[5]
+	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -722,7 +803,7 @@ func (x *CodeCount) String() string {
 func (*CodeCount) ProtoMessage() {}
 
 func (x *CodeCount) ProtoReflect() protoreflect.Message {
-	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[5]
+	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -735,7 +816,7 @@ func (x *CodeCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CodeCount.ProtoReflect.Descriptor instead.
 func (*CodeCount) Descriptor() ([]byte, []int) {
-	return file_fileengine_finetune_v1_dataset_proto_rawDescGZIP(), []int{5}
+	return file_fileengine_finetune_v1_dataset_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CodeCount) GetCode() string {
@@ -771,7 +852,7 @@ type DatasetSummary struct {
 
 func (x *DatasetSummary) Reset() {
 	*x = DatasetSummary{}
-	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[6]
+	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -783,7 +864,7 @@ func (x *DatasetSummary) String() string {
 func (*DatasetSummary) ProtoMessage() {}
 
 func (x *DatasetSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[6]
+	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -796,7 +877,7 @@ func (x *DatasetSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DatasetSummary.ProtoReflect.Descriptor instead.
 func (*DatasetSummary) Descriptor() ([]byte, []int) {
-	return file_fileengine_finetune_v1_dataset_proto_rawDescGZIP(), []int{6}
+	return file_fileengine_finetune_v1_dataset_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DatasetSummary) GetSha256() string {
@@ -850,7 +931,8 @@ type ValidationReport struct {
 	Problems []*Problem `protobuf:"bytes,5,rep,name=problems,proto3" json:"problems,omitempty"`
 	// problems_truncated is true when more problems were found than listed.
 	ProblemsTruncated bool `protobuf:"varint,6,opt,name=problems_truncated,json=problemsTruncated,proto3" json:"problems_truncated,omitempty"`
-	// error_count counts every error, listed or not.
+	// error_count counts every error, listed or not, except those the request
+	// accepted (see accepted_count). Training is refused unless it is 0.
 	ErrorCount uint64 `protobuf:"varint,7,opt,name=error_count,json=errorCount,proto3" json:"error_count,omitempty"`
 	// warning_count counts every warning, listed or not.
 	WarningCount uint64 `protobuf:"varint,8,opt,name=warning_count,json=warningCount,proto3" json:"warning_count,omitempty"`
@@ -876,14 +958,17 @@ type ValidationReport struct {
 	// intents is the intent coverage table, by descending count then name.
 	Intents []*IntentCount `protobuf:"bytes,17,rep,name=intents,proto3" json:"intents,omitempty"`
 	// max_problems is the cap that applied to problems.
-	MaxProblems   uint32 `protobuf:"varint,18,opt,name=max_problems,json=maxProblems,proto3" json:"max_problems,omitempty"`
+	MaxProblems uint32 `protobuf:"varint,18,opt,name=max_problems,json=maxProblems,proto3" json:"max_problems,omitempty"`
+	// accepted_count counts every error the request accepted, listed or not; they are
+	// not in error_count (counts_by_code still counts them).
+	AcceptedCount uint64 `protobuf:"varint,19,opt,name=accepted_count,json=acceptedCount,proto3" json:"accepted_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ValidationReport) Reset() {
 	*x = ValidationReport{}
-	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[7]
+	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -895,7 +980,7 @@ func (x *ValidationReport) String() string {
 func (*ValidationReport) ProtoMessage() {}
 
 func (x *ValidationReport) ProtoReflect() protoreflect.Message {
-	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[7]
+	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -908,7 +993,7 @@ func (x *ValidationReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidationReport.ProtoReflect.Descriptor instead.
 func (*ValidationReport) Descriptor() ([]byte, []int) {
-	return file_fileengine_finetune_v1_dataset_proto_rawDescGZIP(), []int{7}
+	return file_fileengine_finetune_v1_dataset_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ValidationReport) GetFormat() DatasetFormat {
@@ -1037,6 +1122,13 @@ func (x *ValidationReport) GetMaxProblems() uint32 {
 	return 0
 }
 
+func (x *ValidationReport) GetAcceptedCount() uint64 {
+	if x != nil {
+		return x.AcceptedCount
+	}
+	return 0
+}
+
 // ValidateDatasetRequest asks for a report on a dataset. Validation never
 // contacts OpenAI and never stores the dataset.
 type ValidateDatasetRequest struct {
@@ -1058,13 +1150,17 @@ type ValidateDatasetRequest struct {
 	// min_examples_per_intent flags intents with fewer examples. 0 means the
 	// default, 3.
 	MinExamplesPerIntent uint32 `protobuf:"varint,6,opt,name=min_examples_per_intent,json=minExamplesPerIntent,proto3" json:"min_examples_per_intent,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// accepted_problems are problems the caller accepts, as StartTraining would take
+	// them: the report marks them accepted and leaves them out of error_count. At
+	// most 1000; an entry that matches no problem accepts nothing.
+	AcceptedProblems []*AcceptedProblem `protobuf:"bytes,7,rep,name=accepted_problems,json=acceptedProblems,proto3" json:"accepted_problems,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ValidateDatasetRequest) Reset() {
 	*x = ValidateDatasetRequest{}
-	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[8]
+	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1076,7 +1172,7 @@ func (x *ValidateDatasetRequest) String() string {
 func (*ValidateDatasetRequest) ProtoMessage() {}
 
 func (x *ValidateDatasetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[8]
+	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1089,7 +1185,7 @@ func (x *ValidateDatasetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateDatasetRequest.ProtoReflect.Descriptor instead.
 func (*ValidateDatasetRequest) Descriptor() ([]byte, []int) {
-	return file_fileengine_finetune_v1_dataset_proto_rawDescGZIP(), []int{8}
+	return file_fileengine_finetune_v1_dataset_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ValidateDatasetRequest) GetTraining() *DatasetSource {
@@ -1134,6 +1230,13 @@ func (x *ValidateDatasetRequest) GetMinExamplesPerIntent() uint32 {
 	return 0
 }
 
+func (x *ValidateDatasetRequest) GetAcceptedProblems() []*AcceptedProblem {
+	if x != nil {
+		return x.AcceptedProblems
+	}
+	return nil
+}
+
 // ValidateDatasetResponse carries the report. A dataset with errors is still
 // an OK response: the errors are in the report.
 type ValidateDatasetResponse struct {
@@ -1146,7 +1249,7 @@ type ValidateDatasetResponse struct {
 
 func (x *ValidateDatasetResponse) Reset() {
 	*x = ValidateDatasetResponse{}
-	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[9]
+	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1158,7 +1261,7 @@ func (x *ValidateDatasetResponse) String() string {
 func (*ValidateDatasetResponse) ProtoMessage() {}
 
 func (x *ValidateDatasetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[9]
+	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1171,7 +1274,7 @@ func (x *ValidateDatasetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateDatasetResponse.ProtoReflect.Descriptor instead.
 func (*ValidateDatasetResponse) Descriptor() ([]byte, []int) {
-	return file_fileengine_finetune_v1_dataset_proto_rawDescGZIP(), []int{9}
+	return file_fileengine_finetune_v1_dataset_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ValidateDatasetResponse) GetReport() *ValidationReport {
@@ -1196,7 +1299,7 @@ type UploadDatasetRequest struct {
 
 func (x *UploadDatasetRequest) Reset() {
 	*x = UploadDatasetRequest{}
-	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[10]
+	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1208,7 +1311,7 @@ func (x *UploadDatasetRequest) String() string {
 func (*UploadDatasetRequest) ProtoMessage() {}
 
 func (x *UploadDatasetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[10]
+	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1221,7 +1324,7 @@ func (x *UploadDatasetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadDatasetRequest.ProtoReflect.Descriptor instead.
 func (*UploadDatasetRequest) Descriptor() ([]byte, []int) {
-	return file_fileengine_finetune_v1_dataset_proto_rawDescGZIP(), []int{10}
+	return file_fileengine_finetune_v1_dataset_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *UploadDatasetRequest) GetHeader() *UploadDatasetHeader {
@@ -1255,7 +1358,7 @@ type UploadDatasetHeader struct {
 
 func (x *UploadDatasetHeader) Reset() {
 	*x = UploadDatasetHeader{}
-	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[11]
+	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1267,7 +1370,7 @@ func (x *UploadDatasetHeader) String() string {
 func (*UploadDatasetHeader) ProtoMessage() {}
 
 func (x *UploadDatasetHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[11]
+	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1280,7 +1383,7 @@ func (x *UploadDatasetHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadDatasetHeader.ProtoReflect.Descriptor instead.
 func (*UploadDatasetHeader) Descriptor() ([]byte, []int) {
-	return file_fileengine_finetune_v1_dataset_proto_rawDescGZIP(), []int{11}
+	return file_fileengine_finetune_v1_dataset_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *UploadDatasetHeader) GetFileName() string {
@@ -1320,7 +1423,7 @@ type UploadDatasetResponse struct {
 
 func (x *UploadDatasetResponse) Reset() {
 	*x = UploadDatasetResponse{}
-	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[12]
+	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1332,7 +1435,7 @@ func (x *UploadDatasetResponse) String() string {
 func (*UploadDatasetResponse) ProtoMessage() {}
 
 func (x *UploadDatasetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[12]
+	mi := &file_fileengine_finetune_v1_dataset_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1345,7 +1448,7 @@ func (x *UploadDatasetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadDatasetResponse.ProtoReflect.Descriptor instead.
 func (*UploadDatasetResponse) Descriptor() ([]byte, []int) {
-	return file_fileengine_finetune_v1_dataset_proto_rawDescGZIP(), []int{12}
+	return file_fileengine_finetune_v1_dataset_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *UploadDatasetResponse) GetDatasetId() string {
@@ -1379,14 +1482,19 @@ const file_fileengine_finetune_v1_dataset_proto_rawDesc = "" +
 	"\n" +
 	"dataset_id\x18\x02 \x01(\tH\x00R\tdatasetId\x12\x1b\n" +
 	"\tfile_name\x18\x03 \x01(\tR\bfileNameB\b\n" +
-	"\x06source\"\xdc\x01\n" +
+	"\x06source\"\xf8\x01\n" +
 	"\aProblem\x12=\n" +
 	"\adataset\x18\x01 \x01(\x0e2#.fileengine.finetune.v1.DatasetRoleR\adataset\x12\x12\n" +
 	"\x04line\x18\x02 \x01(\rR\x04line\x12\x12\n" +
 	"\x04path\x18\x03 \x01(\tR\x04path\x12\x12\n" +
 	"\x04code\x18\x04 \x01(\tR\x04code\x12<\n" +
 	"\bseverity\x18\x05 \x01(\x0e2 .fileengine.finetune.v1.SeverityR\bseverity\x12\x18\n" +
-	"\amessage\x18\x06 \x01(\tR\amessage\"\x82\x01\n" +
+	"\amessage\x18\x06 \x01(\tR\amessage\x12\x1a\n" +
+	"\baccepted\x18\a \x01(\bR\baccepted\"x\n" +
+	"\x0fAcceptedProblem\x12=\n" +
+	"\adataset\x18\x01 \x01(\x0e2#.fileengine.finetune.v1.DatasetRoleR\adataset\x12\x12\n" +
+	"\x04line\x18\x02 \x01(\rR\x04line\x12\x12\n" +
+	"\x04code\x18\x03 \x01(\tR\x04code\"\x82\x01\n" +
 	"\fDistribution\x12\x10\n" +
 	"\x03min\x18\x01 \x01(\x01R\x03min\x12\x10\n" +
 	"\x03max\x18\x02 \x01(\x01R\x03max\x12\x12\n" +
@@ -1417,7 +1525,7 @@ const file_fileengine_finetune_v1_dataset_proto_rawDesc = "" +
 	"size_bytes\x18\x02 \x01(\x04R\tsizeBytes\x12\x14\n" +
 	"\x05lines\x18\x03 \x01(\x04R\x05lines\x12\x1a\n" +
 	"\bexamples\x18\x04 \x01(\x04R\bexamples\x12:\n" +
-	"\x06tokens\x18\x05 \x01(\v2\".fileengine.finetune.v1.TokenStatsR\x06tokens\"\xa0\a\n" +
+	"\x06tokens\x18\x05 \x01(\v2\".fileengine.finetune.v1.TokenStatsR\x06tokens\"\xc7\a\n" +
 	"\x10ValidationReport\x12=\n" +
 	"\x06format\x18\x01 \x01(\x0e2%.fileengine.finetune.v1.DatasetFormatR\x06format\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x12B\n" +
@@ -1440,7 +1548,8 @@ const file_fileengine_finetune_v1_dataset_proto_rawDesc = "" +
 	"\x15price_per_million_usd\x18\x0f \x01(\x01R\x12pricePerMillionUsd\x12,\n" +
 	"\x12estimated_cost_usd\x18\x10 \x01(\x01R\x10estimatedCostUsd\x12=\n" +
 	"\aintents\x18\x11 \x03(\v2#.fileengine.finetune.v1.IntentCountR\aintents\x12!\n" +
-	"\fmax_problems\x18\x12 \x01(\rR\vmaxProblems\"\xba\x02\n" +
+	"\fmax_problems\x18\x12 \x01(\rR\vmaxProblems\x12%\n" +
+	"\x0eaccepted_count\x18\x13 \x01(\x04R\racceptedCount\"\x90\x03\n" +
 	"\x16ValidateDatasetRequest\x12A\n" +
 	"\btraining\x18\x01 \x01(\v2%.fileengine.finetune.v1.DatasetSourceR\btraining\x12E\n" +
 	"\n" +
@@ -1449,7 +1558,8 @@ const file_fileengine_finetune_v1_dataset_proto_rawDesc = "" +
 	"\x05model\x18\x03 \x01(\tR\x05model\x12\x1b\n" +
 	"\x06epochs\x18\x04 \x01(\rH\x00R\x06epochs\x88\x01\x01\x12!\n" +
 	"\fmax_problems\x18\x05 \x01(\rR\vmaxProblems\x125\n" +
-	"\x17min_examples_per_intent\x18\x06 \x01(\rR\x14minExamplesPerIntentB\t\n" +
+	"\x17min_examples_per_intent\x18\x06 \x01(\rR\x14minExamplesPerIntent\x12T\n" +
+	"\x11accepted_problems\x18\a \x03(\v2'.fileengine.finetune.v1.AcceptedProblemR\x10acceptedProblemsB\t\n" +
 	"\a_epochs\"[\n" +
 	"\x17ValidateDatasetResponse\x12@\n" +
 	"\x06report\x18\x01 \x01(\v2(.fileengine.finetune.v1.ValidationReportR\x06report\"q\n" +
@@ -1499,7 +1609,7 @@ func file_fileengine_finetune_v1_dataset_proto_rawDescGZIP() []byte {
 }
 
 var file_fileengine_finetune_v1_dataset_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_fileengine_finetune_v1_dataset_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_fileengine_finetune_v1_dataset_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_fileengine_finetune_v1_dataset_proto_goTypes = []any{
 	(DatasetFormat)(0),              // 0: fileengine.finetune.v1.DatasetFormat
 	(Severity)(0),                   // 1: fileengine.finetune.v1.Severity
@@ -1507,41 +1617,44 @@ var file_fileengine_finetune_v1_dataset_proto_goTypes = []any{
 	(EpochsSource)(0),               // 3: fileengine.finetune.v1.EpochsSource
 	(*DatasetSource)(nil),           // 4: fileengine.finetune.v1.DatasetSource
 	(*Problem)(nil),                 // 5: fileengine.finetune.v1.Problem
-	(*Distribution)(nil),            // 6: fileengine.finetune.v1.Distribution
-	(*TokenStats)(nil),              // 7: fileengine.finetune.v1.TokenStats
-	(*IntentCount)(nil),             // 8: fileengine.finetune.v1.IntentCount
-	(*CodeCount)(nil),               // 9: fileengine.finetune.v1.CodeCount
-	(*DatasetSummary)(nil),          // 10: fileengine.finetune.v1.DatasetSummary
-	(*ValidationReport)(nil),        // 11: fileengine.finetune.v1.ValidationReport
-	(*ValidateDatasetRequest)(nil),  // 12: fileengine.finetune.v1.ValidateDatasetRequest
-	(*ValidateDatasetResponse)(nil), // 13: fileengine.finetune.v1.ValidateDatasetResponse
-	(*UploadDatasetRequest)(nil),    // 14: fileengine.finetune.v1.UploadDatasetRequest
-	(*UploadDatasetHeader)(nil),     // 15: fileengine.finetune.v1.UploadDatasetHeader
-	(*UploadDatasetResponse)(nil),   // 16: fileengine.finetune.v1.UploadDatasetResponse
+	(*AcceptedProblem)(nil),         // 6: fileengine.finetune.v1.AcceptedProblem
+	(*Distribution)(nil),            // 7: fileengine.finetune.v1.Distribution
+	(*TokenStats)(nil),              // 8: fileengine.finetune.v1.TokenStats
+	(*IntentCount)(nil),             // 9: fileengine.finetune.v1.IntentCount
+	(*CodeCount)(nil),               // 10: fileengine.finetune.v1.CodeCount
+	(*DatasetSummary)(nil),          // 11: fileengine.finetune.v1.DatasetSummary
+	(*ValidationReport)(nil),        // 12: fileengine.finetune.v1.ValidationReport
+	(*ValidateDatasetRequest)(nil),  // 13: fileengine.finetune.v1.ValidateDatasetRequest
+	(*ValidateDatasetResponse)(nil), // 14: fileengine.finetune.v1.ValidateDatasetResponse
+	(*UploadDatasetRequest)(nil),    // 15: fileengine.finetune.v1.UploadDatasetRequest
+	(*UploadDatasetHeader)(nil),     // 16: fileengine.finetune.v1.UploadDatasetHeader
+	(*UploadDatasetResponse)(nil),   // 17: fileengine.finetune.v1.UploadDatasetResponse
 }
 var file_fileengine_finetune_v1_dataset_proto_depIdxs = []int32{
 	2,  // 0: fileengine.finetune.v1.Problem.dataset:type_name -> fileengine.finetune.v1.DatasetRole
 	1,  // 1: fileengine.finetune.v1.Problem.severity:type_name -> fileengine.finetune.v1.Severity
-	6,  // 2: fileengine.finetune.v1.TokenStats.per_example:type_name -> fileengine.finetune.v1.Distribution
-	6,  // 3: fileengine.finetune.v1.TokenStats.assistant_per_example:type_name -> fileengine.finetune.v1.Distribution
-	6,  // 4: fileengine.finetune.v1.TokenStats.messages_per_example:type_name -> fileengine.finetune.v1.Distribution
-	7,  // 5: fileengine.finetune.v1.DatasetSummary.tokens:type_name -> fileengine.finetune.v1.TokenStats
-	0,  // 6: fileengine.finetune.v1.ValidationReport.format:type_name -> fileengine.finetune.v1.DatasetFormat
-	10, // 7: fileengine.finetune.v1.ValidationReport.training:type_name -> fileengine.finetune.v1.DatasetSummary
-	10, // 8: fileengine.finetune.v1.ValidationReport.validation:type_name -> fileengine.finetune.v1.DatasetSummary
-	5,  // 9: fileengine.finetune.v1.ValidationReport.problems:type_name -> fileengine.finetune.v1.Problem
-	9,  // 10: fileengine.finetune.v1.ValidationReport.counts_by_code:type_name -> fileengine.finetune.v1.CodeCount
-	3,  // 11: fileengine.finetune.v1.ValidationReport.epochs_source:type_name -> fileengine.finetune.v1.EpochsSource
-	8,  // 12: fileengine.finetune.v1.ValidationReport.intents:type_name -> fileengine.finetune.v1.IntentCount
-	4,  // 13: fileengine.finetune.v1.ValidateDatasetRequest.training:type_name -> fileengine.finetune.v1.DatasetSource
-	4,  // 14: fileengine.finetune.v1.ValidateDatasetRequest.validation:type_name -> fileengine.finetune.v1.DatasetSource
-	11, // 15: fileengine.finetune.v1.ValidateDatasetResponse.report:type_name -> fileengine.finetune.v1.ValidationReport
-	15, // 16: fileengine.finetune.v1.UploadDatasetRequest.header:type_name -> fileengine.finetune.v1.UploadDatasetHeader
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	2,  // 2: fileengine.finetune.v1.AcceptedProblem.dataset:type_name -> fileengine.finetune.v1.DatasetRole
+	7,  // 3: fileengine.finetune.v1.TokenStats.per_example:type_name -> fileengine.finetune.v1.Distribution
+	7,  // 4: fileengine.finetune.v1.TokenStats.assistant_per_example:type_name -> fileengine.finetune.v1.Distribution
+	7,  // 5: fileengine.finetune.v1.TokenStats.messages_per_example:type_name -> fileengine.finetune.v1.Distribution
+	8,  // 6: fileengine.finetune.v1.DatasetSummary.tokens:type_name -> fileengine.finetune.v1.TokenStats
+	0,  // 7: fileengine.finetune.v1.ValidationReport.format:type_name -> fileengine.finetune.v1.DatasetFormat
+	11, // 8: fileengine.finetune.v1.ValidationReport.training:type_name -> fileengine.finetune.v1.DatasetSummary
+	11, // 9: fileengine.finetune.v1.ValidationReport.validation:type_name -> fileengine.finetune.v1.DatasetSummary
+	5,  // 10: fileengine.finetune.v1.ValidationReport.problems:type_name -> fileengine.finetune.v1.Problem
+	10, // 11: fileengine.finetune.v1.ValidationReport.counts_by_code:type_name -> fileengine.finetune.v1.CodeCount
+	3,  // 12: fileengine.finetune.v1.ValidationReport.epochs_source:type_name -> fileengine.finetune.v1.EpochsSource
+	9,  // 13: fileengine.finetune.v1.ValidationReport.intents:type_name -> fileengine.finetune.v1.IntentCount
+	4,  // 14: fileengine.finetune.v1.ValidateDatasetRequest.training:type_name -> fileengine.finetune.v1.DatasetSource
+	4,  // 15: fileengine.finetune.v1.ValidateDatasetRequest.validation:type_name -> fileengine.finetune.v1.DatasetSource
+	6,  // 16: fileengine.finetune.v1.ValidateDatasetRequest.accepted_problems:type_name -> fileengine.finetune.v1.AcceptedProblem
+	12, // 17: fileengine.finetune.v1.ValidateDatasetResponse.report:type_name -> fileengine.finetune.v1.ValidationReport
+	16, // 18: fileengine.finetune.v1.UploadDatasetRequest.header:type_name -> fileengine.finetune.v1.UploadDatasetHeader
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_fileengine_finetune_v1_dataset_proto_init() }
@@ -1553,14 +1666,14 @@ func file_fileengine_finetune_v1_dataset_proto_init() {
 		(*DatasetSource_Content)(nil),
 		(*DatasetSource_DatasetId)(nil),
 	}
-	file_fileengine_finetune_v1_dataset_proto_msgTypes[8].OneofWrappers = []any{}
+	file_fileengine_finetune_v1_dataset_proto_msgTypes[9].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fileengine_finetune_v1_dataset_proto_rawDesc), len(file_fileengine_finetune_v1_dataset_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

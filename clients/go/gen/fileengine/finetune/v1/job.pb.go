@@ -404,6 +404,10 @@ type Job struct {
 	TrainingFileId string `protobuf:"bytes,23,opt,name=training_file_id,json=trainingFileId,proto3" json:"training_file_id,omitempty"`
 	// validation_file_id is OpenAI's id of the uploaded validation file, if any.
 	ValidationFileId string `protobuf:"bytes,24,opt,name=validation_file_id,json=validationFileId,proto3" json:"validation_file_id,omitempty"`
+	// accepted_problems are the problems the caller accepted when starting the job
+	// (StartTrainingRequest.accepted_problems), sorted by file, line and code, with
+	// dataset always TRAINING or VALIDATION. Empty when none were.
+	AcceptedProblems []*AcceptedProblem `protobuf:"bytes,25,rep,name=accepted_problems,json=acceptedProblems,proto3" json:"accepted_problems,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
 }
@@ -604,6 +608,13 @@ func (x *Job) GetValidationFileId() string {
 		return x.ValidationFileId
 	}
 	return ""
+}
+
+func (x *Job) GetAcceptedProblems() []*AcceptedProblem {
+	if x != nil {
+		return x.AcceptedProblems
+	}
+	return nil
 }
 
 // StepMetrics are one training step's metrics. Absent values are unset.
@@ -951,9 +962,14 @@ type StartTrainingRequest struct {
 	// seed makes training reproducible when set.
 	Seed *int64 `protobuf:"varint,8,opt,name=seed,proto3,oneof" json:"seed,omitempty"`
 	// metadata is up to 16 key/value pairs stored on the job here and upstream.
-	Metadata      map[string]string `protobuf:"bytes,9,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Metadata map[string]string `protobuf:"bytes,9,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// accepted_problems are problems the caller has reviewed and accepts (only
+	// `possible_secret` today): they no longer block training, stay in the report
+	// marked accepted, and are recorded on the job. At most 1000. Part of the
+	// request: the same request_id with other accepted_problems is ALREADY_EXISTS.
+	AcceptedProblems []*AcceptedProblem `protobuf:"bytes,10,rep,name=accepted_problems,json=acceptedProblems,proto3" json:"accepted_problems,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *StartTrainingRequest) Reset() {
@@ -1045,6 +1061,13 @@ func (x *StartTrainingRequest) GetSeed() int64 {
 func (x *StartTrainingRequest) GetMetadata() map[string]string {
 	if x != nil {
 		return x.Metadata
+	}
+	return nil
+}
+
+func (x *StartTrainingRequest) GetAcceptedProblems() []*AcceptedProblem {
+	if x != nil {
+		return x.AcceptedProblems
 	}
 	return nil
 }
@@ -1654,7 +1677,8 @@ const file_fileengine_finetune_v1_job_proto_rawDesc = "" +
 	"\bJobError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x14\n" +
-	"\x05param\x18\x03 \x01(\tR\x05param\"\xb4\t\n" +
+	"\x05param\x18\x03 \x01(\tR\x05param\"\x8a\n" +
+	"\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vupstream_id\x18\x02 \x01(\tR\n" +
@@ -1685,7 +1709,8 @@ const file_fileengine_finetune_v1_job_proto_rawDesc = "" +
 	"\x15estimated_finish_time\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\x13estimatedFinishTime\x12#\n" +
 	"\rlast_sequence\x18\x16 \x01(\x04R\flastSequence\x12(\n" +
 	"\x10training_file_id\x18\x17 \x01(\tR\x0etrainingFileId\x12,\n" +
-	"\x12validation_file_id\x18\x18 \x01(\tR\x10validationFileId\x1a;\n" +
+	"\x12validation_file_id\x18\x18 \x01(\tR\x10validationFileId\x12T\n" +
+	"\x11accepted_problems\x18\x19 \x03(\v2'.fileengine.finetune.v1.AcceptedProblemR\x10acceptedProblems\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x91\x04\n" +
@@ -1730,7 +1755,7 @@ const file_fileengine_finetune_v1_job_proto_rawDesc = "" +
 	"\n" +
 	"checkpoint\x18\n" +
 	" \x01(\v2\".fileengine.finetune.v1.CheckpointR\n" +
-	"checkpoint\"\xb7\x04\n" +
+	"checkpoint\"\x8d\x05\n" +
 	"\x14StartTrainingRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12A\n" +
@@ -1743,7 +1768,9 @@ const file_fileengine_finetune_v1_job_proto_rawDesc = "" +
 	"\x0fhyperparameters\x18\x06 \x01(\v2'.fileengine.finetune.v1.HyperparametersR\x0fhyperparameters\x12\x16\n" +
 	"\x06suffix\x18\a \x01(\tR\x06suffix\x12\x17\n" +
 	"\x04seed\x18\b \x01(\x03H\x00R\x04seed\x88\x01\x01\x12V\n" +
-	"\bmetadata\x18\t \x03(\v2:.fileengine.finetune.v1.StartTrainingRequest.MetadataEntryR\bmetadata\x1a;\n" +
+	"\bmetadata\x18\t \x03(\v2:.fileengine.finetune.v1.StartTrainingRequest.MetadataEntryR\bmetadata\x12T\n" +
+	"\x11accepted_problems\x18\n" +
+	" \x03(\v2'.fileengine.finetune.v1.AcceptedProblemR\x10acceptedProblems\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\a\n" +
@@ -1837,8 +1864,9 @@ var file_fileengine_finetune_v1_job_proto_goTypes = []any{
 	nil,                           // 20: fileengine.finetune.v1.Job.MetadataEntry
 	nil,                           // 21: fileengine.finetune.v1.StartTrainingRequest.MetadataEntry
 	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
-	(*DatasetSource)(nil),         // 23: fileengine.finetune.v1.DatasetSource
-	(*ValidationReport)(nil),      // 24: fileengine.finetune.v1.ValidationReport
+	(*AcceptedProblem)(nil),       // 23: fileengine.finetune.v1.AcceptedProblem
+	(*DatasetSource)(nil),         // 24: fileengine.finetune.v1.DatasetSource
+	(*ValidationReport)(nil),      // 25: fileengine.finetune.v1.ValidationReport
 }
 var file_fileengine_finetune_v1_job_proto_depIdxs = []int32{
 	0,  // 0: fileengine.finetune.v1.Job.state:type_name -> fileengine.finetune.v1.JobState
@@ -1850,33 +1878,35 @@ var file_fileengine_finetune_v1_job_proto_depIdxs = []int32{
 	22, // 6: fileengine.finetune.v1.Job.update_time:type_name -> google.protobuf.Timestamp
 	22, // 7: fileengine.finetune.v1.Job.finish_time:type_name -> google.protobuf.Timestamp
 	22, // 8: fileengine.finetune.v1.Job.estimated_finish_time:type_name -> google.protobuf.Timestamp
-	6,  // 9: fileengine.finetune.v1.Checkpoint.metrics:type_name -> fileengine.finetune.v1.StepMetrics
-	22, // 10: fileengine.finetune.v1.Checkpoint.create_time:type_name -> google.protobuf.Timestamp
-	2,  // 11: fileengine.finetune.v1.JobEvent.kind:type_name -> fileengine.finetune.v1.JobEventKind
-	22, // 12: fileengine.finetune.v1.JobEvent.create_time:type_name -> google.protobuf.Timestamp
-	6,  // 13: fileengine.finetune.v1.JobEvent.metrics:type_name -> fileengine.finetune.v1.StepMetrics
-	5,  // 14: fileengine.finetune.v1.JobEvent.job:type_name -> fileengine.finetune.v1.Job
-	7,  // 15: fileengine.finetune.v1.JobEvent.checkpoint:type_name -> fileengine.finetune.v1.Checkpoint
-	23, // 16: fileengine.finetune.v1.StartTrainingRequest.training:type_name -> fileengine.finetune.v1.DatasetSource
-	23, // 17: fileengine.finetune.v1.StartTrainingRequest.validation:type_name -> fileengine.finetune.v1.DatasetSource
-	1,  // 18: fileengine.finetune.v1.StartTrainingRequest.method:type_name -> fileengine.finetune.v1.TrainingMethod
-	3,  // 19: fileengine.finetune.v1.StartTrainingRequest.hyperparameters:type_name -> fileengine.finetune.v1.Hyperparameters
-	21, // 20: fileengine.finetune.v1.StartTrainingRequest.metadata:type_name -> fileengine.finetune.v1.StartTrainingRequest.MetadataEntry
-	5,  // 21: fileengine.finetune.v1.StartTrainingResponse.job:type_name -> fileengine.finetune.v1.Job
-	24, // 22: fileengine.finetune.v1.StartTrainingResponse.report:type_name -> fileengine.finetune.v1.ValidationReport
-	5,  // 23: fileengine.finetune.v1.GetJobResponse.job:type_name -> fileengine.finetune.v1.Job
-	0,  // 24: fileengine.finetune.v1.ListJobsRequest.state:type_name -> fileengine.finetune.v1.JobState
-	5,  // 25: fileengine.finetune.v1.ListJobsResponse.jobs:type_name -> fileengine.finetune.v1.Job
-	5,  // 26: fileengine.finetune.v1.CancelJobResponse.job:type_name -> fileengine.finetune.v1.Job
-	5,  // 27: fileengine.finetune.v1.WatchJobResponse.snapshot:type_name -> fileengine.finetune.v1.Job
-	8,  // 28: fileengine.finetune.v1.WatchJobResponse.event:type_name -> fileengine.finetune.v1.JobEvent
-	19, // 29: fileengine.finetune.v1.WatchJobResponse.heartbeat:type_name -> fileengine.finetune.v1.Heartbeat
-	22, // 30: fileengine.finetune.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
-	31, // [31:31] is the sub-list for method output_type
-	31, // [31:31] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	23, // 9: fileengine.finetune.v1.Job.accepted_problems:type_name -> fileengine.finetune.v1.AcceptedProblem
+	6,  // 10: fileengine.finetune.v1.Checkpoint.metrics:type_name -> fileengine.finetune.v1.StepMetrics
+	22, // 11: fileengine.finetune.v1.Checkpoint.create_time:type_name -> google.protobuf.Timestamp
+	2,  // 12: fileengine.finetune.v1.JobEvent.kind:type_name -> fileengine.finetune.v1.JobEventKind
+	22, // 13: fileengine.finetune.v1.JobEvent.create_time:type_name -> google.protobuf.Timestamp
+	6,  // 14: fileengine.finetune.v1.JobEvent.metrics:type_name -> fileengine.finetune.v1.StepMetrics
+	5,  // 15: fileengine.finetune.v1.JobEvent.job:type_name -> fileengine.finetune.v1.Job
+	7,  // 16: fileengine.finetune.v1.JobEvent.checkpoint:type_name -> fileengine.finetune.v1.Checkpoint
+	24, // 17: fileengine.finetune.v1.StartTrainingRequest.training:type_name -> fileengine.finetune.v1.DatasetSource
+	24, // 18: fileengine.finetune.v1.StartTrainingRequest.validation:type_name -> fileengine.finetune.v1.DatasetSource
+	1,  // 19: fileengine.finetune.v1.StartTrainingRequest.method:type_name -> fileengine.finetune.v1.TrainingMethod
+	3,  // 20: fileengine.finetune.v1.StartTrainingRequest.hyperparameters:type_name -> fileengine.finetune.v1.Hyperparameters
+	21, // 21: fileengine.finetune.v1.StartTrainingRequest.metadata:type_name -> fileengine.finetune.v1.StartTrainingRequest.MetadataEntry
+	23, // 22: fileengine.finetune.v1.StartTrainingRequest.accepted_problems:type_name -> fileengine.finetune.v1.AcceptedProblem
+	5,  // 23: fileengine.finetune.v1.StartTrainingResponse.job:type_name -> fileengine.finetune.v1.Job
+	25, // 24: fileengine.finetune.v1.StartTrainingResponse.report:type_name -> fileengine.finetune.v1.ValidationReport
+	5,  // 25: fileengine.finetune.v1.GetJobResponse.job:type_name -> fileengine.finetune.v1.Job
+	0,  // 26: fileengine.finetune.v1.ListJobsRequest.state:type_name -> fileengine.finetune.v1.JobState
+	5,  // 27: fileengine.finetune.v1.ListJobsResponse.jobs:type_name -> fileengine.finetune.v1.Job
+	5,  // 28: fileengine.finetune.v1.CancelJobResponse.job:type_name -> fileengine.finetune.v1.Job
+	5,  // 29: fileengine.finetune.v1.WatchJobResponse.snapshot:type_name -> fileengine.finetune.v1.Job
+	8,  // 30: fileengine.finetune.v1.WatchJobResponse.event:type_name -> fileengine.finetune.v1.JobEvent
+	19, // 31: fileengine.finetune.v1.WatchJobResponse.heartbeat:type_name -> fileengine.finetune.v1.Heartbeat
+	22, // 32: fileengine.finetune.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_fileengine_finetune_v1_job_proto_init() }

@@ -24,45 +24,47 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$fileengine/finetune/v1/dataset.proto\x12\x16\x66ileengine.finetune.v1\"U\n\rDatasetSource\x12\x11\n\x07\x63ontent\x18\x01 \x01(\x0cH\x00\x12\x14\n\ndataset_id\x18\x02 \x01(\tH\x00\x12\x11\n\tfile_name\x18\x03 \x01(\tB\x08\n\x06source\"\xae\x01\n\x07Problem\x12\x34\n\x07\x64\x61taset\x18\x01 \x01(\x0e\x32#.fileengine.finetune.v1.DatasetRole\x12\x0c\n\x04line\x18\x02 \x01(\r\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x0c\n\x04\x63ode\x18\x04 \x01(\t\x12\x32\n\x08severity\x18\x05 \x01(\x0e\x32 .fileengine.finetune.v1.Severity\x12\x0f\n\x07message\x18\x06 \x01(\t\"`\n\x0c\x44istribution\x12\x0b\n\x03min\x18\x01 \x01(\x01\x12\x0b\n\x03max\x18\x02 \x01(\x01\x12\x0c\n\x04mean\x18\x03 \x01(\x01\x12\x0e\n\x06median\x18\x04 \x01(\x01\x12\x0b\n\x03p10\x18\x05 \x01(\x01\x12\x0b\n\x03p90\x18\x06 \x01(\x01\"\xa9\x02\n\nTokenStats\x12\x10\n\x08\x65ncoding\x18\x01 \x01(\t\x12\r\n\x05total\x18\x02 \x01(\x04\x12\x39\n\x0bper_example\x18\x03 \x01(\x0b\x32$.fileengine.finetune.v1.Distribution\x12\x17\n\x0f\x61ssistant_total\x18\x04 \x01(\x04\x12\x43\n\x15\x61ssistant_per_example\x18\x05 \x01(\x0b\x32$.fileengine.finetune.v1.Distribution\x12\x42\n\x14messages_per_example\x18\x06 \x01(\x0b\x32$.fileengine.finetune.v1.Distribution\x12\x1d\n\x15\x65xamples_over_context\x18\x07 \x01(\x04\"F\n\x0bIntentCount\x12\x0e\n\x06intent\x18\x01 \x01(\t\x12\x10\n\x08\x65xamples\x18\x02 \x01(\x04\x12\x15\n\rbelow_minimum\x18\x03 \x01(\x08\"(\n\tCodeCount\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\"\x89\x01\n\x0e\x44\x61tasetSummary\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\x12\r\n\x05lines\x18\x03 \x01(\x04\x12\x10\n\x08\x65xamples\x18\x04 \x01(\x04\x12\x32\n\x06tokens\x18\x05 \x01(\x0b\x32\".fileengine.finetune.v1.TokenStats\"\xac\x05\n\x10ValidationReport\x12\x35\n\x06\x66ormat\x18\x01 \x01(\x0e\x32%.fileengine.finetune.v1.DatasetFormat\x12\r\n\x05model\x18\x02 \x01(\t\x12\x38\n\x08training\x18\x03 \x01(\x0b\x32&.fileengine.finetune.v1.DatasetSummary\x12:\n\nvalidation\x18\x04 \x01(\x0b\x32&.fileengine.finetune.v1.DatasetSummary\x12\x31\n\x08problems\x18\x05 \x03(\x0b\x32\x1f.fileengine.finetune.v1.Problem\x12\x1a\n\x12problems_truncated\x18\x06 \x01(\x08\x12\x13\n\x0b\x65rror_count\x18\x07 \x01(\x04\x12\x15\n\rwarning_count\x18\x08 \x01(\x04\x12\x39\n\x0e\x63ounts_by_code\x18\t \x03(\x0b\x32!.fileengine.finetune.v1.CodeCount\x12\x1f\n\x17training_context_tokens\x18\n \x01(\x04\x12\x0e\n\x06\x65pochs\x18\x0b \x01(\r\x12;\n\repochs_source\x18\x0c \x01(\x0e\x32$.fileengine.finetune.v1.EpochsSource\x12\x1a\n\x12\x65pochs_explanation\x18\r \x01(\t\x12\x15\n\rbilled_tokens\x18\x0e \x01(\x04\x12\x1d\n\x15price_per_million_usd\x18\x0f \x01(\x01\x12\x1a\n\x12\x65stimated_cost_usd\x18\x10 \x01(\x01\x12\x34\n\x07intents\x18\x11 \x03(\x0b\x32#.fileengine.finetune.v1.IntentCount\x12\x14\n\x0cmax_problems\x18\x12 \x01(\r\"\xf2\x01\n\x16ValidateDatasetRequest\x12\x37\n\x08training\x18\x01 \x01(\x0b\x32%.fileengine.finetune.v1.DatasetSource\x12\x39\n\nvalidation\x18\x02 \x01(\x0b\x32%.fileengine.finetune.v1.DatasetSource\x12\r\n\x05model\x18\x03 \x01(\t\x12\x13\n\x06\x65pochs\x18\x04 \x01(\rH\x00\x88\x01\x01\x12\x14\n\x0cmax_problems\x18\x05 \x01(\r\x12\x1f\n\x17min_examples_per_intent\x18\x06 \x01(\rB\t\n\x07_epochs\"S\n\x17ValidateDatasetResponse\x12\x38\n\x06report\x18\x01 \x01(\x0b\x32(.fileengine.finetune.v1.ValidationReport\"b\n\x14UploadDatasetRequest\x12;\n\x06header\x18\x01 \x01(\x0b\x32+.fileengine.finetune.v1.UploadDatasetHeader\x12\r\n\x05\x63hunk\x18\x02 \x01(\x0c\"L\n\x13UploadDatasetHeader\x12\x11\n\tfile_name\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\"X\n\x15UploadDatasetResponse\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\x12\x17\n\x0f\x61lready_present\x18\x03 \x01(\x08*\x86\x01\n\rDatasetFormat\x12\x1e\n\x1a\x44\x41TASET_FORMAT_UNSPECIFIED\x10\x00\x12\x17\n\x13\x44\x41TASET_FORMAT_CHAT\x10\x01\x12\x1d\n\x19\x44\x41TASET_FORMAT_PREFERENCE\x10\x02\x12\x1d\n\x19\x44\x41TASET_FORMAT_COMPLETION\x10\x03*N\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x12\n\x0eSEVERITY_ERROR\x10\x01\x12\x14\n\x10SEVERITY_WARNING\x10\x02*c\n\x0b\x44\x61tasetRole\x12\x1c\n\x18\x44\x41TASET_ROLE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x44\x41TASET_ROLE_TRAINING\x10\x01\x12\x1b\n\x17\x44\x41TASET_ROLE_VALIDATION\x10\x02*b\n\x0c\x45pochsSource\x12\x1d\n\x19\x45POCHS_SOURCE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45POCHS_SOURCE_AUTO\x10\x01\x12\x1b\n\x17\x45POCHS_SOURCE_REQUESTED\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$fileengine/finetune/v1/dataset.proto\x12\x16\x66ileengine.finetune.v1\"U\n\rDatasetSource\x12\x11\n\x07\x63ontent\x18\x01 \x01(\x0cH\x00\x12\x14\n\ndataset_id\x18\x02 \x01(\tH\x00\x12\x11\n\tfile_name\x18\x03 \x01(\tB\x08\n\x06source\"\xc0\x01\n\x07Problem\x12\x34\n\x07\x64\x61taset\x18\x01 \x01(\x0e\x32#.fileengine.finetune.v1.DatasetRole\x12\x0c\n\x04line\x18\x02 \x01(\r\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x0c\n\x04\x63ode\x18\x04 \x01(\t\x12\x32\n\x08severity\x18\x05 \x01(\x0e\x32 .fileengine.finetune.v1.Severity\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x07 \x01(\x08\"c\n\x0f\x41\x63\x63\x65ptedProblem\x12\x34\n\x07\x64\x61taset\x18\x01 \x01(\x0e\x32#.fileengine.finetune.v1.DatasetRole\x12\x0c\n\x04line\x18\x02 \x01(\r\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\"`\n\x0c\x44istribution\x12\x0b\n\x03min\x18\x01 \x01(\x01\x12\x0b\n\x03max\x18\x02 \x01(\x01\x12\x0c\n\x04mean\x18\x03 \x01(\x01\x12\x0e\n\x06median\x18\x04 \x01(\x01\x12\x0b\n\x03p10\x18\x05 \x01(\x01\x12\x0b\n\x03p90\x18\x06 \x01(\x01\"\xa9\x02\n\nTokenStats\x12\x10\n\x08\x65ncoding\x18\x01 \x01(\t\x12\r\n\x05total\x18\x02 \x01(\x04\x12\x39\n\x0bper_example\x18\x03 \x01(\x0b\x32$.fileengine.finetune.v1.Distribution\x12\x17\n\x0f\x61ssistant_total\x18\x04 \x01(\x04\x12\x43\n\x15\x61ssistant_per_example\x18\x05 \x01(\x0b\x32$.fileengine.finetune.v1.Distribution\x12\x42\n\x14messages_per_example\x18\x06 \x01(\x0b\x32$.fileengine.finetune.v1.Distribution\x12\x1d\n\x15\x65xamples_over_context\x18\x07 \x01(\x04\"F\n\x0bIntentCount\x12\x0e\n\x06intent\x18\x01 \x01(\t\x12\x10\n\x08\x65xamples\x18\x02 \x01(\x04\x12\x15\n\rbelow_minimum\x18\x03 \x01(\x08\"(\n\tCodeCount\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\"\x89\x01\n\x0e\x44\x61tasetSummary\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\x12\r\n\x05lines\x18\x03 \x01(\x04\x12\x10\n\x08\x65xamples\x18\x04 \x01(\x04\x12\x32\n\x06tokens\x18\x05 \x01(\x0b\x32\".fileengine.finetune.v1.TokenStats\"\xc4\x05\n\x10ValidationReport\x12\x35\n\x06\x66ormat\x18\x01 \x01(\x0e\x32%.fileengine.finetune.v1.DatasetFormat\x12\r\n\x05model\x18\x02 \x01(\t\x12\x38\n\x08training\x18\x03 \x01(\x0b\x32&.fileengine.finetune.v1.DatasetSummary\x12:\n\nvalidation\x18\x04 \x01(\x0b\x32&.fileengine.finetune.v1.DatasetSummary\x12\x31\n\x08problems\x18\x05 \x03(\x0b\x32\x1f.fileengine.finetune.v1.Problem\x12\x1a\n\x12problems_truncated\x18\x06 \x01(\x08\x12\x13\n\x0b\x65rror_count\x18\x07 \x01(\x04\x12\x15\n\rwarning_count\x18\x08 \x01(\x04\x12\x39\n\x0e\x63ounts_by_code\x18\t \x03(\x0b\x32!.fileengine.finetune.v1.CodeCount\x12\x1f\n\x17training_context_tokens\x18\n \x01(\x04\x12\x0e\n\x06\x65pochs\x18\x0b \x01(\r\x12;\n\repochs_source\x18\x0c \x01(\x0e\x32$.fileengine.finetune.v1.EpochsSource\x12\x1a\n\x12\x65pochs_explanation\x18\r \x01(\t\x12\x15\n\rbilled_tokens\x18\x0e \x01(\x04\x12\x1d\n\x15price_per_million_usd\x18\x0f \x01(\x01\x12\x1a\n\x12\x65stimated_cost_usd\x18\x10 \x01(\x01\x12\x34\n\x07intents\x18\x11 \x03(\x0b\x32#.fileengine.finetune.v1.IntentCount\x12\x14\n\x0cmax_problems\x18\x12 \x01(\r\x12\x16\n\x0e\x61\x63\x63\x65pted_count\x18\x13 \x01(\x04\"\xb6\x02\n\x16ValidateDatasetRequest\x12\x37\n\x08training\x18\x01 \x01(\x0b\x32%.fileengine.finetune.v1.DatasetSource\x12\x39\n\nvalidation\x18\x02 \x01(\x0b\x32%.fileengine.finetune.v1.DatasetSource\x12\r\n\x05model\x18\x03 \x01(\t\x12\x13\n\x06\x65pochs\x18\x04 \x01(\rH\x00\x88\x01\x01\x12\x14\n\x0cmax_problems\x18\x05 \x01(\r\x12\x1f\n\x17min_examples_per_intent\x18\x06 \x01(\r\x12\x42\n\x11\x61\x63\x63\x65pted_problems\x18\x07 \x03(\x0b\x32\'.fileengine.finetune.v1.AcceptedProblemB\t\n\x07_epochs\"S\n\x17ValidateDatasetResponse\x12\x38\n\x06report\x18\x01 \x01(\x0b\x32(.fileengine.finetune.v1.ValidationReport\"b\n\x14UploadDatasetRequest\x12;\n\x06header\x18\x01 \x01(\x0b\x32+.fileengine.finetune.v1.UploadDatasetHeader\x12\r\n\x05\x63hunk\x18\x02 \x01(\x0c\"L\n\x13UploadDatasetHeader\x12\x11\n\tfile_name\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\"X\n\x15UploadDatasetResponse\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\x12\x17\n\x0f\x61lready_present\x18\x03 \x01(\x08*\x86\x01\n\rDatasetFormat\x12\x1e\n\x1a\x44\x41TASET_FORMAT_UNSPECIFIED\x10\x00\x12\x17\n\x13\x44\x41TASET_FORMAT_CHAT\x10\x01\x12\x1d\n\x19\x44\x41TASET_FORMAT_PREFERENCE\x10\x02\x12\x1d\n\x19\x44\x41TASET_FORMAT_COMPLETION\x10\x03*N\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x12\n\x0eSEVERITY_ERROR\x10\x01\x12\x14\n\x10SEVERITY_WARNING\x10\x02*c\n\x0b\x44\x61tasetRole\x12\x1c\n\x18\x44\x41TASET_ROLE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x44\x41TASET_ROLE_TRAINING\x10\x01\x12\x1b\n\x17\x44\x41TASET_ROLE_VALIDATION\x10\x02*b\n\x0c\x45pochsSource\x12\x1d\n\x19\x45POCHS_SOURCE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45POCHS_SOURCE_AUTO\x10\x01\x12\x1b\n\x17\x45POCHS_SOURCE_REQUESTED\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fileengine.finetune.v1.dataset_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DATASETFORMAT']._serialized_start=2266
-  _globals['_DATASETFORMAT']._serialized_end=2400
-  _globals['_SEVERITY']._serialized_start=2402
-  _globals['_SEVERITY']._serialized_end=2480
-  _globals['_DATASETROLE']._serialized_start=2482
-  _globals['_DATASETROLE']._serialized_end=2581
-  _globals['_EPOCHSSOURCE']._serialized_start=2583
-  _globals['_EPOCHSSOURCE']._serialized_end=2681
+  _globals['_DATASETFORMAT']._serialized_start=2477
+  _globals['_DATASETFORMAT']._serialized_end=2611
+  _globals['_SEVERITY']._serialized_start=2613
+  _globals['_SEVERITY']._serialized_end=2691
+  _globals['_DATASETROLE']._serialized_start=2693
+  _globals['_DATASETROLE']._serialized_end=2792
+  _globals['_EPOCHSSOURCE']._serialized_start=2794
+  _globals['_EPOCHSSOURCE']._serialized_end=2892
   _globals['_DATASETSOURCE']._serialized_start=64
   _globals['_DATASETSOURCE']._serialized_end=149
   _globals['_PROBLEM']._serialized_start=152
-  _globals['_PROBLEM']._serialized_end=326
-  _globals['_DISTRIBUTION']._serialized_start=328
-  _globals['_DISTRIBUTION']._serialized_end=424
-  _globals['_TOKENSTATS']._serialized_start=427
-  _globals['_TOKENSTATS']._serialized_end=724
-  _globals['_INTENTCOUNT']._serialized_start=726
-  _globals['_INTENTCOUNT']._serialized_end=796
-  _globals['_CODECOUNT']._serialized_start=798
-  _globals['_CODECOUNT']._serialized_end=838
-  _globals['_DATASETSUMMARY']._serialized_start=841
-  _globals['_DATASETSUMMARY']._serialized_end=978
-  _globals['_VALIDATIONREPORT']._serialized_start=981
-  _globals['_VALIDATIONREPORT']._serialized_end=1665
-  _globals['_VALIDATEDATASETREQUEST']._serialized_start=1668
-  _globals['_VALIDATEDATASETREQUEST']._serialized_end=1910
-  _globals['_VALIDATEDATASETRESPONSE']._serialized_start=1912
-  _globals['_VALIDATEDATASETRESPONSE']._serialized_end=1995
-  _globals['_UPLOADDATASETREQUEST']._serialized_start=1997
-  _globals['_UPLOADDATASETREQUEST']._serialized_end=2095
-  _globals['_UPLOADDATASETHEADER']._serialized_start=2097
-  _globals['_UPLOADDATASETHEADER']._serialized_end=2173
-  _globals['_UPLOADDATASETRESPONSE']._serialized_start=2175
-  _globals['_UPLOADDATASETRESPONSE']._serialized_end=2263
+  _globals['_PROBLEM']._serialized_end=344
+  _globals['_ACCEPTEDPROBLEM']._serialized_start=346
+  _globals['_ACCEPTEDPROBLEM']._serialized_end=445
+  _globals['_DISTRIBUTION']._serialized_start=447
+  _globals['_DISTRIBUTION']._serialized_end=543
+  _globals['_TOKENSTATS']._serialized_start=546
+  _globals['_TOKENSTATS']._serialized_end=843
+  _globals['_INTENTCOUNT']._serialized_start=845
+  _globals['_INTENTCOUNT']._serialized_end=915
+  _globals['_CODECOUNT']._serialized_start=917
+  _globals['_CODECOUNT']._serialized_end=957
+  _globals['_DATASETSUMMARY']._serialized_start=960
+  _globals['_DATASETSUMMARY']._serialized_end=1097
+  _globals['_VALIDATIONREPORT']._serialized_start=1100
+  _globals['_VALIDATIONREPORT']._serialized_end=1808
+  _globals['_VALIDATEDATASETREQUEST']._serialized_start=1811
+  _globals['_VALIDATEDATASETREQUEST']._serialized_end=2121
+  _globals['_VALIDATEDATASETRESPONSE']._serialized_start=2123
+  _globals['_VALIDATEDATASETRESPONSE']._serialized_end=2206
+  _globals['_UPLOADDATASETREQUEST']._serialized_start=2208
+  _globals['_UPLOADDATASETREQUEST']._serialized_end=2306
+  _globals['_UPLOADDATASETHEADER']._serialized_start=2308
+  _globals['_UPLOADDATASETHEADER']._serialized_end=2384
+  _globals['_UPLOADDATASETRESPONSE']._serialized_start=2386
+  _globals['_UPLOADDATASETRESPONSE']._serialized_end=2474
 # @@protoc_insertion_point(module_scope)

@@ -187,6 +187,7 @@ class Problem(_message.Message):
     CODE_FIELD_NUMBER: _builtins.int
     SEVERITY_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    ACCEPTED_FIELD_NUMBER: _builtins.int
     dataset: Global___DatasetRole.ValueType
     """dataset is the file the problem was found in."""
     line: _builtins.int
@@ -205,6 +206,11 @@ class Problem(_message.Message):
     """severity says whether the problem blocks training."""
     message: _builtins.str
     """message is a plain-language explanation of what is wrong and how to fix it."""
+    accepted: _builtins.bool
+    """accepted is true when the request's accepted_problems names this problem: it
+    stays listed (severity unchanged) but is not in error_count and does not block
+    training; ValidationReport.accepted_count counts it.
+    """
     def __init__(
         self,
         *,
@@ -214,14 +220,55 @@ class Problem(_message.Message):
         code: _builtins.str = ...,
         severity: Global___Severity.ValueType = ...,
         message: _builtins.str = ...,
+        accepted: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "dataset", b"dataset", "line", b"line", "message", b"message", "path", b"path", "severity", b"severity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "code", b"code", "dataset", b"dataset", "line", b"line", "message", b"message", "path", b"path", "severity", b"severity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Problem: _TypeAlias = Problem  # noqa: Y015
+
+@_typing.final
+class AcceptedProblem(_message.Message):
+    """AcceptedProblem names a problem the caller has reviewed and accepts, for example
+    a string that looks like an API key but is a published sample. Every problem
+    with that code on that line of that file is accepted.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASET_FIELD_NUMBER: _builtins.int
+    LINE_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    dataset: Global___DatasetRole.ValueType
+    """dataset is the file; DATASET_ROLE_UNSPECIFIED means the training file.
+    DATASET_ROLE_VALIDATION without a validation dataset is INVALID_ARGUMENT.
+    """
+    line: _builtins.int
+    """line is the 1-based line number; 0 is INVALID_ARGUMENT (whole-dataset
+    findings cannot be accepted).
+    """
+    code: _builtins.str
+    """code is the problem code. Only codes that are the service's own judgement
+    can be accepted: today `possible_secret`. Any other code is INVALID_ARGUMENT
+    naming the field (every other error is a rule OpenAI enforces).
+    """
+    def __init__(
+        self,
+        *,
+        dataset: Global___DatasetRole.ValueType = ...,
+        line: _builtins.int = ...,
+        code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "dataset", b"dataset", "line", b"line"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcceptedProblem: _TypeAlias = AcceptedProblem  # noqa: Y015
 
 @_typing.final
 class Distribution(_message.Message):
@@ -449,6 +496,7 @@ class ValidationReport(_message.Message):
     ESTIMATED_COST_USD_FIELD_NUMBER: _builtins.int
     INTENTS_FIELD_NUMBER: _builtins.int
     MAX_PROBLEMS_FIELD_NUMBER: _builtins.int
+    ACCEPTED_COUNT_FIELD_NUMBER: _builtins.int
     format: Global___DatasetFormat.ValueType
     """format is the detected training-file format."""
     model: _builtins.str
@@ -456,7 +504,9 @@ class ValidationReport(_message.Message):
     problems_truncated: _builtins.bool
     """problems_truncated is true when more problems were found than listed."""
     error_count: _builtins.int
-    """error_count counts every error, listed or not."""
+    """error_count counts every error, listed or not, except those the request
+    accepted (see accepted_count). Training is refused unless it is 0.
+    """
     warning_count: _builtins.int
     """warning_count counts every warning, listed or not."""
     training_context_tokens: _builtins.int
@@ -481,6 +531,10 @@ class ValidationReport(_message.Message):
     """estimated_cost_usd is billed_tokens x price / 1e6."""
     max_problems: _builtins.int
     """max_problems is the cap that applied to problems."""
+    accepted_count: _builtins.int
+    """accepted_count counts every error the request accepted, listed or not; they are
+    not in error_count (counts_by_code still counts them).
+    """
     @_builtins.property
     def training(self) -> Global___DatasetSummary:
         """training summarises the training file."""
@@ -524,10 +578,11 @@ class ValidationReport(_message.Message):
         estimated_cost_usd: _builtins.float = ...,
         intents: _abc.Iterable[Global___IntentCount] | None = ...,
         max_problems: _builtins.int = ...,
+        accepted_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["training", b"training", "validation", b"validation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["billed_tokens", b"billed_tokens", "counts_by_code", b"counts_by_code", "epochs", b"epochs", "epochs_explanation", b"epochs_explanation", "epochs_source", b"epochs_source", "error_count", b"error_count", "estimated_cost_usd", b"estimated_cost_usd", "format", b"format", "intents", b"intents", "max_problems", b"max_problems", "model", b"model", "price_per_million_usd", b"price_per_million_usd", "problems", b"problems", "problems_truncated", b"problems_truncated", "training", b"training", "training_context_tokens", b"training_context_tokens", "validation", b"validation", "warning_count", b"warning_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "billed_tokens", b"billed_tokens", "counts_by_code", b"counts_by_code", "epochs", b"epochs", "epochs_explanation", b"epochs_explanation", "epochs_source", b"epochs_source", "error_count", b"error_count", "estimated_cost_usd", b"estimated_cost_usd", "format", b"format", "intents", b"intents", "max_problems", b"max_problems", "model", b"model", "price_per_million_usd", b"price_per_million_usd", "problems", b"problems", "problems_truncated", b"problems_truncated", "training", b"training", "training_context_tokens", b"training_context_tokens", "validation", b"validation", "warning_count", b"warning_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -547,6 +602,7 @@ class ValidateDatasetRequest(_message.Message):
     EPOCHS_FIELD_NUMBER: _builtins.int
     MAX_PROBLEMS_FIELD_NUMBER: _builtins.int
     MIN_EXAMPLES_PER_INTENT_FIELD_NUMBER: _builtins.int
+    ACCEPTED_PROBLEMS_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """model is the base model the dataset is for; it selects the encoding, the
     training context and the price. Default `gpt-4o-2024-08-06`.
@@ -573,6 +629,13 @@ class ValidateDatasetRequest(_message.Message):
         and for overlap with training.
         """
 
+    @_builtins.property
+    def accepted_problems(self) -> _containers.RepeatedCompositeFieldContainer[Global___AcceptedProblem]:
+        """accepted_problems are problems the caller accepts, as StartTraining would take
+        them: the report marks them accepted and leaves them out of error_count. At
+        most 1000; an entry that matches no problem accepts nothing.
+        """
+
     def __init__(
         self,
         *,
@@ -582,10 +645,11 @@ class ValidateDatasetRequest(_message.Message):
         epochs: _builtins.int | None = ...,
         max_problems: _builtins.int = ...,
         min_examples_per_intent: _builtins.int = ...,
+        accepted_problems: _abc.Iterable[Global___AcceptedProblem] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_epochs", b"_epochs", "epochs", b"epochs", "training", b"training", "validation", b"validation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_epochs", b"_epochs", "epochs", b"epochs", "max_problems", b"max_problems", "min_examples_per_intent", b"min_examples_per_intent", "model", b"model", "training", b"training", "validation", b"validation"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_epochs", b"_epochs", "accepted_problems", b"accepted_problems", "epochs", b"epochs", "max_problems", b"max_problems", "min_examples_per_intent", b"min_examples_per_intent", "model", b"model", "training", b"training", "validation", b"validation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__epochs: _TypeAlias = _typing.Literal["epochs"]  # noqa: Y015
     _WhichOneofArgType__epochs: _TypeAlias = _typing.Literal["_epochs", b"_epochs"]  # noqa: Y015

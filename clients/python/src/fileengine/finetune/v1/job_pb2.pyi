@@ -261,6 +261,7 @@ class Job(_message.Message):
     LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
     TRAINING_FILE_ID_FIELD_NUMBER: _builtins.int
     VALIDATION_FILE_ID_FIELD_NUMBER: _builtins.int
+    ACCEPTED_PROBLEMS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """id is this service's job id (`ftjob_...` style ids belong to OpenAI and
     are in upstream_id).
@@ -328,6 +329,13 @@ class Job(_message.Message):
     def estimated_finish_time(self) -> _timestamp_pb2.Timestamp:
         """estimated_finish_time is OpenAI's estimate while running."""
 
+    @_builtins.property
+    def accepted_problems(self) -> _containers.RepeatedCompositeFieldContainer[_dataset_pb2.AcceptedProblem]:
+        """accepted_problems are the problems the caller accepted when starting the job
+        (StartTrainingRequest.accepted_problems), sorted by file, line and code, with
+        dataset always TRAINING or VALIDATION. Empty when none were.
+        """
+
     def __init__(
         self,
         *,
@@ -355,10 +363,11 @@ class Job(_message.Message):
         last_sequence: _builtins.int = ...,
         training_file_id: _builtins.str = ...,
         validation_file_id: _builtins.str = ...,
+        accepted_problems: _abc.Iterable[_dataset_pb2.AcceptedProblem] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "estimated_finish_time", b"estimated_finish_time", "finish_time", b"finish_time", "hyperparameters", b"hyperparameters", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actual_cost_usd", b"actual_cost_usd", "create_time", b"create_time", "error", b"error", "estimated_cost_usd", b"estimated_cost_usd", "estimated_finish_time", b"estimated_finish_time", "fine_tuned_model", b"fine_tuned_model", "finish_time", b"finish_time", "hyperparameters", b"hyperparameters", "id", b"id", "last_sequence", b"last_sequence", "metadata", b"metadata", "method", b"method", "model", b"model", "request_id", b"request_id", "state", b"state", "suffix", b"suffix", "trained_tokens", b"trained_tokens", "training_file_id", b"training_file_id", "training_sha256", b"training_sha256", "update_time", b"update_time", "upstream_id", b"upstream_id", "upstream_status", b"upstream_status", "validation_file_id", b"validation_file_id", "validation_sha256", b"validation_sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_problems", b"accepted_problems", "actual_cost_usd", b"actual_cost_usd", "create_time", b"create_time", "error", b"error", "estimated_cost_usd", b"estimated_cost_usd", "estimated_finish_time", b"estimated_finish_time", "fine_tuned_model", b"fine_tuned_model", "finish_time", b"finish_time", "hyperparameters", b"hyperparameters", "id", b"id", "last_sequence", b"last_sequence", "metadata", b"metadata", "method", b"method", "model", b"model", "request_id", b"request_id", "state", b"state", "suffix", b"suffix", "trained_tokens", b"trained_tokens", "training_file_id", b"training_file_id", "training_sha256", b"training_sha256", "update_time", b"update_time", "upstream_id", b"upstream_id", "upstream_status", b"upstream_status", "validation_file_id", b"validation_file_id", "validation_sha256", b"validation_sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -586,6 +595,7 @@ class StartTrainingRequest(_message.Message):
     SUFFIX_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    ACCEPTED_PROBLEMS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """request_id is the client's idempotency key (for example a UUID), 1..128
     characters. Repeating a request with the same request_id returns the job
@@ -618,6 +628,14 @@ class StartTrainingRequest(_message.Message):
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """metadata is up to 16 key/value pairs stored on the job here and upstream."""
 
+    @_builtins.property
+    def accepted_problems(self) -> _containers.RepeatedCompositeFieldContainer[_dataset_pb2.AcceptedProblem]:
+        """accepted_problems are problems the caller has reviewed and accepts (only
+        `possible_secret` today): they no longer block training, stay in the report
+        marked accepted, and are recorded on the job. At most 1000. Part of the
+        request: the same request_id with other accepted_problems is ALREADY_EXISTS.
+        """
+
     def __init__(
         self,
         *,
@@ -630,10 +648,11 @@ class StartTrainingRequest(_message.Message):
         suffix: _builtins.str = ...,
         seed: _builtins.int | None = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        accepted_problems: _abc.Iterable[_dataset_pb2.AcceptedProblem] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "hyperparameters", b"hyperparameters", "seed", b"seed", "training", b"training", "validation", b"validation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "hyperparameters", b"hyperparameters", "metadata", b"metadata", "method", b"method", "model", b"model", "request_id", b"request_id", "seed", b"seed", "suffix", b"suffix", "training", b"training", "validation", b"validation"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "accepted_problems", b"accepted_problems", "hyperparameters", b"hyperparameters", "metadata", b"metadata", "method", b"method", "model", b"model", "request_id", b"request_id", "seed", b"seed", "suffix", b"suffix", "training", b"training", "validation", b"validation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
     _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fileengine/finetune/v1/dataset.proto.
  */
 export const file_fileengine_finetune_v1_dataset: GenFile = /*@__PURE__*/
-  fileDesc("CiRmaWxlZW5naW5lL2ZpbmV0dW5lL3YxL2RhdGFzZXQucHJvdG8SFmZpbGVlbmdpbmUuZmluZXR1bmUudjEiVQoNRGF0YXNldFNvdXJjZRIRCgdjb250ZW50GAEgASgMSAASFAoKZGF0YXNldF9pZBgCIAEoCUgAEhEKCWZpbGVfbmFtZRgDIAEoCUIICgZzb3VyY2UirgEKB1Byb2JsZW0SNAoHZGF0YXNldBgBIAEoDjIjLmZpbGVlbmdpbmUuZmluZXR1bmUudjEuRGF0YXNldFJvbGUSDAoEbGluZRgCIAEoDRIMCgRwYXRoGAMgASgJEgwKBGNvZGUYBCABKAkSMgoIc2V2ZXJpdHkYBSABKA4yIC5maWxlZW5naW5lLmZpbmV0dW5lLnYxLlNldmVyaXR5Eg8KB21lc3NhZ2UYBiABKAkiYAoMRGlzdHJpYnV0aW9uEgsKA21pbhgBIAEoARILCgNtYXgYAiABKAESDAoEbWVhbhgDIAEoARIOCgZtZWRpYW4YBCABKAESCwoDcDEwGAUgASgBEgsKA3A5MBgGIAEoASKpAgoKVG9rZW5TdGF0cxIQCghlbmNvZGluZxgBIAEoCRINCgV0b3RhbBgCIAEoBBI5CgtwZXJfZXhhbXBsZRgDIAEoCzIkLmZpbGVlbmdpbmUuZmluZXR1bmUudjEuRGlzdHJpYnV0aW9uEhcKD2Fzc2lzdGFudF90b3RhbBgEIAEoBBJDChVhc3Npc3RhbnRfcGVyX2V4YW1wbGUYBSABKAsyJC5maWxlZW5naW5lLmZpbmV0dW5lLnYxLkRpc3RyaWJ1dGlvbhJCChRtZXNzYWdlc19wZXJfZXhhbXBsZRgGIAEoCzIkLmZpbGVlbmdpbmUuZmluZXR1bmUudjEuRGlzdHJpYnV0aW9uEh0KFWV4YW1wbGVzX292ZXJfY29udGV4dBgHIAEoBCJGCgtJbnRlbnRDb3VudBIOCgZpbnRlbnQYASABKAkSEAoIZXhhbXBsZXMYAiABKAQSFQoNYmVsb3dfbWluaW11bRgDIAEoCCIoCglDb2RlQ291bnQSDAoEY29kZRgBIAEoCRINCgVjb3VudBgCIAEoBCKJAQoORGF0YXNldFN1bW1hcnkSDgoGc2hhMjU2GAEgASgJEhIKCnNpemVfYnl0ZXMYAiABKAQSDQoFbGluZXMYAyABKAQSEAoIZXhhbXBsZXMYBCABKAQSMgoGdG9rZW5zGAUgASgLMiIuZmlsZWVuZ2luZS5maW5ldHVuZS52MS5Ub2tlblN0YXRzIqwFChBWYWxpZGF0aW9uUmVwb3J0EjUKBmZvcm1hdBgBIAEoDjIlLmZpbGVlbmdpbmUuZmluZXR1bmUudjEuRGF0YXNldEZvcm1hdBINCgVtb2RlbBgCIAEoCRI4Cgh0cmFpbmluZxgDIAEoCzImLmZpbGVlbmdpbmUuZmluZXR1bmUudjEuRGF0YXNldFN1bW1hcnkSOgoKdmFsaWRhdGlvbhgEIAEoCzImLmZpbGVlbmdpbmUuZmluZXR1bmUudjEuRGF0YXNldFN1bW1hcnkSMQoIcHJvYmxlbXMYBSADKAsyHy5maWxlZW5naW5lLmZpbmV0dW5lLnYxLlByb2JsZW0SGgoScHJvYmxlbXNfdHJ1bmNhdGVkGAYgASgIEhMKC2Vycm9yX2NvdW50GAcgASgEEhUKDXdhcm5pbmdfY291bnQYCCABKAQSOQoOY291bnRzX2J5X2NvZGUYCSADKAsyIS5maWxlZW5naW5lLmZpbmV0dW5lLnYxLkNvZGVDb3VudBIfChd0cmFpbmluZ19jb250ZXh0X3Rva2VucxgKIAEoBBIOCgZlcG9jaHMYCyABKA0SOwoNZXBvY2hzX3NvdXJjZRgMIAEoDjIkLmZpbGVlbmdpbmUuZmluZXR1bmUudjEuRXBvY2hzU291cmNlEhoKEmVwb2Noc19leHBsYW5hdGlvbhgNIAEoCRIVCg1iaWxsZWRfdG9rZW5zGA4gASgEEh0KFXByaWNlX3Blcl9taWxsaW9uX3VzZBgPIAEoARIaChJlc3RpbWF0ZWRfY29zdF91c2QYECABKAESNAoHaW50ZW50cxgRIAMoCzIjLmZpbGVlbmdpbmUuZmluZXR1bmUudjEuSW50ZW50Q291bnQSFAoMbWF4X3Byb2JsZW1zGBIgASgNIvIBChZWYWxpZGF0ZURhdGFzZXRSZXF1ZXN0EjcKCHRyYWluaW5nGAEgASgLMiUuZmlsZWVuZ2luZS5maW5ldHVuZS52MS5EYXRhc2V0U291cmNlEjkKCnZhbGlkYXRpb24YAiABKAsyJS5maWxlZW5naW5lLmZpbmV0dW5lLnYxLkRhdGFzZXRTb3VyY2USDQoFbW9kZWwYAyABKAkSEwoGZXBvY2hzGAQgASgNSACIAQESFAoMbWF4X3Byb2JsZW1zGAUgASgNEh8KF21pbl9leGFtcGxlc19wZXJfaW50ZW50GAYgASgNQgkKB19lcG9jaHMiUwoXVmFsaWRhdGVEYXRhc2V0UmVzcG9uc2USOAoGcmVwb3J0GAEgASgLMiguZmlsZWVuZ2luZS5maW5ldHVuZS52MS5WYWxpZGF0aW9uUmVwb3J0ImIKFFVwbG9hZERhdGFzZXRSZXF1ZXN0EjsKBmhlYWRlchgBIAEoCzIrLmZpbGVlbmdpbmUuZmluZXR1bmUudjEuVXBsb2FkRGF0YXNldEhlYWRlchINCgVjaHVuaxgCIAEoDCJMChNVcGxvYWREYXRhc2V0SGVhZGVyEhEKCWZpbGVfbmFtZRgBIAEoCRIOCgZzaGEyNTYYAiABKAkSEgoKc2l6ZV9ieXRlcxgDIAEoBCJYChVVcGxvYWREYXRhc2V0UmVzcG9uc2USEgoKZGF0YXNldF9pZBgBIAEoCRISCgpzaXplX2J5dGVzGAIgASgEEhcKD2FscmVhZHlfcHJlc2VudBgDIAEoCCqGAQoNRGF0YXNldEZvcm1hdBIeChpEQVRBU0VUX0ZPUk1BVF9VTlNQRUNJRklFRBAAEhcKE0RBVEFTRVRfRk9STUFUX0NIQVQQARIdChlEQVRBU0VUX0ZPUk1BVF9QUkVGRVJFTkNFEAISHQoZREFUQVNFVF9GT1JNQVRfQ09NUExFVElPThADKk4KCFNldmVyaXR5EhgKFFNFVkVSSVRZX1VOU1BFQ0lGSUVEEAASEgoOU0VWRVJJVFlfRVJST1IQARIUChBTRVZFUklUWV9XQVJOSU5HEAIqYwoLRGF0YXNldFJvbGUSHAoYREFUQVNFVF9ST0xFX1VOU1BFQ0lGSUVEEAASGQoVREFUQVNFVF9ST0xFX1RSQUlOSU5HEAESGwoXREFUQVNFVF9ST0xFX1ZBTElEQVRJT04QAipiCgxFcG9jaHNTb3VyY2USHQoZRVBPQ0hTX1NPVVJDRV9VTlNQRUNJRklFRBAAEhYKEkVQT0NIU19TT1VSQ0VfQVVUTxABEhsKF0VQT0NIU19TT1VSQ0VfUkVRVUVTVEVEEAJiBnByb3RvMw");
+  fileDesc("CiRmaWxlZW5naW5lL2ZpbmV0dW5lL3YxL2RhdGFzZXQucHJvdG8SFmZpbGVlbmdpbmUuZmluZXR1bmUudjEiVQoNRGF0YXNldFNvdXJjZRIRCgdjb250ZW50GAEgASgMSAASFAoKZGF0YXNldF9pZBgCIAEoCUgAEhEKCWZpbGVfbmFtZRgDIAEoCUIICgZzb3VyY2UiwAEKB1Byb2JsZW0SNAoHZGF0YXNldBgBIAEoDjIjLmZpbGVlbmdpbmUuZmluZXR1bmUudjEuRGF0YXNldFJvbGUSDAoEbGluZRgCIAEoDRIMCgRwYXRoGAMgASgJEgwKBGNvZGUYBCABKAkSMgoIc2V2ZXJpdHkYBSABKA4yIC5maWxlZW5naW5lLmZpbmV0dW5lLnYxLlNldmVyaXR5Eg8KB21lc3NhZ2UYBiABKAkSEAoIYWNjZXB0ZWQYByABKAgiYwoPQWNjZXB0ZWRQcm9ibGVtEjQKB2RhdGFzZXQYASABKA4yIy5maWxlZW5naW5lLmZpbmV0dW5lLnYxLkRhdGFzZXRSb2xlEgwKBGxpbmUYAiABKA0SDAoEY29kZRgDIAEoCSJgCgxEaXN0cmlidXRpb24SCwoDbWluGAEgASgBEgsKA21heBgCIAEoARIMCgRtZWFuGAMgASgBEg4KBm1lZGlhbhgEIAEoARILCgNwMTAYBSABKAESCwoDcDkwGAYgASgBIqkCCgpUb2tlblN0YXRzEhAKCGVuY29kaW5nGAEgASgJEg0KBXRvdGFsGAIgASgEEjkKC3Blcl9leGFtcGxlGAMgASgLMiQuZmlsZWVuZ2luZS5maW5ldHVuZS52MS5EaXN0cmlidXRpb24SFwoPYXNzaXN0YW50X3RvdGFsGAQgASgEEkMKFWFzc2lzdGFudF9wZXJfZXhhbXBsZRgFIAEoCzIkLmZpbGVlbmdpbmUuZmluZXR1bmUudjEuRGlzdHJpYnV0aW9uEkIKFG1lc3NhZ2VzX3Blcl9leGFtcGxlGAYgASgLMiQuZmlsZWVuZ2luZS5maW5ldHVuZS52MS5EaXN0cmlidXRpb24SHQoVZXhhbXBsZXNfb3Zlcl9jb250ZXh0GAcgASgEIkYKC0ludGVudENvdW50Eg4KBmludGVudBgBIAEoCRIQCghleGFtcGxlcxgCIAEoBBIVCg1iZWxvd19taW5pbXVtGAMgASgIIigKCUNvZGVDb3VudBIMCgRjb2RlGAEgASgJEg0KBWNvdW50GAIgASgEIokBCg5EYXRhc2V0U3VtbWFyeRIOCgZzaGEyNTYYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBBINCgVsaW5lcxgDIAEoBBIQCghleGFtcGxlcxgEIAEoBBIyCgZ0b2tlbnMYBSABKAsyIi5maWxlZW5naW5lLmZpbmV0dW5lLnYxLlRva2VuU3RhdHMixAUKEFZhbGlkYXRpb25SZXBvcnQSNQoGZm9ybWF0GAEgASgOMiUuZmlsZWVuZ2luZS5maW5ldHVuZS52MS5EYXRhc2V0Rm9ybWF0Eg0KBW1vZGVsGAIgASgJEjgKCHRyYWluaW5nGAMgASgLMiYuZmlsZWVuZ2luZS5maW5ldHVuZS52MS5EYXRhc2V0U3VtbWFyeRI6Cgp2YWxpZGF0aW9uGAQgASgLMiYuZmlsZWVuZ2luZS5maW5ldHVuZS52MS5EYXRhc2V0U3VtbWFyeRIxCghwcm9ibGVtcxgFIAMoCzIfLmZpbGVlbmdpbmUuZmluZXR1bmUudjEuUHJvYmxlbRIaChJwcm9ibGVtc190cnVuY2F0ZWQYBiABKAgSEwoLZXJyb3JfY291bnQYByABKAQSFQoNd2FybmluZ19jb3VudBgIIAEoBBI5Cg5jb3VudHNfYnlfY29kZRgJIAMoCzIhLmZpbGVlbmdpbmUuZmluZXR1bmUudjEuQ29kZUNvdW50Eh8KF3RyYWluaW5nX2NvbnRleHRfdG9rZW5zGAogASgEEg4KBmVwb2NocxgLIAEoDRI7Cg1lcG9jaHNfc291cmNlGAwgASgOMiQuZmlsZWVuZ2luZS5maW5ldHVuZS52MS5FcG9jaHNTb3VyY2USGgoSZXBvY2hzX2V4cGxhbmF0aW9uGA0gASgJEhUKDWJpbGxlZF90b2tlbnMYDiABKAQSHQoVcHJpY2VfcGVyX21pbGxpb25fdXNkGA8gASgBEhoKEmVzdGltYXRlZF9jb3N0X3VzZBgQIAEoARI0CgdpbnRlbnRzGBEgAygLMiMuZmlsZWVuZ2luZS5maW5ldHVuZS52MS5JbnRlbnRDb3VudBIUCgxtYXhfcHJvYmxlbXMYEiABKA0SFgoOYWNjZXB0ZWRfY291bnQYEyABKAQitgIKFlZhbGlkYXRlRGF0YXNldFJlcXVlc3QSNwoIdHJhaW5pbmcYASABKAsyJS5maWxlZW5naW5lLmZpbmV0dW5lLnYxLkRhdGFzZXRTb3VyY2USOQoKdmFsaWRhdGlvbhgCIAEoCzIlLmZpbGVlbmdpbmUuZmluZXR1bmUudjEuRGF0YXNldFNvdXJjZRINCgVtb2RlbBgDIAEoCRITCgZlcG9jaHMYBCABKA1IAIgBARIUCgxtYXhfcHJvYmxlbXMYBSABKA0SHwoXbWluX2V4YW1wbGVzX3Blcl9pbnRlbnQYBiABKA0SQgoRYWNjZXB0ZWRfcHJvYmxlbXMYByADKAsyJy5maWxlZW5naW5lLmZpbmV0dW5lLnYxLkFjY2VwdGVkUHJvYmxlbUIJCgdfZXBvY2hzIlMKF1ZhbGlkYXRlRGF0YXNldFJlc3BvbnNlEjgKBnJlcG9ydBgBIAEoCzIoLmZpbGVlbmdpbmUuZmluZXR1bmUudjEuVmFsaWRhdGlvblJlcG9ydCJiChRVcGxvYWREYXRhc2V0UmVxdWVzdBI7CgZoZWFkZXIYASABKAsyKy5maWxlZW5naW5lLmZpbmV0dW5lLnYxLlVwbG9hZERhdGFzZXRIZWFkZXISDQoFY2h1bmsYAiABKAwiTAoTVXBsb2FkRGF0YXNldEhlYWRlchIRCglmaWxlX25hbWUYASABKAkSDgoGc2hhMjU2GAIgASgJEhIKCnNpemVfYnl0ZXMYAyABKAQiWAoVVXBsb2FkRGF0YXNldFJlc3BvbnNlEhIKCmRhdGFzZXRfaWQYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBBIXCg9hbHJlYWR5X3ByZXNlbnQYAyABKAgqhgEKDURhdGFzZXRGb3JtYXQSHgoaREFUQVNFVF9GT1JNQVRfVU5TUEVDSUZJRUQQABIXChNEQVRBU0VUX0ZPUk1BVF9DSEFUEAESHQoZREFUQVNFVF9GT1JNQVRfUFJFRkVSRU5DRRACEh0KGURBVEFTRVRfRk9STUFUX0NPTVBMRVRJT04QAypOCghTZXZlcml0eRIYChRTRVZFUklUWV9VTlNQRUNJRklFRBAAEhIKDlNFVkVSSVRZX0VSUk9SEAESFAoQU0VWRVJJVFlfV0FSTklORxACKmMKC0RhdGFzZXRSb2xlEhwKGERBVEFTRVRfUk9MRV9VTlNQRUNJRklFRBAAEhkKFURBVEFTRVRfUk9MRV9UUkFJTklORxABEhsKF0RBVEFTRVRfUk9MRV9WQUxJREFUSU9OEAIqYgoMRXBvY2hzU291cmNlEh0KGUVQT0NIU19TT1VSQ0VfVU5TUEVDSUZJRUQQABIWChJFUE9DSFNfU09VUkNFX0FVVE8QARIbChdFUE9DSFNfU09VUkNFX1JFUVVFU1RFRBACYgZwcm90bzM");
 
 /**
  * DatasetSource names the bytes of one JSONL dataset: either inline or a dataset
@@ -110,6 +110,15 @@ export type Problem = Message<"fileengine.finetune.v1.Problem"> & {
    * @generated from field: string message = 6;
    */
   message: string;
+
+  /**
+   * accepted is true when the request's accepted_problems names this problem: it
+   * stays listed (severity unchanged) but is not in error_count and does not block
+   * training; ValidationReport.accepted_count counts it.
+   *
+   * @generated from field: bool accepted = 7;
+   */
+  accepted: boolean;
 };
 
 /**
@@ -118,6 +127,47 @@ export type Problem = Message<"fileengine.finetune.v1.Problem"> & {
  */
 export const ProblemSchema: GenMessage<Problem> = /*@__PURE__*/
   messageDesc(file_fileengine_finetune_v1_dataset, 1);
+
+/**
+ * AcceptedProblem names a problem the caller has reviewed and accepts, for example
+ * a string that looks like an API key but is a published sample. Every problem
+ * with that code on that line of that file is accepted.
+ *
+ * @generated from message fileengine.finetune.v1.AcceptedProblem
+ */
+export type AcceptedProblem = Message<"fileengine.finetune.v1.AcceptedProblem"> & {
+  /**
+   * dataset is the file; DATASET_ROLE_UNSPECIFIED means the training file.
+   * DATASET_ROLE_VALIDATION without a validation dataset is INVALID_ARGUMENT.
+   *
+   * @generated from field: fileengine.finetune.v1.DatasetRole dataset = 1;
+   */
+  dataset: DatasetRole;
+
+  /**
+   * line is the 1-based line number; 0 is INVALID_ARGUMENT (whole-dataset
+   * findings cannot be accepted).
+   *
+   * @generated from field: uint32 line = 2;
+   */
+  line: number;
+
+  /**
+   * code is the problem code. Only codes that are the service's own judgement
+   * can be accepted: today `possible_secret`. Any other code is INVALID_ARGUMENT
+   * naming the field (every other error is a rule OpenAI enforces).
+   *
+   * @generated from field: string code = 3;
+   */
+  code: string;
+};
+
+/**
+ * Describes the message fileengine.finetune.v1.AcceptedProblem.
+ * Use `create(AcceptedProblemSchema)` to create a new message.
+ */
+export const AcceptedProblemSchema: GenMessage<AcceptedProblem> = /*@__PURE__*/
+  messageDesc(file_fileengine_finetune_v1_dataset, 2);
 
 /**
  * Distribution summarises a per-example quantity. Quantiles use linear
@@ -175,7 +225,7 @@ export type Distribution = Message<"fileengine.finetune.v1.Distribution"> & {
  * Use `create(DistributionSchema)` to create a new message.
  */
 export const DistributionSchema: GenMessage<Distribution> = /*@__PURE__*/
-  messageDesc(file_fileengine_finetune_v1_dataset, 2);
+  messageDesc(file_fileengine_finetune_v1_dataset, 3);
 
 /**
  * TokenStats are exact token counts with the model's encoding, by the OpenAI
@@ -242,7 +292,7 @@ export type TokenStats = Message<"fileengine.finetune.v1.TokenStats"> & {
  * Use `create(TokenStatsSchema)` to create a new message.
  */
 export const TokenStatsSchema: GenMessage<TokenStats> = /*@__PURE__*/
-  messageDesc(file_fileengine_finetune_v1_dataset, 3);
+  messageDesc(file_fileengine_finetune_v1_dataset, 4);
 
 /**
  * IntentCount is one row of the intent coverage table, taken from each
@@ -278,7 +328,7 @@ export type IntentCount = Message<"fileengine.finetune.v1.IntentCount"> & {
  * Use `create(IntentCountSchema)` to create a new message.
  */
 export const IntentCountSchema: GenMessage<IntentCount> = /*@__PURE__*/
-  messageDesc(file_fileengine_finetune_v1_dataset, 4);
+  messageDesc(file_fileengine_finetune_v1_dataset, 5);
 
 /**
  * CodeCount is the number of problems with one code.
@@ -306,7 +356,7 @@ export type CodeCount = Message<"fileengine.finetune.v1.CodeCount"> & {
  * Use `create(CodeCountSchema)` to create a new message.
  */
 export const CodeCountSchema: GenMessage<CodeCount> = /*@__PURE__*/
-  messageDesc(file_fileengine_finetune_v1_dataset, 5);
+  messageDesc(file_fileengine_finetune_v1_dataset, 6);
 
 /**
  * DatasetSummary describes one of the validated files.
@@ -355,7 +405,7 @@ export type DatasetSummary = Message<"fileengine.finetune.v1.DatasetSummary"> & 
  * Use `create(DatasetSummarySchema)` to create a new message.
  */
 export const DatasetSummarySchema: GenMessage<DatasetSummary> = /*@__PURE__*/
-  messageDesc(file_fileengine_finetune_v1_dataset, 6);
+  messageDesc(file_fileengine_finetune_v1_dataset, 7);
 
 /**
  * ValidationReport is the full result of validating a dataset.
@@ -407,7 +457,8 @@ export type ValidationReport = Message<"fileengine.finetune.v1.ValidationReport"
   problemsTruncated: boolean;
 
   /**
-   * error_count counts every error, listed or not.
+   * error_count counts every error, listed or not, except those the request
+   * accepted (see accepted_count). Training is refused unless it is 0.
    *
    * @generated from field: uint64 error_count = 7;
    */
@@ -492,6 +543,14 @@ export type ValidationReport = Message<"fileengine.finetune.v1.ValidationReport"
    * @generated from field: uint32 max_problems = 18;
    */
   maxProblems: number;
+
+  /**
+   * accepted_count counts every error the request accepted, listed or not; they are
+   * not in error_count (counts_by_code still counts them).
+   *
+   * @generated from field: uint64 accepted_count = 19;
+   */
+  acceptedCount: bigint;
 };
 
 /**
@@ -499,7 +558,7 @@ export type ValidationReport = Message<"fileengine.finetune.v1.ValidationReport"
  * Use `create(ValidationReportSchema)` to create a new message.
  */
 export const ValidationReportSchema: GenMessage<ValidationReport> = /*@__PURE__*/
-  messageDesc(file_fileengine_finetune_v1_dataset, 7);
+  messageDesc(file_fileengine_finetune_v1_dataset, 8);
 
 /**
  * ValidateDatasetRequest asks for a report on a dataset. Validation never
@@ -554,6 +613,15 @@ export type ValidateDatasetRequest = Message<"fileengine.finetune.v1.ValidateDat
    * @generated from field: uint32 min_examples_per_intent = 6;
    */
   minExamplesPerIntent: number;
+
+  /**
+   * accepted_problems are problems the caller accepts, as StartTraining would take
+   * them: the report marks them accepted and leaves them out of error_count. At
+   * most 1000; an entry that matches no problem accepts nothing.
+   *
+   * @generated from field: repeated fileengine.finetune.v1.AcceptedProblem accepted_problems = 7;
+   */
+  acceptedProblems: AcceptedProblem[];
 };
 
 /**
@@ -561,7 +629,7 @@ export type ValidateDatasetRequest = Message<"fileengine.finetune.v1.ValidateDat
  * Use `create(ValidateDatasetRequestSchema)` to create a new message.
  */
 export const ValidateDatasetRequestSchema: GenMessage<ValidateDatasetRequest> = /*@__PURE__*/
-  messageDesc(file_fileengine_finetune_v1_dataset, 8);
+  messageDesc(file_fileengine_finetune_v1_dataset, 9);
 
 /**
  * ValidateDatasetResponse carries the report. A dataset with errors is still
@@ -583,7 +651,7 @@ export type ValidateDatasetResponse = Message<"fileengine.finetune.v1.ValidateDa
  * Use `create(ValidateDatasetResponseSchema)` to create a new message.
  */
 export const ValidateDatasetResponseSchema: GenMessage<ValidateDatasetResponse> = /*@__PURE__*/
-  messageDesc(file_fileengine_finetune_v1_dataset, 9);
+  messageDesc(file_fileengine_finetune_v1_dataset, 10);
 
 /**
  * UploadDatasetRequest is one message of the UploadDataset stream: the first
@@ -613,7 +681,7 @@ export type UploadDatasetRequest = Message<"fileengine.finetune.v1.UploadDataset
  * Use `create(UploadDatasetRequestSchema)` to create a new message.
  */
 export const UploadDatasetRequestSchema: GenMessage<UploadDatasetRequest> = /*@__PURE__*/
-  messageDesc(file_fileengine_finetune_v1_dataset, 10);
+  messageDesc(file_fileengine_finetune_v1_dataset, 11);
 
 /**
  * UploadDatasetHeader describes an upload.
@@ -650,7 +718,7 @@ export type UploadDatasetHeader = Message<"fileengine.finetune.v1.UploadDatasetH
  * Use `create(UploadDatasetHeaderSchema)` to create a new message.
  */
 export const UploadDatasetHeaderSchema: GenMessage<UploadDatasetHeader> = /*@__PURE__*/
-  messageDesc(file_fileengine_finetune_v1_dataset, 11);
+  messageDesc(file_fileengine_finetune_v1_dataset, 12);
 
 /**
  * UploadDatasetResponse identifies the stored dataset.
@@ -686,7 +754,7 @@ export type UploadDatasetResponse = Message<"fileengine.finetune.v1.UploadDatase
  * Use `create(UploadDatasetResponseSchema)` to create a new message.
  */
 export const UploadDatasetResponseSchema: GenMessage<UploadDatasetResponse> = /*@__PURE__*/
-  messageDesc(file_fileengine_finetune_v1_dataset, 12);
+  messageDesc(file_fileengine_finetune_v1_dataset, 13);
 
 /**
  * DatasetFormat is the training-file format detected from the lines' keys.
