@@ -106,6 +106,7 @@ pub(super) fn job(j: &Job) -> pb::Job {
         last_sequence: j.last_sequence,
         training_file_id: j.training_file_id.clone().unwrap_or_default(),
         validation_file_id: j.validation_file_id.clone().unwrap_or_default(),
+        estimated_tokens: j.estimated_tokens,
     }
 }
 

@@ -378,11 +378,17 @@ type Job struct {
 	ValidationSha256 string `protobuf:"bytes,11,opt,name=validation_sha256,json=validationSha256,proto3" json:"validation_sha256,omitempty"`
 	// fine_tuned_model is the resulting model name, set once succeeded.
 	FineTunedModel string `protobuf:"bytes,12,opt,name=fine_tuned_model,json=fineTunedModel,proto3" json:"fine_tuned_model,omitempty"`
-	// trained_tokens is OpenAI's billed token count, set once succeeded.
+	// trained_tokens is the token count OpenAI reports (and bills) for the job,
+	// set once succeeded. It is OpenAI's own count and need not equal
+	// estimated_tokens: OpenAI does not publish its counting rule, and the one
+	// recorded real job reported 3.3% fewer tokens than the estimate.
 	TrainedTokens uint64 `protobuf:"varint,13,opt,name=trained_tokens,json=trainedTokens,proto3" json:"trained_tokens,omitempty"`
-	// estimated_cost_usd is the pre-flight estimate from validation.
+	// estimated_cost_usd is the pre-flight estimate from validation:
+	// estimated_tokens x the catalog's training price / 1e6.
 	EstimatedCostUsd float64 `protobuf:"fixed64,14,opt,name=estimated_cost_usd,json=estimatedCostUsd,proto3" json:"estimated_cost_usd,omitempty"`
-	// actual_cost_usd is trained_tokens x price, set once succeeded.
+	// actual_cost_usd is trained_tokens x the catalog's training price / 1e6,
+	// set once succeeded; compare it with estimated_cost_usd, which it may
+	// differ from in either direction.
 	ActualCostUsd float64 `protobuf:"fixed64,15,opt,name=actual_cost_usd,json=actualCostUsd,proto3" json:"actual_cost_usd,omitempty"`
 	// error is set when the job failed.
 	Error *JobError `protobuf:"bytes,16,opt,name=error,proto3" json:"error,omitempty"`
@@ -404,8 +410,12 @@ type Job struct {
 	TrainingFileId string `protobuf:"bytes,23,opt,name=training_file_id,json=trainingFileId,proto3" json:"training_file_id,omitempty"`
 	// validation_file_id is OpenAI's id of the uploaded validation file, if any.
 	ValidationFileId string `protobuf:"bytes,24,opt,name=validation_file_id,json=validationFileId,proto3" json:"validation_file_id,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// estimated_tokens is the pre-flight estimate of the billed training tokens
+	// (the validation report's billed_tokens: tokens per epoch x epochs). 0 for
+	// a job adopted from OpenAI, which this service did not validate.
+	EstimatedTokens uint64 `protobuf:"varint,25,opt,name=estimated_tokens,json=estimatedTokens,proto3" json:"estimated_tokens,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Job) Reset() {
@@ -604,6 +614,13 @@ func (x *Job) GetValidationFileId() string {
 		return x.ValidationFileId
 	}
 	return ""
+}
+
+func (x *Job) GetEstimatedTokens() uint64 {
+	if x != nil {
+		return x.EstimatedTokens
+	}
+	return 0
 }
 
 // StepMetrics are one training step's metrics. Absent values are unset.
@@ -1654,7 +1671,7 @@ const file_fileengine_finetune_v1_job_proto_rawDesc = "" +
 	"\bJobError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x14\n" +
-	"\x05param\x18\x03 \x01(\tR\x05param\"\xb4\t\n" +
+	"\x05param\x18\x03 \x01(\tR\x05param\"\xdf\t\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vupstream_id\x18\x02 \x01(\tR\n" +
@@ -1685,7 +1702,8 @@ const file_fileengine_finetune_v1_job_proto_rawDesc = "" +
 	"\x15estimated_finish_time\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\x13estimatedFinishTime\x12#\n" +
 	"\rlast_sequence\x18\x16 \x01(\x04R\flastSequence\x12(\n" +
 	"\x10training_file_id\x18\x17 \x01(\tR\x0etrainingFileId\x12,\n" +
-	"\x12validation_file_id\x18\x18 \x01(\tR\x10validationFileId\x1a;\n" +
+	"\x12validation_file_id\x18\x18 \x01(\tR\x10validationFileId\x12)\n" +
+	"\x10estimated_tokens\x18\x19 \x01(\x04R\x0festimatedTokens\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x91\x04\n" +
