@@ -344,6 +344,167 @@ fn preference_problems() {
     expect(&r, Code::LegacyFieldName, 3, "preferred_completion");
 }
 
+// The audit against FineTuneChatRequestInput and FineTunePreferenceRequestInput (README,
+// "Where validation is stricter or looser than OpenAI"): each case pinned.
+
+#[test]
+fn developer_messages_are_not_a_training_role() {
+    let dev = r#"{"role":"developer","content":"You are File Engine."}"#;
+    let r = run(&lines(&[
+        chat(&format!("{dev},{USER},{ASSISTANT}")),
+        DPO.replace(r#""role":"system""#, r#""role":"developer""#),
+    ]));
+    let p = expect(&r, Code::UnrecognizedRole, 1, "messages[0].role");
+    assert!(p.message.contains("use system"), "{}", p.message);
+    assert!(r.problems.iter().any(|p| p.code == Code::UnrecognizedRole
+        && p.line == 2
+        && p.path == "input.messages[0].role"));
+}
+
+#[test]
+fn weight_is_the_integer_0_or_1_written_as_any_number() {
+    let with = |w: &str| {
+        run(&chat(&format!(
+            r#"{SYSTEM},{USER},{{"role":"assistant","content":"one two three","weight":{w}}}"#
+        )))
+    };
+    for w in ["1", "1.0", "0", "0.0"] {
+        let r = with(w);
+        assert_eq!(r.counts_by_code.get("invalid_weight"), None, "weight {w}");
+        let trained = if w.starts_with('1') { 3 } else { 0 };
+        assert_eq!(r.training.tokens.assistant_total, trained, "weight {w}");
+    }
+    for w in [r#""1""#, r#""0""#, "true", "0.5"] {
+        expect(&with(w), Code::InvalidWeight, 1, "messages[2].weight");
+    }
+}
+
+#[test]
+fn preference_inputs_take_the_function_role_and_outputs_the_assistant_schema() {
+    let function = DPO.replace(
+        r#"{"role":"user","content":"Fix my button"}]"#,
+        r#"{"role":"user","content":"Fix my button"},{"role":"function","name":"lint","content":"onclick"}]"#,
+    );
+    let named = DPO.replace(
+        r#"[{"role":"assistant","content":"Use onClick"#,
+        r#"[{"role":"assistant","name":"fe","content":"Use onClick"#,
+    );
+    let weighted = DPO.replace(
+        r#"[{"role":"assistant","content":"Try restarting."}]"#,
+        r#"[{"role":"assistant","content":"Try restarting.","weight":0}]"#,
+    );
+    let extra_input = DPO.replace(r#""input":{"#, r#""input":{"temperature":0.2,"#);
+    let user_output = DPO.replace(
+        r#"[{"role":"assistant","content":"Try restarting."}]"#,
+        r#"[{"role":"user","content":"Try restarting."}]"#,
+    );
+    let r = run(&lines(&[
+        function,
+        named,
+        weighted,
+        extra_input,
+        user_output,
+    ]));
+    let on = |line: u32| -> Vec<&str> {
+        r.problems
+            .iter()
+            .filter(|p| p.line == line && p.severity == Severity::Error)
+            .map(|p| p.code.as_str())
+            .collect()
+    };
+    assert_eq!(on(1), Vec::<&str>::new(), "{:#?}", r.problems);
+    expect(&r, Code::DeprecatedFunctions, 1, "input.messages[2].role");
+    assert_eq!(on(2), Vec::<&str>::new(), "{:#?}", r.problems);
+    let p = expect(&r, Code::InvalidWeight, 3, "non_preferred_output[0].weight");
+    assert!(p.message.contains("preference output"), "{}", p.message);
+    assert!(r.problems.iter().any(|p| p.code == Code::InvalidPreference
+        && p.line == 4
+        && p.path == "input.temperature"));
+    assert!(r.problems.iter().any(|p| p.code == Code::InvalidPreference
+        && p.line == 5
+        && p.path == "non_preferred_output[0].role"));
+}
+
+fn image(url: &str) -> String {
+    format!(r#"{{"type":"image_url","image_url":{{"url":"{url}"}}}}"#)
+}
+
+#[test]
+fn image_urls_are_https_or_jpeg_png_webp_data_urls() {
+    let with = |url: &str| {
+        run(&chat(&format!(
+            r#"{SYSTEM},{{"role":"user","content":[{}]}},{ASSISTANT}"#,
+            image(url)
+        )))
+    };
+    for ok in [
+        "https://example.com/a.png",
+        "data:image/png;base64,iVBORw0KGgo=",
+        "data:image/jpeg;base64,/9j/4AAQ",
+        "data:image/webp;base64,UklGRg==",
+    ] {
+        assert_eq!(with(ok).error_count, 1, "{ok}: only too_few_examples");
+    }
+    let p = expect(
+        &with("http://example.com/a.png"),
+        Code::InvalidContentPart,
+        1,
+        "messages[1].content[0].image_url.url",
+    );
+    assert!(p.message.contains("https://"), "{}", p.message);
+    expect(
+        &with("data:image/gif;base64,R0lGODlh"),
+        Code::InvalidContentPart,
+        1,
+        "messages[1].content[0].image_url.url",
+    );
+}
+
+#[test]
+fn an_example_holds_at_most_ten_images() {
+    let user = |n: usize, from: usize| {
+        let parts: Vec<String> = (from..from + n)
+            .map(|i| image(&format!("https://example.com/{i}.png")))
+            .collect();
+        format!(r#"{{"role":"user","content":[{}]}}"#, parts.join(","))
+    };
+    let ten = run(&chat(&format!("{SYSTEM},{},{ASSISTANT}", user(10, 0))));
+    assert_eq!(ten.counts_by_code.get("too_many_images"), None);
+    // Counted over the whole example, not per message.
+    let eleven = run(&chat(&format!(
+        "{SYSTEM},{},{ASSISTANT},{},{ASSISTANT}",
+        user(6, 0),
+        user(5, 6)
+    )));
+    let p = expect(&eleven, Code::TooManyImages, 1, "messages");
+    assert!(p.message.contains("11 images"), "{}", p.message);
+    // DPO is text-only.
+    let dpo = DPO.replace(r#"{"role":"user","content":"Fix my button"}"#, &user(1, 0));
+    expect(&run(&dpo), Code::InvalidPreference, 1, "input.messages");
+}
+
+#[test]
+fn tool_call_arguments_count_as_trained_assistant_tokens() {
+    let plain = run(&chat(&format!("{SYSTEM},{USER},{ASSISTANT}")));
+    let with_call = run(&chat(&format!(
+        r#"{SYSTEM},{USER},{TOOL_CALL},{{"role":"tool","tool_call_id":"call_1","content":"created"}},{ASSISTANT}"#
+    )));
+    let skipped = run(&chat(&format!(
+        r#"{SYSTEM},{USER},{},{{"role":"tool","tool_call_id":"call_1","content":"created"}},{ASSISTANT}"#,
+        TOOL_CALL.replace(
+            r#""role":"assistant","#,
+            r#""role":"assistant","weight":0,"#
+        )
+    )));
+    // name "create_file" and arguments {"path":"index.html"} are what the model learns to write.
+    let call = with_call.training.tokens.assistant_total - plain.training.tokens.assistant_total;
+    assert!(call >= 6, "tool call adds {call} assistant tokens");
+    assert_eq!(
+        skipped.training.tokens.assistant_total,
+        plain.training.tokens.assistant_total
+    );
+}
+
 #[test]
 fn mixed_and_unsupported_formats() {
     let r = run(&lines(&[

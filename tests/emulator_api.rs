@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use finetune::dataset::{self, Catalog, Input, Options};
-use finetune::emulator::{Emulator, EmulatorConfig, Fault};
+use finetune::emulator::{Emulator, EmulatorConfig, Fault, training_file};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
@@ -179,6 +179,44 @@ impl Env {
     }
 }
 
+/// `trained_tokens` of the one succeeded job in the recorded real traffic (openai-dotnet's
+/// `GetCheckpoints`: gpt-3.5-turbo-0125, 10 examples, auto epochs resolved to 10).
+fn recorded_trained_tokens() -> u64 {
+    let text = std::fs::read_to_string(shared(
+        "recorded/openai-dotnet/FineTuningClientTests/GetCheckpoints.json",
+    ))
+    .unwrap();
+    let record: Value = serde_json::from_str(&text).unwrap();
+    let tokens: Vec<u64> = record["Entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["ResponseBody"]["data"].as_array())
+        .flatten()
+        .filter(|j| j["id"] == "ftjob-JlHszAFOnjdLuFiGT3YBkl08")
+        .filter_map(|j| j["trained_tokens"].as_u64())
+        .collect();
+    assert!(
+        !tokens.is_empty(),
+        "the recorded job is in GetCheckpoints.json"
+    );
+    assert!(tokens.iter().all(|t| *t == tokens[0]));
+    tokens[0]
+}
+
+/// Tokens of one epoch of `bytes` by the emulator's own counting.
+fn emulator_tokens_per_epoch(bytes: &[u8], model: &str) -> u64 {
+    let info = Catalog::builtin().resolve(model).info;
+    training_file::check_file(
+        bytes,
+        training_file::Method::Supervised,
+        training_file::tokenizer_for(&info.name),
+        info.training_context,
+    )
+    .unwrap()
+    .tokens_per_epoch
+}
+
 fn billed_tokens(bytes: &[u8], model: &str, epochs: Option<u32>) -> u64 {
     let options = Options {
         model: model.to_owned(),
@@ -238,7 +276,7 @@ async fn ten_example_job_succeeds_with_checkpoints_tokens_and_falling_loss() {
     assert_eq!(seen.first().map(String::as_str), Some("validating_files"));
     assert_eq!(seen.last().map(String::as_str), Some("succeeded"));
 
-    // 10 examples: auto epochs 10, batch 1, 100 steps; billed tokens as the validator counts.
+    // 10 examples: auto epochs 10, batch 1, 100 steps.
     assert_eq!(
         job["hyperparameters"],
         json!({"n_epochs": 10, "batch_size": 1, "learning_rate_multiplier": 2.0})
@@ -248,9 +286,13 @@ async fn ten_example_job_succeeds_with_checkpoints_tokens_and_falling_loss() {
         json!({"type": "supervised", "supervised": {"hyperparameters":
             {"batch_size": 1, "learning_rate_multiplier": 2.0, "n_epochs": 10}}})
     );
-    let expected_tokens = billed_tokens(&dataset_bytes(SAMPLE), "gpt-3.5-turbo-0125", None);
-    assert_eq!(expected_tokens, 6030, "603 cookbook tokens x 10 epochs");
-    assert_eq!(job["trained_tokens"], expected_tokens);
+    // The emulator counts by its own rule and reports what OpenAI reported for this file in
+    // the recorded real job, not the validator's estimate (the cookbook's 603 x 10).
+    let estimate = billed_tokens(&dataset_bytes(SAMPLE), "gpt-3.5-turbo-0125", None);
+    assert_eq!(estimate, 6030, "603 cookbook tokens x 10 epochs");
+    let recorded = recorded_trained_tokens();
+    assert_eq!(recorded, 5830);
+    assert_eq!(job["trained_tokens"], recorded, "{job}");
     assert!(job["estimated_finish"].is_null());
     assert!(job["finished_at"].as_i64().unwrap() > job["created_at"].as_i64().unwrap());
 
@@ -409,7 +451,10 @@ async fn validation_file_adds_valid_metrics_and_requested_hyperparameters_hold()
     let id = str_of(&created, "id").to_owned();
     let (job, _) = env.wait_terminal(&id).await;
     assert_eq!(job["status"], "succeeded", "{job}");
-    assert_eq!(
+    // 2 epochs of the emulator's own count; the validation file is not billed.
+    let per_epoch = emulator_tokens_per_epoch(&dataset_bytes(SAMPLE), "gpt-4o-mini-2024-07-18");
+    assert_eq!(job["trained_tokens"], per_epoch * 2);
+    assert_ne!(
         job["trained_tokens"],
         billed_tokens(&dataset_bytes(SAMPLE), "gpt-4o-mini-2024-07-18", Some(2))
     );

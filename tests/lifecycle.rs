@@ -101,12 +101,58 @@ async fn the_cli_trains_and_watches_a_job_to_its_model() {
         model.starts_with("ft:gpt-4o-2024-08-06:") && model.contains(":fe:"),
         "{model}"
     );
-    // The emulator bills with the same token counting, so the cost is the estimate.
+    // The job carries the tokens OpenAI (here the emulator, counting by its own rule)
+    // reported, priced from the catalog, beside the validator's estimate, which it need not
+    // equal.
     let tokens = done["trained_tokens"].as_u64().unwrap();
-    assert!(tokens > 0);
+    let upstream: serde_json::Value = reqwest::Client::new()
+        .get(format!(
+            "{}/fine_tuning/jobs/{}",
+            emulator.base_url(),
+            done["upstream_id"].as_str().unwrap()
+        ))
+        .bearer_auth("sk-test-lifecycle")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(upstream["trained_tokens"].as_u64(), Some(tokens));
     let cost = done["actual_cost_usd"].as_f64().unwrap();
     assert!((cost - tokens as f64 * 25.0 / 1e6).abs() < 1e-9);
-    assert!((cost - done["estimated_cost_usd"].as_f64().unwrap()).abs() < 1e-9);
+    let estimated = done["estimated_tokens"].as_u64().unwrap();
+    assert_eq!(
+        estimated, 123_844,
+        "the validator's figure for this file (README)"
+    );
+    assert!(
+        (done["estimated_cost_usd"].as_f64().unwrap() - estimated as f64 * 25.0 / 1e6).abs() < 1e-9
+    );
+    assert_ne!(tokens, estimated, "the emulator does not echo the estimate");
+
+    // `finetune watch` on the finished job ends with the actual figures beside the estimate
+    // and how far apart they are, never as if they had to match.
+    let id = job["id"].as_str().unwrap().to_owned();
+    let watch_addr = server.addr.to_string();
+    let watched = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_finetune"))
+            .args(["watch", &id])
+            .env("FINETUNE_ADDR", &watch_addr)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(watched.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&watched.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    let change = (tokens as f64 - estimated as f64) / estimated as f64 * 100.0;
+    let want = format!(
+        "succeeded: {model} (trained {} tokens, ${cost:.2}; estimate 123,844 tokens, $3.10: {change:+.1}%)",
+        finetune::dataset::render::thousands(tokens)
+    );
+    assert_eq!(last, want, "{stdout}");
 
     let addr = server.addr.to_string();
     let listed = tokio::task::spawn_blocking(move || {

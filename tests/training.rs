@@ -4,6 +4,7 @@
 mod common;
 
 use common::TestServer;
+use finetune::emulator::training_file;
 use finetune::pb;
 use finetune::pb::dataset_source::Source;
 use finetune::pb::watch_job_response::Item;
@@ -93,6 +94,7 @@ async fn a_job_runs_to_success_and_the_watch_stream_tells_all() {
     let report = started.report.unwrap();
     assert_eq!(report.training.unwrap().examples, 10);
     assert!((job.estimated_cost_usd - report.estimated_cost_usd).abs() < 1e-12);
+    assert_eq!(job.estimated_tokens, report.billed_tokens);
 
     let items = watch_all(&server, &job.id, 0).await;
     assert!(
@@ -117,7 +119,19 @@ async fn a_job_runs_to_success_and_the_watch_stream_tells_all() {
         done.fine_tuned_model
     );
     assert!(done.fine_tuned_model.contains(":file-engine:"));
-    assert!(done.trained_tokens > 0);
+    // trained_tokens is what OpenAI (the emulator, by its own counting) reported for 10
+    // epochs, not the estimate echoed back; the estimate stays beside it.
+    let per_epoch = training_file::check_file(
+        &reference("openai-dotnet_fine_tuning_sample.jsonl"),
+        training_file::Method::Supervised,
+        training_file::tokenizer_for("gpt-4o-mini-2024-07-18"),
+        65_536,
+    )
+    .unwrap()
+    .tokens_per_epoch;
+    assert_eq!(done.trained_tokens, per_epoch * 10);
+    assert_eq!(done.estimated_tokens, report.billed_tokens);
+    assert_ne!(done.trained_tokens, done.estimated_tokens);
     assert!((done.actual_cost_usd - done.trained_tokens as f64 * 3.0 / 1e6).abs() < 1e-12);
     assert_eq!(done.last_sequence, last.sequence);
     let metrics: Vec<&pb::StepMetrics> = evs.iter().filter_map(|e| e.metrics.as_ref()).collect();

@@ -10,6 +10,7 @@ use serde_json::json;
 use tonic::Code;
 
 use super::client::{Connection, describe, time};
+use crate::dataset::render::thousands;
 use crate::pb;
 use crate::pb::watch_job_response::Item;
 
@@ -288,11 +289,9 @@ fn report_end(job: &pb::Job, json: bool) -> ExitCode {
     if !json {
         if succeeded {
             outln!(
-                "succeeded: {} ({} trained tokens, ${:.2}; estimated ${:.2})",
+                "succeeded: {} ({})",
                 job.fine_tuned_model,
-                job.trained_tokens,
-                job.actual_cost_usd,
-                job.estimated_cost_usd
+                actual_against_estimate(job)
             );
         } else {
             let reason = job
@@ -310,6 +309,27 @@ fn report_end(job: &pb::Job, json: bool) -> ExitCode {
     }
 }
 
+/// What OpenAI reported beside what validation estimated, and how far apart they are. OpenAI
+/// counts by its own unpublished rule, so the two are compared, never expected to match.
+pub(super) fn actual_against_estimate(job: &pb::Job) -> String {
+    let trained = format!(
+        "trained {} tokens, ${:.2}",
+        thousands(job.trained_tokens),
+        job.actual_cost_usd
+    );
+    if job.estimated_tokens == 0 {
+        return format!("{trained}; no estimate: the job was not started through this service");
+    }
+    let change = (job.trained_tokens as f64 - job.estimated_tokens as f64)
+        / job.estimated_tokens as f64
+        * 100.0;
+    format!(
+        "{trained}; estimate {} tokens, ${:.2}: {change:+.1}%",
+        thousands(job.estimated_tokens),
+        job.estimated_cost_usd
+    )
+}
+
 pub(super) fn job_json(j: &pb::Job) -> serde_json::Value {
     json!({
         "id": j.id,
@@ -320,6 +340,7 @@ pub(super) fn job_json(j: &pb::Job) -> serde_json::Value {
         "model": j.model,
         "fine_tuned_model": j.fine_tuned_model,
         "trained_tokens": j.trained_tokens,
+        "estimated_tokens": j.estimated_tokens,
         "estimated_cost_usd": j.estimated_cost_usd,
         "actual_cost_usd": j.actual_cost_usd,
         "error": j.error.as_ref().map(|e| json!({"code": e.code, "message": e.message, "param": e.param})),

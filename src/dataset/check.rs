@@ -21,6 +21,8 @@ const TOKENS_PER_NAME: u64 = 1;
 const TOKENS_REPLY_PRIMING: u64 = 3;
 /// An image at `detail: low` costs 85 tokens (OpenAI's guide); we count every image so.
 const TOKENS_PER_IMAGE: u64 = 85;
+/// Images one example may hold (OpenAI's guide, vision fine-tuning).
+const MAX_IMAGES: usize = 10;
 
 /// The format a line is written in, judged by its keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,7 +127,11 @@ pub(crate) fn check_line(
         );
         return None;
     };
-    let mut w = Walker { p, counter };
+    let mut w = Walker {
+        p,
+        counter,
+        images: 0,
+    };
     let intent = w.intent(&obj);
     let format = detect(&obj);
     let counts = match format {
@@ -297,18 +303,22 @@ struct Counts {
     messages: u64,
 }
 
-/// Which roles a message list may use.
-#[derive(Clone, Copy)]
+/// Which message schemas a message list may use.
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Roles {
-    /// Supervised chat: every role.
-    Chat,
-    /// The `input` of a preference example: no legacy function role.
-    PreferenceInput,
+    /// Supervised chat `messages` or a preference `input.messages`: system, user, assistant
+    /// (with `weight`), tool and the legacy function role, as `FineTuneChatRequestInput` and
+    /// `FineTunePreferenceRequestInput` list them. Not `developer`: neither lists it.
+    Conversation,
+    /// An item of a preference output: `ChatCompletionRequestAssistantMessage`, no `weight`.
+    PreferenceOutput,
 }
 
 struct Walker<'a> {
     p: &'a mut LineProblems,
     counter: &'a mut Counter,
+    /// Image parts seen in the example so far.
+    images: usize,
 }
 
 impl Walker<'_> {
@@ -386,11 +396,21 @@ impl Walker<'_> {
         };
         let mut seen = RolesSeen::default();
         for (i, m) in messages.iter().enumerate() {
-            let c = self.message(m, &format!("messages[{i}]"), Roles::Chat, &mut seen);
+            let c = self.message(m, &format!("messages[{i}]"), Roles::Conversation, &mut seen);
             counts.tokens += c.tokens;
             counts.assistant_tokens += c.assistant_tokens;
         }
         counts.messages = messages.len() as u64;
+        if self.images > MAX_IMAGES {
+            self.p.push(
+                "messages",
+                Code::TooManyImages,
+                format!(
+                    "the example has {} images; OpenAI accepts at most {MAX_IMAGES} per example",
+                    self.images
+                ),
+            );
+        }
         counts.tokens += TOKENS_REPLY_PRIMING;
         if !seen.assistant {
             self.p.push(
@@ -590,8 +610,9 @@ impl Walker<'_> {
             }
         };
         let known = match (role, roles) {
-            (Some("system" | "developer" | "user" | "assistant" | "tool"), _) => role,
-            (Some("function"), Roles::Chat) => {
+            (Some("system" | "user" | "assistant" | "tool"), Roles::Conversation) => role,
+            (Some("assistant"), Roles::PreferenceOutput) => role,
+            (Some("function"), Roles::Conversation) => {
                 self.p.push(
                     format!("{path}.role"),
                     Code::DeprecatedFunctions,
@@ -599,18 +620,30 @@ impl Walker<'_> {
                 );
                 role
             }
-            (Some(other), _) => {
-                let allowed = match roles {
-                    Roles::Chat => "system, developer, user, assistant, tool or function",
-                    Roles::PreferenceInput => "system, developer, user, assistant or tool",
-                };
+            (Some("developer"), Roles::Conversation) => {
+                self.p.push(
+                    format!("{path}.role"),
+                    Code::UnrecognizedRole,
+                    "the developer role is not in OpenAI's training-file formats (they list system, user, assistant, tool and function): use system",
+                );
+                None
+            }
+            (Some(other), Roles::Conversation) => {
                 self.p.push(
                     format!("{path}.role"),
                     Code::UnrecognizedRole,
                     format!(
-                        "unrecognized role \"{}\": use {allowed}",
+                        "unrecognized role \"{}\": use system, user, assistant, tool or function",
                         truncate(other, 40)
                     ),
+                );
+                None
+            }
+            (Some(_), Roles::PreferenceOutput) => {
+                self.p.push(
+                    format!("{path}.role"),
+                    Code::InvalidPreference,
+                    "a preference output's role must be \"assistant\"",
                 );
                 None
             }
@@ -620,6 +653,14 @@ impl Walker<'_> {
 
         if let Some(role) = known {
             let allowed: &[&str] = match role {
+                "assistant" if roles == Roles::PreferenceOutput => &[
+                    "role",
+                    "content",
+                    "name",
+                    "tool_calls",
+                    "function_call",
+                    "refusal",
+                ],
                 "assistant" => &[
                     "role",
                     "content",
@@ -633,7 +674,13 @@ impl Walker<'_> {
                 _ => &["role", "content", "name"],
             };
             for key in m.keys().filter(|k| !allowed.contains(&k.as_str())) {
-                if key == "weight" {
+                if key == "weight" && roles == Roles::PreferenceOutput {
+                    self.p.push(
+                        format!("{path}.weight"),
+                        Code::InvalidWeight,
+                        "weight is not allowed in a preference output: both outputs are always trained on",
+                    );
+                } else if key == "weight" {
                     self.p.push(
                         format!("{path}.weight"),
                         Code::InvalidWeight,
@@ -667,27 +714,33 @@ impl Walker<'_> {
             }
         }
 
+        // The spec's `weight` is an integer 0 or 1; as in JSON Schema, an integer-valued number
+        // (`1.0`) is that integer, and a string (`"1"`) is not.
         let trained = match m.get("weight") {
             None => true,
-            Some(w) if known == Some("assistant") => match w.as_u64() {
-                Some(0) => false,
-                Some(1) => true,
-                _ => {
-                    self.p.push(
-                        format!("{path}.weight"),
-                        Code::InvalidWeight,
-                        format!("weight must be the number 0 or 1, found {}", short_json(w)),
-                    );
-                    true
+            Some(w) if known == Some("assistant") && roles == Roles::Conversation => {
+                match w.as_f64() {
+                    Some(0.0) => false,
+                    Some(1.0) => true,
+                    _ => {
+                        self.p.push(
+                            format!("{path}.weight"),
+                            Code::InvalidWeight,
+                            format!("weight must be the number 0 or 1, found {}", short_json(w)),
+                        );
+                        true
+                    }
                 }
-            },
+            }
             Some(_) => true,
         };
 
         let has_calls = known == Some("assistant")
             && (m.contains_key("tool_calls") || m.contains_key("function_call"));
+        // A trained assistant message teaches its tool calls as much as its text.
+        let mut call_tokens = 0;
         if let Some(calls) = m.get("tool_calls").filter(|_| known == Some("assistant")) {
-            counts.tokens += self.tool_calls(calls, &format!("{path}.tool_calls"));
+            call_tokens += self.tool_calls(calls, &format!("{path}.tool_calls"));
         }
         if let Some(call) = m
             .get("function_call")
@@ -698,12 +751,13 @@ impl Walker<'_> {
                 Code::DeprecatedFunctions,
                 "`function_call` is deprecated: use `tool_calls`",
             );
-            counts.tokens += self.function_call(
+            call_tokens += self.function_call(
                 call,
                 &format!("{path}.function_call"),
                 Code::InvalidToolCall,
             );
         }
+        counts.tokens += call_tokens;
         if known == Some("tool") {
             match m.get("tool_call_id") {
                 Some(Value::String(id)) if !id.is_empty() => {
@@ -735,7 +789,7 @@ impl Walker<'_> {
             counts.tokens += self.text(&format!("{path}.refusal"), r);
         }
         if known == Some("assistant") && trained {
-            counts.assistant_tokens += content_tokens;
+            counts.assistant_tokens += content_tokens + call_tokens;
         }
         counts
     }
@@ -835,15 +889,20 @@ impl Walker<'_> {
                     .get("image_url")
                     .and_then(|i| i.get("url"))
                     .and_then(Value::as_str);
+                // OpenAI's guide: an https URL or a base64 data URL of a JPEG, PNG or WEBP.
+                const DATA: [&str; 3] = ["data:image/jpeg;", "data:image/png;", "data:image/webp;"];
                 match url {
                     Some(u)
-                        if u.starts_with("https://")
-                            || u.starts_with("http://")
-                            || u.starts_with("data:image/") => {}
+                        if u.starts_with("https://") || DATA.iter().any(|d| u.starts_with(d)) => {}
+                    Some(u) if u.starts_with("http://") => self.p.push(
+                        format!("{path}.image_url.url"),
+                        Code::InvalidContentPart,
+                        "an image URL must be https:// (OpenAI's fine-tuning guide), not http://",
+                    ),
                     Some(_) => self.p.push(
                         format!("{path}.image_url.url"),
                         Code::InvalidContentPart,
-                        "an image URL must be https:// or a data:image/... URL",
+                        "an image URL must be https:// or a data:image/jpeg, png or webp URL",
                     ),
                     None => self.p.push(
                         format!("{path}.image_url.url"),
@@ -860,6 +919,7 @@ impl Walker<'_> {
                         );
                     }
                 }
+                self.images += 1;
                 TOKENS_PER_IMAGE
             }
             Some("image_url") => {
@@ -1007,11 +1067,13 @@ impl Walker<'_> {
                     .keys()
                     .filter(|k| !["messages", "tools", "parallel_tool_calls"].contains(&k.as_str()))
                 {
+                    // An error, unlike an extra key at the top of a line: `input` is a schema
+                    // object whose keys OpenAI defines, like a message's.
                     let key = path_key(key);
                     self.p.push(
                         format!("input.{key}"),
-                        Code::UnrecognizedKey,
-                        format!("`{key}` is not a key of a preference input"),
+                        Code::InvalidPreference,
+                        format!("`{key}` is not a key of a preference input (allowed: messages, tools, parallel_tool_calls)"),
                     );
                 }
                 counts.tokens += self.tools_block(input, "input.");
@@ -1022,13 +1084,20 @@ impl Walker<'_> {
                             .message(
                                 m,
                                 &format!("input.messages[{i}]"),
-                                Roles::PreferenceInput,
+                                Roles::Conversation,
                                 &mut seen,
                             )
                             .tokens;
                     }
                     counts.messages += messages.len() as u64;
                     seen.warn_missing(self.p, "input.messages");
+                    if self.images > 0 {
+                        self.p.push(
+                            "input.messages",
+                            Code::InvalidPreference,
+                            "DPO training is text-only (OpenAI's guide): remove the images",
+                        );
+                    }
                 }
             }
             Some(other) => {
@@ -1105,64 +1174,17 @@ impl Walker<'_> {
                 ),
             );
         }
+        let mut seen = RolesSeen::default();
         for (i, m) in items.iter().enumerate() {
-            let mp = format!("{path}[{i}]");
-            let Value::Object(msg) = m else {
-                self.p.push(
-                    &mp,
-                    Code::DataType,
-                    format!("a message must be an object, found {}", type_name(m)),
-                );
-                continue;
-            };
+            let c = self.message(
+                m,
+                &format!("{path}[{i}]"),
+                Roles::PreferenceOutput,
+                &mut seen,
+            );
             counts.messages += 1;
-            counts.tokens += TOKENS_PER_MESSAGE;
-            match msg.get("role").and_then(Value::as_str) {
-                Some("assistant") => counts.tokens += self.counter.count("assistant"),
-                _ => self.p.push(
-                    format!("{mp}.role"),
-                    Code::InvalidPreference,
-                    "a preference output's role must be \"assistant\"",
-                ),
-            }
-            for key in msg
-                .keys()
-                .filter(|k| !["role", "content"].contains(&k.as_str()))
-            {
-                let key = path_key(key);
-                self.p.push(
-                    format!("{mp}.{key}"),
-                    Code::MessageUnrecognizedKey,
-                    format!("`{key}` is not allowed in a preference output (DPO is text-only: role and content)"),
-                );
-            }
-            match msg.get("content") {
-                Some(Value::String(s)) if !s.is_empty() => {
-                    let t = self.text(&format!("{mp}.content"), s);
-                    counts.tokens += t;
-                    counts.assistant_tokens += t;
-                }
-                Some(Value::String(_)) => self.p.push(
-                    format!("{mp}.content"),
-                    Code::MissingContent,
-                    "content is empty",
-                ),
-                Some(other) => {
-                    let found = type_name(other);
-                    self.p.push(
-                        format!("{mp}.content"),
-                        Code::MissingContent,
-                        format!(
-                            "DPO outputs are text-only: content must be a string, found {found}"
-                        ),
-                    );
-                }
-                None => self.p.push(
-                    format!("{mp}.content"),
-                    Code::MessageMissingKey,
-                    "the message has no `content`",
-                ),
-            }
+            counts.tokens += c.tokens;
+            counts.assistant_tokens += c.assistant_tokens;
         }
         counts
     }
@@ -1193,7 +1215,7 @@ struct RolesSeen {
 impl RolesSeen {
     fn note(&mut self, role: Option<&str>) {
         match role {
-            Some("system" | "developer") => self.system = true,
+            Some("system") => self.system = true,
             Some("user") => self.user = true,
             Some("assistant") => self.assistant = true,
             _ => {}

@@ -64,9 +64,10 @@ codes! {
     MissingMessagesList => "missing_messages_list", Error, "`messages` is missing, empty or not a list.";
     MessageMissingKey => "message_missing_key", Error, "A message lacks a required key (`role`, `content`, `tool_call_id`, `name`).";
     MessageUnrecognizedKey => "message_unrecognized_key", Error, "A message has a key its role does not allow.";
-    UnrecognizedRole => "unrecognized_role", Error, "The role is not system, developer, user, assistant, tool or function.";
+    UnrecognizedRole => "unrecognized_role", Error, "The role is not system, user, assistant, tool or function (`developer` is not in the training formats).";
     MissingContent => "missing_content", Error, "The content is empty, null or of the wrong type.";
-    InvalidContentPart => "invalid_content_part", Error, "A content part is malformed or not allowed for the role.";
+    InvalidContentPart => "invalid_content_part", Error, "A content part is malformed or not allowed for the role, or an image URL is not https:// or a JPEG, PNG or WEBP data URL.";
+    TooManyImages => "too_many_images", Error, "An example holds more than 10 images, the most OpenAI accepts.";
     ExampleMissingAssistantMessage => "example_missing_assistant_message", Error, "The example has no assistant message to learn from.";
     InvalidWeight => "invalid_weight", Error, "`weight` is not 0 or 1, or is on a message that is not the assistant's.";
     InvalidToolCall => "invalid_tool_call", Error, "An assistant tool call is malformed, or its arguments are not a JSON string.";
@@ -84,7 +85,7 @@ codes! {
     LegacyFieldName => "legacy_field_name", Warning, "`preferred_completion`-style names: OpenAI documents `*_output`.";
     FewExamples => "few_examples", Warning, "Fewer than 50 training examples; 50-100+ are advised.";
     ExampleTooLong => "example_too_long", Warning, "The example exceeds the model's training context and will be truncated.";
-    MissingSystemMessage => "missing_system_message", Warning, "The example has no system (or developer) message.";
+    MissingSystemMessage => "missing_system_message", Warning, "The example has no system message.";
     MissingUserMessage => "missing_user_message", Warning, "The example has no user message.";
     DuplicateExample => "duplicate_example", Warning, "The example repeats an earlier one exactly.";
     ValidationOverlap => "validation_overlap", Warning, "A validation example also appears in the training data.";

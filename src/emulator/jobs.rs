@@ -1,8 +1,9 @@
 //! Fine-tuning jobs. A job's whole history is a function of the emulated clock: it is
 //! `validating_files` for `validating_secs`, `queued` for `queued_secs`, then `running`
 //! for `step_secs` per step, then `succeeded`. Nothing runs in the background except the
-//! validation of its files (the project's own validator), whose result fixes the plan:
-//! example count, epochs, steps and billed tokens.
+//! check of its files against OpenAI's published rules ([`super::training_file`], which
+//! shares nothing with the project's validator), whose result fixes the plan: example
+//! count, epochs, steps and trained tokens.
 
 use std::sync::{Arc, OnceLock};
 
@@ -17,8 +18,8 @@ use super::api::{
     query_get, query_limit, req_str,
 };
 use super::files::{Files, StoredFile, new_file_id};
+use super::training_file::{self, Method};
 use super::{App, ts};
-use crate::dataset::{self, Catalog, Code, Format, Input, Options, Role, Severity};
 
 /// Learning-rate multiplier `auto` resolves to (the recorded succeeded job shows 2).
 const AUTO_LEARNING_RATE: f64 = 2.0;
@@ -84,18 +85,13 @@ fn no_such_job(id: &str) -> ApiError {
     .param("fine_tuning_job_id")
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Method {
-    Supervised,
-    Dpo,
-}
+/// Training examples OpenAI requires [GUIDE]; fewer fail the job with `invalid_n_examples`.
+const MIN_EXAMPLES: u64 = 10;
 
-impl Method {
-    fn name(self) -> &'static str {
-        match self {
-            Method::Supervised => "supervised",
-            Method::Dpo => "dpo",
-        }
+fn method_name(method: Method) -> &'static str {
+    match method {
+        Method::Supervised => "supervised",
+        Method::Dpo => "dpo",
     }
 }
 
@@ -140,7 +136,7 @@ enum Outcome {
     Fail(JobError),
 }
 
-/// The validator's verdict and the emulated time it was ready.
+/// The file check's verdict and the emulated time it was ready.
 struct Checked {
     outcome: Outcome,
     ready_at: f64,
@@ -617,7 +613,7 @@ impl Job {
             shared_with_openai: false,
             eval_id: None,
             method: MethodObject {
-                kind: self.method.name(),
+                kind: method_name(self.method),
                 supervised: (self.method == Method::Supervised).then_some(MethodBody {
                     hyperparameters: method_hyper,
                 }),
@@ -771,106 +767,57 @@ struct List<T> {
     has_more: bool,
 }
 
-/// Runs the project's validator over the job's files, as OpenAI validates them.
+/// Checks the job's files by OpenAI's published rules ([`training_file`]) and plans the
+/// training: the job's `trained_tokens` is the emulator's own count, not the validator's
+/// estimate.
 fn check_files(
     training: &[u8],
     validation: Option<&[u8]>,
     base: &str,
     method: Method,
     requested: Requested,
-    catalog: &Catalog,
+    training_context: u64,
 ) -> Outcome {
-    let fail = |code, param, message: String| {
+    let fail = |param, message: String| {
         Outcome::Fail(JobError {
-            code,
-            param,
+            code: "invalid_file_format",
+            param: Some(param),
             message,
         })
     };
-    let options = Options {
-        model: base.to_owned(),
-        epochs: requested.n_epochs,
-        threads: 1,
-        ..Options::default()
+    let bpe = training_file::tokenizer_for(base);
+    let train = match training_file::check_file(training, method, bpe, training_context) {
+        Ok(t) => t,
+        Err(e) => return fail("training_file", e.to_string()),
     };
-    let report = match dataset::validate(
-        Input::from_bytes("training_file", training),
-        validation.map(|v| Input::from_bytes("validation_file", v)),
-        &options,
-        catalog,
-    ) {
-        Ok(r) => r,
-        Err(e) => {
-            return fail(
-                "invalid_file_format",
-                Some("training_file"),
-                format!("Invalid file format. {e}"),
-            );
+    if let Some(v) = validation {
+        if let Err(e) = training_file::check_file(v, method, bpe, training_context) {
+            return fail("validation_file", e.to_string());
         }
-    };
-    // Too few examples has its own code; a string that looks like a secret does not stop
-    // OpenAI.
-    let blocking = report.problems.iter().find(|p| {
-        p.severity == Severity::Error
-            && !matches!(p.code, Code::TooFewExamples | Code::PossibleSecret)
-    });
-    if let Some(p) = blocking {
-        let param = match p.dataset {
-            Role::Training => "training_file",
-            Role::Validation => "validation_file",
-        };
-        let place = match (p.line, p.path.is_empty()) {
-            (0, _) => String::new(),
-            (line, true) => format!("Line {line}: "),
-            (line, false) => format!("Line {line}, {}: ", p.path),
-        };
-        return fail(
-            "invalid_file_format",
-            Some(param),
-            format!("Invalid file format. {place}{}", p.message),
-        );
     }
-    match (method, report.format) {
-        (Method::Dpo, Some(f)) if f != Format::Preference => {
-            return fail(
-                "invalid_file_format",
-                Some("training_file"),
-                "Invalid file format. The DPO method needs preference examples \
-                 (input, preferred_output, non_preferred_output)."
-                    .to_owned(),
-            );
-        }
-        (Method::Supervised, Some(Format::Preference)) => {
-            return fail(
-                "invalid_file_format",
-                Some("training_file"),
-                "Invalid file format. Preference examples need the DPO method (method.type \"dpo\")."
-                    .to_owned(),
-            );
-        }
-        _ => {}
-    }
-    let n = report.training.examples;
-    if n < dataset::MIN_EXAMPLES {
-        return fail(
-            "invalid_n_examples",
-            Some("training_file"),
-            format!(
-                "Training file has {n} example(s), but must have at least {} examples",
-                dataset::MIN_EXAMPLES
+    let n = train.examples;
+    if n < MIN_EXAMPLES {
+        return Outcome::Fail(JobError {
+            code: "invalid_n_examples",
+            param: Some("training_file"),
+            message: format!(
+                "Training file has {n} example(s), but must have at least {MIN_EXAMPLES} examples"
             ),
-        );
+        });
     }
+    let epochs = requested
+        .n_epochs
+        .unwrap_or_else(|| training_file::auto_epochs(n));
     let batch_size = requested.batch_size.unwrap_or(1);
     Outcome::Train(Train {
-        epochs: report.epochs,
+        epochs,
         batch_size,
         learning_rate_multiplier: requested
             .learning_rate_multiplier
             .unwrap_or(AUTO_LEARNING_RATE),
         beta: requested.beta.unwrap_or(AUTO_BETA),
         steps_per_epoch: n.div_ceil(u64::from(batch_size)),
-        trained_tokens: report.billed_tokens,
+        trained_tokens: train.tokens_per_epoch * u64::from(epochs),
         has_validation: validation.is_some(),
     })
 }
@@ -1188,6 +1135,7 @@ pub(crate) async fn create_job(State(app): State<App>, body: Bytes) -> ApiResult
     drop(store);
 
     let app2 = app.clone();
+    let training_context = app.config.catalog.resolve(&base).info.training_context;
     tokio::task::spawn_blocking(move || {
         let outcome = check_files(
             &training,
@@ -1195,7 +1143,7 @@ pub(crate) async fn create_job(State(app): State<App>, body: Bytes) -> ApiResult
             &base,
             method,
             requested,
-            &app2.config.catalog,
+            training_context,
         );
         let _ = check.set(Checked {
             outcome,
@@ -1401,7 +1349,7 @@ pub(crate) async fn list_checkpoints(
                     valid_mean_token_accuracy: m.valid_acc,
                     full_valid_loss: m.full_valid_loss,
                     full_valid_mean_token_accuracy: m.full_valid_acc,
-                    kind: job.method.name(),
+                    kind: method_name(job.method),
                 },
                 step_number: step,
             });

@@ -1,8 +1,9 @@
 //! An emulator of OpenAI's HTTP API (files, uploads, fine-tuning jobs, chat completions,
 //! models) and of Anthropic's Messages API (`/v1/messages`, with prompt caching) for tests
 //! and `finetune serve --emulator`. No real training happens: a job walks
-//! its states on an emulated clock, its numbers come from the project's own validator, and
-//! its answers are deterministic text.
+//! its states on an emulated clock, its files are checked and counted by OpenAI's published
+//! rules ([`training_file`], independent of the project's validator), and its answers are
+//! deterministic text.
 //!
 //! Shapes follow the recorded traffic in `reference/recorded/openai-dotnet` and the
 //! OpenAPI spec. Faults (rate limits, 5xx, latency, dropped connections, lost responses,
@@ -16,6 +17,7 @@ mod faults;
 mod files;
 mod jobs;
 mod net;
+pub mod training_file;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;

@@ -298,6 +298,7 @@ impl JobManager {
             training_sha256: req.training.sha256.clone(),
             validation_sha256: req.validation.as_ref().map(|v| v.sha256.clone()),
             estimated_cost_usd: report.estimated_cost_usd,
+            estimated_tokens: report.billed_tokens,
             metadata: req.metadata.clone(),
             accepted_problems: req.accepted.clone(),
             ..Job::creating(req.model.clone(), req.method, now_millis())

@@ -122,7 +122,13 @@ pub struct Job {
     pub training_file_id: Option<String>,
     pub validation_file_id: Option<String>,
     pub fine_tuned_model: Option<String>,
+    /// The token count OpenAI reports once the job succeeded: its own, which need not equal
+    /// `estimated_tokens`.
     pub trained_tokens: Option<u64>,
+    /// The validation report's billed tokens (0 for an adopted job, or one stored before
+    /// this field existed).
+    #[serde(default)]
+    pub estimated_tokens: u64,
     pub estimated_cost_usd: f64,
     pub actual_cost_usd: Option<f64>,
     pub error: Option<JobError>,
@@ -166,6 +172,7 @@ impl Job {
             validation_file_id: None,
             fine_tuned_model: None,
             trained_tokens: None,
+            estimated_tokens: 0,
             estimated_cost_usd: 0.0,
             actual_cost_usd: None,
             error: None,

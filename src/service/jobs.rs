@@ -111,6 +111,7 @@ pub(super) fn job(j: &Job) -> pb::Job {
             .iter()
             .map(super::convert::accepted_problem)
             .collect(),
+        estimated_tokens: j.estimated_tokens,
     }
 }
 

@@ -77,7 +77,8 @@ def run(client: FineTuneClient, dataset: Path, suffix: str, tier: str) -> int:
         return 1
     print(
         f"succeeded: {final.fine_tuned_model} ({final.trained_tokens} trained tokens, "
-        f"${final.actual_cost_usd:.2f}; resumed {watch.resumes} times)"
+        f"${final.actual_cost_usd:.2f}; estimate {final.estimated_tokens} tokens, "
+        f"${final.estimated_cost_usd:.2f}; resumed {watch.resumes} times)"
     )
 
     # 4. Test: serve the model from a tier, then ask it something, whole and streamed.

@@ -64,7 +64,8 @@ async function main(): Promise<number> {
   }
   console.log(
     `succeeded: ${final.fineTunedModel} (${final.trainedTokens} trained tokens, ` +
-      `$${final.actualCostUsd.toFixed(2)})`,
+      `$${final.actualCostUsd.toFixed(2)}; estimate ${final.estimatedTokens} tokens, ` +
+      `$${final.estimatedCostUsd.toFixed(2)})`,
   );
 
   // 4. Test the trained model. To serve it as the `fast` tier instead:

@@ -25,6 +25,6 @@ test("examples/pipeline.ts validates, trains, watches and tests", async () => {
   assert.match(stdout, /training-data\.jsonl: 13 examples, 17692 tokens, 7 epochs, estimated \$3\.10/);
   assert.match(stdout, /started job-/);
   assert.match(stdout, /state succeeded/);
-  assert.match(stdout, /succeeded: ft:gpt-4o-2024-08-06:[^ ]*file-engine[^ ]* \(123844 trained tokens/);
+  assert.match(stdout, /succeeded: ft:gpt-4o-2024-08-06:[^ ]*file-engine[^ ]* \(\d+ trained tokens, \$\d+\.\d\d; estimate 123844 tokens, \$3\.10\)/);
   assert.match(stdout, /answered \d+ tokens/);
 });

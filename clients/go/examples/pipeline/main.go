@@ -110,8 +110,9 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	if job.GetState() != finetunev1.JobState_JOB_STATE_SUCCEEDED {
 		return fmt.Errorf("job %s ended %s: %s", job.GetId(), job.GetState(), job.GetError().GetMessage())
 	}
-	fmt.Fprintf(out, "succeeded: %s (%d trained tokens, $%.2f; estimated $%.2f)\n",
-		job.GetFineTunedModel(), job.GetTrainedTokens(), job.GetActualCostUsd(), job.GetEstimatedCostUsd())
+	fmt.Fprintf(out, "succeeded: %s (%d trained tokens, $%.2f; estimate %d tokens, $%.2f)\n",
+		job.GetFineTunedModel(), job.GetTrainedTokens(), job.GetActualCostUsd(),
+		job.GetEstimatedTokens(), job.GetEstimatedCostUsd())
 
 	// 4. Test: serve the model from the fast tier and stream an answer.
 	if _, err := client.PromoteModel(ctx, &finetunev1.PromoteModelRequest{

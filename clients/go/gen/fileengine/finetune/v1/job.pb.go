@@ -378,11 +378,17 @@ type Job struct {
 	ValidationSha256 string `protobuf:"bytes,11,opt,name=validation_sha256,json=validationSha256,proto3" json:"validation_sha256,omitempty"`
 	// fine_tuned_model is the resulting model name, set once succeeded.
 	FineTunedModel string `protobuf:"bytes,12,opt,name=fine_tuned_model,json=fineTunedModel,proto3" json:"fine_tuned_model,omitempty"`
-	// trained_tokens is OpenAI's billed token count, set once succeeded.
+	// trained_tokens is the token count OpenAI reports (and bills) for the job,
+	// set once succeeded. It is OpenAI's own count and need not equal
+	// estimated_tokens: OpenAI does not publish its counting rule, and the one
+	// recorded real job reported 3.3% fewer tokens than the estimate.
 	TrainedTokens uint64 `protobuf:"varint,13,opt,name=trained_tokens,json=trainedTokens,proto3" json:"trained_tokens,omitempty"`
-	// estimated_cost_usd is the pre-flight estimate from validation.
+	// estimated_cost_usd is the pre-flight estimate from validation:
+	// estimated_tokens x the catalog's training price / 1e6.
 	EstimatedCostUsd float64 `protobuf:"fixed64,14,opt,name=estimated_cost_usd,json=estimatedCostUsd,proto3" json:"estimated_cost_usd,omitempty"`
-	// actual_cost_usd is trained_tokens x price, set once succeeded.
+	// actual_cost_usd is trained_tokens x the catalog's training price / 1e6,
+	// set once succeeded; compare it with estimated_cost_usd, which it may
+	// differ from in either direction.
 	ActualCostUsd float64 `protobuf:"fixed64,15,opt,name=actual_cost_usd,json=actualCostUsd,proto3" json:"actual_cost_usd,omitempty"`
 	// error is set when the job failed.
 	Error *JobError `protobuf:"bytes,16,opt,name=error,proto3" json:"error,omitempty"`
@@ -408,8 +414,12 @@ type Job struct {
 	// (StartTrainingRequest.accepted_problems), sorted by file, line and code, with
 	// dataset always TRAINING or VALIDATION. Empty when none were.
 	AcceptedProblems []*AcceptedProblem `protobuf:"bytes,25,rep,name=accepted_problems,json=acceptedProblems,proto3" json:"accepted_problems,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// estimated_tokens is the pre-flight estimate of the billed training tokens
+	// (the validation report's billed_tokens: tokens per epoch x epochs). 0 for
+	// a job adopted from OpenAI, which this service did not validate.
+	EstimatedTokens uint64 `protobuf:"varint,26,opt,name=estimated_tokens,json=estimatedTokens,proto3" json:"estimated_tokens,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Job) Reset() {
@@ -615,6 +625,13 @@ func (x *Job) GetAcceptedProblems() []*AcceptedProblem {
 		return x.AcceptedProblems
 	}
 	return nil
+}
+
+func (x *Job) GetEstimatedTokens() uint64 {
+	if x != nil {
+		return x.EstimatedTokens
+	}
+	return 0
 }
 
 // StepMetrics are one training step's metrics. Absent values are unset.
@@ -1677,7 +1694,7 @@ const file_fileengine_finetune_v1_job_proto_rawDesc = "" +
 	"\bJobError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x14\n" +
-	"\x05param\x18\x03 \x01(\tR\x05param\"\x8a\n" +
+	"\x05param\x18\x03 \x01(\tR\x05param\"\xb5\n" +
 	"\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
@@ -1710,7 +1727,8 @@ const file_fileengine_finetune_v1_job_proto_rawDesc = "" +
 	"\rlast_sequence\x18\x16 \x01(\x04R\flastSequence\x12(\n" +
 	"\x10training_file_id\x18\x17 \x01(\tR\x0etrainingFileId\x12,\n" +
 	"\x12validation_file_id\x18\x18 \x01(\tR\x10validationFileId\x12T\n" +
-	"\x11accepted_problems\x18\x19 \x03(\v2'.fileengine.finetune.v1.AcceptedProblemR\x10acceptedProblems\x1a;\n" +
+	"\x11accepted_problems\x18\x19 \x03(\v2'.fileengine.finetune.v1.AcceptedProblemR\x10acceptedProblems\x12)\n" +
+	"\x10estimated_tokens\x18\x1a \x01(\x04R\x0festimatedTokens\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x91\x04\n" +

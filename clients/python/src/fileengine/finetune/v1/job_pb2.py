@@ -26,7 +26,7 @@ from fileengine.finetune.v1 import dataset_pb2 as fileengine_dot_finetune_dot_v1
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n fileengine/finetune/v1/job.proto\x12\x16\x66ileengine.finetune.v1\x1a$fileengine/finetune/v1/dataset.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x01\n\x0fHyperparameters\x12\x15\n\x08n_epochs\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x17\n\nbatch_size\x18\x02 \x01(\rH\x01\x88\x01\x01\x12%\n\x18learning_rate_multiplier\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x11\n\x04\x62\x65ta\x18\x04 \x01(\x01H\x03\x88\x01\x01\x42\x0b\n\t_n_epochsB\r\n\x0b_batch_sizeB\x1b\n\x19_learning_rate_multiplierB\x07\n\x05_beta\"8\n\x08JobError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05param\x18\x03 \x01(\t\"\xb6\x07\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bupstream_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12/\n\x05state\x18\x04 \x01(\x0e\x32 .fileengine.finetune.v1.JobState\x12\x17\n\x0fupstream_status\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x36\n\x06method\x18\x07 \x01(\x0e\x32&.fileengine.finetune.v1.TrainingMethod\x12@\n\x0fhyperparameters\x18\x08 \x01(\x0b\x32\'.fileengine.finetune.v1.Hyperparameters\x12\x0e\n\x06suffix\x18\t \x01(\t\x12\x17\n\x0ftraining_sha256\x18\n \x01(\t\x12\x19\n\x11validation_sha256\x18\x0b \x01(\t\x12\x18\n\x10\x66ine_tuned_model\x18\x0c \x01(\t\x12\x16\n\x0etrained_tokens\x18\r \x01(\x04\x12\x1a\n\x12\x65stimated_cost_usd\x18\x0e \x01(\x01\x12\x17\n\x0f\x61\x63tual_cost_usd\x18\x0f \x01(\x01\x12/\n\x05\x65rror\x18\x10 \x01(\x0b\x32 .fileengine.finetune.v1.JobError\x12;\n\x08metadata\x18\x11 \x03(\x0b\x32).fileengine.finetune.v1.Job.MetadataEntry\x12/\n\x0b\x63reate_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inish_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x39\n\x15\x65stimated_finish_time\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlast_sequence\x18\x16 \x01(\x04\x12\x18\n\x10training_file_id\x18\x17 \x01(\t\x12\x1a\n\x12validation_file_id\x18\x18 \x01(\t\x12\x42\n\x11\x61\x63\x63\x65pted_problems\x18\x19 \x03(\x0b\x32\'.fileengine.finetune.v1.AcceptedProblem\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8e\x03\n\x0bStepMetrics\x12\x0c\n\x04step\x18\x01 \x01(\x04\x12\x13\n\x0btotal_steps\x18\x02 \x01(\x04\x12\x17\n\ntrain_loss\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12&\n\x19train_mean_token_accuracy\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x17\n\nvalid_loss\x18\x05 \x01(\x01H\x02\x88\x01\x01\x12&\n\x19valid_mean_token_accuracy\x18\x06 \x01(\x01H\x03\x88\x01\x01\x12\x1c\n\x0f\x66ull_valid_loss\x18\x07 \x01(\x01H\x04\x88\x01\x01\x12+\n\x1e\x66ull_valid_mean_token_accuracy\x18\x08 \x01(\x01H\x05\x88\x01\x01\x42\r\n\x0b_train_lossB\x1c\n\x1a_train_mean_token_accuracyB\r\n\x0b_valid_lossB\x1c\n\x1a_valid_mean_token_accuracyB\x12\n\x10_full_valid_lossB!\n\x1f_full_valid_mean_token_accuracy\"\x9c\x01\n\nCheckpoint\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x04\x12\r\n\x05model\x18\x03 \x01(\t\x12\x34\n\x07metrics\x18\x04 \x01(\x0b\x32#.fileengine.finetune.v1.StepMetrics\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xde\x02\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x32\n\x04kind\x18\x03 \x01(\x0e\x32$.fileengine.finetune.v1.JobEventKind\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05level\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x34\n\x07metrics\x18\x07 \x01(\x0b\x32#.fileengine.finetune.v1.StepMetrics\x12(\n\x03job\x18\x08 \x01(\x0b\x32\x1b.fileengine.finetune.v1.Job\x12\x13\n\x0bupstream_id\x18\t \x01(\t\x12\x36\n\ncheckpoint\x18\n \x01(\x0b\x32\".fileengine.finetune.v1.Checkpoint\"\x96\x04\n\x14StartTrainingRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x37\n\x08training\x18\x02 \x01(\x0b\x32%.fileengine.finetune.v1.DatasetSource\x12\x39\n\nvalidation\x18\x03 \x01(\x0b\x32%.fileengine.finetune.v1.DatasetSource\x12\r\n\x05model\x18\x04 \x01(\t\x12\x36\n\x06method\x18\x05 \x01(\x0e\x32&.fileengine.finetune.v1.TrainingMethod\x12@\n\x0fhyperparameters\x18\x06 \x01(\x0b\x32\'.fileengine.finetune.v1.Hyperparameters\x12\x0e\n\x06suffix\x18\x07 \x01(\t\x12\x11\n\x04seed\x18\x08 \x01(\x03H\x00\x88\x01\x01\x12L\n\x08metadata\x18\t \x03(\x0b\x32:.fileengine.finetune.v1.StartTrainingRequest.MetadataEntry\x12\x42\n\x11\x61\x63\x63\x65pted_problems\x18\n \x03(\x0b\x32\'.fileengine.finetune.v1.AcceptedProblem\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x07\n\x05_seed\"{\n\x15StartTrainingResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.fileengine.finetune.v1.Job\x12\x38\n\x06report\x18\x02 \x01(\x0b\x32(.fileengine.finetune.v1.ValidationReport\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\":\n\x0eGetJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.fileengine.finetune.v1.Job\"i\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\x12/\n\x05state\x18\x03 \x01(\x0e\x32 .fileengine.finetune.v1.JobState\"V\n\x10ListJobsResponse\x12)\n\x04jobs\x18\x01 \x03(\x0b\x32\x1b.fileengine.finetune.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"=\n\x11\x43\x61ncelJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.fileengine.finetune.v1.Job\"9\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x04\"\xb6\x01\n\x10WatchJobResponse\x12/\n\x08snapshot\x18\x01 \x01(\x0b\x32\x1b.fileengine.finetune.v1.JobH\x00\x12\x31\n\x05\x65vent\x18\x02 \x01(\x0b\x32 .fileengine.finetune.v1.JobEventH\x00\x12\x36\n\theartbeat\x18\x03 \x01(\x0b\x32!.fileengine.finetune.v1.HeartbeatH\x00\x42\x06\n\x04item\"L\n\tHeartbeat\x12\x15\n\rlast_sequence\x18\x01 \x01(\x04\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xd0\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aJOB_STATE_VALIDATING_FILES\x10\x01\x12\x14\n\x10JOB_STATE_QUEUED\x10\x02\x12\x15\n\x11JOB_STATE_RUNNING\x10\x03\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x04\x12\x14\n\x10JOB_STATE_FAILED\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06\x12\x14\n\x10JOB_STATE_PAUSED\x10\x07*j\n\x0eTrainingMethod\x12\x1f\n\x1bTRAINING_METHOD_UNSPECIFIED\x10\x00\x12\x1e\n\x1aTRAINING_METHOD_SUPERVISED\x10\x01\x12\x17\n\x13TRAINING_METHOD_DPO\x10\x02*\xa7\x01\n\x0cJobEventKind\x12\x1e\n\x1aJOB_EVENT_KIND_UNSPECIFIED\x10\x00\x12 \n\x1cJOB_EVENT_KIND_STATE_CHANGED\x10\x01\x12\x1a\n\x16JOB_EVENT_KIND_MESSAGE\x10\x02\x12\x1a\n\x16JOB_EVENT_KIND_METRICS\x10\x03\x12\x1d\n\x19JOB_EVENT_KIND_CHECKPOINT\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n fileengine/finetune/v1/job.proto\x12\x16\x66ileengine.finetune.v1\x1a$fileengine/finetune/v1/dataset.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x01\n\x0fHyperparameters\x12\x15\n\x08n_epochs\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x17\n\nbatch_size\x18\x02 \x01(\rH\x01\x88\x01\x01\x12%\n\x18learning_rate_multiplier\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x11\n\x04\x62\x65ta\x18\x04 \x01(\x01H\x03\x88\x01\x01\x42\x0b\n\t_n_epochsB\r\n\x0b_batch_sizeB\x1b\n\x19_learning_rate_multiplierB\x07\n\x05_beta\"8\n\x08JobError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05param\x18\x03 \x01(\t\"\xd0\x07\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bupstream_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12/\n\x05state\x18\x04 \x01(\x0e\x32 .fileengine.finetune.v1.JobState\x12\x17\n\x0fupstream_status\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x36\n\x06method\x18\x07 \x01(\x0e\x32&.fileengine.finetune.v1.TrainingMethod\x12@\n\x0fhyperparameters\x18\x08 \x01(\x0b\x32\'.fileengine.finetune.v1.Hyperparameters\x12\x0e\n\x06suffix\x18\t \x01(\t\x12\x17\n\x0ftraining_sha256\x18\n \x01(\t\x12\x19\n\x11validation_sha256\x18\x0b \x01(\t\x12\x18\n\x10\x66ine_tuned_model\x18\x0c \x01(\t\x12\x16\n\x0etrained_tokens\x18\r \x01(\x04\x12\x1a\n\x12\x65stimated_cost_usd\x18\x0e \x01(\x01\x12\x17\n\x0f\x61\x63tual_cost_usd\x18\x0f \x01(\x01\x12/\n\x05\x65rror\x18\x10 \x01(\x0b\x32 .fileengine.finetune.v1.JobError\x12;\n\x08metadata\x18\x11 \x03(\x0b\x32).fileengine.finetune.v1.Job.MetadataEntry\x12/\n\x0b\x63reate_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inish_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x39\n\x15\x65stimated_finish_time\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlast_sequence\x18\x16 \x01(\x04\x12\x18\n\x10training_file_id\x18\x17 \x01(\t\x12\x1a\n\x12validation_file_id\x18\x18 \x01(\t\x12\x42\n\x11\x61\x63\x63\x65pted_problems\x18\x19 \x03(\x0b\x32\'.fileengine.finetune.v1.AcceptedProblem\x12\x18\n\x10\x65stimated_tokens\x18\x1a \x01(\x04\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8e\x03\n\x0bStepMetrics\x12\x0c\n\x04step\x18\x01 \x01(\x04\x12\x13\n\x0btotal_steps\x18\x02 \x01(\x04\x12\x17\n\ntrain_loss\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12&\n\x19train_mean_token_accuracy\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x17\n\nvalid_loss\x18\x05 \x01(\x01H\x02\x88\x01\x01\x12&\n\x19valid_mean_token_accuracy\x18\x06 \x01(\x01H\x03\x88\x01\x01\x12\x1c\n\x0f\x66ull_valid_loss\x18\x07 \x01(\x01H\x04\x88\x01\x01\x12+\n\x1e\x66ull_valid_mean_token_accuracy\x18\x08 \x01(\x01H\x05\x88\x01\x01\x42\r\n\x0b_train_lossB\x1c\n\x1a_train_mean_token_accuracyB\r\n\x0b_valid_lossB\x1c\n\x1a_valid_mean_token_accuracyB\x12\n\x10_full_valid_lossB!\n\x1f_full_valid_mean_token_accuracy\"\x9c\x01\n\nCheckpoint\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x04\x12\r\n\x05model\x18\x03 \x01(\t\x12\x34\n\x07metrics\x18\x04 \x01(\x0b\x32#.fileengine.finetune.v1.StepMetrics\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xde\x02\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x32\n\x04kind\x18\x03 \x01(\x0e\x32$.fileengine.finetune.v1.JobEventKind\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05level\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x34\n\x07metrics\x18\x07 \x01(\x0b\x32#.fileengine.finetune.v1.StepMetrics\x12(\n\x03job\x18\x08 \x01(\x0b\x32\x1b.fileengine.finetune.v1.Job\x12\x13\n\x0bupstream_id\x18\t \x01(\t\x12\x36\n\ncheckpoint\x18\n \x01(\x0b\x32\".fileengine.finetune.v1.Checkpoint\"\x96\x04\n\x14StartTrainingRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x37\n\x08training\x18\x02 \x01(\x0b\x32%.fileengine.finetune.v1.DatasetSource\x12\x39\n\nvalidation\x18\x03 \x01(\x0b\x32%.fileengine.finetune.v1.DatasetSource\x12\r\n\x05model\x18\x04 \x01(\t\x12\x36\n\x06method\x18\x05 \x01(\x0e\x32&.fileengine.finetune.v1.TrainingMethod\x12@\n\x0fhyperparameters\x18\x06 \x01(\x0b\x32\'.fileengine.finetune.v1.Hyperparameters\x12\x0e\n\x06suffix\x18\x07 \x01(\t\x12\x11\n\x04seed\x18\x08 \x01(\x03H\x00\x88\x01\x01\x12L\n\x08metadata\x18\t \x03(\x0b\x32:.fileengine.finetune.v1.StartTrainingRequest.MetadataEntry\x12\x42\n\x11\x61\x63\x63\x65pted_problems\x18\n \x03(\x0b\x32\'.fileengine.finetune.v1.AcceptedProblem\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x07\n\x05_seed\"{\n\x15StartTrainingResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.fileengine.finetune.v1.Job\x12\x38\n\x06report\x18\x02 \x01(\x0b\x32(.fileengine.finetune.v1.ValidationReport\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\":\n\x0eGetJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.fileengine.finetune.v1.Job\"i\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\x12/\n\x05state\x18\x03 \x01(\x0e\x32 .fileengine.finetune.v1.JobState\"V\n\x10ListJobsResponse\x12)\n\x04jobs\x18\x01 \x03(\x0b\x32\x1b.fileengine.finetune.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"=\n\x11\x43\x61ncelJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.fileengine.finetune.v1.Job\"9\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x04\"\xb6\x01\n\x10WatchJobResponse\x12/\n\x08snapshot\x18\x01 \x01(\x0b\x32\x1b.fileengine.finetune.v1.JobH\x00\x12\x31\n\x05\x65vent\x18\x02 \x01(\x0b\x32 .fileengine.finetune.v1.JobEventH\x00\x12\x36\n\theartbeat\x18\x03 \x01(\x0b\x32!.fileengine.finetune.v1.HeartbeatH\x00\x42\x06\n\x04item\"L\n\tHeartbeat\x12\x15\n\rlast_sequence\x18\x01 \x01(\x04\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xd0\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aJOB_STATE_VALIDATING_FILES\x10\x01\x12\x14\n\x10JOB_STATE_QUEUED\x10\x02\x12\x15\n\x11JOB_STATE_RUNNING\x10\x03\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x04\x12\x14\n\x10JOB_STATE_FAILED\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06\x12\x14\n\x10JOB_STATE_PAUSED\x10\x07*j\n\x0eTrainingMethod\x12\x1f\n\x1bTRAINING_METHOD_UNSPECIFIED\x10\x00\x12\x1e\n\x1aTRAINING_METHOD_SUPERVISED\x10\x01\x12\x17\n\x13TRAINING_METHOD_DPO\x10\x02*\xa7\x01\n\x0cJobEventKind\x12\x1e\n\x1aJOB_EVENT_KIND_UNSPECIFIED\x10\x00\x12 \n\x1cJOB_EVENT_KIND_STATE_CHANGED\x10\x01\x12\x1a\n\x16JOB_EVENT_KIND_MESSAGE\x10\x02\x12\x1a\n\x16JOB_EVENT_KIND_METRICS\x10\x03\x12\x1d\n\x19JOB_EVENT_KIND_CHECKPOINT\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,48 +37,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOB_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_STARTTRAININGREQUEST_METADATAENTRY']._loaded_options = None
   _globals['_STARTTRAININGREQUEST_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_JOBSTATE']._serialized_start=3619
-  _globals['_JOBSTATE']._serialized_end=3827
-  _globals['_TRAININGMETHOD']._serialized_start=3829
-  _globals['_TRAININGMETHOD']._serialized_end=3935
-  _globals['_JOBEVENTKIND']._serialized_start=3938
-  _globals['_JOBEVENTKIND']._serialized_end=4105
+  _globals['_JOBSTATE']._serialized_start=3645
+  _globals['_JOBSTATE']._serialized_end=3853
+  _globals['_TRAININGMETHOD']._serialized_start=3855
+  _globals['_TRAININGMETHOD']._serialized_end=3961
+  _globals['_JOBEVENTKIND']._serialized_start=3964
+  _globals['_JOBEVENTKIND']._serialized_end=4131
   _globals['_HYPERPARAMETERS']._serialized_start=132
   _globals['_HYPERPARAMETERS']._serialized_end=321
   _globals['_JOBERROR']._serialized_start=323
   _globals['_JOBERROR']._serialized_end=379
   _globals['_JOB']._serialized_start=382
-  _globals['_JOB']._serialized_end=1332
-  _globals['_JOB_METADATAENTRY']._serialized_start=1285
-  _globals['_JOB_METADATAENTRY']._serialized_end=1332
-  _globals['_STEPMETRICS']._serialized_start=1335
-  _globals['_STEPMETRICS']._serialized_end=1733
-  _globals['_CHECKPOINT']._serialized_start=1736
-  _globals['_CHECKPOINT']._serialized_end=1892
-  _globals['_JOBEVENT']._serialized_start=1895
-  _globals['_JOBEVENT']._serialized_end=2245
-  _globals['_STARTTRAININGREQUEST']._serialized_start=2248
-  _globals['_STARTTRAININGREQUEST']._serialized_end=2782
-  _globals['_STARTTRAININGREQUEST_METADATAENTRY']._serialized_start=1285
-  _globals['_STARTTRAININGREQUEST_METADATAENTRY']._serialized_end=1332
-  _globals['_STARTTRAININGRESPONSE']._serialized_start=2784
-  _globals['_STARTTRAININGRESPONSE']._serialized_end=2907
-  _globals['_GETJOBREQUEST']._serialized_start=2909
-  _globals['_GETJOBREQUEST']._serialized_end=2940
-  _globals['_GETJOBRESPONSE']._serialized_start=2942
-  _globals['_GETJOBRESPONSE']._serialized_end=3000
-  _globals['_LISTJOBSREQUEST']._serialized_start=3002
-  _globals['_LISTJOBSREQUEST']._serialized_end=3107
-  _globals['_LISTJOBSRESPONSE']._serialized_start=3109
-  _globals['_LISTJOBSRESPONSE']._serialized_end=3195
-  _globals['_CANCELJOBREQUEST']._serialized_start=3197
-  _globals['_CANCELJOBREQUEST']._serialized_end=3231
-  _globals['_CANCELJOBRESPONSE']._serialized_start=3233
-  _globals['_CANCELJOBRESPONSE']._serialized_end=3294
-  _globals['_WATCHJOBREQUEST']._serialized_start=3296
-  _globals['_WATCHJOBREQUEST']._serialized_end=3353
-  _globals['_WATCHJOBRESPONSE']._serialized_start=3356
-  _globals['_WATCHJOBRESPONSE']._serialized_end=3538
-  _globals['_HEARTBEAT']._serialized_start=3540
-  _globals['_HEARTBEAT']._serialized_end=3616
+  _globals['_JOB']._serialized_end=1358
+  _globals['_JOB_METADATAENTRY']._serialized_start=1311
+  _globals['_JOB_METADATAENTRY']._serialized_end=1358
+  _globals['_STEPMETRICS']._serialized_start=1361
+  _globals['_STEPMETRICS']._serialized_end=1759
+  _globals['_CHECKPOINT']._serialized_start=1762
+  _globals['_CHECKPOINT']._serialized_end=1918
+  _globals['_JOBEVENT']._serialized_start=1921
+  _globals['_JOBEVENT']._serialized_end=2271
+  _globals['_STARTTRAININGREQUEST']._serialized_start=2274
+  _globals['_STARTTRAININGREQUEST']._serialized_end=2808
+  _globals['_STARTTRAININGREQUEST_METADATAENTRY']._serialized_start=1311
+  _globals['_STARTTRAININGREQUEST_METADATAENTRY']._serialized_end=1358
+  _globals['_STARTTRAININGRESPONSE']._serialized_start=2810
+  _globals['_STARTTRAININGRESPONSE']._serialized_end=2933
+  _globals['_GETJOBREQUEST']._serialized_start=2935
+  _globals['_GETJOBREQUEST']._serialized_end=2966
+  _globals['_GETJOBRESPONSE']._serialized_start=2968
+  _globals['_GETJOBRESPONSE']._serialized_end=3026
+  _globals['_LISTJOBSREQUEST']._serialized_start=3028
+  _globals['_LISTJOBSREQUEST']._serialized_end=3133
+  _globals['_LISTJOBSRESPONSE']._serialized_start=3135
+  _globals['_LISTJOBSRESPONSE']._serialized_end=3221
+  _globals['_CANCELJOBREQUEST']._serialized_start=3223
+  _globals['_CANCELJOBREQUEST']._serialized_end=3257
+  _globals['_CANCELJOBRESPONSE']._serialized_start=3259
+  _globals['_CANCELJOBRESPONSE']._serialized_end=3320
+  _globals['_WATCHJOBREQUEST']._serialized_start=3322
+  _globals['_WATCHJOBREQUEST']._serialized_end=3379
+  _globals['_WATCHJOBRESPONSE']._serialized_start=3382
+  _globals['_WATCHJOBRESPONSE']._serialized_end=3564
+  _globals['_HEARTBEAT']._serialized_start=3566
+  _globals['_HEARTBEAT']._serialized_end=3642
 # @@protoc_insertion_point(module_scope)

@@ -262,6 +262,7 @@ class Job(_message.Message):
     TRAINING_FILE_ID_FIELD_NUMBER: _builtins.int
     VALIDATION_FILE_ID_FIELD_NUMBER: _builtins.int
     ACCEPTED_PROBLEMS_FIELD_NUMBER: _builtins.int
+    ESTIMATED_TOKENS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """id is this service's job id (`ftjob_...` style ids belong to OpenAI and
     are in upstream_id).
@@ -287,11 +288,20 @@ class Job(_message.Message):
     fine_tuned_model: _builtins.str
     """fine_tuned_model is the resulting model name, set once succeeded."""
     trained_tokens: _builtins.int
-    """trained_tokens is OpenAI's billed token count, set once succeeded."""
+    """trained_tokens is the token count OpenAI reports (and bills) for the job,
+    set once succeeded. It is OpenAI's own count and need not equal
+    estimated_tokens: OpenAI does not publish its counting rule, and the one
+    recorded real job reported 3.3% fewer tokens than the estimate.
+    """
     estimated_cost_usd: _builtins.float
-    """estimated_cost_usd is the pre-flight estimate from validation."""
+    """estimated_cost_usd is the pre-flight estimate from validation:
+    estimated_tokens x the catalog's training price / 1e6.
+    """
     actual_cost_usd: _builtins.float
-    """actual_cost_usd is trained_tokens x price, set once succeeded."""
+    """actual_cost_usd is trained_tokens x the catalog's training price / 1e6,
+    set once succeeded; compare it with estimated_cost_usd, which it may
+    differ from in either direction.
+    """
     last_sequence: _builtins.int
     """last_sequence is the sequence number of the job's latest event (0 before
     the first). WatchJob with after_sequence = last_sequence sends only what
@@ -301,6 +311,11 @@ class Job(_message.Message):
     """training_file_id is OpenAI's id of the uploaded training file."""
     validation_file_id: _builtins.str
     """validation_file_id is OpenAI's id of the uploaded validation file, if any."""
+    estimated_tokens: _builtins.int
+    """estimated_tokens is the pre-flight estimate of the billed training tokens
+    (the validation report's billed_tokens: tokens per epoch x epochs). 0 for
+    a job adopted from OpenAI, which this service did not validate.
+    """
     @_builtins.property
     def hyperparameters(self) -> Global___Hyperparameters:
         """hyperparameters as requested (unset = auto) or as resolved by OpenAI."""
@@ -364,10 +379,11 @@ class Job(_message.Message):
         training_file_id: _builtins.str = ...,
         validation_file_id: _builtins.str = ...,
         accepted_problems: _abc.Iterable[_dataset_pb2.AcceptedProblem] | None = ...,
+        estimated_tokens: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "estimated_finish_time", b"estimated_finish_time", "finish_time", b"finish_time", "hyperparameters", b"hyperparameters", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_problems", b"accepted_problems", "actual_cost_usd", b"actual_cost_usd", "create_time", b"create_time", "error", b"error", "estimated_cost_usd", b"estimated_cost_usd", "estimated_finish_time", b"estimated_finish_time", "fine_tuned_model", b"fine_tuned_model", "finish_time", b"finish_time", "hyperparameters", b"hyperparameters", "id", b"id", "last_sequence", b"last_sequence", "metadata", b"metadata", "method", b"method", "model", b"model", "request_id", b"request_id", "state", b"state", "suffix", b"suffix", "trained_tokens", b"trained_tokens", "training_file_id", b"training_file_id", "training_sha256", b"training_sha256", "update_time", b"update_time", "upstream_id", b"upstream_id", "upstream_status", b"upstream_status", "validation_file_id", b"validation_file_id", "validation_sha256", b"validation_sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_problems", b"accepted_problems", "actual_cost_usd", b"actual_cost_usd", "create_time", b"create_time", "error", b"error", "estimated_cost_usd", b"estimated_cost_usd", "estimated_finish_time", b"estimated_finish_time", "estimated_tokens", b"estimated_tokens", "fine_tuned_model", b"fine_tuned_model", "finish_time", b"finish_time", "hyperparameters", b"hyperparameters", "id", b"id", "last_sequence", b"last_sequence", "metadata", b"metadata", "method", b"method", "model", b"model", "request_id", b"request_id", "state", b"state", "suffix", b"suffix", "trained_tokens", b"trained_tokens", "training_file_id", b"training_file_id", "training_sha256", b"training_sha256", "update_time", b"update_time", "upstream_id", b"upstream_id", "upstream_status", b"upstream_status", "validation_file_id", b"validation_file_id", "validation_sha256", b"validation_sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
