@@ -85,6 +85,7 @@ impl Harness {
                 suffix: None,
                 seed: None,
                 metadata: Default::default(),
+                accepted: Vec::new(),
             })
             .await
             .unwrap();
