@@ -156,14 +156,12 @@ impl JobManager {
             apply_remote(&mut updated, remote, &self.catalog);
             return Ok((updated, Vec::new()));
         };
-        let fresh = self
-            .new_upstream_events(upstream_id, job.upstream_event_cursor.as_deref())
-            .await?;
-        if let Some(newest) = fresh.last() {
-            updated.upstream_event_cursor = Some(newest.id.clone());
-        }
         // Checkpoints are listed as they are made, so they are fetched while the job runs
-        // (and a failed or cancelled job keeps the ones it had), not only at its end.
+        // (and a failed or cancelled job keeps the ones it had), not only at its end. They
+        // are fetched before the events: a checkpoint is made after its step's metrics, so
+        // the events listed next hold the metrics of every checkpoint listed here, and each
+        // checkpoint can follow its step (fetched the other way round, a checkpoint made
+        // between the two requests would come before its step's metrics).
         let state = JobState::from_upstream(&remote.status);
         let checkpoints = if may_have_checkpoints(state) {
             self.new_checkpoints(upstream_id, &job.checkpoints_seen)
@@ -171,6 +169,12 @@ impl JobManager {
         } else {
             Vec::new()
         };
+        let fresh = self
+            .new_upstream_events(upstream_id, job.upstream_event_cursor.as_deref())
+            .await?;
+        if let Some(newest) = fresh.last() {
+            updated.upstream_event_cursor = Some(newest.id.clone());
+        }
         updated
             .checkpoints_seen
             .extend(checkpoints.iter().map(|c| c.id.clone()));
