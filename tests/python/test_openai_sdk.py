@@ -20,7 +20,7 @@ from conftest import admin as emulator_admin
 from conftest import running_emulator
 
 ROOT = Path(__file__).resolve().parents[2]
-DATASETS = ROOT.parent / "shared" / "reference" / "datasets"
+DATASETS = ROOT / "reference" / "datasets"
 SAMPLE = DATASETS / "openai-dotnet_fine_tuning_sample.jsonl"
 TOY = DATASETS / "toy_chat_fine_tuning.jsonl"
 
