@@ -72,7 +72,9 @@ def test_upload_train_watch_checkpoints_and_results(client):
     assert seen[0] == "validating_files" and seen[-1] == "succeeded", seen
     assert done.hyperparameters.n_epochs == 10
     assert done.hyperparameters.batch_size == 1
-    assert done.trained_tokens == 6030
+    # What OpenAI reported for this very file (gpt-3.5-turbo-0125, 10 epochs) in the recorded
+    # openai-dotnet GetCheckpoints.json; our pre-flight estimate says 6,030.
+    assert done.trained_tokens == 5830
     assert re.fullmatch(r"ft:gpt-3\.5-turbo-0125:[^:]+:sdk:[A-Za-z0-9]{8}", done.fine_tuned_model)
 
     events = client.fine_tuning.jobs.list_events(job.id, limit=1000)
