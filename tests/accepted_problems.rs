@@ -4,7 +4,7 @@
 //! the report, marked, the job records it and GetJob shows it. Codes that are OpenAI's
 //! rules cannot be accepted.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

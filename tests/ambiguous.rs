@@ -5,7 +5,7 @@
 //! only ever retries what the SDKs retry (UNAVAILABLE, with the same request id) or calls
 //! again with the same request id after its own deadline, as the README says.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! and reflection, a non-loopback server refusing to start open, and TLS with rustls,
 //! checked with tonic, the real grpcurl and the `finetune` CLI.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! The `finetune validate` command as users run it: exit codes, the compiler-style
 //! report and the JSON object.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Output};
 

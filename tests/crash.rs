@@ -4,7 +4,7 @@
 //! where they left off; a creation cut short by the kill must be adopted, not repeated; and
 //! the SQLite store must open and answer after each kill.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};

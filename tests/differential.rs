@@ -6,7 +6,7 @@
 //! apply), or its disagreement matches a case in `tests/differential/cases.toml`, each of which
 //! is a row of the README's table "Where validation is stricter or looser than OpenAI".
 //!
-//! `cargo test --test differential -- --nocapture` prints every file where they disagree.
+//! `cargo test --test integration differential:: -- --nocapture` prints every file where they disagree.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

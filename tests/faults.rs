@@ -8,7 +8,7 @@
 //! The server retries as in production (2 retries, the provider's Retry-After honoured)
 //! but with millisecond backoff, so the matrix runs in seconds.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! The gRPC API through real tonic clients: health, reflection, ValidateDataset,
 //! UploadDataset and the clear UNIMPLEMENTED answers of RPCs not built yet.
 
-mod common;
+use crate::common;
 
 use common::{TestServer, sample_dataset, sha256_hex, synthetic_dataset};
 use finetune::pb;

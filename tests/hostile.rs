@@ -3,7 +3,7 @@
 //! library, the gRPC API and the `finetune validate` CLI. The huge inputs (a 50 MB line,
 //! 10,000-deep nesting, a million values, long files) are made here at run time.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! The training lifecycle end to end: the CLI through the server, adapter and emulator;
 //! one poller for many watchers; a lost create response; a server killed mid-job.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

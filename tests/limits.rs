@@ -2,7 +2,7 @@
 //! the setting: message size, watch streams, calls in flight per caller. (The dataset size
 //! limit is in tests/grpc_api.rs.)
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! code, watch streams, upstream requests and retries, jobs by state, completion tokens
 //! and dollars by tier), each server its own registry; `/healthz` follows the health state.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};

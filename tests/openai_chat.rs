@@ -7,7 +7,7 @@
 //! * against the spec: every request body validates against `CreateChatCompletionRequest`;
 //! * in-stream errors, non-SSE answers and dropped streams.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

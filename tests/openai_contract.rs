@@ -7,7 +7,7 @@
 //!   the OpenAPI spec (`reference/openai-openapi-finetuning.yaml`), and the
 //!   validator is shown to reject broken bodies.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

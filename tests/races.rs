@@ -2,7 +2,7 @@
 //! write, polls racing each other. Whatever the order, a job's log has exactly one terminal
 //! event, it is the last, and the stored job agrees with it.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -9,7 +9,7 @@
 //! - `<!-- runbook: after-sequence N -->`: a resumed WatchJob; every event is after N.
 //! - `<!-- runbook: expect-cancelled -->`: the response's job is JOB_STATE_CANCELLED.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};

@@ -10,7 +10,7 @@
 //!
 //! The target is every key found and no code string flagged. Run with `--nocapture` for
 //! the figures:
-//! `cargo test --test secret_corpus -- --nocapture`
+//! `cargo test --test integration secret_corpus:: -- --nocapture`
 
 use finetune::dataset::find_secret;
 use rand::rngs::StdRng;

@@ -5,7 +5,7 @@
 //! everything it wrote (stdout, stderr) and everything the callers received is searched for
 //! the canaries.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

@@ -2,7 +2,7 @@
 //! emulators: both providers, promotion, knowledge injection with prompt caching, the
 //! sticky split, fallback, cancellation, feedback and statistics.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

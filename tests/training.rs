@@ -1,7 +1,7 @@
 //! The training lifecycle through the gRPC API against the emulator: StartTraining,
 //! WatchJob (with resume), GetJob, ListJobs, CancelJob and idempotency.
 
-mod common;
+use crate::common;
 
 use common::TestServer;
 use finetune::emulator::training_file;
