@@ -469,6 +469,26 @@ async fn the_split_is_sticky_names_the_arm_and_is_measured() {
         "the injected tier costs more per request"
     );
     assert!(pro.knowledge_tokens > 0 && mini.knowledge_tokens == 0);
+    // The first pro request wrote the knowledge to the cache, later ones read it; the stats
+    // carry both and the catalog price they were billed at.
+    assert!(
+        pro.cache_write_tokens > 0 && pro.cached_tokens > 0,
+        "{pro:?}"
+    );
+    let price = pro
+        .price
+        .as_ref()
+        .expect("the catalog prices claude-sonnet-5-5");
+    let listed = common::prices::price("claude-sonnet-5-5", false);
+    assert_eq!(
+        (
+            price.model.as_str(),
+            price.cache_write_usd_per_1m,
+            price.cached_input_usd_per_1m
+        ),
+        ("claude-sonnet-5-5", listed.cache_write, listed.cached_input)
+    );
+    assert_eq!(mini.cache_write_tokens, 0);
 
     let err = server
         .client()

@@ -14,6 +14,7 @@ macro_rules! outln {
 }
 
 mod client;
+mod cost;
 mod jobs;
 mod serve_cmds;
 mod train;
@@ -59,8 +60,9 @@ pub enum Command {
     Tiers(serve_cmds::TiersArgs),
     /// The A/B arms and tiers side by side: requests, errors, latency, cost, feedback.
     Ab(serve_cmds::StatsArgs),
-    /// Cost per request by tier from what was served, and what the cheaper tier saves.
-    Cost(serve_cmds::StatsArgs),
+    /// Cost per request by tier from what was served, and what drives the difference;
+    /// `--models`: each fine-tunable model's training and serving cost for a dataset.
+    Cost(cost::CostArgs),
     /// Run the emulator of OpenAI's and Anthropic's APIs on its own (SDKs, offline work).
     Emulator(EmulatorArgs),
     /// Make bearer tokens for the server's --auth-tokens-file.
@@ -112,7 +114,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Promote(args) => serve_cmds::promote(&args),
         Command::Tiers(args) => serve_cmds::tiers(&args),
         Command::Ab(args) => serve_cmds::ab(&args),
-        Command::Cost(args) => serve_cmds::cost(&args),
+        Command::Cost(args) => cost::run(&args),
         Command::Emulator(args) => emulator(args),
         Command::Token(TokenCommand::New(args)) => new_token(&args),
     }

@@ -1,4 +1,4 @@
-//! Serving commands: `test` (stream an answer), `promote`, `tiers`, `ab` and `cost`.
+//! Serving commands: `test` (stream an answer), `promote`, `tiers` and `ab`.
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -8,6 +8,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::client::{Connection, describe};
+use crate::dataset::render::thousands;
 use crate::pb;
 
 #[derive(Debug, Args)]
@@ -126,11 +127,11 @@ async fn stream(args: &TestArgs) -> Result<(), String> {
                     );
                     outln!(
                         "tokens:  {} in ({} cached, {} written to the cache, {} knowledge), {} out",
-                        usage.prompt_tokens,
-                        usage.cached_tokens,
-                        usage.cache_write_tokens,
-                        usage.knowledge_tokens,
-                        usage.completion_tokens
+                        thousands(usage.prompt_tokens),
+                        thousands(usage.cached_tokens),
+                        thousands(usage.cache_write_tokens),
+                        thousands(usage.knowledge_tokens),
+                        thousands(usage.completion_tokens)
                     );
                     outln!("cost:    ${:.6}", c.cost_usd);
                     outln!(
@@ -324,81 +325,6 @@ pub(super) fn ab(args: &StatsArgs) -> ExitCode {
     }
 }
 
-/// `finetune cost`: cost per request by tier, from what was actually served, and the
-/// saving of the cheapest tier against the dearest.
-pub(super) fn cost(args: &StatsArgs) -> ExitCode {
-    let stats = match fetch_stats(args) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("finetune cost: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    // Merge rows per serving tier (direct and through splits).
-    let mut tiers: Vec<(String, u64, f64, u64)> = Vec::new();
-    for s in &stats {
-        let answered = s.requests - s.errors;
-        match tiers.iter_mut().find(|t| t.0 == s.tier) {
-            Some(t) => {
-                t.1 += answered;
-                t.2 += s.cost_usd;
-                t.3 += s.knowledge_tokens;
-            }
-            None => tiers.push((s.tier.clone(), answered, s.cost_usd, s.knowledge_tokens)),
-        }
-    }
-    let per_request: Vec<(String, u64, f64, f64)> = tiers
-        .into_iter()
-        .filter(|t| t.1 > 0)
-        .map(|(tier, n, cost, knowledge)| (tier, n, cost / n as f64, knowledge as f64 / n as f64))
-        .collect();
-    let cheapest = per_request
-        .iter()
-        .min_by(|a, b| a.2.total_cmp(&b.2))
-        .cloned();
-    let dearest = per_request
-        .iter()
-        .max_by(|a, b| a.2.total_cmp(&b.2))
-        .cloned();
-    if args.json {
-        let saving = cheapest
-            .as_ref()
-            .zip(dearest.as_ref())
-            .map(|(c, d)| d.2 - c.2);
-        outln!(
-            "{}",
-            json!({
-                "tiers": per_request.iter().map(|(t, n, c, k)| json!({"tier": t, "requests": n, "cost_per_request_usd": c, "knowledge_tokens_per_request": k})).collect::<Vec<_>>(),
-                "saving_per_request_usd": saving,
-                "cheapest": cheapest.map(|c| c.0),
-                "dearest": dearest.map(|d| d.0),
-            })
-        );
-        return ExitCode::SUCCESS;
-    }
-    if per_request.is_empty() {
-        outln!("nothing served yet: costs come from answered requests");
-        return ExitCode::SUCCESS;
-    }
-    for (tier, n, cost, knowledge) in &per_request {
-        outln!(
-            "{tier:<10} {n:>8} requests  ${cost:.6} per request  ({knowledge:.0} knowledge tokens per request)"
-        );
-    }
-    if let (Some(c), Some(d)) = (cheapest, dearest) {
-        if c.0 != d.0 {
-            outln!(
-                "{} saves ${:.6} per request against {} ({:.0}% less)",
-                c.0,
-                d.2 - c.2,
-                d.0,
-                (1.0 - c.2 / d.2) * 100.0
-            );
-        }
-    }
-    ExitCode::SUCCESS
-}
-
 #[derive(Debug, Args)]
 pub struct TiersArgs {
     #[arg(long)]
@@ -425,17 +351,19 @@ pub(super) fn tiers(args: &TiersArgs) -> ExitCode {
         Ok(tiers) => {
             for t in &tiers {
                 let line = if t.arms.is_empty() {
-                    let provider =
-                        pb::Provider::try_from(t.provider).map_or("?", |p| p.as_str_name());
+                    let provider = provider_name(t.provider);
                     let model = if t.model.is_empty() {
                         "(no model yet)"
                     } else {
                         &t.model
                     };
-                    let knowledge = if t.inject_knowledge {
-                        format!(", knowledge {} tokens", t.knowledge_tokens)
-                    } else {
-                        String::new()
+                    let knowledge = match (t.inject_knowledge, t.knowledge_tokens) {
+                        (false, _) => String::new(),
+                        (true, 0) => {
+                            ", knowledge injected but none loaded (serve --knowledge FILE)"
+                                .to_owned()
+                        }
+                        (true, n) => format!(", knowledge base injected: {} tokens", thousands(n)),
                     };
                     let fallback = if t.fallback.is_empty() {
                         String::new()
@@ -459,7 +387,8 @@ pub(super) fn tiers(args: &TiersArgs) -> ExitCode {
             if args.json {
                 let rows: Vec<_> = tiers
                     .iter()
-                    .map(|t| json!({"name": t.name, "model": t.model, "inject_knowledge": t.inject_knowledge,
+                    .map(|t| json!({"name": t.name, "provider": (t.arms.is_empty()).then(|| provider_name(t.provider)),
+                        "model": t.model, "inject_knowledge": t.inject_knowledge,
                         "knowledge_tokens": t.knowledge_tokens, "fallback": t.fallback,
                         "arms": t.arms.iter().map(|a| json!({"tier": a.tier, "weight": a.weight})).collect::<Vec<_>>()}))
                     .collect();
@@ -471,5 +400,14 @@ pub(super) fn tiers(args: &TiersArgs) -> ExitCode {
             eprintln!("finetune tiers: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// A provider as users write it in the tiers file.
+fn provider_name(provider: i32) -> &'static str {
+    match pb::Provider::try_from(provider) {
+        Ok(pb::Provider::Openai) => "openai",
+        Ok(pb::Provider::Anthropic) => "anthropic",
+        _ => "unknown provider",
     }
 }

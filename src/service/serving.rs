@@ -129,12 +129,22 @@ pub(super) fn stats(s: TierStats) -> pb::TierStats {
         input_tokens: s.input_tokens,
         output_tokens: s.output_tokens,
         cached_tokens: s.cached_tokens,
+        cache_write_tokens: s.cache_write_tokens,
         knowledge_tokens: s.knowledge_tokens,
         cost_usd: s.cost_usd,
         cost_per_request_usd: per_request,
         thumbs_up: s.thumbs_up,
         thumbs_down: s.thumbs_down,
         fallbacks: s.fallbacks,
+        price: s.price.map(|p| pb::InferencePrice {
+            cached_input_usd_per_1m: p.cached_input.unwrap_or(p.input),
+            cache_write_usd_per_1m: p.cache_write.unwrap_or(p.input),
+            model: p.model,
+            fine_tuned: p.fine_tuned,
+            input_usd_per_1m: p.input,
+            output_usd_per_1m: p.output,
+            source: p.source,
+        }),
     }
 }
 

@@ -598,6 +598,7 @@ impl Serving {
             input_tokens: completion.input_tokens,
             output_tokens: completion.output_tokens,
             cached_tokens: completion.cached_tokens,
+            cache_write_tokens: completion.cache_write_tokens,
             knowledge_tokens: completion.knowledge_tokens,
             cost_usd: completion.cost_usd,
             latency_ms: completion.latency_ms,
@@ -624,6 +625,7 @@ impl Serving {
             input_tokens: 0,
             output_tokens: 0,
             cached_tokens: 0,
+            cache_write_tokens: 0,
             knowledge_tokens: 0,
             cost_usd: 0.0,
             latency_ms: started.elapsed().as_secs_f64() * 1000.0,
@@ -684,7 +686,11 @@ impl Serving {
             self.tiers.get(t).ok_or_else(|| unknown_tier(t))?;
         }
         self.flush().await;
-        self.store.tier_stats(tier).await
+        let mut stats = self.store.tier_stats(tier).await?;
+        for s in &mut stats {
+            s.price = self.catalog.inference_price(&s.model).cloned();
+        }
+        Ok(stats)
     }
 }
 

@@ -1,5 +1,7 @@
 //! What is recorded about each served request, and the statistics made from it.
 
+use crate::dataset::InferencePrice;
+
 /// One served (or failed) request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Served {
@@ -16,6 +18,7 @@ pub struct Served {
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub cached_tokens: u64,
+    pub cache_write_tokens: u64,
     pub knowledge_tokens: u64,
     pub cost_usd: f64,
     pub latency_ms: f64,
@@ -36,8 +39,11 @@ pub struct TierStats {
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub cached_tokens: u64,
+    pub cache_write_tokens: u64,
     pub knowledge_tokens: u64,
     pub cost_usd: f64,
+    /// The catalog's price of `model` (filled by serving, not the store).
+    pub price: Option<InferencePrice>,
     pub thumbs_up: u64,
     pub thumbs_down: u64,
     pub fallbacks: u64,

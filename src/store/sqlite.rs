@@ -461,8 +461,9 @@ impl Store for SqliteStore {
         for s in served {
             sqlx::query(
                 "INSERT INTO served (id, tier, split, provider, model, ok, error_code, fallback, input_tokens,
-                 output_tokens, cached_tokens, knowledge_tokens, cost_usd, latency_ms, rating, created_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+                 output_tokens, cached_tokens, cache_write_tokens, knowledge_tokens, cost_usd, latency_ms, rating,
+                 created_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
             )
             .bind(&s.id)
             .bind(&s.tier)
@@ -475,6 +476,7 @@ impl Store for SqliteStore {
             .bind(s.input_tokens as i64)
             .bind(s.output_tokens as i64)
             .bind(s.cached_tokens as i64)
+            .bind(s.cache_write_tokens as i64)
             .bind(s.knowledge_tokens as i64)
             .bind(s.cost_usd)
             .bind(s.latency_ms)
@@ -509,7 +511,7 @@ impl Store for SqliteStore {
     async fn tier_stats(&self, tier: Option<&str>) -> Result<Vec<TierStats>, Error> {
         let rows = sqlx::query(
             "SELECT tier, split, model, ok, fallback, input_tokens, output_tokens, cached_tokens,
-                    knowledge_tokens, cost_usd, latency_ms, rating
+                    cache_write_tokens, knowledge_tokens, cost_usd, latency_ms, rating
              FROM served WHERE (? IS NULL OR tier = ? OR split = ?) ORDER BY tier, split, created_at",
         )
         .bind(tier)
@@ -549,6 +551,7 @@ impl Store for SqliteStore {
             s.input_tokens += get("input_tokens")? as u64;
             s.output_tokens += get("output_tokens")? as u64;
             s.cached_tokens += get("cached_tokens")? as u64;
+            s.cache_write_tokens += get("cache_write_tokens")? as u64;
             s.knowledge_tokens += get("knowledge_tokens")? as u64;
             s.cost_usd += r.try_get::<f64, _>("cost_usd").map_err(db_err)?;
             match r.try_get::<Option<i64>, _>("rating").map_err(db_err)? {

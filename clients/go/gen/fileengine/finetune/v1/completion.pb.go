@@ -1494,7 +1494,13 @@ type TierStats struct {
 	// thumbs_down counts RATING_DOWN feedback.
 	ThumbsDown uint64 `protobuf:"varint,14,opt,name=thumbs_down,json=thumbsDown,proto3" json:"thumbs_down,omitempty"`
 	// fallbacks counts requests this tier answered as another tier's fallback.
-	Fallbacks     uint64 `protobuf:"varint,15,opt,name=fallbacks,proto3" json:"fallbacks,omitempty"`
+	Fallbacks uint64 `protobuf:"varint,15,opt,name=fallbacks,proto3" json:"fallbacks,omitempty"`
+	// cache_write_tokens is the sum of prompt tokens written to the prompt cache
+	// (billed at the cache-write price; part of input_tokens, as cached_tokens is).
+	CacheWriteTokens uint64 `protobuf:"varint,16,opt,name=cache_write_tokens,json=cacheWriteTokens,proto3" json:"cache_write_tokens,omitempty"`
+	// price is the inference price of `model` in the server's catalog; unset when
+	// the catalog has none (its cost is then reported as 0).
+	Price         *InferencePrice `protobuf:"bytes,17,opt,name=price,proto3" json:"price,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1634,6 +1640,123 @@ func (x *TierStats) GetFallbacks() uint64 {
 	return 0
 }
 
+func (x *TierStats) GetCacheWriteTokens() uint64 {
+	if x != nil {
+		return x.CacheWriteTokens
+	}
+	return 0
+}
+
+func (x *TierStats) GetPrice() *InferencePrice {
+	if x != nil {
+		return x.Price
+	}
+	return nil
+}
+
+// InferencePrice is a model's price in USD per 1M tokens, from the server's
+// catalog (data/models.toml or its --catalog file).
+type InferencePrice struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// model is the catalog entry that matched: a prefix of the served model's
+	// name, or its base for fine-tuned (`ft:`) models.
+	Model string `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	// fine_tuned is true when the entry prices fine-tuned models of that base.
+	FineTuned bool `protobuf:"varint,2,opt,name=fine_tuned,json=fineTuned,proto3" json:"fine_tuned,omitempty"`
+	// input_usd_per_1m is the price of prompt tokens neither read from nor
+	// written to the cache.
+	InputUsdPer_1M float64 `protobuf:"fixed64,3,opt,name=input_usd_per_1m,json=inputUsdPer1m,proto3" json:"input_usd_per_1m,omitempty"`
+	// cached_input_usd_per_1m is the price of prompt tokens read from the cache.
+	CachedInputUsdPer_1M float64 `protobuf:"fixed64,4,opt,name=cached_input_usd_per_1m,json=cachedInputUsdPer1m,proto3" json:"cached_input_usd_per_1m,omitempty"`
+	// cache_write_usd_per_1m is the price of prompt tokens written to the cache.
+	CacheWriteUsdPer_1M float64 `protobuf:"fixed64,5,opt,name=cache_write_usd_per_1m,json=cacheWriteUsdPer1m,proto3" json:"cache_write_usd_per_1m,omitempty"`
+	// output_usd_per_1m is the price of completion tokens.
+	OutputUsdPer_1M float64 `protobuf:"fixed64,6,opt,name=output_usd_per_1m,json=outputUsdPer1m,proto3" json:"output_usd_per_1m,omitempty"`
+	// source says where the catalog took the figures from.
+	Source        string `protobuf:"bytes,7,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InferencePrice) Reset() {
+	*x = InferencePrice{}
+	mi := &file_fileengine_finetune_v1_completion_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InferencePrice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InferencePrice) ProtoMessage() {}
+
+func (x *InferencePrice) ProtoReflect() protoreflect.Message {
+	mi := &file_fileengine_finetune_v1_completion_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InferencePrice.ProtoReflect.Descriptor instead.
+func (*InferencePrice) Descriptor() ([]byte, []int) {
+	return file_fileengine_finetune_v1_completion_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *InferencePrice) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *InferencePrice) GetFineTuned() bool {
+	if x != nil {
+		return x.FineTuned
+	}
+	return false
+}
+
+func (x *InferencePrice) GetInputUsdPer_1M() float64 {
+	if x != nil {
+		return x.InputUsdPer_1M
+	}
+	return 0
+}
+
+func (x *InferencePrice) GetCachedInputUsdPer_1M() float64 {
+	if x != nil {
+		return x.CachedInputUsdPer_1M
+	}
+	return 0
+}
+
+func (x *InferencePrice) GetCacheWriteUsdPer_1M() float64 {
+	if x != nil {
+		return x.CacheWriteUsdPer_1M
+	}
+	return 0
+}
+
+func (x *InferencePrice) GetOutputUsdPer_1M() float64 {
+	if x != nil {
+		return x.OutputUsdPer_1M
+	}
+	return 0
+}
+
+func (x *InferencePrice) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
 // GetTierStatsResponse holds the statistics side by side.
 type GetTierStatsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1645,7 +1768,7 @@ type GetTierStatsResponse struct {
 
 func (x *GetTierStatsResponse) Reset() {
 	*x = GetTierStatsResponse{}
-	mi := &file_fileengine_finetune_v1_completion_proto_msgTypes[18]
+	mi := &file_fileengine_finetune_v1_completion_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1657,7 +1780,7 @@ func (x *GetTierStatsResponse) String() string {
 func (*GetTierStatsResponse) ProtoMessage() {}
 
 func (x *GetTierStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fileengine_finetune_v1_completion_proto_msgTypes[18]
+	mi := &file_fileengine_finetune_v1_completion_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1670,7 +1793,7 @@ func (x *GetTierStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTierStatsResponse.ProtoReflect.Descriptor instead.
 func (*GetTierStatsResponse) Descriptor() ([]byte, []int) {
-	return file_fileengine_finetune_v1_completion_proto_rawDescGZIP(), []int{18}
+	return file_fileengine_finetune_v1_completion_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetTierStatsResponse) GetStats() []*TierStats {
@@ -1769,7 +1892,7 @@ const file_fileengine_finetune_v1_completion_proto_rawDesc = "" +
 	"\fLatencyStats\x12\x15\n" +
 	"\x06p50_ms\x18\x01 \x01(\x01R\x05p50Ms\x12\x15\n" +
 	"\x06p95_ms\x18\x02 \x01(\x01R\x05p95Ms\x12\x15\n" +
-	"\x06p99_ms\x18\x03 \x01(\x01R\x05p99Ms\"\xff\x03\n" +
+	"\x06p99_ms\x18\x03 \x01(\x01R\x05p99Ms\"\xeb\x04\n" +
 	"\tTierStats\x12\x12\n" +
 	"\x04tier\x18\x01 \x01(\tR\x04tier\x12\x14\n" +
 	"\x05split\x18\x02 \x01(\tR\x05split\x12\x14\n" +
@@ -1787,7 +1910,18 @@ const file_fileengine_finetune_v1_completion_proto_rawDesc = "" +
 	"\tthumbs_up\x18\r \x01(\x04R\bthumbsUp\x12\x1f\n" +
 	"\vthumbs_down\x18\x0e \x01(\x04R\n" +
 	"thumbsDown\x12\x1c\n" +
-	"\tfallbacks\x18\x0f \x01(\x04R\tfallbacks\"O\n" +
+	"\tfallbacks\x18\x0f \x01(\x04R\tfallbacks\x12,\n" +
+	"\x12cache_write_tokens\x18\x10 \x01(\x04R\x10cacheWriteTokens\x12<\n" +
+	"\x05price\x18\x11 \x01(\v2&.fileengine.finetune.v1.InferencePriceR\x05price\"\x9b\x02\n" +
+	"\x0eInferencePrice\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x12\x1d\n" +
+	"\n" +
+	"fine_tuned\x18\x02 \x01(\bR\tfineTuned\x12'\n" +
+	"\x10input_usd_per_1m\x18\x03 \x01(\x01R\rinputUsdPer1m\x124\n" +
+	"\x17cached_input_usd_per_1m\x18\x04 \x01(\x01R\x13cachedInputUsdPer1m\x122\n" +
+	"\x16cache_write_usd_per_1m\x18\x05 \x01(\x01R\x12cacheWriteUsdPer1m\x12)\n" +
+	"\x11output_usd_per_1m\x18\x06 \x01(\x01R\x0eoutputUsdPer1m\x12\x16\n" +
+	"\x06source\x18\a \x01(\tR\x06source\"O\n" +
 	"\x14GetTierStatsResponse\x127\n" +
 	"\x05stats\x18\x01 \x03(\v2!.fileengine.finetune.v1.TierStatsR\x05stats*\x81\x01\n" +
 	"\bChatRole\x12\x19\n" +
@@ -1824,7 +1958,7 @@ func file_fileengine_finetune_v1_completion_proto_rawDescGZIP() []byte {
 }
 
 var file_fileengine_finetune_v1_completion_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_fileengine_finetune_v1_completion_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_fileengine_finetune_v1_completion_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_fileengine_finetune_v1_completion_proto_goTypes = []any{
 	(ChatRole)(0),                  // 0: fileengine.finetune.v1.ChatRole
 	(FinishReason)(0),              // 1: fileengine.finetune.v1.FinishReason
@@ -1848,7 +1982,8 @@ var file_fileengine_finetune_v1_completion_proto_goTypes = []any{
 	(*GetTierStatsRequest)(nil),    // 19: fileengine.finetune.v1.GetTierStatsRequest
 	(*LatencyStats)(nil),           // 20: fileengine.finetune.v1.LatencyStats
 	(*TierStats)(nil),              // 21: fileengine.finetune.v1.TierStats
-	(*GetTierStatsResponse)(nil),   // 22: fileengine.finetune.v1.GetTierStatsResponse
+	(*InferencePrice)(nil),         // 22: fileengine.finetune.v1.InferencePrice
+	(*GetTierStatsResponse)(nil),   // 23: fileengine.finetune.v1.GetTierStatsResponse
 }
 var file_fileengine_finetune_v1_completion_proto_depIdxs = []int32{
 	0,  // 0: fileengine.finetune.v1.ChatMessage.role:type_name -> fileengine.finetune.v1.ChatRole
@@ -1864,12 +1999,13 @@ var file_fileengine_finetune_v1_completion_proto_depIdxs = []int32{
 	12, // 10: fileengine.finetune.v1.PromoteModelResponse.tier:type_name -> fileengine.finetune.v1.Tier
 	3,  // 11: fileengine.finetune.v1.RecordFeedbackRequest.rating:type_name -> fileengine.finetune.v1.Rating
 	20, // 12: fileengine.finetune.v1.TierStats.latency:type_name -> fileengine.finetune.v1.LatencyStats
-	21, // 13: fileengine.finetune.v1.GetTierStatsResponse.stats:type_name -> fileengine.finetune.v1.TierStats
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	22, // 13: fileengine.finetune.v1.TierStats.price:type_name -> fileengine.finetune.v1.InferencePrice
+	21, // 14: fileengine.finetune.v1.GetTierStatsResponse.stats:type_name -> fileengine.finetune.v1.TierStats
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_fileengine_finetune_v1_completion_proto_init() }
@@ -1892,7 +2028,7 @@ func file_fileengine_finetune_v1_completion_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fileengine_finetune_v1_completion_proto_rawDesc), len(file_fileengine_finetune_v1_completion_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -740,6 +740,8 @@ class TierStats(_message.Message):
     THUMBS_UP_FIELD_NUMBER: _builtins.int
     THUMBS_DOWN_FIELD_NUMBER: _builtins.int
     FALLBACKS_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_TOKENS_FIELD_NUMBER: _builtins.int
+    PRICE_FIELD_NUMBER: _builtins.int
     tier: _builtins.str
     """tier is the tier that served."""
     split: _builtins.str
@@ -770,9 +772,19 @@ class TierStats(_message.Message):
     """thumbs_down counts RATING_DOWN feedback."""
     fallbacks: _builtins.int
     """fallbacks counts requests this tier answered as another tier's fallback."""
+    cache_write_tokens: _builtins.int
+    """cache_write_tokens is the sum of prompt tokens written to the prompt cache
+    (billed at the cache-write price; part of input_tokens, as cached_tokens is).
+    """
     @_builtins.property
     def latency(self) -> Global___LatencyStats:
         """latency of answered requests."""
+
+    @_builtins.property
+    def price(self) -> Global___InferencePrice:
+        """price is the inference price of `model` in the server's catalog; unset when
+        the catalog has none (its cost is then reported as 0).
+        """
 
     def __init__(
         self,
@@ -792,14 +804,68 @@ class TierStats(_message.Message):
         thumbs_up: _builtins.int = ...,
         thumbs_down: _builtins.int = ...,
         fallbacks: _builtins.int = ...,
+        cache_write_tokens: _builtins.int = ...,
+        price: Global___InferencePrice | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["latency", b"latency"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["latency", b"latency", "price", b"price"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_tokens", b"cached_tokens", "cost_per_request_usd", b"cost_per_request_usd", "cost_usd", b"cost_usd", "errors", b"errors", "fallbacks", b"fallbacks", "input_tokens", b"input_tokens", "knowledge_tokens", b"knowledge_tokens", "latency", b"latency", "model", b"model", "output_tokens", b"output_tokens", "requests", b"requests", "split", b"split", "thumbs_down", b"thumbs_down", "thumbs_up", b"thumbs_up", "tier", b"tier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_write_tokens", b"cache_write_tokens", "cached_tokens", b"cached_tokens", "cost_per_request_usd", b"cost_per_request_usd", "cost_usd", b"cost_usd", "errors", b"errors", "fallbacks", b"fallbacks", "input_tokens", b"input_tokens", "knowledge_tokens", b"knowledge_tokens", "latency", b"latency", "model", b"model", "output_tokens", b"output_tokens", "price", b"price", "requests", b"requests", "split", b"split", "thumbs_down", b"thumbs_down", "thumbs_up", b"thumbs_up", "tier", b"tier"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TierStats: _TypeAlias = TierStats  # noqa: Y015
+
+@_typing.final
+class InferencePrice(_message.Message):
+    """InferencePrice is a model's price in USD per 1M tokens, from the server's
+    catalog (data/models.toml or its --catalog file).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    FINE_TUNED_FIELD_NUMBER: _builtins.int
+    INPUT_USD_PER_1M_FIELD_NUMBER: _builtins.int
+    CACHED_INPUT_USD_PER_1M_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_USD_PER_1M_FIELD_NUMBER: _builtins.int
+    OUTPUT_USD_PER_1M_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """model is the catalog entry that matched: a prefix of the served model's
+    name, or its base for fine-tuned (`ft:`) models.
+    """
+    fine_tuned: _builtins.bool
+    """fine_tuned is true when the entry prices fine-tuned models of that base."""
+    input_usd_per_1m: _builtins.float
+    """input_usd_per_1m is the price of prompt tokens neither read from nor
+    written to the cache.
+    """
+    cached_input_usd_per_1m: _builtins.float
+    """cached_input_usd_per_1m is the price of prompt tokens read from the cache."""
+    cache_write_usd_per_1m: _builtins.float
+    """cache_write_usd_per_1m is the price of prompt tokens written to the cache."""
+    output_usd_per_1m: _builtins.float
+    """output_usd_per_1m is the price of completion tokens."""
+    source: _builtins.str
+    """source says where the catalog took the figures from."""
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        fine_tuned: _builtins.bool = ...,
+        input_usd_per_1m: _builtins.float = ...,
+        cached_input_usd_per_1m: _builtins.float = ...,
+        cache_write_usd_per_1m: _builtins.float = ...,
+        output_usd_per_1m: _builtins.float = ...,
+        source: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_write_usd_per_1m", b"cache_write_usd_per_1m", "cached_input_usd_per_1m", b"cached_input_usd_per_1m", "fine_tuned", b"fine_tuned", "input_usd_per_1m", b"input_usd_per_1m", "model", b"model", "output_usd_per_1m", b"output_usd_per_1m", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InferencePrice: _TypeAlias = InferencePrice  # noqa: Y015
 
 @_typing.final
 class GetTierStatsResponse(_message.Message):

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fileengine/finetune/v1/completion.proto.
  */
 export const file_fileengine_finetune_v1_completion: GenFile = /*@__PURE__*/
-  fileDesc("CidmaWxlZW5naW5lL2ZpbmV0dW5lL3YxL2NvbXBsZXRpb24ucHJvdG8SFmZpbGVlbmdpbmUuZmluZXR1bmUudjEiTgoLQ2hhdE1lc3NhZ2USLgoEcm9sZRgBIAEoDjIgLmZpbGVlbmdpbmUuZmluZXR1bmUudjEuQ2hhdFJvbGUSDwoHY29udGVudBgCIAEoCSKGAQoFVXNhZ2USFQoNcHJvbXB0X3Rva2VucxgBIAEoBBIZChFjb21wbGV0aW9uX3Rva2VucxgCIAEoBBIVCg1jYWNoZWRfdG9rZW5zGAMgASgEEhgKEGtub3dsZWRnZV90b2tlbnMYBCABKAQSGgoSY2FjaGVfd3JpdGVfdG9rZW5zGAUgASgEIsICCgpDb21wbGV0aW9uEhMKC3Jlc3BvbnNlX2lkGAEgASgJEgwKBHRleHQYAiABKAkSDQoFbW9kZWwYAyABKAkSDAoEdGllchgEIAEoCRILCgNhcm0YBSABKAkSOwoNZmluaXNoX3JlYXNvbhgGIAEoDjIkLmZpbGVlbmdpbmUuZmluZXR1bmUudjEuRmluaXNoUmVhc29uEhkKEXJhd19maW5pc2hfcmVhc29uGAcgASgJEiwKBXVzYWdlGAggASgLMh0uZmlsZWVuZ2luZS5maW5ldHVuZS52MS5Vc2FnZRIQCghjb3N0X3VzZBgJIAEoARIQCghwcm92aWRlchgKIAEoCRIQCghmYWxsYmFjaxgLIAEoCBIXCg9mYWxsYmFja19yZWFzb24YDCABKAkSEgoKbGF0ZW5jeV9tcxgNIAEoASLJAQoPQ29tcGxldGVSZXF1ZXN0EjUKCG1lc3NhZ2VzGAEgAygLMiMuZmlsZWVuZ2luZS5maW5ldHVuZS52MS5DaGF0TWVzc2FnZRIMCgR0aWVyGAIgASgJEg0KBW1vZGVsGAMgASgJEhgKC3RlbXBlcmF0dXJlGAQgASgBSACIAQESGQoRbWF4X291dHB1dF90b2tlbnMYBSABKA0SDAoEc3RvcBgGIAMoCRIPCgd1c2VyX2lkGAcgASgJQg4KDF90ZW1wZXJhdHVyZSJKChBDb21wbGV0ZVJlc3BvbnNlEjYKCmNvbXBsZXRpb24YASABKAsyIi5maWxlZW5naW5lLmZpbmV0dW5lLnYxLkNvbXBsZXRpb24iUQoVU3RyZWFtQ29tcGxldGVSZXF1ZXN0EjgKB3JlcXVlc3QYASABKAsyJy5maWxlZW5naW5lLmZpbmV0dW5lLnYxLkNvbXBsZXRlUmVxdWVzdCJrChZTdHJlYW1Db21wbGV0ZVJlc3BvbnNlEg8KBWRlbHRhGAEgASgJSAASOAoKY29tcGxldGlvbhgCIAEoCzIiLmZpbGVlbmdpbmUuZmluZXR1bmUudjEuQ29tcGxldGlvbkgAQgYKBGl0ZW0iIwoDQXJtEgwKBHRpZXIYASABKAkSDgoGd2VpZ2h0GAIgASgNIv4BCgRUaWVyEgwKBG5hbWUYASABKAkSMgoIcHJvdmlkZXIYAiABKA4yIC5maWxlZW5naW5lLmZpbmV0dW5lLnYxLlByb3ZpZGVyEg0KBW1vZGVsGAMgASgJEhgKEGluamVjdF9rbm93bGVkZ2UYBCABKAgSGAoQa25vd2xlZGdlX3Rva2VucxgFIAEoBBIQCghmYWxsYmFjaxgGIAEoCRIpCgRhcm1zGAcgAygLMhsuZmlsZWVuZ2luZS5maW5ldHVuZS52MS5Bcm0SGQoRbWF4X291dHB1dF90b2tlbnMYCCABKA0SGQoRcHJvbW90ZWRfZnJvbV9qb2IYCSABKAkiEgoQTGlzdFRpZXJzUmVxdWVzdCJAChFMaXN0VGllcnNSZXNwb25zZRIrCgV0aWVycxgBIAMoCzIcLmZpbGVlbmdpbmUuZmluZXR1bmUudjEuVGllciJQChNQcm9tb3RlTW9kZWxSZXF1ZXN0EgwKBHRpZXIYASABKAkSEAoGam9iX2lkGAIgASgJSAASDwoFbW9kZWwYAyABKAlIAEIICgZzb3VyY2UiWgoUUHJvbW90ZU1vZGVsUmVzcG9uc2USKgoEdGllchgBIAEoCzIcLmZpbGVlbmdpbmUuZmluZXR1bmUudjEuVGllchIWCg5wcmV2aW91c19tb2RlbBgCIAEoCSJcChVSZWNvcmRGZWVkYmFja1JlcXVlc3QSEwoLcmVzcG9uc2VfaWQYASABKAkSLgoGcmF0aW5nGAIgASgOMh4uZmlsZWVuZ2luZS5maW5ldHVuZS52MS5SYXRpbmciMwoWUmVjb3JkRmVlZGJhY2tSZXNwb25zZRIMCgR0aWVyGAEgASgJEgsKA2FybRgCIAEoCSIjChNHZXRUaWVyU3RhdHNSZXF1ZXN0EgwKBHRpZXIYASABKAkiPgoMTGF0ZW5jeVN0YXRzEg4KBnA1MF9tcxgBIAEoARIOCgZwOTVfbXMYAiABKAESDgoGcDk5X21zGAMgASgBItkCCglUaWVyU3RhdHMSDAoEdGllchgBIAEoCRINCgVzcGxpdBgCIAEoCRINCgVtb2RlbBgDIAEoCRIQCghyZXF1ZXN0cxgEIAEoBBIOCgZlcnJvcnMYBSABKAQSNQoHbGF0ZW5jeRgGIAEoCzIkLmZpbGVlbmdpbmUuZmluZXR1bmUudjEuTGF0ZW5jeVN0YXRzEhQKDGlucHV0X3Rva2VucxgHIAEoBBIVCg1vdXRwdXRfdG9rZW5zGAggASgEEhUKDWNhY2hlZF90b2tlbnMYCSABKAQSGAoQa25vd2xlZGdlX3Rva2VucxgKIAEoBBIQCghjb3N0X3VzZBgLIAEoARIcChRjb3N0X3Blcl9yZXF1ZXN0X3VzZBgMIAEoARIRCgl0aHVtYnNfdXAYDSABKAQSEwoLdGh1bWJzX2Rvd24YDiABKAQSEQoJZmFsbGJhY2tzGA8gASgEIkgKFEdldFRpZXJTdGF0c1Jlc3BvbnNlEjAKBXN0YXRzGAEgAygLMiEuZmlsZWVuZ2luZS5maW5ldHVuZS52MS5UaWVyU3RhdHMqgQEKCENoYXRSb2xlEhkKFUNIQVRfUk9MRV9VTlNQRUNJRklFRBAAEhQKEENIQVRfUk9MRV9TWVNURU0QARIXChNDSEFUX1JPTEVfREVWRUxPUEVSEAISEgoOQ0hBVF9ST0xFX1VTRVIQAxIXChNDSEFUX1JPTEVfQVNTSVNUQU5UEAQqgQEKDEZpbmlzaFJlYXNvbhIdChlGSU5JU0hfUkVBU09OX1VOU1BFQ0lGSUVEEAASFgoSRklOSVNIX1JFQVNPTl9TVE9QEAESGAoURklOSVNIX1JFQVNPTl9MRU5HVEgQAhIgChxGSU5JU0hfUkVBU09OX0NPTlRFTlRfRklMVEVSEAMqUQoIUHJvdmlkZXISGAoUUFJPVklERVJfVU5TUEVDSUZJRUQQABITCg9QUk9WSURFUl9PUEVOQUkQARIWChJQUk9WSURFUl9BTlRIUk9QSUMQAipACgZSYXRpbmcSFgoSUkFUSU5HX1VOU1BFQ0lGSUVEEAASDQoJUkFUSU5HX1VQEAESDwoLUkFUSU5HX0RPV04QAmIGcHJvdG8z");
+  fileDesc("CidmaWxlZW5naW5lL2ZpbmV0dW5lL3YxL2NvbXBsZXRpb24ucHJvdG8SFmZpbGVlbmdpbmUuZmluZXR1bmUudjEiTgoLQ2hhdE1lc3NhZ2USLgoEcm9sZRgBIAEoDjIgLmZpbGVlbmdpbmUuZmluZXR1bmUudjEuQ2hhdFJvbGUSDwoHY29udGVudBgCIAEoCSKGAQoFVXNhZ2USFQoNcHJvbXB0X3Rva2VucxgBIAEoBBIZChFjb21wbGV0aW9uX3Rva2VucxgCIAEoBBIVCg1jYWNoZWRfdG9rZW5zGAMgASgEEhgKEGtub3dsZWRnZV90b2tlbnMYBCABKAQSGgoSY2FjaGVfd3JpdGVfdG9rZW5zGAUgASgEIsICCgpDb21wbGV0aW9uEhMKC3Jlc3BvbnNlX2lkGAEgASgJEgwKBHRleHQYAiABKAkSDQoFbW9kZWwYAyABKAkSDAoEdGllchgEIAEoCRILCgNhcm0YBSABKAkSOwoNZmluaXNoX3JlYXNvbhgGIAEoDjIkLmZpbGVlbmdpbmUuZmluZXR1bmUudjEuRmluaXNoUmVhc29uEhkKEXJhd19maW5pc2hfcmVhc29uGAcgASgJEiwKBXVzYWdlGAggASgLMh0uZmlsZWVuZ2luZS5maW5ldHVuZS52MS5Vc2FnZRIQCghjb3N0X3VzZBgJIAEoARIQCghwcm92aWRlchgKIAEoCRIQCghmYWxsYmFjaxgLIAEoCBIXCg9mYWxsYmFja19yZWFzb24YDCABKAkSEgoKbGF0ZW5jeV9tcxgNIAEoASLJAQoPQ29tcGxldGVSZXF1ZXN0EjUKCG1lc3NhZ2VzGAEgAygLMiMuZmlsZWVuZ2luZS5maW5ldHVuZS52MS5DaGF0TWVzc2FnZRIMCgR0aWVyGAIgASgJEg0KBW1vZGVsGAMgASgJEhgKC3RlbXBlcmF0dXJlGAQgASgBSACIAQESGQoRbWF4X291dHB1dF90b2tlbnMYBSABKA0SDAoEc3RvcBgGIAMoCRIPCgd1c2VyX2lkGAcgASgJQg4KDF90ZW1wZXJhdHVyZSJKChBDb21wbGV0ZVJlc3BvbnNlEjYKCmNvbXBsZXRpb24YASABKAsyIi5maWxlZW5naW5lLmZpbmV0dW5lLnYxLkNvbXBsZXRpb24iUQoVU3RyZWFtQ29tcGxldGVSZXF1ZXN0EjgKB3JlcXVlc3QYASABKAsyJy5maWxlZW5naW5lLmZpbmV0dW5lLnYxLkNvbXBsZXRlUmVxdWVzdCJrChZTdHJlYW1Db21wbGV0ZVJlc3BvbnNlEg8KBWRlbHRhGAEgASgJSAASOAoKY29tcGxldGlvbhgCIAEoCzIiLmZpbGVlbmdpbmUuZmluZXR1bmUudjEuQ29tcGxldGlvbkgAQgYKBGl0ZW0iIwoDQXJtEgwKBHRpZXIYASABKAkSDgoGd2VpZ2h0GAIgASgNIv4BCgRUaWVyEgwKBG5hbWUYASABKAkSMgoIcHJvdmlkZXIYAiABKA4yIC5maWxlZW5naW5lLmZpbmV0dW5lLnYxLlByb3ZpZGVyEg0KBW1vZGVsGAMgASgJEhgKEGluamVjdF9rbm93bGVkZ2UYBCABKAgSGAoQa25vd2xlZGdlX3Rva2VucxgFIAEoBBIQCghmYWxsYmFjaxgGIAEoCRIpCgRhcm1zGAcgAygLMhsuZmlsZWVuZ2luZS5maW5ldHVuZS52MS5Bcm0SGQoRbWF4X291dHB1dF90b2tlbnMYCCABKA0SGQoRcHJvbW90ZWRfZnJvbV9qb2IYCSABKAkiEgoQTGlzdFRpZXJzUmVxdWVzdCJAChFMaXN0VGllcnNSZXNwb25zZRIrCgV0aWVycxgBIAMoCzIcLmZpbGVlbmdpbmUuZmluZXR1bmUudjEuVGllciJQChNQcm9tb3RlTW9kZWxSZXF1ZXN0EgwKBHRpZXIYASABKAkSEAoGam9iX2lkGAIgASgJSAASDwoFbW9kZWwYAyABKAlIAEIICgZzb3VyY2UiWgoUUHJvbW90ZU1vZGVsUmVzcG9uc2USKgoEdGllchgBIAEoCzIcLmZpbGVlbmdpbmUuZmluZXR1bmUudjEuVGllchIWCg5wcmV2aW91c19tb2RlbBgCIAEoCSJcChVSZWNvcmRGZWVkYmFja1JlcXVlc3QSEwoLcmVzcG9uc2VfaWQYASABKAkSLgoGcmF0aW5nGAIgASgOMh4uZmlsZWVuZ2luZS5maW5ldHVuZS52MS5SYXRpbmciMwoWUmVjb3JkRmVlZGJhY2tSZXNwb25zZRIMCgR0aWVyGAEgASgJEgsKA2FybRgCIAEoCSIjChNHZXRUaWVyU3RhdHNSZXF1ZXN0EgwKBHRpZXIYASABKAkiPgoMTGF0ZW5jeVN0YXRzEg4KBnA1MF9tcxgBIAEoARIOCgZwOTVfbXMYAiABKAESDgoGcDk5X21zGAMgASgBIqwDCglUaWVyU3RhdHMSDAoEdGllchgBIAEoCRINCgVzcGxpdBgCIAEoCRINCgVtb2RlbBgDIAEoCRIQCghyZXF1ZXN0cxgEIAEoBBIOCgZlcnJvcnMYBSABKAQSNQoHbGF0ZW5jeRgGIAEoCzIkLmZpbGVlbmdpbmUuZmluZXR1bmUudjEuTGF0ZW5jeVN0YXRzEhQKDGlucHV0X3Rva2VucxgHIAEoBBIVCg1vdXRwdXRfdG9rZW5zGAggASgEEhUKDWNhY2hlZF90b2tlbnMYCSABKAQSGAoQa25vd2xlZGdlX3Rva2VucxgKIAEoBBIQCghjb3N0X3VzZBgLIAEoARIcChRjb3N0X3Blcl9yZXF1ZXN0X3VzZBgMIAEoARIRCgl0aHVtYnNfdXAYDSABKAQSEwoLdGh1bWJzX2Rvd24YDiABKAQSEQoJZmFsbGJhY2tzGA8gASgEEhoKEmNhY2hlX3dyaXRlX3Rva2VucxgQIAEoBBI1CgVwcmljZRgRIAEoCzImLmZpbGVlbmdpbmUuZmluZXR1bmUudjEuSW5mZXJlbmNlUHJpY2UiuQEKDkluZmVyZW5jZVByaWNlEg0KBW1vZGVsGAEgASgJEhIKCmZpbmVfdHVuZWQYAiABKAgSGAoQaW5wdXRfdXNkX3Blcl8xbRgDIAEoARIfChdjYWNoZWRfaW5wdXRfdXNkX3Blcl8xbRgEIAEoARIeChZjYWNoZV93cml0ZV91c2RfcGVyXzFtGAUgASgBEhkKEW91dHB1dF91c2RfcGVyXzFtGAYgASgBEg4KBnNvdXJjZRgHIAEoCSJIChRHZXRUaWVyU3RhdHNSZXNwb25zZRIwCgVzdGF0cxgBIAMoCzIhLmZpbGVlbmdpbmUuZmluZXR1bmUudjEuVGllclN0YXRzKoEBCghDaGF0Um9sZRIZChVDSEFUX1JPTEVfVU5TUEVDSUZJRUQQABIUChBDSEFUX1JPTEVfU1lTVEVNEAESFwoTQ0hBVF9ST0xFX0RFVkVMT1BFUhACEhIKDkNIQVRfUk9MRV9VU0VSEAMSFwoTQ0hBVF9ST0xFX0FTU0lTVEFOVBAEKoEBCgxGaW5pc2hSZWFzb24SHQoZRklOSVNIX1JFQVNPTl9VTlNQRUNJRklFRBAAEhYKEkZJTklTSF9SRUFTT05fU1RPUBABEhgKFEZJTklTSF9SRUFTT05fTEVOR1RIEAISIAocRklOSVNIX1JFQVNPTl9DT05URU5UX0ZJTFRFUhADKlEKCFByb3ZpZGVyEhgKFFBST1ZJREVSX1VOU1BFQ0lGSUVEEAASEwoPUFJPVklERVJfT1BFTkFJEAESFgoSUFJPVklERVJfQU5USFJPUElDEAIqQAoGUmF0aW5nEhYKElJBVElOR19VTlNQRUNJRklFRBAAEg0KCVJBVElOR19VUBABEg8KC1JBVElOR19ET1dOEAJiBnByb3RvMw");
 
 /**
  * ChatMessage is one turn of the conversation.
@@ -789,6 +789,22 @@ export type TierStats = Message<"fileengine.finetune.v1.TierStats"> & {
    * @generated from field: uint64 fallbacks = 15;
    */
   fallbacks: bigint;
+
+  /**
+   * cache_write_tokens is the sum of prompt tokens written to the prompt cache
+   * (billed at the cache-write price; part of input_tokens, as cached_tokens is).
+   *
+   * @generated from field: uint64 cache_write_tokens = 16;
+   */
+  cacheWriteTokens: bigint;
+
+  /**
+   * price is the inference price of `model` in the server's catalog; unset when
+   * the catalog has none (its cost is then reported as 0).
+   *
+   * @generated from field: fileengine.finetune.v1.InferencePrice price = 17;
+   */
+  price?: InferencePrice | undefined;
 };
 
 /**
@@ -797,6 +813,72 @@ export type TierStats = Message<"fileengine.finetune.v1.TierStats"> & {
  */
 export const TierStatsSchema: GenMessage<TierStats> = /*@__PURE__*/
   messageDesc(file_fileengine_finetune_v1_completion, 17);
+
+/**
+ * InferencePrice is a model's price in USD per 1M tokens, from the server's
+ * catalog (data/models.toml or its --catalog file).
+ *
+ * @generated from message fileengine.finetune.v1.InferencePrice
+ */
+export type InferencePrice = Message<"fileengine.finetune.v1.InferencePrice"> & {
+  /**
+   * model is the catalog entry that matched: a prefix of the served model's
+   * name, or its base for fine-tuned (`ft:`) models.
+   *
+   * @generated from field: string model = 1;
+   */
+  model: string;
+
+  /**
+   * fine_tuned is true when the entry prices fine-tuned models of that base.
+   *
+   * @generated from field: bool fine_tuned = 2;
+   */
+  fineTuned: boolean;
+
+  /**
+   * input_usd_per_1m is the price of prompt tokens neither read from nor
+   * written to the cache.
+   *
+   * @generated from field: double input_usd_per_1m = 3;
+   */
+  inputUsdPer1m: number;
+
+  /**
+   * cached_input_usd_per_1m is the price of prompt tokens read from the cache.
+   *
+   * @generated from field: double cached_input_usd_per_1m = 4;
+   */
+  cachedInputUsdPer1m: number;
+
+  /**
+   * cache_write_usd_per_1m is the price of prompt tokens written to the cache.
+   *
+   * @generated from field: double cache_write_usd_per_1m = 5;
+   */
+  cacheWriteUsdPer1m: number;
+
+  /**
+   * output_usd_per_1m is the price of completion tokens.
+   *
+   * @generated from field: double output_usd_per_1m = 6;
+   */
+  outputUsdPer1m: number;
+
+  /**
+   * source says where the catalog took the figures from.
+   *
+   * @generated from field: string source = 7;
+   */
+  source: string;
+};
+
+/**
+ * Describes the message fileengine.finetune.v1.InferencePrice.
+ * Use `create(InferencePriceSchema)` to create a new message.
+ */
+export const InferencePriceSchema: GenMessage<InferencePrice> = /*@__PURE__*/
+  messageDesc(file_fileengine_finetune_v1_completion, 18);
 
 /**
  * GetTierStatsResponse holds the statistics side by side.
@@ -817,7 +899,7 @@ export type GetTierStatsResponse = Message<"fileengine.finetune.v1.GetTierStatsR
  * Use `create(GetTierStatsResponseSchema)` to create a new message.
  */
 export const GetTierStatsResponseSchema: GenMessage<GetTierStatsResponse> = /*@__PURE__*/
-  messageDesc(file_fileengine_finetune_v1_completion, 18);
+  messageDesc(file_fileengine_finetune_v1_completion, 19);
 
 /**
  * ChatRole is the author of a ChatMessage.
