@@ -3,7 +3,7 @@
 //! for the injected tokens, fast does not), its figures are the catalog's prices applied to
 //! the recorded usage, and the what-if table agrees with `finetune validate` for every model.
 
-mod common;
+use crate::common;
 
 use common::TestServer;
 use common::prices::{Price, price};
