@@ -383,7 +383,11 @@ impl JobManager {
         };
         match self.create_upstream(job.clone(), &req, !fresh).await {
             Ok(job) => {
-                info!(job_id = %job.id, upstream_id = job.upstream_id.as_deref(), "training job created");
+                info!(
+                    job_id = %job.id,
+                    upstream_id = job.upstream_id.as_deref().map(tracing::field::display),
+                    "training job created"
+                );
                 self.spawn_poller(&job.id);
                 Creation::Tracked(Box::new(job))
             }

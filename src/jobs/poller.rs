@@ -111,11 +111,10 @@ impl JobManager {
             let message = match (&updated.state, &updated.fine_tuned_model, &updated.error) {
                 (JobState::Succeeded, Some(model), _) => format!("Succeeded: {model}"),
                 (JobState::Failed, _, Some(e)) => format!("Failed: {} ({})", e.message, e.code),
-                (state, _, _) => format!(
-                    "Now {} (OpenAI status \"{}\")",
-                    state.as_str(),
-                    remote.status
-                ),
+                (JobState::Unknown, _, _) => {
+                    format!("Now in OpenAI status \"{}\"", remote.status)
+                }
+                (state, _, _) => format!("Now {}", state.as_str()),
             };
             events.push(state_event(&updated, message));
         }
