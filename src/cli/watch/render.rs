@@ -40,6 +40,9 @@ pub(super) struct Render {
     first_step: Option<(u64, i64)>,
     /// Whether a step was seen, so a later "running" keeps the bar.
     stepping: bool,
+    /// Whether the job had ended when the watch began: its replayed steps get no ETA, which
+    /// would read as time still to wait.
+    ended: bool,
 }
 
 impl Render {
@@ -47,6 +50,7 @@ impl Render {
         match item {
             Item::Snapshot(job) => {
                 self.job(job);
+                self.ended = terminal(job.state);
                 Shown {
                     line: Some(format!(
                         "job {} ({}) {} on {}, created {}",
@@ -164,7 +168,7 @@ impl Render {
     /// than the local one, so the local clock has no say): from the pace since the first
     /// step seen, or else OpenAI's estimate. None at the end or when it would be past.
     fn remaining(&self, step: u64, total: u64, at: i64) -> Option<i64> {
-        if step >= total {
+        if self.ended || step >= total {
             return None;
         }
         let left = match self.first_step {
@@ -231,6 +235,12 @@ mod tests {
         render.first_step = Some((1, 900));
         assert_eq!(render.remaining(5, 10, 940), Some(50), "10 s a step");
         assert_eq!(render.remaining(10, 10, 990), None, "the last step");
+        render.ended = true;
+        assert_eq!(
+            render.remaining(5, 10, 940),
+            None,
+            "a finished job's history"
+        );
     }
 
     #[test]
