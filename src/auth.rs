@@ -378,7 +378,7 @@ where
                 }
                 Ok(None) => {}
                 Err(status) => {
-                    tracing::info!(path = %req.uri().path(), code = ?status.code(), "refused: {}", status.message());
+                    tracing::info!(path = %req.uri().path(), code = %status.code(), "refused: {}", status.message());
                     return Box::pin(async move { Ok(status.into_http()) });
                 }
             }

@@ -20,6 +20,26 @@ pub enum LogFormat {
     Json,
 }
 
+/// When text logs are coloured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogColor {
+    /// Only when stderr is a terminal (not when it is redirected to a file or a pipe).
+    Auto,
+    Always,
+    Never,
+}
+
+impl LogColor {
+    /// Whether to write ANSI colour codes to stderr.
+    pub fn ansi(self) -> bool {
+        match self {
+            LogColor::Auto => std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            LogColor::Always => true,
+            LogColor::Never => false,
+        }
+    }
+}
+
 /// A secret (an API key): its Debug output is `<redacted>`, so a logged or printed
 /// configuration never shows it. `expose` is the one way to read it.
 #[derive(Clone, PartialEq, Eq)]
@@ -63,6 +83,10 @@ pub struct ServeConfig {
     /// Log format; the level comes from RUST_LOG (default info).
     #[arg(long, env = "FINETUNE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Colour in text logs: auto (when stderr is a terminal), always or never.
+    #[arg(long, env = "FINETUNE_LOG_COLOR", value_enum, default_value = "auto")]
+    pub log_color: LogColor,
 
     /// Seconds to let in-flight calls finish after SIGINT/SIGTERM before closing them.
     #[arg(long, env = "FINETUNE_DRAIN_SECONDS", default_value_t = 10)]
@@ -217,6 +241,7 @@ impl ServeConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.into(),
             log_format: LogFormat::Text,
+            log_color: LogColor::Auto,
             drain_seconds: 10,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_dataset_bytes: DEFAULT_MAX_DATASET_BYTES,

@@ -348,7 +348,7 @@ async fn tls_serves_tonic_grpcurl_and_the_cli_and_refuses_plaintext() {
     let out = cli(None);
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("Unauthenticated"),
+        String::from_utf8_lossy(&out.stderr).contains("not authenticated: "),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -35,3 +35,4 @@ mod serve;
 mod serving;
 mod store;
 mod training;
+mod wording;

@@ -249,3 +249,54 @@ async fn checkpoints_arrive_while_the_job_runs_and_a_cancelled_job_keeps_them() 
     );
     emulator.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_made_while_the_events_are_listed_still_come_before_the_end() {
+    // 220 emulated seconds (validating 10, queued 10, 100 steps of 2) take 4.4 s at 50x;
+    // the first checkpoint (step 80) is made 3.6 s after the start.
+    let emulator = common::emulator(50.0).await;
+    let h = harness(&emulator).await;
+    let id = h.start("late-checkpoints").await;
+    h.manager.poll_once(&id).await.unwrap();
+    // The poller `start` spawned has listed its events too (so the slow page is ours).
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while emulator.stats().count(EVENTS_ROUTE) < 2 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .expect("the start's own poll");
+    // The next poll lists checkpoints long before the first one is made, then waits on a
+    // slow events page until the job is over: every checkpoint is made between its two
+    // requests, and the events it gets announce them all, then the end.
+    emulator
+        .faults()
+        .inject(EVENTS_ROUTE, Fault::Latency { ms: 6_000 }, 1);
+    h.manager.poll_once(&id).await.unwrap();
+    while !h.manager.poll_once(&id).await.unwrap() {}
+    h.assert_one_terminal_event_last(&id, "late checkpoints")
+        .await;
+
+    let log = h.log(&id).await;
+    let completed = log
+        .iter()
+        .position(|e| e.event.message == "The job has successfully completed")
+        .expect("OpenAI's completion message");
+    let checkpoints: Vec<usize> = log
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.event.kind == EventKind::Checkpoint)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(checkpoints.len(), 3, "every checkpoint, once");
+    for &i in &checkpoints {
+        let step = log[i].event.checkpoint.as_ref().unwrap().step;
+        assert_eq!(
+            log[i - 1].event.metrics.as_ref().map(|m| m.step),
+            Some(step),
+            "checkpoint {step} follows its step's metrics"
+        );
+        assert!(i < completed, "checkpoint {step} comes before the end");
+    }
+    emulator.shutdown().await;
+}

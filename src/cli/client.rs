@@ -6,9 +6,10 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
-use tonic_types::StatusExt;
 
 use crate::pb::fine_tune_service_client::FineTuneServiceClient;
+
+pub(crate) use super::words::describe;
 
 /// Where the service is (FINETUNE_ADDR, as `finetune serve` uses it) and how to reach it.
 #[derive(Clone, clap::Args)]
@@ -125,29 +126,6 @@ impl Connection {
                 .max_encoding_message_size(64 << 20),
         )
     }
-}
-
-/// A status as a person reads it: code, message, and the problems it carries.
-pub(crate) fn describe(status: &tonic::Status) -> String {
-    let mut out = format!("{:?}: {}", status.code(), status.message());
-    let details = status.get_error_details();
-    if let Some(pf) = details.precondition_failure() {
-        for v in pf.violations.iter().take(20) {
-            out.push_str(&format!(
-                "\n  {}: error[{}]: {}",
-                v.subject, v.r#type, v.description
-            ));
-        }
-        if pf.violations.len() > 20 {
-            out.push_str(&format!("\n  ... and {} more", pf.violations.len() - 20));
-        }
-    }
-    if let Some(br) = details.bad_request() {
-        for v in &br.field_violations {
-            out.push_str(&format!("\n  {}: {}", v.field, v.description));
-        }
-    }
-    out
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, String> {

@@ -9,6 +9,7 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use super::client::{Connection, describe};
+use super::words::count;
 use crate::dataset::{self, Catalog, InferencePrice, Input, Options, render::thousands};
 use crate::pb;
 
@@ -73,12 +74,6 @@ pub(super) fn run(args: &CostArgs) -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-/// "1 request", "2 requests".
-fn count(n: u64, noun: &str) -> String {
-    let s = if n == 1 { "" } else { "s" };
-    format!("{} {noun}{s}", thousands(n))
 }
 
 /// A price in the catalog's unit, per 1M tokens.
@@ -413,7 +408,7 @@ fn describe_tier(t: &Served) {
     outln!(
         "{}: {} to {}",
         t.tier,
-        count(t.answered, "request"),
+        count(t.answered, "request", "requests"),
         t.model
     );
     let knowledge = if t.knowledge == 0 {
@@ -688,11 +683,11 @@ fn mix_sentence(source: MixSource, requests: u64, mix: Mix, dataset: &str) -> St
     match source {
         MixSource::Served => format!(
             "Token mix: {what}, the average of {} served without the knowledge base.",
-            count(requests, "request")
+            count(requests, "request", "requests")
         ),
         MixSource::ServedLessKnowledge => format!(
             "Token mix: {what}, the average of {} served with the knowledge base, less its tokens.",
-            count(requests, "request")
+            count(requests, "request", "requests")
         ),
         MixSource::Dataset => format!(
             "No traffic yet: the token mix is {dataset}'s average example, {what} (its assistant tokens as output, the rest as prompt)."
@@ -736,7 +731,7 @@ fn print_what_if(
         };
         let pays = match (against, r.training_usd_per_1m > 0.0, payback(r, against)) {
             (None, _, _) => String::new(),
-            (Some(_), true, Some(n)) => format!("  after {}", count(n, "request")),
+            (Some(_), true, Some(n)) => format!("  after {}", count(n, "request", "requests")),
             (Some(_), _, _) => "  -".to_owned(),
         };
         outln!(
@@ -748,7 +743,7 @@ fn print_what_if(
     }
     for i in injected {
         let how = if i.measured {
-            format!("served, {}", count(i.requests, "request"))
+            format!("served, {}", count(i.requests, "request", "requests"))
         } else {
             "estimated: not served yet; the knowledge read from a warm cache".to_owned()
         };
@@ -776,7 +771,7 @@ fn print_what_if(
     if errors > 0 {
         outln!(
             "note: {dataset} has {}: `finetune validate {dataset}` lists them; the estimate counts the lines as they are.",
-            count(errors, "error")
+            count(errors, "error", "errors")
         );
     }
 }
@@ -834,13 +829,6 @@ fn print_what_if_json(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn counts_agree_with_their_numbers() {
-        assert_eq!(count(1, "request"), "1 request");
-        assert_eq!(count(0, "request"), "0 requests");
-        assert_eq!(count(1234, "request"), "1,234 requests");
-    }
 
     #[test]
     fn parts_price_each_kind_of_token_and_add_up() {

@@ -60,22 +60,7 @@ pub(super) fn list(args: &JobsArgs) -> ExitCode {
                 outln!("no jobs yet: start one with `finetune train`");
             }
             for j in &jobs {
-                let cost = if j.actual_cost_usd > 0.0 {
-                    j.actual_cost_usd
-                } else {
-                    j.estimated_cost_usd
-                };
-                let model = if j.fine_tuned_model.is_empty() {
-                    &j.model
-                } else {
-                    &j.fine_tuned_model
-                };
-                outln!(
-                    "{}  {:<16} {}  ${cost:.2}  {model}",
-                    j.id,
-                    state_name(j.state),
-                    time(j.create_time.as_ref())
-                );
+                outln!("{}", job_line(j));
             }
             ExitCode::SUCCESS
         }
@@ -115,5 +100,76 @@ pub(super) fn cancel(args: &CancelArgs) -> ExitCode {
             eprintln!("finetune cancel: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// One job of `finetune jobs`: id, state, creation time, then the cost and the model (the
+/// fine-tuned one once there is one). A job that failed or was cancelled with no tokens
+/// trained reported no cost and made no model: it shows `-` for both, and its error code.
+fn job_line(j: &pb::Job) -> String {
+    let head = format!(
+        "{}  {:<16} {}",
+        j.id,
+        state_name(j.state),
+        time(j.create_time.as_ref())
+    );
+    let ended = [pb::JobState::Failed, pb::JobState::Cancelled]
+        .iter()
+        .any(|s| *s as i32 == j.state);
+    if ended && j.trained_tokens == 0 && j.fine_tuned_model.is_empty() {
+        let code = j.error.as_ref().map_or("", |e| e.code.as_str());
+        return format!("{head}  -  {}", if code.is_empty() { "-" } else { code });
+    }
+    let cost = if j.actual_cost_usd > 0.0 {
+        j.actual_cost_usd
+    } else {
+        j.estimated_cost_usd
+    };
+    let model = if j.fine_tuned_model.is_empty() {
+        &j.model
+    } else {
+        &j.fine_tuned_model
+    };
+    format!("{head}  ${cost:.2}  {model}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(state: pb::JobState) -> pb::Job {
+        pb::Job {
+            id: "job-1".into(),
+            state: state as i32,
+            model: "gpt-4o-mini-2024-07-18".into(),
+            estimated_cost_usd: 0.15,
+            create_time: Some(prost_types::Timestamp {
+                seconds: 1_795_659_345,
+                nanos: 0,
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_job_that_never_trained_shows_no_cost_and_no_model_but_its_error() {
+        let mut failed = job(pb::JobState::Failed);
+        failed.error = Some(pb::JobError {
+            code: "invalid_n_examples".into(),
+            message: "Training file has 5 example(s), but must have at least 10 examples".into(),
+            param: "training_file".into(),
+        });
+        assert_eq!(
+            job_line(&failed),
+            "job-1  failed           2026-11-26T02:15:45Z  -  invalid_n_examples"
+        );
+        assert_eq!(
+            job_line(&job(pb::JobState::Cancelled)),
+            "job-1  cancelled        2026-11-26T02:15:45Z  -  -"
+        );
+        assert_eq!(
+            job_line(&job(pb::JobState::Running)),
+            "job-1  running          2026-11-26T02:15:45Z  $0.15  gpt-4o-mini-2024-07-18"
+        );
     }
 }

@@ -20,12 +20,13 @@ mod serve_cmds;
 mod train;
 mod validate;
 mod watch;
+mod words;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{LogFormat, ServeConfig};
+use crate::config::{LogColor, LogFormat, ServeConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -99,6 +100,9 @@ pub struct EmulatorArgs {
     /// Accept only this API key (default: any non-empty bearer token).
     #[arg(long, env = "FINETUNE_EMULATOR_API_KEY")]
     pub api_key: Option<String>,
+    /// Colour in logs: auto (when stderr is a terminal), always or never.
+    #[arg(long, env = "FINETUNE_LOG_COLOR", value_enum, default_value = "auto")]
+    pub log_color: LogColor,
 }
 
 /// Runs the CLI; the exit code is 0 on success, 1 when a dataset has errors, 2 on usage errors.
@@ -151,7 +155,7 @@ fn new_token(args: &TokenArgs) -> ExitCode {
 }
 
 fn emulator(args: EmulatorArgs) -> ExitCode {
-    init_tracing(LogFormat::Text);
+    init_tracing(LogFormat::Text, args.log_color);
     if !(args.time_scale.is_finite() && args.time_scale > 0.0) {
         eprintln!("finetune emulator: --time-scale must be a positive number");
         return ExitCode::from(2);
@@ -178,7 +182,7 @@ fn emulator(args: EmulatorArgs) -> ExitCode {
 }
 
 fn serve(config: ServeConfig) -> ExitCode {
-    init_tracing(config.log_format);
+    init_tracing(config.log_format, config.log_color);
     let runtime = match client::runtime() {
         Ok(rt) => rt,
         Err(e) => {
@@ -205,12 +209,13 @@ fn serve(config: ServeConfig) -> ExitCode {
     })
 }
 
-fn init_tracing(format: LogFormat) {
+fn init_tracing(format: LogFormat, color: LogColor) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(color.ansi());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

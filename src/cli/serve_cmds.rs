@@ -8,6 +8,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::client::{Connection, describe};
+use super::words::user_name;
 use crate::dataset::render::thousands;
 use crate::pb;
 
@@ -351,7 +352,7 @@ pub(super) fn tiers(args: &TiersArgs) -> ExitCode {
         Ok(tiers) => {
             for t in &tiers {
                 let line = if t.arms.is_empty() {
-                    let provider = provider_name(t.provider);
+                    let provider = user_name::<pb::Provider>(t.provider);
                     let model = if t.model.is_empty() {
                         "(no model yet)"
                     } else {
@@ -387,7 +388,7 @@ pub(super) fn tiers(args: &TiersArgs) -> ExitCode {
             if args.json {
                 let rows: Vec<_> = tiers
                     .iter()
-                    .map(|t| json!({"name": t.name, "provider": (t.arms.is_empty()).then(|| provider_name(t.provider)),
+                    .map(|t| json!({"name": t.name, "provider": (t.arms.is_empty()).then(|| user_name::<pb::Provider>(t.provider)),
                         "model": t.model, "inject_knowledge": t.inject_knowledge,
                         "knowledge_tokens": t.knowledge_tokens, "fallback": t.fallback,
                         "arms": t.arms.iter().map(|a| json!({"tier": a.tier, "weight": a.weight})).collect::<Vec<_>>()}))
@@ -400,14 +401,5 @@ pub(super) fn tiers(args: &TiersArgs) -> ExitCode {
             eprintln!("finetune tiers: {e}");
             ExitCode::from(2)
         }
-    }
-}
-
-/// A provider as users write it in the tiers file.
-fn provider_name(provider: i32) -> &'static str {
-    match pb::Provider::try_from(provider) {
-        Ok(pb::Provider::Openai) => "openai",
-        Ok(pb::Provider::Anthropic) => "anthropic",
-        _ => "unknown provider",
     }
 }

@@ -8,6 +8,7 @@ use clap::{Args, ValueEnum};
 use serde_json::json;
 
 use super::client::{Connection, describe};
+use super::words::count;
 use crate::dataset::{self, Acceptance, Catalog, Input, Options, render};
 use crate::pb;
 
@@ -83,11 +84,11 @@ pub(super) fn run(args: &TrainArgs) -> ExitCode {
     }
     if !args.json {
         outln!(
-            "{}: {} examples, {} tokens; {} epochs ({}); estimated ${:.2} at ${:.2} per 1M training tokens",
+            "{}: {}, {} tokens; {} ({}); estimated ${:.2} at ${:.2} per 1M training tokens",
             report.training.name,
-            report.training.examples,
+            count(report.training.examples, "example", "examples"),
             render::thousands(report.training.tokens.total),
-            report.epochs,
+            count(report.epochs.into(), "epoch", "epochs"),
             report.epochs_explanation,
             report.estimated_cost_usd,
             report.price_per_million_usd

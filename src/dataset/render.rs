@@ -52,10 +52,12 @@ pub fn to_text(report: &Report) -> String {
     let format = report.format.map_or("unknown format", |f| f.describe());
     let _ = writeln!(
         out,
-        "{}: {format}, {} examples in {} lines ({})",
+        "{}: {format}, {} example{} in {} line{} ({})",
         printable(&t.name),
         t.examples,
+        plural(t.examples),
         t.lines,
+        plural(t.lines),
         bytes(t.size_bytes)
     );
     let _ = writeln!(
@@ -108,10 +110,12 @@ pub fn to_text(report: &Report) -> String {
     if let Some(v) = &report.validation {
         let _ = writeln!(
             out,
-            "validation file {}: {} examples in {} lines ({}), not billed",
+            "validation file {}: {} example{} in {} line{} ({}), not billed",
             printable(&v.name),
             v.examples,
+            plural(v.examples),
             v.lines,
+            plural(v.lines),
             bytes(v.size_bytes)
         );
         file_tokens(&mut out, v);
@@ -264,8 +268,9 @@ fn file_tokens(out: &mut String, f: &FileSummary) {
     if tk.examples_over_context > 0 {
         let _ = writeln!(
             out,
-            "over context:     {} examples will be truncated",
-            tk.examples_over_context
+            "over context:     {} example{} will be truncated",
+            tk.examples_over_context,
+            plural(tk.examples_over_context)
         );
     }
 }

@@ -383,7 +383,11 @@ impl JobManager {
         };
         match self.create_upstream(job.clone(), &req, !fresh).await {
             Ok(job) => {
-                info!(job_id = %job.id, upstream_id = ?job.upstream_id, "training job created");
+                info!(
+                    job_id = %job.id,
+                    upstream_id = job.upstream_id.as_deref().map(tracing::field::display),
+                    "training job created"
+                );
                 self.spawn_poller(&job.id);
                 Creation::Tracked(Box::new(job))
             }
@@ -1130,4 +1134,5 @@ pub(super) fn fail(job: &mut Job, code: &str, message: &str) {
         param: String::new(),
     });
     job.finished_at = Some(now_millis());
+    job.estimated_finish = None;
 }

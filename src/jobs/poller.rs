@@ -111,11 +111,10 @@ impl JobManager {
             let message = match (&updated.state, &updated.fine_tuned_model, &updated.error) {
                 (JobState::Succeeded, Some(model), _) => format!("Succeeded: {model}"),
                 (JobState::Failed, _, Some(e)) => format!("Failed: {} ({})", e.message, e.code),
-                (state, _, _) => format!(
-                    "Now {} (OpenAI status \"{}\")",
-                    state.as_str(),
-                    remote.status
-                ),
+                (JobState::Unknown, _, _) => {
+                    format!("Now in OpenAI status \"{}\"", remote.status)
+                }
+                (state, _, _) => format!("Now {}", state.as_str()),
             };
             events.push(state_event(&updated, message));
         }
@@ -163,7 +162,7 @@ impl JobManager {
         // checkpoint can follow its step (fetched the other way round, a checkpoint made
         // between the two requests would come before its step's metrics).
         let state = JobState::from_upstream(&remote.status);
-        let checkpoints = if may_have_checkpoints(state) {
+        let mut checkpoints = if may_have_checkpoints(state) {
             self.new_checkpoints(upstream_id, &job.checkpoints_seen)
                 .await?
         } else {
@@ -172,6 +171,27 @@ impl JobManager {
         let fresh = self
             .new_upstream_events(upstream_id, job.upstream_event_cursor.as_deref())
             .await?;
+        // A checkpoint OpenAI announced among these events but made after the checkpoints
+        // were listed (the job's last one, typically, made at its end) is listed again now:
+        // left to the next poll, it would be recorded after everything that followed it,
+        // "The job has successfully completed" included. Only the announced ones are
+        // taken; any newer one waits for its step's metrics.
+        let unlisted = fresh
+            .iter()
+            .filter_map(types::JobEvent::announced_checkpoint_step)
+            .filter(|step| !checkpoints.iter().any(|c| c.step_number == *step))
+            .max();
+        if let Some(upto) = unlisted {
+            let seen: Vec<String> = job
+                .checkpoints_seen
+                .iter()
+                .cloned()
+                .chain(checkpoints.iter().map(|c| c.id.clone()))
+                .collect();
+            let later = self.new_checkpoints(upstream_id, &seen).await?;
+            checkpoints.extend(later.into_iter().filter(|c| c.step_number <= upto));
+            checkpoints.sort_by_key(|c| c.step_number);
+        }
         if let Some(newest) = fresh.last() {
             updated.upstream_event_cursor = Some(newest.id.clone());
         }
@@ -263,7 +283,11 @@ pub(super) fn apply_remote(job: &mut Job, remote: &types::Job, catalog: &Catalog
     }
     job.fine_tuned_model = remote.fine_tuned_model.clone();
     job.trained_tokens = remote.trained_tokens;
-    job.estimated_finish = remote.estimated_finish.filter(|t| *t > 0).map(|t| t * 1000);
+    // OpenAI's estimate means something only while the job runs.
+    job.estimated_finish = remote
+        .estimated_finish
+        .filter(|t| *t > 0 && !job.state.is_terminal())
+        .map(|t| t * 1000);
     job.finished_at = remote.finished_at.map(|t| t * 1000);
     if job.state.is_terminal() && job.finished_at.is_none() {
         job.finished_at = Some(now_millis());

@@ -279,7 +279,13 @@ impl Serving {
             )
             .map(|(m, _)| m)
             .unwrap_or_default();
-        info!(tier, model, job_id = ?job_id, previous = %previous, "promoted model");
+        info!(
+            tier = %tier,
+            model = %model,
+            job_id = job_id.map(tracing::field::display),
+            previous = %previous,
+            "promoted model"
+        );
         Ok(previous)
     }
 

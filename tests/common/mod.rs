@@ -153,3 +153,18 @@ pub async fn emulator(time_scale: f64) -> finetune::emulator::Emulator {
     .await
     .unwrap()
 }
+
+/// The address a spawned `finetune serve` listens on, read from its start line
+/// (`finetune: listening on ADDR ...`) on its piped stdout.
+pub fn listening_address(child: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().expect("stdout piped"))
+        .read_line(&mut line)
+        .unwrap();
+    line.split_whitespace()
+        .skip_while(|w| *w != "on")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no address in the start line {line:?}"))
+        .to_owned()
+}

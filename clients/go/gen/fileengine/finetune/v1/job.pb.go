@@ -164,7 +164,10 @@ const (
 	JobEventKind_JOB_EVENT_KIND_MESSAGE JobEventKind = 2
 	// JOB_EVENT_KIND_METRICS: a training step's metrics.
 	JobEventKind_JOB_EVENT_KIND_METRICS JobEventKind = 3
-	// JOB_EVENT_KIND_CHECKPOINT: a checkpoint was saved.
+	// JOB_EVENT_KIND_CHECKPOINT: a checkpoint was saved. It stands for OpenAI's
+	// "Checkpoint created at step N" message, which is not also sent as a
+	// JOB_EVENT_KIND_MESSAGE. It comes after its step's JOB_EVENT_KIND_METRICS
+	// event and, like every event of the job, before the terminal state change.
 	JobEventKind_JOB_EVENT_KIND_CHECKPOINT JobEventKind = 4
 )
 
@@ -400,7 +403,10 @@ type Job struct {
 	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	// finish_time is when the job reached a terminal state.
 	FinishTime *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=finish_time,json=finishTime,proto3" json:"finish_time,omitempty"`
-	// estimated_finish_time is OpenAI's estimate while running.
+	// estimated_finish_time is OpenAI's estimate of when training ends, set
+	// only while the job runs. It is on OpenAI's clock, like JobEvent.create_time:
+	// compare the two, not this time and the local clock (the emulator's clock
+	// runs faster than real time).
 	EstimatedFinishTime *timestamppb.Timestamp `protobuf:"bytes,21,opt,name=estimated_finish_time,json=estimatedFinishTime,proto3" json:"estimated_finish_time,omitempty"`
 	// last_sequence is the sequence number of the job's latest event (0 before
 	// the first). WatchJob with after_sequence = last_sequence sends only what
@@ -835,8 +841,8 @@ type JobEvent struct {
 	Sequence uint64 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
 	// kind classifies the event.
 	Kind JobEventKind `protobuf:"varint,3,opt,name=kind,proto3,enum=fileengine.finetune.v1.JobEventKind" json:"kind,omitempty"`
-	// create_time is when the event happened upstream (or here, for state
-	// changes this service observed).
+	// create_time is when the event happened upstream, on OpenAI's clock (or
+	// here, for state changes this service observed).
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// level is OpenAI's level: `info`, `warn` or `error`.
 	Level string `protobuf:"bytes,5,opt,name=level,proto3" json:"level,omitempty"`
@@ -1512,7 +1518,10 @@ func (x *WatchJobRequest) GetAfterSequence() uint64 {
 // WatchJobResponse is one item of the WatchJob stream. The first item is
 // always a snapshot of the job. Then come the stored events after
 // after_sequence, then new events as they happen, in sequence order, each
-// exactly once; heartbeats fill silences. The stream ends with OK after the
+// exactly once; heartbeats fill silences. Sequence order is the order things
+// happened upstream: each checkpoint follows its step's metrics, and every
+// message, metrics and checkpoint event of the job comes before the terminal
+// state change, which is always the last event. The stream ends with OK after the
 // JOB_EVENT_KIND_STATE_CHANGED event that puts the job in a terminal state
 // (that event's job is the final snapshot), or at once after the snapshot
 // when the job is already terminal and no events remain after

@@ -111,7 +111,11 @@ class _JobEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobEvent
     JOB_EVENT_KIND_METRICS: _JobEventKind.ValueType  # 3
     """JOB_EVENT_KIND_METRICS: a training step's metrics."""
     JOB_EVENT_KIND_CHECKPOINT: _JobEventKind.ValueType  # 4
-    """JOB_EVENT_KIND_CHECKPOINT: a checkpoint was saved."""
+    """JOB_EVENT_KIND_CHECKPOINT: a checkpoint was saved. It stands for OpenAI's
+    "Checkpoint created at step N" message, which is not also sent as a
+    JOB_EVENT_KIND_MESSAGE. It comes after its step's JOB_EVENT_KIND_METRICS
+    event and, like every event of the job, before the terminal state change.
+    """
 
 class JobEventKind(_JobEventKind, metaclass=_JobEventKindEnumTypeWrapper):
     """JobEventKind classifies a JobEvent."""
@@ -129,7 +133,11 @@ JOB_EVENT_KIND_MESSAGE: JobEventKind.ValueType  # 2
 JOB_EVENT_KIND_METRICS: JobEventKind.ValueType  # 3
 """JOB_EVENT_KIND_METRICS: a training step's metrics."""
 JOB_EVENT_KIND_CHECKPOINT: JobEventKind.ValueType  # 4
-"""JOB_EVENT_KIND_CHECKPOINT: a checkpoint was saved."""
+"""JOB_EVENT_KIND_CHECKPOINT: a checkpoint was saved. It stands for OpenAI's
+"Checkpoint created at step N" message, which is not also sent as a
+JOB_EVENT_KIND_MESSAGE. It comes after its step's JOB_EVENT_KIND_METRICS
+event and, like every event of the job, before the terminal state change.
+"""
 Global___JobEventKind: _TypeAlias = JobEventKind  # noqa: Y015
 
 @_typing.final
@@ -342,7 +350,11 @@ class Job(_message.Message):
 
     @_builtins.property
     def estimated_finish_time(self) -> _timestamp_pb2.Timestamp:
-        """estimated_finish_time is OpenAI's estimate while running."""
+        """estimated_finish_time is OpenAI's estimate of when training ends, set
+        only while the job runs. It is on OpenAI's clock, like JobEvent.create_time:
+        compare the two, not this time and the local clock (the emulator's clock
+        runs faster than real time).
+        """
 
     @_builtins.property
     def accepted_problems(self) -> _containers.RepeatedCompositeFieldContainer[_dataset_pb2.AcceptedProblem]:
@@ -538,8 +550,8 @@ class JobEvent(_message.Message):
     """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
-        """create_time is when the event happened upstream (or here, for state
-        changes this service observed).
+        """create_time is when the event happened upstream, on OpenAI's clock (or
+        here, for state changes this service observed).
         """
 
     @_builtins.property
@@ -898,7 +910,10 @@ class WatchJobResponse(_message.Message):
     """WatchJobResponse is one item of the WatchJob stream. The first item is
     always a snapshot of the job. Then come the stored events after
     after_sequence, then new events as they happen, in sequence order, each
-    exactly once; heartbeats fill silences. The stream ends with OK after the
+    exactly once; heartbeats fill silences. Sequence order is the order things
+    happened upstream: each checkpoint follows its step's metrics, and every
+    message, metrics and checkpoint event of the job comes before the terminal
+    state change, which is always the last event. The stream ends with OK after the
     JOB_EVENT_KIND_STATE_CHANGED event that puts the job in a terminal state
     (that event's job is the final snapshot), or at once after the snapshot
     when the job is already terminal and no events remain after

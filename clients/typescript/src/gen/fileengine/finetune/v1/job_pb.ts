@@ -247,7 +247,10 @@ export type Job = Message<"fileengine.finetune.v1.Job"> & {
   finishTime?: Timestamp | undefined;
 
   /**
-   * estimated_finish_time is OpenAI's estimate while running.
+   * estimated_finish_time is OpenAI's estimate of when training ends, set
+   * only while the job runs. It is on OpenAI's clock, like JobEvent.create_time:
+   * compare the two, not this time and the local clock (the emulator's clock
+   * runs faster than real time).
    *
    * @generated from field: google.protobuf.Timestamp estimated_finish_time = 21;
    */
@@ -450,8 +453,8 @@ export type JobEvent = Message<"fileengine.finetune.v1.JobEvent"> & {
   kind: JobEventKind;
 
   /**
-   * create_time is when the event happened upstream (or here, for state
-   * changes this service observed).
+   * create_time is when the event happened upstream, on OpenAI's clock (or
+   * here, for state changes this service observed).
    *
    * @generated from field: google.protobuf.Timestamp create_time = 4;
    */
@@ -813,7 +816,10 @@ export const WatchJobRequestSchema: GenMessage<WatchJobRequest> = /*@__PURE__*/
  * WatchJobResponse is one item of the WatchJob stream. The first item is
  * always a snapshot of the job. Then come the stored events after
  * after_sequence, then new events as they happen, in sequence order, each
- * exactly once; heartbeats fill silences. The stream ends with OK after the
+ * exactly once; heartbeats fill silences. Sequence order is the order things
+ * happened upstream: each checkpoint follows its step's metrics, and every
+ * message, metrics and checkpoint event of the job comes before the terminal
+ * state change, which is always the last event. The stream ends with OK after the
  * JOB_EVENT_KIND_STATE_CHANGED event that puts the job in a terminal state
  * (that event's job is the final snapshot), or at once after the snapshot
  * when the job is already terminal and no events remain after
@@ -1032,7 +1038,10 @@ export enum JobEventKind {
   METRICS = 3,
 
   /**
-   * JOB_EVENT_KIND_CHECKPOINT: a checkpoint was saved.
+   * JOB_EVENT_KIND_CHECKPOINT: a checkpoint was saved. It stands for OpenAI's
+   * "Checkpoint created at step N" message, which is not also sent as a
+   * JOB_EVENT_KIND_MESSAGE. It comes after its step's JOB_EVENT_KIND_METRICS
+   * event and, like every event of the job, before the terminal state change.
    *
    * @generated from enum value: JOB_EVENT_KIND_CHECKPOINT = 4;
    */
