@@ -85,8 +85,36 @@ pub(crate) struct Files {
 }
 
 impl Files {
+    /// Files read back from a data dir.
+    pub(crate) fn restore(items: Vec<StoredFile>, deleted: HashMap<String, f64>) -> Files {
+        Files { items, deleted }
+    }
+
     pub(crate) fn insert(&mut self, file: StoredFile) {
         self.items.push(file);
+    }
+
+    /// Every stored file, expired ones included.
+    pub(crate) fn stored(&self) -> impl Iterator<Item = &StoredFile> {
+        self.items.iter()
+    }
+
+    /// Deleted file ids and when each went.
+    pub(crate) fn deleted(&self) -> &HashMap<String, f64> {
+        &self.deleted
+    }
+
+    pub(crate) fn was_deleted(&self, id: &str) -> bool {
+        self.deleted.contains_key(id)
+    }
+
+    /// A stored file's bytes, expired or not (a check cut short by a restart reads them
+    /// again; whether the file was gone in time is decided when the job is validated).
+    pub(crate) fn bytes(&self, id: &str) -> Option<Bytes> {
+        self.items
+            .iter()
+            .find(|f| f.id == id)
+            .map(|f| f.data.clone())
     }
 
     /// The file, unless deleted or expired at `now`.
@@ -247,9 +275,12 @@ pub(crate) async fn create_file(
         created_at,
         expires_at,
     };
+    app.write_file(&stored.id, &stored.data)?;
     tracing::debug!(file_id = %stored.id, bytes = stored.data.len(), "file created");
     let response = json(&stored.object());
-    app.store_at(now).files.insert(stored);
+    let mut store = app.store_at(now);
+    store.files.insert(stored);
+    app.save(&store);
     Ok(response)
 }
 
@@ -341,9 +372,14 @@ pub(crate) async fn delete_file(State(app): State<App>, Path(id): Path<String>) 
         id: &'a str,
     }
     let now = app.clock.now();
-    if !app.store_at(now).files.remove(&id, now) {
-        return Err(ApiError::no_such("File", &id));
+    {
+        let mut store = app.store_at(now);
+        if !store.files.remove(&id, now) {
+            return Err(ApiError::no_such("File", &id));
+        }
+        app.save(&store);
     }
+    app.remove_file(&id);
     tracing::debug!(file_id = %id, "file deleted");
     Ok(json(&Deleted {
         object: "file",
@@ -608,6 +644,7 @@ pub(crate) async fn complete_upload(
         expires_at: None,
     };
     let file_id = file.id.clone();
+    app.write_file(&file.id, &file.data)?;
     store.files.insert(file);
     let upload = store
         .uploads
@@ -616,6 +653,7 @@ pub(crate) async fn complete_upload(
     upload.status = UploadStatus::Completed;
     upload.file_id = Some(file_id);
     upload.parts.clear();
+    app.save(&store);
     tracing::debug!(upload_id = %id, bytes = total, "upload completed");
     let upload = &store.uploads[&id];
     Ok(upload.render(now, &store.files))
