@@ -184,6 +184,39 @@ fn check_jsonl(filename: &str) -> ApiResult<()> {
     }
 }
 
+/// `expires_after.seconds`: an hour to 30 days after the anchor, `created_at`.
+fn expiry_seconds(seconds: i64) -> ApiResult<i64> {
+    check_int("expires_after.seconds", seconds, 3600, 2_592_000)
+}
+
+/// The JSON `expires_after` of `POST /uploads`: seconds after `created_at`, or None.
+fn parse_expires_after(v: Option<&Value>) -> ApiResult<Option<i64>> {
+    let map = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(m)) => m,
+        Some(other) => return Err(ApiError::wrong_type("expires_after", "an object", other)),
+    };
+    match map.get("anchor") {
+        Some(Value::String(a)) if a == "created_at" => {}
+        None => return Err(ApiError::missing("expires_after.anchor")),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "Invalid 'expires_after.anchor': expected 'created_at'.",
+            )
+            .param("expires_after.anchor"));
+        }
+    }
+    match map.get("seconds") {
+        Some(Value::Number(n)) if n.is_i64() => Ok(Some(expiry_seconds(n.as_i64().unwrap_or(0))?)),
+        None => Err(ApiError::missing("expires_after.seconds")),
+        Some(other) => Err(ApiError::wrong_type(
+            "expires_after.seconds",
+            "an integer",
+            other,
+        )),
+    }
+}
+
 fn check_purpose(purpose: &str, allowed: &[&str]) -> ApiResult<()> {
     if allowed.contains(&purpose) {
         return Ok(());
@@ -263,8 +296,7 @@ pub(crate) async fn create_file(
                     &Value::String(seconds),
                 ));
             };
-            let secs = check_int("expires_after.seconds", secs, 3600, 2_592_000)?;
-            Some(created_at + secs)
+            Some(created_at + expiry_seconds(secs)?)
         }
     };
     let stored = StoredFile {
@@ -399,6 +431,8 @@ pub(crate) struct Upload {
     status: UploadStatus,
     parts: HashMap<String, Bytes>,
     file_id: Option<String>,
+    /// `expires_after.seconds` of the file it makes, after its `created_at`.
+    file_expires_after: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -483,6 +517,7 @@ pub(crate) async fn create_upload(State(app): State<App>, body: Bytes) -> ApiRes
     let bytes = opt_int(&map, "bytes", "bytes", 0, MAX_UPLOAD_BYTES)?
         .ok_or_else(|| ApiError::missing("bytes"))?;
     let _mime_type = req_str(&map, "mime_type")?;
+    let file_expires_after = parse_expires_after(map.get("expires_after"))?;
     check_purpose(&purpose, UPLOAD_PURPOSES)?;
     if purpose == "fine-tune" {
         check_jsonl(&filename)?;
@@ -499,6 +534,7 @@ pub(crate) async fn create_upload(State(app): State<App>, body: Bytes) -> ApiRes
         status: UploadStatus::Pending,
         parts: HashMap::new(),
         file_id: None,
+        file_expires_after,
     };
     let mut store = app.store_at(now);
     let response = upload.render(now, &store.files);
@@ -641,7 +677,7 @@ pub(crate) async fn complete_upload(
         purpose: upload.purpose.clone(),
         data: Bytes::from(data),
         created_at: upload.created_at,
-        expires_at: None,
+        expires_at: upload.file_expires_after.map(|s| upload.created_at + s),
     };
     let file_id = file.id.clone();
     app.write_file(&file.id, &file.data)?;
