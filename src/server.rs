@@ -248,6 +248,9 @@ async fn open_state(
         let emulator_config = EmulatorConfig {
             time_scale: config.emulator_time_scale,
             catalog: (*catalog).clone(),
+            // Its world lives beside the job store, so a restart finds the files and
+            // models the store remembers.
+            data_dir: Some(config.data_dir.join("emulator")),
             ..EmulatorConfig::default()
         };
         let started = Emulator::start(emulator_config, listener)

@@ -18,15 +18,6 @@ use finetune::pb::watch_job_response::Item;
 use tokio_stream::StreamExt;
 use tonic::transport::{Channel, Endpoint};
 
-fn free_addr() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("127.0.0.1:{port}")
-}
-
 fn spawn_server(addr: &str, data_dir: &std::path::Path, base_url: &str) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_finetune"))
         .args(["serve", "--poll-interval-seconds", "0.1"])
@@ -145,7 +136,7 @@ async fn two_sigkills_mid_training_lose_and_repeat_no_event() {
     // Jobs of ~6 s at this scale: both kills land while they run.
     let emulator = common::emulator(40.0).await;
     let data_dir = tempfile::tempdir().unwrap();
-    let addr = free_addr();
+    let addr = common::free_addr();
     let mut server = spawn_server(&addr, data_dir.path(), &emulator.base_url());
 
     let mut jobs = Vec::new();
@@ -229,7 +220,7 @@ async fn a_creation_cut_by_sigkill_is_adopted_after_the_restart() {
         .faults()
         .inject("POST /v1/fine_tuning/jobs", Fault::Latency { ms: 1500 }, 1);
     let data_dir = tempfile::tempdir().unwrap();
-    let addr = free_addr();
+    let addr = common::free_addr();
     let server = spawn_server(&addr, data_dir.path(), &emulator.base_url());
     let call_addr = addr.clone();
     let call = tokio::spawn(async move {

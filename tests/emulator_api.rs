@@ -846,6 +846,71 @@ async fn uploads_in_parts_complete_in_part_order_and_check_size_and_md5() {
     env.emu.shutdown().await;
 }
 
+#[tokio::test]
+async fn an_upload_with_expires_after_makes_a_file_that_expires_and_cannot_train() {
+    // An hour of emulated time per real second.
+    let env = start(3600.0).await;
+    let bytes = dataset_bytes(SAMPLE);
+    let upload = |expires_after: Value| {
+        env.post(
+            "/uploads",
+            json!({"purpose": "fine-tune", "filename": "train.jsonl", "bytes": bytes.len(),
+                   "mime_type": "text/jsonl", "expires_after": expires_after}),
+        )
+    };
+    let bad = upload(json!({"anchor": "last_active_at", "seconds": 3600})).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    assert_eq!(bad.body["error"]["param"], "expires_after.anchor");
+    let short = upload(json!({"anchor": "created_at", "seconds": 60})).await;
+    assert_eq!(short.status, StatusCode::BAD_REQUEST, "{}", short.body);
+
+    let created = upload(json!({"anchor": "created_at", "seconds": 3600})).await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.body);
+    let id = str_of(&created.body, "id").to_owned();
+    let form = reqwest::multipart::Form::new().part(
+        "data",
+        reqwest::multipart::Part::bytes(bytes.clone()).file_name("blob"),
+    );
+    let part = env
+        .reply(
+            env.http
+                .post(env.url(&format!("/uploads/{id}/parts")))
+                .multipart(form),
+        )
+        .await
+        .body;
+    let done = env
+        .ok_post(
+            &format!("/uploads/{id}/complete"),
+            json!({"part_ids": [part["id"]]}),
+        )
+        .await;
+    let file = &done["file"];
+    assert_eq!(
+        file["expires_at"].as_i64(),
+        Some(file["created_at"].as_i64().unwrap() + 3600),
+        "{file}"
+    );
+    let file_id = str_of(file, "id").to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while env.get(&format!("/files/{file_id}")).await.status != StatusCode::NOT_FOUND {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{file_id} never expired"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let refused = env
+        .post(
+            "/fine_tuning/jobs",
+            json!({"model": "gpt-4o-mini-2024-07-18", "training_file": file_id}),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert_eq!(refused.body["error"]["param"], "training_file");
+    env.emu.shutdown().await;
+}
+
 /// MD5 of `data`, computed by the system's `md5sum` so the emulator's own code is not
 /// checked against itself.
 fn md5_hex(data: &[u8]) -> String {

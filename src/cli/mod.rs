@@ -103,6 +103,9 @@ pub struct EmulatorArgs {
     /// Colour in logs: auto (when stderr is a terminal), always or never.
     #[arg(long, env = "FINETUNE_LOG_COLOR", value_enum, default_value = "auto")]
     pub log_color: LogColor,
+    /// Keep files, jobs and models here across restarts (default: in memory only).
+    #[arg(long, env = "FINETUNE_EMULATOR_DATA_DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 /// Runs the CLI; the exit code is 0 on success, 1 when a dataset has errors, 2 on usage errors.
@@ -163,6 +166,7 @@ fn emulator(args: EmulatorArgs) -> ExitCode {
     let config = crate::emulator::EmulatorConfig {
         time_scale: args.time_scale,
         api_key: args.api_key,
+        data_dir: args.data_dir,
         ..crate::emulator::EmulatorConfig::default()
     };
     let runtime = match client::runtime() {
@@ -175,7 +179,7 @@ fn emulator(args: EmulatorArgs) -> ExitCode {
     match runtime.block_on(crate::emulator::run_standalone(config, args.addr)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("finetune emulator: cannot serve on {}: {e}", args.addr);
+            eprintln!("finetune emulator: {e}");
             ExitCode::from(2)
         }
     }

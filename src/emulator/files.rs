@@ -85,8 +85,36 @@ pub(crate) struct Files {
 }
 
 impl Files {
+    /// Files read back from a data dir.
+    pub(crate) fn restore(items: Vec<StoredFile>, deleted: HashMap<String, f64>) -> Files {
+        Files { items, deleted }
+    }
+
     pub(crate) fn insert(&mut self, file: StoredFile) {
         self.items.push(file);
+    }
+
+    /// Every stored file, expired ones included.
+    pub(crate) fn stored(&self) -> impl Iterator<Item = &StoredFile> {
+        self.items.iter()
+    }
+
+    /// Deleted file ids and when each went.
+    pub(crate) fn deleted(&self) -> &HashMap<String, f64> {
+        &self.deleted
+    }
+
+    pub(crate) fn was_deleted(&self, id: &str) -> bool {
+        self.deleted.contains_key(id)
+    }
+
+    /// A stored file's bytes, expired or not (a check cut short by a restart reads them
+    /// again; whether the file was gone in time is decided when the job is validated).
+    pub(crate) fn bytes(&self, id: &str) -> Option<Bytes> {
+        self.items
+            .iter()
+            .find(|f| f.id == id)
+            .map(|f| f.data.clone())
     }
 
     /// The file, unless deleted or expired at `now`.
@@ -153,6 +181,39 @@ fn check_jsonl(filename: &str) -> ApiResult<()> {
         Err(ApiError::invalid(
             "Invalid file format for Fine-Tuning API. Must be .jsonl",
         ))
+    }
+}
+
+/// `expires_after.seconds`: an hour to 30 days after the anchor, `created_at`.
+fn expiry_seconds(seconds: i64) -> ApiResult<i64> {
+    check_int("expires_after.seconds", seconds, 3600, 2_592_000)
+}
+
+/// The JSON `expires_after` of `POST /uploads`: seconds after `created_at`, or None.
+fn parse_expires_after(v: Option<&Value>) -> ApiResult<Option<i64>> {
+    let map = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(m)) => m,
+        Some(other) => return Err(ApiError::wrong_type("expires_after", "an object", other)),
+    };
+    match map.get("anchor") {
+        Some(Value::String(a)) if a == "created_at" => {}
+        None => return Err(ApiError::missing("expires_after.anchor")),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "Invalid 'expires_after.anchor': expected 'created_at'.",
+            )
+            .param("expires_after.anchor"));
+        }
+    }
+    match map.get("seconds") {
+        Some(Value::Number(n)) if n.is_i64() => Ok(Some(expiry_seconds(n.as_i64().unwrap_or(0))?)),
+        None => Err(ApiError::missing("expires_after.seconds")),
+        Some(other) => Err(ApiError::wrong_type(
+            "expires_after.seconds",
+            "an integer",
+            other,
+        )),
     }
 }
 
@@ -235,8 +296,7 @@ pub(crate) async fn create_file(
                     &Value::String(seconds),
                 ));
             };
-            let secs = check_int("expires_after.seconds", secs, 3600, 2_592_000)?;
-            Some(created_at + secs)
+            Some(created_at + expiry_seconds(secs)?)
         }
     };
     let stored = StoredFile {
@@ -247,9 +307,12 @@ pub(crate) async fn create_file(
         created_at,
         expires_at,
     };
+    app.write_file(&stored.id, &stored.data)?;
     tracing::debug!(file_id = %stored.id, bytes = stored.data.len(), "file created");
     let response = json(&stored.object());
-    app.store_at(now).files.insert(stored);
+    let mut store = app.store_at(now);
+    store.files.insert(stored);
+    app.save(&store);
     Ok(response)
 }
 
@@ -341,9 +404,14 @@ pub(crate) async fn delete_file(State(app): State<App>, Path(id): Path<String>) 
         id: &'a str,
     }
     let now = app.clock.now();
-    if !app.store_at(now).files.remove(&id, now) {
-        return Err(ApiError::no_such("File", &id));
+    {
+        let mut store = app.store_at(now);
+        if !store.files.remove(&id, now) {
+            return Err(ApiError::no_such("File", &id));
+        }
+        app.save(&store);
     }
+    app.remove_file(&id);
     tracing::debug!(file_id = %id, "file deleted");
     Ok(json(&Deleted {
         object: "file",
@@ -363,6 +431,8 @@ pub(crate) struct Upload {
     status: UploadStatus,
     parts: HashMap<String, Bytes>,
     file_id: Option<String>,
+    /// `expires_after.seconds` of the file it makes, after its `created_at`.
+    file_expires_after: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -447,6 +517,7 @@ pub(crate) async fn create_upload(State(app): State<App>, body: Bytes) -> ApiRes
     let bytes = opt_int(&map, "bytes", "bytes", 0, MAX_UPLOAD_BYTES)?
         .ok_or_else(|| ApiError::missing("bytes"))?;
     let _mime_type = req_str(&map, "mime_type")?;
+    let file_expires_after = parse_expires_after(map.get("expires_after"))?;
     check_purpose(&purpose, UPLOAD_PURPOSES)?;
     if purpose == "fine-tune" {
         check_jsonl(&filename)?;
@@ -463,6 +534,7 @@ pub(crate) async fn create_upload(State(app): State<App>, body: Bytes) -> ApiRes
         status: UploadStatus::Pending,
         parts: HashMap::new(),
         file_id: None,
+        file_expires_after,
     };
     let mut store = app.store_at(now);
     let response = upload.render(now, &store.files);
@@ -605,9 +677,10 @@ pub(crate) async fn complete_upload(
         purpose: upload.purpose.clone(),
         data: Bytes::from(data),
         created_at: upload.created_at,
-        expires_at: None,
+        expires_at: upload.file_expires_after.map(|s| upload.created_at + s),
     };
     let file_id = file.id.clone();
+    app.write_file(&file.id, &file.data)?;
     store.files.insert(file);
     let upload = store
         .uploads
@@ -616,6 +689,7 @@ pub(crate) async fn complete_upload(
     upload.status = UploadStatus::Completed;
     upload.file_id = Some(file_id);
     upload.parts.clear();
+    app.save(&store);
     tracing::debug!(upload_id = %id, bytes = total, "upload completed");
     let upload = &store.uploads[&id];
     Ok(upload.render(now, &store.files))

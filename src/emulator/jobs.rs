@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use super::api::{
@@ -29,7 +29,8 @@ const AUTO_BETA: f64 = 0.1;
 const CHECKPOINT_EPOCHS: u64 = 3;
 
 /// Every job, in creation order.
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
+#[serde(transparent)]
 pub(crate) struct Jobs {
     items: Vec<Job>,
 }
@@ -42,11 +43,46 @@ impl Jobs {
             job.materialize(now, files);
             if !job.results_published && job.phase(now) == Phase::Succeeded {
                 job.results_published = true;
-                if let Some(file) = job.results_file() {
+                // Published again after a restart (results are derived, not saved),
+                // unless the owner deleted them.
+                if let Some(file) = job.results_file().filter(|f| !files.was_deleted(&f.id)) {
                     files.insert(file);
                 }
             }
         }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// The ids of the results files jobs publish (derived, so never saved).
+    pub(crate) fn results_file_ids(&self) -> std::collections::HashSet<&str> {
+        self.items
+            .iter()
+            .map(|j| j.results_file_id.as_str())
+            .collect()
+    }
+
+    /// The file checks a restart cut short, to run again. A job whose training file is
+    /// gone fails as OpenAI fails a job whose file was deleted before validation.
+    pub(crate) fn unfinished_checks(&self, files: &Files, now: f64) -> Vec<CheckWork> {
+        let mut work = Vec::new();
+        for job in self.items.iter().filter(|j| j.check.get().is_none()) {
+            match files.bytes(&job.training_file) {
+                Some(training) => {
+                    let validation = job.validation_file.as_deref().and_then(|v| files.bytes(v));
+                    work.push(job.check_work(training, validation));
+                }
+                None => {
+                    let _ = job.check.set(Checked {
+                        outcome: deleted_training_file(),
+                        ready_at: now,
+                    });
+                }
+            }
+        }
+        work
     }
 
     fn get(&self, id: &str) -> ApiResult<&Job> {
@@ -85,6 +121,45 @@ fn no_such_job(id: &str) -> ApiError {
     .param("fine_tuning_job_id")
 }
 
+fn deleted_training_file() -> Outcome {
+    Outcome::Fail(JobError {
+        code: "deleted_training_file".to_owned(),
+        param: Some("training_file".to_owned()),
+        message: "The job failed because the training file was deleted".to_owned(),
+    })
+}
+
+/// What the file check of a job needs, to run in the background.
+pub(crate) struct CheckWork {
+    check: Arc<OnceLock<Checked>>,
+    training: Bytes,
+    validation: Option<Bytes>,
+    base: String,
+    method: Method,
+    requested: Requested,
+}
+
+/// Checks the job's files in the background, then saves the verdict with the store.
+pub(crate) fn spawn_check(app: &App, work: CheckWork) {
+    let app = app.clone();
+    let training_context = app.config.catalog.resolve(&work.base).info.training_context;
+    tokio::task::spawn_blocking(move || {
+        let outcome = check_files(
+            &work.training,
+            work.validation.as_deref(),
+            &work.base,
+            work.method,
+            work.requested,
+            training_context,
+        );
+        let _ = work.check.set(Checked {
+            outcome,
+            ready_at: app.clock.now(),
+        });
+        app.save_now();
+    });
+}
+
 /// Training examples OpenAI requires [GUIDE]; fewer fail the job with `invalid_n_examples`.
 const MIN_EXAMPLES: u64 = 10;
 
@@ -96,7 +171,7 @@ fn method_name(method: Method) -> &'static str {
 }
 
 /// Hyperparameters as requested; None is `auto`.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 struct Requested {
     n_epochs: Option<u32>,
     batch_size: Option<u32>,
@@ -105,7 +180,7 @@ struct Requested {
 }
 
 /// What validation decided for a job that can train.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Train {
     epochs: u32,
     batch_size: u32,
@@ -123,21 +198,22 @@ impl Train {
 }
 
 /// A failed job's `error`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct JobError {
-    code: &'static str,
-    param: Option<&'static str>,
+    code: String,
+    param: Option<String>,
     message: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 enum Outcome {
     Train(Train),
     Fail(JobError),
 }
 
 /// The file check's verdict and the emulated time it was ready.
-struct Checked {
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Checked {
     outcome: Outcome,
     ready_at: f64,
 }
@@ -176,13 +252,17 @@ impl Phase {
 }
 
 /// Phase durations in emulated seconds, fixed when the job is created.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Timing {
     validating: f64,
     queued: f64,
     step: f64,
 }
 
+/// A job as the emulator keeps it (and saves it, with a data dir): what was asked and
+/// what the file check found. Its plan, events, checkpoints and model are derived from
+/// these and the clock, so they are not saved.
+#[derive(Serialize, Deserialize)]
 pub(crate) struct Job {
     id: String,
     created: f64,
@@ -199,7 +279,9 @@ pub(crate) struct Job {
     method: Method,
     requested: Requested,
     timing: Timing,
+    #[serde(with = "saved_check")]
     check: Arc<OnceLock<Checked>>,
+    #[serde(skip)]
     plan: Option<Plan>,
     cancelled_at: Option<f64>,
     /// The 8-character id ending the `ft:` name.
@@ -207,7 +289,34 @@ pub(crate) struct Job {
     /// Prefix of event and checkpoint ids.
     key: String,
     results_file_id: String,
+    #[serde(skip)]
     results_published: bool,
+}
+
+/// The file check of a saved job: its verdict once known.
+mod saved_check {
+    use std::sync::{Arc, OnceLock};
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::Checked;
+
+    pub(super) fn serialize<S: Serializer>(
+        check: &Arc<OnceLock<Checked>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        check.get().serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Arc<OnceLock<Checked>>, D::Error> {
+        let lock = OnceLock::new();
+        if let Some(checked) = Option::<Checked>::deserialize(d)? {
+            let _ = lock.set(checked);
+        }
+        Ok(Arc::new(lock))
+    }
 }
 
 impl Job {
@@ -232,11 +341,7 @@ impl Job {
             .gone_at(&self.training_file)
             .is_some_and(|gone| gone <= validated);
         let outcome = if deleted {
-            Outcome::Fail(JobError {
-                code: "deleted_training_file",
-                param: Some("training_file"),
-                message: "The job failed because the training file was deleted".to_owned(),
-            })
+            deleted_training_file()
         } else {
             checked.outcome.clone()
         };
@@ -287,6 +392,17 @@ impl Job {
                     Phase::Succeeded
                 }
             }
+        }
+    }
+
+    fn check_work(&self, training: Bytes, validation: Option<Bytes>) -> CheckWork {
+        CheckWork {
+            check: self.check.clone(),
+            training,
+            validation,
+            base: self.base.clone(),
+            method: self.method,
+            requested: self.requested,
         }
     }
 
@@ -778,10 +894,10 @@ fn check_files(
     requested: Requested,
     training_context: u64,
 ) -> Outcome {
-    let fail = |param, message: String| {
+    let fail = |param: &str, message: String| {
         Outcome::Fail(JobError {
-            code: "invalid_file_format",
-            param: Some(param),
+            code: "invalid_file_format".to_owned(),
+            param: Some(param.to_owned()),
             message,
         })
     };
@@ -798,8 +914,8 @@ fn check_files(
     let n = train.examples;
     if n < MIN_EXAMPLES {
         return Outcome::Fail(JobError {
-            code: "invalid_n_examples",
-            param: Some("training_file"),
+            code: "invalid_n_examples".to_owned(),
+            param: Some("training_file".to_owned()),
             message: format!(
                 "Training file has {n} example(s), but must have at least {MIN_EXAMPLES} examples"
             ),
@@ -1109,7 +1225,7 @@ pub(crate) async fn create_job(State(app): State<App>, body: Bytes) -> ApiResult
         id,
         created: now,
         model: model_out,
-        base: base.clone(),
+        base,
         training_file,
         validation_file,
         suffix,
@@ -1130,26 +1246,11 @@ pub(crate) async fn create_job(State(app): State<App>, body: Bytes) -> ApiResult
     };
     tracing::info!(job_id = %job.id, model = %job.model, "fine-tuning job created");
     let response = json(&job.render(now, &app.config.org, &app.org_id));
-    let check = job.check.clone();
+    let work = job.check_work(training, validation);
     store.jobs.items.push(job);
+    app.save(&store);
     drop(store);
-
-    let app2 = app.clone();
-    let training_context = app.config.catalog.resolve(&base).info.training_context;
-    tokio::task::spawn_blocking(move || {
-        let outcome = check_files(
-            &training,
-            validation.as_deref(),
-            &base,
-            method,
-            requested,
-            training_context,
-        );
-        let _ = check.set(Checked {
-            outcome,
-            ready_at: app2.clock.now(),
-        });
-    });
+    spawn_check(&app, work);
     Ok(response)
 }
 
@@ -1234,7 +1335,9 @@ pub(crate) async fn cancel_job(State(app): State<App>, Path(id): Path<String>) -
     }
     job.cancelled_at = Some(now);
     tracing::info!(job_id = %id, "fine-tuning job cancelled");
-    Ok(json(&job.render(now, &app.config.org, &app.org_id)))
+    let response = json(&job.render(now, &app.config.org, &app.org_id));
+    app.save(&store);
+    Ok(response)
 }
 
 /// `GET /fine_tuning/jobs/{id}/events`: newest first; `after` pages towards older events.

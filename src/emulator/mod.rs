@@ -17,10 +17,12 @@ mod faults;
 mod files;
 mod jobs;
 mod net;
+mod persist;
 pub mod training_file;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -58,6 +60,9 @@ pub struct EmulatorConfig {
     pub step_secs: f64,
     /// Time between streamed chat chunks.
     pub token_secs: f64,
+    /// Where the emulator keeps its files, jobs and models across restarts (see
+    /// `persist.rs`); None keeps them in memory only.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for EmulatorConfig {
@@ -71,6 +76,7 @@ impl Default for EmulatorConfig {
             queued_secs: 10.0,
             step_secs: 2.0,
             token_secs: 0.02,
+            data_dir: None,
         }
     }
 }
@@ -160,7 +166,9 @@ impl Emulator {
 pub async fn run_standalone(config: EmulatorConfig, addr: SocketAddr) -> std::io::Result<()> {
     use std::io::Write as _;
 
-    let listener = TcpListener::bind(addr).await?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot serve on {addr}: {e}")))?;
     let local = listener.local_addr()?;
     let emulator = Emulator::start(config, listener).await?;
     {
@@ -287,6 +295,7 @@ pub(crate) struct Shared {
     pub(crate) clock: Clock,
     pub(crate) faults: FaultControl,
     store: Mutex<Store>,
+    disk: Option<persist::Disk>,
 }
 
 impl std::ops::Deref for App {
@@ -316,13 +325,83 @@ impl App {
             return Err(invalid("emulator org must be non-empty and contain no ':'"));
         }
         let org_id = format!("org-{}", api::derived_id(&config.org, 24));
-        Ok(App(Arc::new(Shared {
-            clock: Clock::new(config.time_scale),
+        let (disk, loaded) = match &config.data_dir {
+            Some(dir) => {
+                let (disk, loaded) = persist::Disk::open(dir)?;
+                (Some(disk), loaded)
+            }
+            None => (None, None),
+        };
+        let mut store = Store::default();
+        let mut anchor = None;
+        if let Some(loaded) = loaded {
+            anchor = Some(loaded.anchor);
+            store.files = loaded.files;
+            store.jobs = loaded.jobs;
+        }
+        let clock = Clock::resume(config.time_scale, anchor);
+        let pending = store.jobs.unfinished_checks(&store.files, clock.now());
+        if let Some(disk) = &disk {
+            tracing::info!(
+                dir = %disk.dir().display(),
+                files = store.files.stored().count(),
+                jobs = store.jobs.len(),
+                "emulator state loaded"
+            );
+        }
+        let app = App(Arc::new(Shared {
+            clock,
             org_id,
             faults: FaultControl::default(),
-            store: Mutex::new(Store::default()),
+            store: Mutex::new(store),
+            disk,
             config,
-        })))
+        }));
+        for work in pending {
+            jobs::spawn_check(&app, work);
+        }
+        Ok(app)
+    }
+
+    /// Saves the store when the emulator has a data dir. Called after each change with
+    /// the lock still held, so snapshots are written in the order of the changes. A
+    /// failed save is logged, not answered: the change is made, only its durability lags.
+    pub(crate) fn save(&self, store: &Store) {
+        if let Some(disk) = &self.disk {
+            if let Err(e) = disk.save(store, self.clock.anchor()) {
+                tracing::error!(error = %e, "the emulator could not save its state");
+            }
+        }
+    }
+
+    /// [`App::save`], taking the lock.
+    pub(crate) fn save_now(&self) {
+        let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        self.save(&store);
+    }
+
+    /// Stores a new file's bytes before it is inserted (a 500 if that fails).
+    pub(crate) fn write_file(&self, id: &str, data: &[u8]) -> Result<(), api::ApiError> {
+        let Some(disk) = &self.disk else {
+            return Ok(());
+        };
+        disk.write_file(id, data).map_err(|e| {
+            tracing::error!(error = %e, "the emulator could not store a file");
+            api::ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "The server had an error while storing the file.",
+            )
+            .kind("server_error")
+        })
+    }
+
+    /// Drops a deleted file's bytes.
+    pub(crate) fn remove_file(&self, id: &str) {
+        if let Some(disk) = &self.disk {
+            if let Err(e) = disk.remove_file(id) {
+                tracing::warn!(error = %e, file_id = %id, "the emulator could not remove a deleted file's bytes");
+            }
+        }
     }
 
     /// Keeps a request body for [`Emulator::last_requests`].
@@ -365,28 +444,45 @@ impl Store {
     }
 }
 
-/// The emulated clock: real time since start, times `scale`, from the real start time.
+/// The emulated clock: real time since start, times `scale`, from the emulated time at
+/// start (the real time on a first start; after a restart, where the saved anchor says
+/// emulated time has got to: see `persist.rs`).
 pub(crate) struct Clock {
     start: Instant,
-    start_unix: f64,
+    start_wall: f64,
+    start_emulated: f64,
     scale: f64,
 }
 
 impl Clock {
-    fn new(scale: f64) -> Clock {
-        let start_unix = SystemTime::now()
+    fn resume(scale: f64, anchor: Option<persist::Anchor>) -> Clock {
+        let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
+        let start_emulated = match anchor {
+            None => wall,
+            Some(a) => a.emulated + (wall - a.wall).max(0.0) * scale,
+        };
         Clock {
             start: Instant::now(),
-            start_unix,
+            start_wall: wall,
+            start_emulated,
             scale,
         }
     }
 
     /// Emulated unix time in seconds.
     pub(crate) fn now(&self) -> f64 {
-        self.start_unix + self.start.elapsed().as_secs_f64() * self.scale
+        self.start_emulated + self.start.elapsed().as_secs_f64() * self.scale
+    }
+
+    /// This moment on both clocks, for the next start to continue from.
+    fn anchor(&self) -> persist::Anchor {
+        let elapsed = self.start.elapsed().as_secs_f64();
+        persist::Anchor {
+            wall: self.start_wall + elapsed,
+            emulated: self.start_emulated + elapsed * self.scale,
+        }
     }
 
     /// Real duration of `secs` emulated seconds.

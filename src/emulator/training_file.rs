@@ -38,7 +38,7 @@ use serde_json::{Map, Value};
 use tiktoken_rs::CoreBPE;
 
 /// The training method a file is checked for (`method.type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Method {
     Supervised,
     Dpo,

@@ -44,6 +44,10 @@ const MAX_USER_METADATA: usize = 14;
 /// could not be confirmed (RetryInfo).
 const OUTCOME_RETRY_AFTER: Duration = Duration::from_secs(2);
 
+/// An upload that expires sooner than this is not reused: a job can wait in OpenAI's
+/// queue for hours before its file is read, and a file gone by then fails the job.
+const REUSE_MARGIN_SECS: i64 = 24 * 3600;
+
 /// What runs when a job succeeds (auto-promotion).
 pub type SuccessHook = Box<dyn Fn(&Job) + Send + Sync>;
 
@@ -412,7 +416,7 @@ impl JobManager {
         match self.find_upstream(&request_id).await {
             Ok(Some(remote)) => {
                 info!(job_id = %job.id, upstream_id = %remote.id, "adopting the job OpenAI holds for this request id");
-                match self.attach_upstream(job, &remote).await {
+                match self.attach_upstream(job, &remote, &[]).await {
                     Ok(job) => {
                         self.spawn_poller(&job.id);
                         Creation::Tracked(Box::new(job))
@@ -540,9 +544,13 @@ impl JobManager {
             error,
             maybe_created: unsettled,
         };
-        let training_file = self.upload(&req.training).await.map_err(unsettled_by)?;
+        let mut notes = Vec::new();
+        let training_file = self
+            .upload(&req.training, &mut notes)
+            .await
+            .map_err(unsettled_by)?;
         let validation_file = match &req.validation {
-            Some(v) => Some(self.upload(v).await.map_err(unsettled_by)?),
+            Some(v) => Some(self.upload(v, &mut notes).await.map_err(unsettled_by)?),
             None => None,
         };
         job.training_file_id = Some(training_file.clone());
@@ -592,7 +600,7 @@ impl JobManager {
                 error: e.into(),
                 maybe_created: unsettled.load(Ordering::SeqCst),
             })?;
-        self.attach_upstream(job, &remote)
+        self.attach_upstream(job, &remote, &notes)
             .await
             .map_err(|error| CreateFailure {
                 error,
@@ -612,9 +620,11 @@ impl JobManager {
             .list_files(None, 100)
             .await
             .map_err(lookup_failed)?;
-        Ok(page.data.into_iter().find(|f| {
-            f.filename == name && f.bytes == size && f.status.as_deref() != Some("error")
-        }))
+        let now = now_millis() / 1000;
+        Ok(page
+            .data
+            .into_iter()
+            .find(|f| f.filename == name && f.bytes == size && unusable(f, now).is_none()))
     }
 
     /// OpenAI's job carrying `request_id` in its metadata, if any.
@@ -636,7 +646,14 @@ impl JobManager {
         }))
     }
 
-    async fn attach_upstream(&self, mut job: Job, remote: &types::Job) -> Result<Job, Error> {
+    /// Attaches OpenAI's job `remote` to `job`, recording `notes` (what happened on the
+    /// way, for the user) as events before the one announcing the job.
+    async fn attach_upstream(
+        &self,
+        mut job: Job,
+        remote: &types::Job,
+        notes: &[String],
+    ) -> Result<Job, Error> {
         for _ in 0..super::poller::WRITE_ATTEMPTS {
             let mut attached = job.clone();
             attached.upstream_id = Some(remote.id.clone());
@@ -651,12 +668,12 @@ impl JobManager {
                 "Created OpenAI fine-tuning job {} ({})",
                 remote.id, remote.status
             );
-            let event = state_event(&attached, message);
-            match self
-                .store
-                .record(&attached, job.version, vec![event])
-                .await?
-            {
+            let mut events: Vec<NewEvent> = notes
+                .iter()
+                .map(|note| state_event(&attached, note.clone()))
+                .collect();
+            events.push(state_event(&attached, message));
+            match self.store.record(&attached, job.version, events).await? {
                 Recorded::Saved(saved, _) => {
                     self.hub.notify(&saved.id, saved.last_sequence);
                     return Ok(saved);
@@ -676,13 +693,31 @@ impl JobManager {
         )))
     }
 
-    /// Uploads a dataset without our `metadata` keys, once per content.
-    async fn upload(&self, file: &DatasetFile) -> Result<String, Error> {
+    /// Why OpenAI's file `id` cannot be trained from (gone, expired or expiring soon),
+    /// or None when it can.
+    async fn unusable_upload(&self, id: &str) -> Result<Option<String>, Error> {
+        // The adapter retries what is safe to retry.
+        let looked_up = self.provider.get_file(id).await;
+        match looked_up {
+            Ok(file) => Ok(unusable(&file, now_millis() / 1000)),
+            Err(UpstreamError::NotFound { .. }) => Ok(Some("is gone upstream".to_owned())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Uploads a dataset without our `metadata` keys, once per content. A remembered
+    /// upload is reused only while OpenAI still has it; when it does not, the dataset is
+    /// uploaded again and `notes` says so.
+    async fn upload(&self, file: &DatasetFile, notes: &mut Vec<String>) -> Result<String, Error> {
         let (path, sha256, temporary) =
             strip_metadata(&file.path, &file.sha256, self.datasets.dir()).await?;
         let result = async {
+            let mut stale = None;
             if let Some(id) = self.store.uploaded_file(&sha256).await? {
-                return Ok(id);
+                match self.unusable_upload(&id).await? {
+                    None => return Ok(id),
+                    Some(why) => stale = Some((id, why)),
+                }
             }
             let name = format!("{}.jsonl", &sha256[..16]);
             let size = tokio::fs::metadata(&path)
@@ -721,6 +756,14 @@ impl JobManager {
             };
             self.store.remember_upload(&sha256, &uploaded.id).await?;
             info!(file_id = %uploaded.id, bytes = uploaded.bytes, "uploaded dataset to OpenAI");
+            if let Some((old, why)) = stale {
+                let note = format!(
+                    "The remembered upload {old} of this dataset {why}; uploaded again as {}",
+                    uploaded.id
+                );
+                warn!(old_file_id = %old, file_id = %uploaded.id, "{note}");
+                notes.push(note);
+            }
             Ok(uploaded.id)
         }
         .await;
@@ -777,7 +820,7 @@ impl JobManager {
         if stored.id != job.id {
             return Ok(stored);
         }
-        let adopted = self.attach_upstream(stored, &remote).await?;
+        let adopted = self.attach_upstream(stored, &remote, &[]).await?;
         info!(job_id = %adopted.id, upstream_id = %remote.id, "adopted a job created outside the service");
         // Record its history now; keep polling if it is still going.
         let terminal = self.poll_once(&adopted.id).await.unwrap_or(false);
@@ -1123,6 +1166,26 @@ async fn strip_metadata(
     })
     .await
     .map_err(|e| Error::Io(format!("preparing the upload failed: {e}")))?
+}
+
+/// Why a file OpenAI holds cannot be trained from at unix second `now`, or None.
+fn unusable(file: &types::FileObject, now: i64) -> Option<String> {
+    if file.status.as_deref() == Some("error") {
+        return Some("was rejected by OpenAI".to_owned());
+    }
+    let expires_at = file.expires_at?;
+    let when = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + Duration::from_secs(expires_at.max(0).unsigned_abs()),
+    );
+    if expires_at <= now {
+        Some(format!("expired at {when}"))
+    } else if expires_at - now < REUSE_MARGIN_SECS {
+        Some(format!(
+            "expires at {when}, too soon for a job that may queue for hours"
+        ))
+    } else {
+        None
+    }
 }
 
 /// Marks a job failed locally (used when its upstream record vanished).

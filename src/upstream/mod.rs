@@ -33,6 +33,8 @@ pub trait FineTuning: Send + Sync + 'static {
         after: Option<&str>,
         limit: u32,
     ) -> Result<types::Page<types::FileObject>, UpstreamError>;
+    /// A file by id; [`UpstreamError::NotFound`] when it was deleted or has expired.
+    async fn get_file(&self, id: &str) -> Result<types::FileObject, UpstreamError>;
     async fn create_job(
         &self,
         request: &types::CreateJobRequest,

@@ -501,6 +501,10 @@ impl FineTuning for OpenAi {
         self.call(self.http.get(url), "page of files").await
     }
 
+    async fn get_file(&self, id: &str) -> Result<FileObject, UpstreamError> {
+        OpenAi::get_file(self, id).await
+    }
+
     async fn create_job(&self, request: &CreateJobRequest) -> Result<Job, UpstreamError> {
         // Whole-number hyperparameters serialize as integers (see types::AutoOr).
         let body = serde_json::to_value(request).map_err(|e| UpstreamError::Local {

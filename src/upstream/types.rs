@@ -32,6 +32,10 @@ pub struct FileObject {
     pub purpose: String,
     #[serde(default)]
     pub status: Option<String>,
+    /// Unix seconds after which OpenAI deletes the file (set by `expires_after`); None
+    /// for a file kept until deleted.
+    #[serde(default)]
+    pub expires_at: Option<i64>,
 }
 
 /// `Upload` (the Uploads API).

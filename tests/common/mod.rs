@@ -124,6 +124,17 @@ pub fn find_grpcurl() -> PathBuf {
     );
 }
 
+/// A local address free a moment ago, for a server that must come back on the same
+/// address after a restart (its clients reconnect there).
+pub fn free_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
 /// Every upstream job of the emulator, by its `finetune_request_id` metadata.
 pub async fn upstream_jobs_by_request(
     emulator: &finetune::emulator::Emulator,
