@@ -26,6 +26,12 @@
 //!   `DELETE {control}/faults` removes them all.
 //! - `GET {control}/stats`: the emulator's request counts, `{"total": n, "by_route":
 //!   {"POST /v1/files": n, ...}}`, to see that a request reached OpenAI.
+//! - `POST {control}/restart`, body `{"down_ms": 5000}`: restarts the server as a deploy does.
+//!   The server drains and stops (open proxied connections are cut), stays down for
+//!   `down_ms` (connections through the proxy are refused meanwhile: clients see
+//!   UNAVAILABLE), then starts again on the same address and data directory. Answers
+//!   `{"stopped": true, "down_ms": n}` once the server is down; `GET {control}/up` answers
+//!   `{"up": bool}`.
 //! - `GET {control}/upstream_jobs`: every job the emulated OpenAI holds, by the request id
 //!   in its metadata: `{"by_request": {"<request id>": ["ftjob-...", ...]}}` (jobs without
 //!   one under `""`), to check that a request id made exactly one paid job.
@@ -162,11 +168,75 @@ async fn run_proxy(listener: TcpListener, upstream: SocketAddr, proxy: Arc<Proxy
     }
 }
 
-/// What the control endpoint's handlers reach: the proxy and the emulator.
+/// What the control endpoint's handlers reach: the proxy, the emulator and the server.
 #[derive(Clone)]
 struct Control {
     proxy: Arc<Proxy>,
     emulator: Arc<Emulator>,
+    server: Arc<Server>,
+}
+
+/// The running server, so that `/restart` can stop it and start it again as a deploy does.
+struct Server {
+    config: ServeConfig,
+    addr: SocketAddr,
+    running: tokio::sync::Mutex<Option<Running>>,
+}
+
+struct Running {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), finetune::Error>>,
+}
+
+impl Server {
+    async fn start(&self, listener: TcpListener) {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(finetune::server::serve(
+            self.config.clone(),
+            listener,
+            stop.clone().cancelled_owned(),
+        ));
+        *self.running.lock().await = Some(Running { stop, task });
+    }
+
+    /// Drains and stops the server; its listener closes with it.
+    async fn stop(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if let Some(running) = self.running.lock().await.take() {
+            running.stop.cancel();
+            running.task.await??;
+        }
+        Ok(())
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Restart {
+    down_ms: u64,
+}
+
+async fn restart(
+    State(control): State<Control>,
+    Json(restart): Json<Restart>,
+) -> Result<Json<Value>, (axum::http::StatusCode, String)> {
+    let failed = |e: &dyn std::fmt::Display| {
+        (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    };
+    control.proxy.cut();
+    control.server.stop().await.map_err(|e| failed(&e))?;
+    let server = control.server.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(restart.down_ms)).await;
+        match TcpListener::bind(server.addr).await {
+            Ok(listener) => server.start(listener).await,
+            Err(e) => eprintln!("sdk_harness: cannot listen on {} again: {e}", server.addr),
+        }
+    });
+    Ok(Json(json!({ "stopped": true, "down_ms": restart.down_ms })))
+}
+
+async fn up(State(control): State<Control>) -> Json<Value> {
+    let up = control.server.running.lock().await.is_some();
+    Json(json!({ "up": up }))
 }
 
 async fn cut(State(control): State<Control>) -> Json<Value> {
@@ -292,12 +362,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let control_listener = TcpListener::bind("127.0.0.1:0").await?;
     let control = control_listener.local_addr()?;
 
-    let stop = CancellationToken::new();
-    let server = tokio::spawn(finetune::server::serve(
+    let server = Arc::new(Server {
         config,
-        server_listener,
-        stop.clone().cancelled_owned(),
-    ));
+        addr: direct,
+        running: tokio::sync::Mutex::new(None),
+    });
+    server.start(server_listener).await;
     wait_until_serving(direct, secure.as_ref().map(|(_, _, ca)| ca.as_path())).await?;
 
     let proxy = Arc::new(Proxy::default());
@@ -308,9 +378,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/faults", post(add_faults).delete(clear_faults))
         .route("/upstream_jobs", get(upstream_jobs))
         .route("/stats", get(stats))
+        .route("/restart", post(restart))
+        .route("/up", get(up))
         .with_state(Control {
             proxy: proxy.clone(),
             emulator: emulator.clone(),
+            server: server.clone(),
         });
     tokio::spawn(async move { axum::serve(control_listener, app).await });
 
@@ -335,8 +408,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ = stdin_closed() => {}
     }
     proxy.cut();
-    stop.cancel();
-    server.await??;
+    server.stop().await.map_err(|e| e.to_string())?;
     drop(data_dir);
     Ok(())
 }
