@@ -218,11 +218,11 @@ async fn restart(
     State(control): State<Control>,
     Json(restart): Json<Restart>,
 ) -> Result<Json<Value>, (axum::http::StatusCode, String)> {
-    let failed = |e: &dyn std::fmt::Display| {
-        (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-    };
     control.proxy.cut();
-    control.server.stop().await.map_err(|e| failed(&e))?;
+    control.server.stop().await.map_err(|e| {
+        let status = axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+        (status, format!("the server did not stop cleanly: {e}"))
+    })?;
     let server = control.server.clone();
     tokio::spawn(async move {
         tokio::time::sleep(std::time::Duration::from_millis(restart.down_ms)).await;
