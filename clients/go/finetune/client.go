@@ -85,7 +85,7 @@ func WithCAFile(path string) Option {
 }
 
 // WithRetry sets how StartTraining retries UNAVAILABLE. The default is
-// DefaultBackoff. (Before 0.1.0 it also set how Watch resumes: see WithResume.)
+// DefaultBackoff. (It used to set Watch's resumes too: see WithResume.)
 func WithRetry(b Backoff) Option {
 	return func(s *settings) { s.retry = b }
 }
@@ -174,8 +174,9 @@ type Backoff struct {
 // DefaultBackoff retries 6 times over about 10 seconds.
 var DefaultBackoff = Backoff{Attempts: 6, Initial: 200 * time.Millisecond, Max: 4 * time.Second}
 
-// waitAsked is wait, sleeping for the server's RetryInfo delay asked instead of the
-// backoff when it is positive (at most Max).
+// waitAsked sleeps before retry n (1-based): the server's RetryInfo delay asked
+// when it is positive, else the backoff, at most Max. False when there is no
+// retry n or ctx ended.
 func (b Backoff) waitAsked(ctx context.Context, n int, asked time.Duration) bool {
 	if n > b.Attempts {
 		return false
