@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The Go SDK's checks: the generated code matches the protos, gofmt, go vet, and the tests
-# (race detector on) against the real service. The tests start the sdk_harness themselves:
+# The Go SDK's checks: the generated code matches the protos, the version is clients/VERSION,
+# gofmt, go vet, and the tests (race detector on) against the real service, among them the
+# consumer test (internal/consumer: the README's quick start built in a fresh module outside
+# the repository through a replace). The tests start the sdk_harness themselves:
 # $FINETUNE_HARNESS, default target/debug/examples/sdk_harness, built here if missing.
 set -euo pipefail
 command -v go >/dev/null || export PATH="/usr/local/go/bin:$PATH"
@@ -16,6 +18,12 @@ trap 'rm -rf "$tmp"' EXIT
 ./gen.sh "$tmp"
 if ! diff -r gen "$tmp"; then
   echo "clients/go/gen is out of date with proto/: run clients/go/gen.sh" >&2
+  exit 1
+fi
+
+version="$(tr -d '[:space:]' <../VERSION)"
+if ! grep -qx "const Version = \"$version\"" finetune/version.go; then
+  echo "finetune.Version (finetune/version.go) is not clients/VERSION ($version)" >&2
   exit 1
 fi
 

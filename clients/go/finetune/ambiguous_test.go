@@ -10,7 +10,9 @@ package finetune_test
 
 import (
 	"context"
+	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -27,7 +29,7 @@ const (
 	listJobs  = "GET /v1/fine_tuning/jobs"
 )
 
-// startSample starts training on the sample dataset with requestID.
+// startSample starts training on the sample dataset with requestID ("": generated).
 func startSample(ctx context.Context, client *finetune.Client, requestID string) (*finetunev1.Job, error) {
 	training, err := client.DatasetFromFile(ctx, server.SampleDataset)
 	if err != nil {
@@ -115,8 +117,12 @@ func TestDeadlinePassingMidCreateThenTheSameRequestIDGetsTheJob(t *testing.T) {
 	defer cancel()
 	_, err := startSample(hurried, client, requestID)
 	// The client's own timer, or the server's (tonic answers CANCELLED "Timeout expired").
-	if fe := asError(t, err); fe.Code != codes.DeadlineExceeded && fe.Code != codes.Canceled {
+	fe := asError(t, err)
+	if fe.Code != codes.DeadlineExceeded && fe.Code != codes.Canceled {
 		t.Fatalf("got %v, want DEADLINE_EXCEEDED or CANCELLED", err)
+	}
+	if fe.RequestID != "" {
+		t.Errorf("error carries request id %q; the caller set its own", fe.RequestID)
 	}
 	// As the README says: call again with the same request id.
 	job, err := startSample(ctx, client, requestID)
@@ -124,6 +130,42 @@ func TestDeadlinePassingMidCreateThenTheSameRequestIDGetsTheJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertOneTrackedJob(ctx, t, client, job)
+}
+
+// A caller that lets the SDK generate the request id gets it back in the error
+// and retries with it, as the README shows: one job, the one the failed call
+// started.
+func TestGeneratedRequestIDIsCarriedByTheError(t *testing.T) {
+	ctx := testContext(t)
+	client := dial(t)
+	t.Cleanup(func() { server.ClearFaults(t) })
+	server.Inject(t, createJob, "latency", map[string]any{"ms": 3000})
+	training, err := client.DatasetFromFile(ctx, server.SampleDataset)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hurried, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	_, err = client.StartTraining(hurried, &finetunev1.StartTrainingRequest{Training: training})
+	var fe *finetune.Error
+	if !errors.As(err, &fe) || (fe.Code != codes.DeadlineExceeded && fe.Code != codes.Canceled) {
+		t.Fatalf("got %v, want DEADLINE_EXCEEDED or CANCELLED", err)
+	}
+	if id, err := uuid.Parse(fe.RequestID); err != nil || id.Version() != 4 {
+		t.Fatalf("error %v carries request id %q, want the generated UUIDv4", fe, fe.RequestID)
+	}
+	if !strings.Contains(fe.Error(), fe.RequestID) {
+		t.Errorf("the error's text %q does not name the request id", fe.Error())
+	}
+
+	started, err := client.StartTraining(ctx, &finetunev1.StartTrainingRequest{RequestId: fe.RequestID, Training: training})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if started.GetJob().GetRequestId() != fe.RequestID {
+		t.Errorf("job's request id %q, want %q", started.GetJob().GetRequestId(), fe.RequestID)
+	}
+	assertOneTrackedJob(ctx, t, client, started.GetJob())
 }
 
 func TestConcurrentCallsWithOneRequestIDOnSeveralConnections(t *testing.T) {

@@ -8,8 +8,10 @@
 //
 //   - DatasetFromFile / ValidateFile: a dataset from a path, sent inline when
 //     small and streamed through UploadDataset when large;
-//   - StartTraining: fills in a request id and retries UNAVAILABLE safely;
-//   - Watch: a job's events as an iterator that resumes after dropped streams;
+//   - StartTraining: fills in a request id, retries UNAVAILABLE safely, and
+//     returns the generated id in the error (Error.RequestID) to retry with;
+//   - Watch: a job's events as an iterator that resumes after dropped streams
+//     and server restarts;
 //   - StreamCompletion: a streamed completion as deltas plus the final summary.
 package finetune
 
@@ -40,6 +42,7 @@ type Client struct {
 
 	conn        *grpc.ClientConn
 	retry       Backoff
+	resume      Resume
 	inlineLimit int64
 }
 
@@ -51,6 +54,7 @@ type settings struct {
 	creds       credentials.TransportCredentials
 	caFile      string
 	retry       Backoff
+	resume      Resume
 	inlineLimit int64
 	dialOptions []grpc.DialOption
 }
@@ -80,10 +84,16 @@ func WithCAFile(path string) Option {
 	return func(s *settings) { s.caFile = path; s.creds = nil }
 }
 
-// WithRetry sets how StartTraining retries UNAVAILABLE and how Watch resumes a
-// dropped stream. The default is DefaultBackoff.
+// WithRetry sets how StartTraining retries UNAVAILABLE. The default is
+// DefaultBackoff. (It used to set Watch's resumes too: see WithResume.)
 func WithRetry(b Backoff) Option {
 	return func(s *settings) { s.retry = b }
+}
+
+// WithResume sets how Watch resumes a dropped stream. The default is
+// DefaultResume.
+func WithResume(r Resume) Option {
+	return func(s *settings) { s.resume = r }
 }
 
 // WithInlineLimit sets the size above which DatasetFromFile uploads a file
@@ -101,7 +111,8 @@ func WithDialOptions(opts ...grpc.DialOption) Option {
 // connection is plaintext unless WithTLS or WithCAFile is given; it is opened
 // lazily, so Dial fails only on bad options (for example an unreadable CA file).
 func Dial(address string, opts ...Option) (*Client, error) {
-	s := settings{creds: insecure.NewCredentials(), retry: DefaultBackoff, inlineLimit: DefaultInlineLimit}
+	s := settings{creds: insecure.NewCredentials(), retry: DefaultBackoff, resume: DefaultResume,
+		inlineLimit: DefaultInlineLimit}
 	for _, opt := range opts {
 		opt(&s)
 	}
@@ -118,6 +129,7 @@ func Dial(address string, opts ...Option) (*Client, error) {
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes)),
 		grpc.WithChainUnaryInterceptor(typedErrorsUnary),
 		grpc.WithChainStreamInterceptor(typedErrorsStream),
+		grpc.WithUserAgent("finetune-go/" + Version),
 	}
 	if s.token != "" {
 		dialOptions = append(dialOptions, grpc.WithPerRPCCredentials(bearer(s.token)))
@@ -130,6 +142,7 @@ func Dial(address string, opts ...Option) (*Client, error) {
 		FineTuneServiceClient: finetunev1.NewFineTuneServiceClient(conn),
 		conn:                  conn,
 		retry:                 s.retry,
+		resume:                s.resume,
 		inlineLimit:           s.inlineLimit,
 	}, nil
 }
@@ -148,11 +161,10 @@ func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]strin
 // plaintext server; see WithToken.
 func (bearer) RequireTransportSecurity() bool { return false }
 
-// Backoff bounds the retries of StartTraining and the resumptions of Watch:
-// after the n-th consecutive failure (n = 1..Attempts) the client waits
-// Initial * 2^(n-1), at most Max, then tries again; the next failure after
-// Attempts retries is returned (Max 0: no cap). Watch counts only failures without progress: an
-// event received resets the count.
+// Backoff bounds the retries of StartTraining: after the n-th consecutive
+// failure (n = 1..Attempts) the client waits Initial * 2^(n-1), at most Max,
+// then tries again; the next failure after Attempts retries is returned (Max 0:
+// no cap). Watch resumes by its own policy, Resume.
 type Backoff struct {
 	Attempts int
 	Initial  time.Duration
@@ -162,13 +174,9 @@ type Backoff struct {
 // DefaultBackoff retries 6 times over about 10 seconds.
 var DefaultBackoff = Backoff{Attempts: 6, Initial: 200 * time.Millisecond, Max: 4 * time.Second}
 
-// wait sleeps before retry n (1-based); false when there is no retry n or ctx ended.
-func (b Backoff) wait(ctx context.Context, n int) bool {
-	return b.waitAsked(ctx, n, 0)
-}
-
-// waitAsked is wait, sleeping for the server's RetryInfo delay asked instead of the
-// backoff when it is positive (at most Max).
+// waitAsked sleeps before retry n (1-based): the server's RetryInfo delay asked
+// when it is positive, else the backoff, at most Max. False when there is no
+// retry n or ctx ended.
 func (b Backoff) waitAsked(ctx context.Context, n int, asked time.Duration) bool {
 	if n > b.Attempts {
 		return false
@@ -183,12 +191,5 @@ func (b Backoff) waitAsked(ctx context.Context, n int, asked time.Duration) bool
 	if b.Max > 0 {
 		d = min(d, b.Max)
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+	return sleep(ctx, d)
 }

@@ -46,6 +46,11 @@ type Error struct {
 	// RetryDelay is RetryInfo's delay: how long to wait before retrying; 0 when
 	// the service gave none.
 	RetryDelay time.Duration
+	// RequestID is the request id StartTraining generated for a request that had
+	// none; empty otherwise (the caller already has its own). Call StartTraining
+	// again with it as RequestId: the service returns the job the failed call may
+	// have started instead of starting a second one.
+	RequestID string
 
 	status *status.Status
 }
@@ -65,10 +70,14 @@ type PreconditionViolation struct {
 }
 
 func (e *Error) Error() string {
+	msg := fmt.Sprintf("finetune: %s: %s", e.Code, e.Message)
 	if e.Reason != "" {
-		return fmt.Sprintf("finetune: %s (%s): %s", e.Code, e.Reason, e.Message)
+		msg = fmt.Sprintf("finetune: %s (%s): %s", e.Code, e.Reason, e.Message)
 	}
-	return fmt.Sprintf("finetune: %s: %s", e.Code, e.Message)
+	if e.RequestID != "" {
+		msg += " (retry with request id " + e.RequestID + ")"
+	}
+	return msg
 }
 
 // GRPCStatus lets status.FromError and status.Code see the original status.

@@ -226,32 +226,41 @@ func TestTrainWatchThroughCutThenServe(t *testing.T) {
 }
 
 // watchThroughCut watches a job to its end while h cuts every connection once,
-// just after the first event, and checks that the watch resumed on a new
-// connection and yielded every event once, in order, ending with the state
-// change to SUCCEEDED.
+// just after the first event; see watchThrough.
 func watchThroughCut(t *testing.T, ctx context.Context, client *finetune.Client, h *harness.Harness,
 	jobID string) []*finetunev1.JobEvent {
 	t.Helper()
+	return watchThrough(t, ctx, client, h, jobID, 1, func() {
+		if n := h.Cut(t); n < 1 {
+			t.Fatalf("cut closed %d connections, want the watch's", n)
+		}
+	})
+}
+
+// watchThrough watches a job to its end, calling disrupt once the watch has
+// yielded after events (its stream is open: an event just came through it),
+// and checks that the watch resumed on a new connection and yielded every
+// event once, in order, ending with the state change to SUCCEEDED.
+func watchThrough(t *testing.T, ctx context.Context, client *finetune.Client, h *harness.Harness,
+	jobID string, after int, disrupt func()) []*finetunev1.JobEvent {
+	t.Helper()
 	var events []*finetunev1.JobEvent
-	acceptedAtCut := -1
+	acceptedAtDisruption := -1
 	for ev, err := range client.Watch(ctx, jobID, 0) {
 		if err != nil {
 			t.Fatalf("watch after %d events: %v", len(events), err)
 		}
 		events = append(events, ev)
-		if len(events) == 1 {
-			// The watch stream is open (an event just came through it): cut it.
-			acceptedAtCut = h.Accepted(t)
-			if n := h.Cut(t); n < 1 {
-				t.Fatalf("cut closed %d connections, want the watch's", n)
-			}
+		if len(events) == after {
+			acceptedAtDisruption = h.Accepted(t)
+			disrupt()
 		}
 	}
-	if acceptedAtCut < 0 {
-		t.Fatal("no events")
+	if acceptedAtDisruption < 0 {
+		t.Fatalf("%d events, want more than %d", len(events), after)
 	}
-	if h.Accepted(t) <= acceptedAtCut {
-		t.Errorf("no new connection after the cut: the watch did not resume")
+	if h.Accepted(t) <= acceptedAtDisruption {
+		t.Errorf("no new connection after the disruption: the watch did not resume")
 	}
 	for i, ev := range events {
 		if ev.GetSequence() != uint64(i+1) {
@@ -273,6 +282,22 @@ func sequences(events []*finetunev1.JobEvent) []uint64 {
 		out[i] = ev.GetSequence()
 	}
 	return out
+}
+
+// A restart of the server mid-watch, down for 5 s (longer than the old
+// client's retries lasted): with the default policy the watch waits it out and
+// goes on from where it was.
+func TestWatchSurvivesServerRestart(t *testing.T) {
+	ctx := testContext(t)
+	client := dial(t)
+	job, err := startSample(ctx, client, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := watchThrough(t, ctx, client, server, job.GetId(), 3, func() {
+		server.Restart(t, 5*time.Second)
+	})
+	t.Logf("%d events through a 5 s restart", len(events))
 }
 
 // Cancelling the context stops a watch with the context's error; the job goes

@@ -82,26 +82,41 @@ func TestSecureTrainWatchThroughCut(t *testing.T) {
 		events[len(events)-1].GetJob().GetFineTunedModel())
 }
 
+// A refusal carries ErrorInfo: the reason, and the method and role concerned.
 func TestSecureWithoutValidTokenIsUnauthenticated(t *testing.T) {
-	for name, opts := range map[string][]finetune.Option{
-		"no token":    {finetune.WithCAFile(secured.CAFile)},
-		"wrong token": {finetune.WithCAFile(secured.CAFile), finetune.WithToken("ft_not-a-token")},
+	for _, c := range []struct {
+		name, reason string
+		opts         []finetune.Option
+	}{
+		{"no token", "TOKEN_MISSING", []finetune.Option{finetune.WithCAFile(secured.CAFile)}},
+		{"wrong token", "TOKEN_INVALID", []finetune.Option{finetune.WithCAFile(secured.CAFile), finetune.WithToken("ft_not-a-token")}},
 	} {
-		t.Run(name, func(t *testing.T) {
-			ctx, client := testContext(t), dialSecured(t, opts...)
+		t.Run(c.name, func(t *testing.T) {
+			ctx, client := testContext(t), dialSecured(t, c.opts...)
 			_, err := client.ValidateDataset(ctx, &finetunev1.ValidateDatasetRequest{})
-			if fe := asError(t, err); fe.Code != codes.Unauthenticated {
-				t.Errorf("ValidateDataset: %v, want UNAUTHENTICATED", fe)
-			}
+			assertRefusal(t, err, codes.Unauthenticated, c.reason, "ValidateDataset", "read")
 			// A stream is refused the same way, and Watch does not retry it.
 			var got []error
 			for _, err := range client.Watch(ctx, "job-1", 0) {
 				got = append(got, err)
 			}
-			if len(got) != 1 || asError(t, got[0]).Code != codes.Unauthenticated {
-				t.Errorf("Watch yielded %v, want UNAUTHENTICATED alone", got)
+			if len(got) != 1 {
+				t.Fatalf("Watch yielded %v, want UNAUTHENTICATED alone", got)
 			}
+			assertRefusal(t, got[0], codes.Unauthenticated, c.reason, "WatchJob", "read")
 		})
+	}
+}
+
+// assertRefusal checks that err is the service's refusal of method for want.
+func assertRefusal(t *testing.T, err error, code codes.Code, reason, method, role string) {
+	t.Helper()
+	fe := asError(t, err)
+	if fe.Code != code || fe.Reason != reason || fe.Domain != finetune.ErrorDomain {
+		t.Errorf("%s: %v (domain %q), want %v %s", method, fe, fe.Domain, code, reason)
+	}
+	if fe.Metadata["method"] != method || fe.Metadata["role"] != role {
+		t.Errorf("%s: metadata %v, want method %s, role %s", method, fe.Metadata, method, role)
 	}
 }
 
@@ -116,9 +131,9 @@ func TestSecureReadTokenCannotTrain(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = client.StartTraining(ctx, &finetunev1.StartTrainingRequest{Training: training})
-	fe := asError(t, err)
-	if fe.Code != codes.PermissionDenied || !strings.Contains(fe.Message, "train role") {
-		t.Errorf("StartTraining with the read token: %v, want PERMISSION_DENIED naming the train role", fe)
+	assertRefusal(t, err, codes.PermissionDenied, "ROLE_MISSING", "StartTraining", "train")
+	if fe := asError(t, err); !strings.Contains(fe.Message, "train role") {
+		t.Errorf("StartTraining with the read token: %v, want a message naming the train role", fe)
 	}
 }
 

@@ -21,23 +21,42 @@ import (
 // UNAVAILABLE is retried with that id (see WithRetry), after the server's
 // RetryInfo delay when it sends one: a retry never starts a second job. That
 // covers reason UPSTREAM_OUTCOME_UNKNOWN, when OpenAI may have created the job
-// and the service could not confirm it yet. Set RequestId yourself to call
-// again after an error this returns (a deadline, or UNAVAILABLE after the
-// retries) without risking a second job.
+// and the service could not confirm it yet.
+//
+// On failure the error is an *Error; when the id was generated here, its
+// RequestID holds it, so that a call again after an error (a deadline, or
+// UNAVAILABLE after the retries) can reuse it without risking a second job.
 func (c *Client) StartTraining(ctx context.Context, req *finetunev1.StartTrainingRequest, opts ...grpc.CallOption) (*finetunev1.StartTrainingResponse, error) {
 	if req == nil {
 		req = &finetunev1.StartTrainingRequest{}
 	}
+	generated := ""
 	if req.GetRequestId() == "" {
 		req = proto.CloneOf(req)
 		req.RequestId = uuid.NewString()
+		generated = req.RequestId
 	}
 	for retry := 1; ; retry++ {
 		resp, err := c.FineTuneServiceClient.StartTraining(ctx, req, opts...)
+		if err == nil {
+			return resp, nil
+		}
 		if status.Code(err) != codes.Unavailable || !c.retry.waitAsked(ctx, retry, retryDelay(err)) {
-			return resp, err
+			return nil, carryRequestID(err, generated)
 		}
 	}
+}
+
+// carryRequestID returns err as an *Error whose RequestID is id.
+func carryRequestID(err error, id string) error {
+	var e *Error
+	if !errors.As(err, &e) {
+		// Not a status (an interceptor of the caller's, say): keep its text and code.
+		st := status.Convert(err)
+		e = &Error{Code: st.Code(), Message: st.Message(), status: st}
+	}
+	e.RequestID = id
+	return e
 }
 
 // Terminal reports whether a job in state s has finished (succeeded, failed or

@@ -3,7 +3,7 @@ package finetune_test
 // What the real server cannot be made to show (tokens and TLS are in
 // secure_test.go): the decoding of error details it only sends when an upstream
 // provider rate-limits (RetryInfo), answered here by a bare gRPC endpoint, and
-// the retries against an address where nothing listens.
+// the retries and resumes against an address where nothing listens.
 
 import (
 	"context"
@@ -103,38 +103,57 @@ func TestStartTrainingRetriesWithTheSameRequestID(t *testing.T) {
 	defer client.Close()
 
 	_, err = client.StartTraining(t.Context(), &finetunev1.StartTrainingRequest{})
-	if fe := asError(t, err); fe.Code != codes.Unavailable {
+	fe := asError(t, err)
+	if fe.Code != codes.Unavailable {
 		t.Errorf("error = %v, want UNAVAILABLE after the retries", err)
 	}
 	if len(requestIDs) != 3 || requestIDs[0] == "" || requestIDs[1] != requestIDs[0] || requestIDs[2] != requestIDs[0] {
-		t.Errorf("request ids of the attempts = %q, want 3 times the same generated one", requestIDs)
+		t.Fatalf("request ids of the attempts = %q, want 3 times the same generated one", requestIDs)
+	}
+	if fe.RequestID != requestIDs[0] {
+		t.Errorf("the error carries request id %q, want the generated %q", fe.RequestID, requestIDs[0])
 	}
 }
 
-// A watch that cannot reconnect gives up after its retries with the last error.
-func TestWatchGivesUpAfterItsRetries(t *testing.T) {
-	attempts := 0
-	count := func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string,
-		streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-		attempts++
-		return streamer(ctx, desc, cc, method, opts...)
-	}
-	client, err := finetune.Dial(deadAddress(t),
-		finetune.WithRetry(finetune.Backoff{Attempts: 3, Initial: time.Millisecond}),
-		finetune.WithDialOptions(grpc.WithStreamInterceptor(count)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
+// A watch that cannot reconnect keeps trying until its budget is spent, then
+// gives up with the last error; a budget of 0 never resumes.
+func TestWatchGivesUpWhenItsBudgetIsSpent(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		budget    time.Duration
+		resumable bool
+	}{
+		{"budget", 300 * time.Millisecond, true},
+		{"no budget", 0, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			attempts := 0
+			count := func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string,
+				streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+				attempts++
+				return streamer(ctx, desc, cc, method, opts...)
+			}
+			client, err := finetune.Dial(deadAddress(t),
+				finetune.WithResume(finetune.Resume{Initial: time.Millisecond, Max: 10 * time.Millisecond, Budget: c.budget}),
+				finetune.WithDialOptions(grpc.WithStreamInterceptor(count)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer client.Close()
 
-	var got []error
-	for ev, err := range client.Watch(t.Context(), "job-1", 0) {
-		if ev != nil {
-			t.Fatalf("event from nowhere: %v", ev)
-		}
-		got = append(got, err)
-	}
-	if len(got) != 1 || status.Code(got[0]) != codes.Unavailable || attempts != 4 {
-		t.Errorf("watch yielded %v after %d attempts, want one UNAVAILABLE after 4", got, attempts)
+			var got []error
+			for ev, err := range client.Watch(t.Context(), "job-1", 0) {
+				if ev != nil {
+					t.Fatalf("event from nowhere: %v", ev)
+				}
+				got = append(got, err)
+			}
+			if len(got) != 1 || status.Code(got[0]) != codes.Unavailable {
+				t.Fatalf("watch yielded %v, want one UNAVAILABLE", got)
+			}
+			if resumed := attempts > 1; resumed != c.resumable {
+				t.Errorf("%d attempts; want resumes: %v", attempts, c.resumable)
+			}
+		})
 	}
 }

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"io"
 	"iter"
+	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -13,8 +15,44 @@ import (
 )
 
 // ErrWatchEnded is returned by Watch when the server kept ending the stream
-// before the job finished and the retries ran out.
+// before the job finished until the resume budget ran out.
 var ErrWatchEnded = errors.New("finetune: watch stream ended before the job finished")
+
+// Resume bounds how Watch resumes a dropped stream: it waits about Initial
+// before the first new WatchJob, doubling up to Max (each delay with 20%
+// jitter, never above Max), and gives up with the last error once Budget has
+// passed since the last event received (or since Watch began). An event resets
+// both the delay and the budget; heartbeats do not, so a server that keeps
+// accepting and dropping the stream without progress still ends the watch.
+// A zero Initial or Max takes DefaultResume's; a Budget of 0 never resumes.
+type Resume struct {
+	Initial time.Duration
+	Max     time.Duration
+	Budget  time.Duration
+}
+
+// DefaultResume is the resume policy shared by the Go, Python and TypeScript
+// SDKs: 0.2 s doubling up to 5 s, for 60 s without an event. It outlasts an
+// ordinary server restart.
+var DefaultResume = Resume{Initial: 200 * time.Millisecond, Max: 5 * time.Second, Budget: time.Minute}
+
+// backoff is the delay sequence of one run of failures.
+func (r Resume) backoff() *backoff.ExponentialBackOff {
+	if r.Initial <= 0 {
+		r.Initial = DefaultResume.Initial
+	}
+	if r.Max <= 0 {
+		r.Max = DefaultResume.Max
+	}
+	b := &backoff.ExponentialBackOff{
+		InitialInterval:     r.Initial,
+		RandomizationFactor: 0.2,
+		Multiplier:          2,
+		MaxInterval:         r.Max,
+	}
+	b.Reset()
+	return b
+}
 
 // Watch follows a job's events after sequence after (0: from the first event)
 // until the job ends, yielding each event exactly once, in sequence order. The
@@ -22,12 +60,15 @@ var ErrWatchEnded = errors.New("finetune: watch stream ended before the job fini
 // state (see Terminal); if the job had already ended with no events after
 // after, there are none.
 //
-// When the stream drops (UNAVAILABLE, or it ends before the job does), Watch
-// calls WatchJob again with after_sequence = the last sequence yielded, with
-// backoff between failures (WithRetry), and goes on. Heartbeats and the
-// stream's opening snapshot are not yielded (GetJob returns the snapshot).
+// When the stream drops (UNAVAILABLE, which is also how grpc-go reports a cut
+// connection, or a clean end before the job's terminal event), Watch calls
+// WatchJob again with after_sequence = the last sequence yielded, after a
+// backoff, and goes on (WithResume; DefaultResume survives a restart of the
+// server). Heartbeats and the stream's opening snapshot are not yielded
+// (GetJob returns the snapshot).
 //
-// On failure Watch yields one (nil, err) and stops: an *Error, ErrWatchEnded,
+// On failure Watch yields one (nil, err) and stops: an *Error (anything but
+// UNAVAILABLE at once, UNAVAILABLE once the budget is spent), ErrWatchEnded,
 // or ctx's error when ctx ends. Breaking out of the loop closes the stream.
 //
 //	for ev, err := range client.Watch(ctx, jobID, 0) {
@@ -40,8 +81,9 @@ func (c *Client) Watch(ctx context.Context, jobID string, after uint64) iter.Seq
 	return func(yield func(*finetunev1.JobEvent, error) bool) {
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		w := watch{client: c, jobID: jobID, last: after}
-		for failures := 0; ; {
+		w := watch{client: c, jobID: jobID, last: after, lastEventAt: time.Now()}
+		delays := c.resume.backoff()
+		for {
 			progressed, done, err := w.follow(ctx, yield)
 			switch {
 			case done:
@@ -54,25 +96,39 @@ func (c *Client) Watch(ctx context.Context, jobID string, after uint64) iter.Seq
 				return
 			}
 			if progressed {
-				failures = 0
+				delays.Reset()
 			}
-			failures++
-			if !c.retry.wait(ctx, failures) {
-				if ctx.Err() != nil {
-					err = ctx.Err()
-				}
+			left := c.resume.Budget - time.Since(w.lastEventAt)
+			if left <= 0 {
 				yield(nil, err)
+				return
+			}
+			if !sleep(ctx, min(delays.NextBackOff(), delays.MaxInterval, left)) {
+				yield(nil, ctx.Err())
 				return
 			}
 		}
 	}
 }
 
+// sleep waits d; false when ctx ended first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
 // watch is one Watch call's position in the job's event log.
 type watch struct {
-	client *Client
-	jobID  string
-	last   uint64 // the last sequence yielded
+	client      *Client
+	jobID       string
+	last        uint64    // the last sequence yielded
+	lastEventAt time.Time // when it arrived (the start of Watch before any)
 }
 
 // follow reads one WatchJob stream from w.last. done means the iteration is
@@ -105,7 +161,7 @@ func (w *watch) follow(ctx context.Context, yield func(*finetunev1.JobEvent, err
 				// Messages already received can still arrive after a cancellation: stop now.
 				return progressed, false, ctx.Err()
 			}
-			w.last = ev.GetSequence()
+			w.last, w.lastEventAt = ev.GetSequence(), time.Now()
 			progressed = true
 			if !yield(ev, nil) {
 				return true, true, nil

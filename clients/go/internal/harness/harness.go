@@ -25,7 +25,7 @@ import (
 type Harness struct {
 	Address       string `json:"address"`        // the proxy: what the SDK dials
 	DirectAddress string `json:"direct_address"` // the server itself, not cut
-	Control       string `json:"control"`        // http://host:port: /cut, /connections, /faults, /upstream_jobs
+	Control       string `json:"control"`        // http://host:port: /cut, /restart, /connections, /faults, /upstream_jobs
 	SampleDataset string `json:"sample_dataset"` // examples/training-data.jsonl (13 valid examples)
 
 	// With Secure: TLS is true, CAFile is the PEM of the CA that signed the server's
@@ -180,6 +180,24 @@ func (h *Harness) Cut(t testing.TB) int {
 	}
 	h.control(t, http.MethodPost, "/cut", &answer)
 	return answer.Cut
+}
+
+// Restart stops the server (it drains, open proxied connections are cut, new
+// ones are refused: clients see UNAVAILABLE) and returns once it is down; the
+// server starts again on the same address and data after down.
+func (h *Harness) Restart(t testing.TB, down time.Duration) {
+	t.Helper()
+	body, err := json.Marshal(map[string]any{"down_ms": down.Milliseconds()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var answer struct {
+		Stopped bool `json:"stopped"`
+	}
+	h.send(t, http.MethodPost, "/restart", body, &answer)
+	if !answer.Stopped {
+		t.Fatal("POST /restart: the server did not stop")
+	}
 }
 
 // Accepted is the number of connections the proxy has accepted so far.
