@@ -40,10 +40,10 @@ async function main(): Promise<number> {
 
   // 2. Train. The request id makes a retried request return the same job, not a second one.
   const { job } = await client.startTraining({ training: dataset, suffix: "file-engine" });
-  console.log(`started ${job!.id} (request id ${job!.requestId})`);
+  console.log(`started ${job.id} (request id ${job.requestId})`);
 
   // 3. Watch until the job ends; a dropped stream is resumed where it broke.
-  let final = job!;
+  let final = job;
   for await (const event of client.watch(final.id, {
     onReconnect: ({ attempt, afterSequence }) =>
       console.log(`  (stream lost; resuming after event ${afterSequence}, attempt ${attempt})`),

@@ -40,17 +40,26 @@ import {
   type DatasetInput,
 } from "./dataset.js";
 import { isUnavailable, toFineTuneError } from "./errors.js";
-import { DEFAULT_RETRY, pause, retryDelayMs, type RetryPolicy } from "./retry.js";
+import {
+  DEFAULT_RETRY,
+  DEFAULT_WATCH_RESUME,
+  pause,
+  retryDelayMs,
+  type RetryPolicy,
+  type WatchResumePolicy,
+} from "./retry.js";
 import { createTransport, type Connection, type ConnectionOptions } from "./transport.js";
-import { watchJob, type WatchOptions } from "./watch.js";
+import { resumePolicy, watchJob, type WatchOptions } from "./watch.js";
 
 export interface FineTuneClientOptions extends ConnectionOptions {
   /** Dataset files up to this size are sent inline; larger ones via UploadDataset. 8 MiB. */
   inlineLimitBytes?: number;
   /** UploadDataset chunk size. 1 MiB. */
   uploadChunkBytes?: number;
-  /** How StartTraining is repeated on UNAVAILABLE (same request_id) and WatchJob resumed. */
+  /** How StartTraining is repeated on UNAVAILABLE (same request_id). Default DEFAULT_RETRY. */
   retry?: Partial<RetryPolicy>;
+  /** How `watch()` resumes broken streams. Default DEFAULT_WATCH_RESUME (60 s budget). */
+  watchResume?: Partial<WatchResumePolicy>;
 }
 
 type DatasetSourceInit = MessageInitShape<typeof DatasetSourceSchema>;
@@ -70,6 +79,9 @@ export type StartTrainingOptions = Omit<
   "$typeName" | "training" | "validation" | "requestId"
 > & { training: DatasetInput; validation?: DatasetInput; requestId?: string };
 
+/** StartTraining's response with its job always present (the service always sends one). */
+export type StartTrainingResult = StartTrainingResponse & { job: Job };
+
 /** A StreamComplete item: a piece of text, then one final completion. */
 export type StreamCompleteItem = Exclude<StreamCompleteResponse["item"], { case: undefined }>;
 
@@ -79,6 +91,7 @@ export class FineTuneClient {
   private readonly inlineLimitBytes: number;
   private readonly uploadChunkBytes: number;
   private readonly retry: RetryPolicy;
+  private readonly watchResume: WatchResumePolicy;
   private readonly connection: Connection;
 
   /** Connects lazily: the first call opens the HTTP/2 connection. */
@@ -88,6 +101,7 @@ export class FineTuneClient {
     this.inlineLimitBytes = options.inlineLimitBytes ?? DEFAULT_INLINE_LIMIT_BYTES;
     this.uploadChunkBytes = options.uploadChunkBytes ?? DEFAULT_UPLOAD_CHUNK_BYTES;
     this.retry = { ...DEFAULT_RETRY, ...options.retry };
+    this.watchResume = { ...DEFAULT_WATCH_RESUME, ...options.watchResume };
   }
 
   /**
@@ -145,20 +159,34 @@ export class FineTuneClient {
    * service is UNAVAILABLE (after the server's RetryInfo delay, when it sends one), which is
    * safe: the service starts one job per request_id. That covers reason
    * `UPSTREAM_OUTCOME_UNKNOWN`: OpenAI may have created the job and the service could not
-   * confirm it yet. Pass your own `requestId` so that you can call again after an error this
-   * method throws (a deadline, or UNAVAILABLE after the retries) without a second job.
+   * confirm it yet. A FineTuneError this method throws (a deadline, or UNAVAILABLE after the
+   * retries) carries the request id in `err.requestId`, yours or the generated one: call again
+   * with it to get the job the failed call may have started, never a second one.
    */
   async startTraining(
     options: StartTrainingOptions,
     callOptions?: CallOptions,
+  ): Promise<StartTrainingResult> {
+    const { training, validation, requestId = randomUUID(), ...rest } = options;
+    try {
+      const request = {
+        ...rest,
+        requestId,
+        training: await this.datasetSource(training, callOptions),
+        validation:
+          validation === undefined ? undefined : await this.datasetSource(validation, callOptions),
+      };
+      const res = await this.startTrainingWithRetries(request, callOptions);
+      return Object.assign(res, { job: required(res.job, "StartTrainingResponse.job") });
+    } catch (err) {
+      throw toFineTuneError(err, requestId);
+    }
+  }
+
+  private async startTrainingWithRetries(
+    request: MessageInitShape<typeof StartTrainingRequestSchema>,
+    callOptions: CallOptions | undefined,
   ): Promise<StartTrainingResponse> {
-    const { training, validation, requestId, ...rest } = options;
-    const request = {
-      ...rest,
-      requestId: requestId ?? randomUUID(),
-      training: await this.datasetSource(training, callOptions),
-      validation: validation === undefined ? undefined : await this.datasetSource(validation, callOptions),
-    };
     for (let failures = 1; ; failures++) {
       let delayMs: number;
       try {
@@ -196,12 +224,16 @@ export class FineTuneClient {
 
   /**
    * The job's events, in order and each once, until the event that ends the job; dropped
-   * streams are resumed from the last event (see WatchOptions for the hooks and limits).
+   * streams are resumed from the last event, for up to 60 s without an event by default (see
+   * WatchOptions for the hooks and limits).
    *
    *     for await (const event of client.watch(job.id)) console.log(event.sequence, event.message);
    */
   watch(jobId: string, options: WatchOptions = {}): AsyncIterable<JobEvent> {
-    return watchJob(this.raw, jobId, { ...options, retry: { ...this.retry, ...options.retry } });
+    return watchJob(this.raw, jobId, {
+      ...options,
+      resume: resumePolicy(this.watchResume, options),
+    });
   }
 
   // --- Serving ---

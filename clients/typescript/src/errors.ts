@@ -15,15 +15,18 @@ import {
 export const ERROR_DOMAIN = "finetune.fileengine";
 
 /**
- * A failed call. `code` is the gRPC status (connect's `Code`: `Code.InvalidArgument`, ...),
- * `reason` the service's google.rpc.ErrorInfo reason (UPPER_SNAKE_CASE, such as
+ * A failed call. `code` is the gRPC status as a number (connect's `Code`:
+ * `Code.InvalidArgument`, ...) and `codeName` its gRPC name (`INVALID_ARGUMENT`), which
+ * `message` starts with; `reason` the service's google.rpc.ErrorInfo reason (UPPER_SNAKE_CASE, such as
  * `DATASET_INVALID`; empty when the error did not come from the service, for example a
  * connection failure). The original ConnectError is `cause`.
  */
 export class FineTuneError extends Error {
   override readonly name = "FineTuneError";
-  /** The gRPC status code. */
+  /** The gRPC status code, a number (connect's `Code` enum): compare with `Code.NotFound`. */
   readonly code: Code;
+  /** The gRPC name of `code`, such as `FAILED_PRECONDITION`: what to print or log. */
+  readonly codeName: string;
   /** The status message as the server sent it (without the code prefix of `message`). */
   readonly rawMessage: string;
   /** google.rpc.ErrorInfo.reason, or "" without an ErrorInfo. */
@@ -40,9 +43,15 @@ export class FineTuneError extends Error {
   readonly retryDelayMs: number | undefined;
   /** The response headers and trailers (gRPC metadata) that came with the error. */
   readonly responseMetadata: Headers;
+  /**
+   * The request id of the StartTraining call that failed (the one you passed, or the UUID the
+   * client generated): call again with it to get the job the call may have started, never a
+   * second one. Undefined for other calls.
+   */
+  readonly requestId: string | undefined;
   override readonly cause: ConnectError;
 
-  constructor(err: ConnectError) {
+  constructor(err: ConnectError, context: { requestId?: string } = {}) {
     const info = err.findDetails(ErrorInfoSchema)[0];
     const reason = info?.reason ?? "";
     super(`${codeName(err.code)}${reason ? ` (${reason})` : ""}: ${err.rawMessage}`, {
@@ -50,6 +59,8 @@ export class FineTuneError extends Error {
     });
     this.cause = err;
     this.code = err.code;
+    this.codeName = codeName(err.code);
+    this.requestId = context.requestId;
     this.rawMessage = err.rawMessage;
     this.reason = reason;
     this.domain = info?.domain ?? "";
@@ -63,11 +74,6 @@ export class FineTuneError extends Error {
       delay === undefined ? undefined : Number(delay.seconds) * 1000 + delay.nanos / 1e6;
     this.responseMetadata = err.metadata;
   }
-
-  /** The gRPC name of `code`, such as `INVALID_ARGUMENT`. */
-  get codeName(): string {
-    return codeName(this.code);
-  }
 }
 
 /** `Code.InvalidArgument` -> `INVALID_ARGUMENT`, the name gRPC and grpcurl print. */
@@ -75,13 +81,18 @@ export function codeName(code: Code): string {
   return (Code[code] ?? `CODE_${code}`).replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
 }
 
-/** Wraps a ConnectError (or anything connect would turn into one) as a FineTuneError. */
-export function toFineTuneError(err: unknown): unknown {
+/**
+ * Wraps a ConnectError as a FineTuneError (with `requestId`, when given); anything else, such
+ * as a file-system error, is returned as it is.
+ */
+export function toFineTuneError(err: unknown, requestId?: string): unknown {
   if (err instanceof FineTuneError) {
-    return err;
+    return requestId === undefined || err.requestId === requestId
+      ? err
+      : new FineTuneError(err.cause, { requestId });
   }
   if (err instanceof ConnectError) {
-    return new FineTuneError(err);
+    return new FineTuneError(err, { requestId });
   }
   return err;
 }

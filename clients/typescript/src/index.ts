@@ -5,6 +5,7 @@ export {
   FineTuneClient,
   type FineTuneClientOptions,
   type StartTrainingOptions,
+  type StartTrainingResult,
   type StreamCompleteItem,
   type ValidateOptions,
 } from "./client.js";
@@ -15,7 +16,12 @@ export {
   type DatasetInput,
 } from "./dataset.js";
 export { ERROR_DOMAIN, FineTuneError, codeName, isUnavailable } from "./errors.js";
-export { DEFAULT_RETRY, type RetryPolicy } from "./retry.js";
+export {
+  DEFAULT_RETRY,
+  DEFAULT_WATCH_RESUME,
+  type RetryPolicy,
+  type WatchResumePolicy,
+} from "./retry.js";
 export {
   createTransport,
   type Connection,

@@ -3,7 +3,9 @@
 // The server numbers a job's events 1, 2, 3, ... and WatchJob(after_sequence = N) sends the
 // events after N. So after a broken stream (UNAVAILABLE, a cut connection, or a stream that
 // ends before the job's terminal event) the watcher calls WatchJob again with the last
-// sequence it yielded, and the caller sees every event once, in order.
+// sequence it yielded, and the caller sees every event once, in order. It keeps trying for a
+// time budget rather than a number of attempts, so that a server restart (seconds of refused
+// connections) is outlasted whatever the backoff.
 
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import {
@@ -15,7 +17,13 @@ import {
 } from "./gen/fileengine/finetune/v1/job_pb.js";
 import type { FineTuneService } from "./gen/fileengine/finetune/v1/service_pb.js";
 import { isUnavailable, toFineTuneError } from "./errors.js";
-import { DEFAULT_RETRY, backoffMs, pause, type RetryPolicy } from "./retry.js";
+import {
+  DEFAULT_WATCH_RESUME,
+  backoffMs,
+  pause,
+  type RetryPolicy,
+  type WatchResumePolicy,
+} from "./retry.js";
 
 export interface WatchOptions {
   /** Yield only events after this sequence (default 0n: the job's whole log). */
@@ -23,8 +31,14 @@ export interface WatchOptions {
   /** Stops the watch; the iterator then throws a FineTuneError with Code.Canceled. */
   signal?: AbortSignal;
   /**
-   * Reconnection: `maxAttempts` streams in a row may fail without delivering an event or a
-   * heartbeat before the last error is thrown.
+   * How broken streams are resumed (default DEFAULT_WATCH_RESUME: 200 ms doubling to 5 s,
+   * for up to 60 s without an event).
+   */
+  resume?: Partial<WatchResumePolicy>;
+  /**
+   * @deprecated Use `resume`. Kept for one release: `maxAttempts`, when set, also ends the
+   * watch after that many broken streams in a row without an event; `initialDelayMs` and
+   * `maxDelayMs` apply when `resume` does not set them.
    */
   retry?: Partial<RetryPolicy>;
   /** Called with the job snapshot each stream starts with (once more after each reconnect). */
@@ -51,10 +65,14 @@ export async function* watchJob(
   jobId: string,
   options: WatchOptions = {},
 ): AsyncGenerator<JobEvent, void, undefined> {
-  const policy = { ...DEFAULT_RETRY, ...options.retry };
   const { signal } = options;
+  const policy = resumePolicy(DEFAULT_WATCH_RESUME, options);
+  const maxAttempts = options.retry?.maxAttempts;
   let last = options.afterSequence ?? 0n;
+  // Broken streams since the last event, and when the first of them broke: the budget runs
+  // from there, so a quiet job (heartbeats only, for any time) still gets the whole budget.
   let failures = 0;
+  let brokenSince = 0;
   for (;;) {
     let error: unknown = undefined;
     let startedTerminal = false;
@@ -65,7 +83,6 @@ export async function* watchJob(
           startedTerminal = isTerminal(item.value.state);
           options.onSnapshot?.(item.value);
         } else if (item.case === "heartbeat") {
-          failures = 0;
           options.onHeartbeat?.(item.value);
         } else if (item.case === "event") {
           failures = 0;
@@ -92,16 +109,32 @@ export async function* watchJob(
       error = err;
     }
     failures += 1;
-    if (failures >= policy.maxAttempts) {
+    const now = performance.now();
+    if (failures === 1) {
+      brokenSince = now;
+    }
+    const leftMs = policy.budgetMs - (now - brokenSince);
+    if (leftMs <= 0 || (maxAttempts !== undefined && failures >= maxAttempts)) {
       throw toFineTuneError(
         error ??
           new ConnectError(
-            `WatchJob ${jobId}: the stream ended ${failures} times in a row before the job finished`,
+            `WatchJob ${jobId}: the stream ended ${failures} times before the job finished`,
             Code.Unavailable,
           ),
       );
     }
     options.onReconnect?.({ attempt: failures, afterSequence: last, error });
-    await pause(backoffMs(policy, failures), signal);
+    await pause(Math.min(leftMs, backoffMs(policy, failures)), signal);
   }
+}
+
+/** `base` overridden by the deprecated `retry` delays, then by `resume`. */
+export function resumePolicy(
+  base: WatchResumePolicy,
+  { resume, retry }: Pick<WatchOptions, "resume" | "retry">,
+): WatchResumePolicy {
+  const policy = { ...base };
+  if (retry?.initialDelayMs !== undefined) policy.initialDelayMs = retry.initialDelayMs;
+  if (retry?.maxDelayMs !== undefined) policy.maxDelayMs = retry.maxDelayMs;
+  return { ...policy, ...resume };
 }

@@ -50,7 +50,7 @@ describe("ambiguous creates", () => {
       { training: harness.sampleDataset, requestId },
       timeoutMs === undefined ? undefined : { timeoutMs },
     );
-    return started.job!;
+    return started.job;
   }
 
   for (const kind of ["malformed_json", "lost_response"]) {
@@ -85,18 +85,23 @@ describe("ambiguous creates", () => {
     await assertOneTrackedJob(await startTraining(requestId));
   });
 
-  test("a deadline passing mid-create, then the same request id gets the job", async () => {
+  test("a deadline passing mid-create, then the request id the error carries gets the job", async () => {
     await harness.inject(CREATE_JOB, "latency", { ms: 3000 });
-    const requestId = randomUUID();
-    const error = await startTraining(requestId, client, 1000).then(
-      () => assert.fail("the deadline passed"),
-      (e: unknown) => e,
-    );
+    // No request id of our own: the client generates one, and the error hands it back.
+    const error = await client
+      .startTraining({ training: harness.sampleDataset }, { timeoutMs: 1000 })
+      .then(
+        () => assert.fail("the deadline passed"),
+        (e: unknown) => e,
+      );
     assert.ok(error instanceof FineTuneError);
     // The client's own timer, or the server's (tonic answers CANCELLED "Timeout expired").
     assert.ok([Code.DeadlineExceeded, Code.Canceled].includes(error.code), error.message);
-    // As the README says: call again with the same request id.
-    await assertOneTrackedJob(await startTraining(requestId));
+    assert.match(error.requestId ?? "", /^[0-9a-f-]{36}$/);
+    // As the README says: call again with the request id the error carries.
+    const job = await startTraining(error.requestId!);
+    assert.equal(job.requestId, error.requestId);
+    await assertOneTrackedJob(job);
   });
 
   test("concurrent calls with one request id on several connections make one job", async () => {

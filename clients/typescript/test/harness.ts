@@ -28,6 +28,14 @@ export interface Harness {
   inject(route: string, kind: string, fields?: { times?: number; ms?: number }): Promise<void>;
   /** Removes every injected fault not yet used. */
   clearFaults(): Promise<void>;
+  /**
+   * Restarts the server: it drains and stops (open proxied connections are cut, new ones
+   * refused), and starts again on the same address and data directory after `downMs`.
+   * Resolves once the server is down.
+   */
+  restart(downMs: number): Promise<void>;
+  /** Whether the server is up (false while a restart keeps it down). */
+  up(): Promise<boolean>;
   /** The ids of the jobs the emulated OpenAI holds for `requestId`. */
   upstreamJobs(requestId: string): Promise<string[]>;
   /** Stops the harness (closing its stdin) and waits for it to exit. */
@@ -112,6 +120,21 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     },
     async clearFaults() {
       await fetch(`${control}/faults`, { method: "DELETE" });
+    },
+    async restart(downMs) {
+      const res = await fetch(`${control}/restart`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ down_ms: downMs }),
+      });
+      const body = (await res.json()) as { stopped?: boolean };
+      if (!res.ok || body.stopped !== true) {
+        throw new Error(`restarting the server: HTTP ${res.status} ${JSON.stringify(body)}`);
+      }
+    },
+    async up() {
+      const res = await fetch(`${control}/up`);
+      return ((await res.json()) as { up: boolean }).up;
     },
     async upstreamJobs(requestId) {
       const res = await fetch(`${control}/upstream_jobs`);

@@ -45,7 +45,7 @@ describe("pipeline", () => {
       suffix: "ts-sdk",
       hyperparameters: { nEpochs: 20 },
     });
-    job = started.job!;
+    job = started.job;
     assert.match(job.requestId, UUID);
     assert.match(job.id, /^job-/);
     assert.equal(started.report?.training?.examples, 13n);
@@ -156,6 +156,8 @@ describe("pipeline", () => {
       .then(() => assert.fail("the fast tier answered before a promotion"), (e: unknown) => e);
     assert.ok(err instanceof FineTuneError);
     assert.equal(err.code, Code.FailedPrecondition);
+    assert.equal(err.codeName, "FAILED_PRECONDITION");
+    assert.match(err.message, /^FAILED_PRECONDITION \(TIER_HAS_NO_MODEL\): /);
     assert.equal(err.reason, "TIER_HAS_NO_MODEL");
   });
 

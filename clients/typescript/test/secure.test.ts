@@ -78,7 +78,7 @@ describe("secure server (tokens and TLS)", () => {
       suffix: "ts-secure",
       hyperparameters: { nEpochs: 20 }, // ~3 s on the harness's clock: time to cut mid-stream
     });
-    const job: Job = started.job!;
+    const job: Job = started.job;
     assert.ok(!isTerminal(job.state), `a new job is not finished: ${JobState[job.state]}`);
 
     // The after_sequence of each WatchJob request, and the authorization it went with.

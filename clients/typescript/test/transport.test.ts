@@ -1,5 +1,6 @@
 // The retry bounds, against a port where nothing listens: StartTraining repeated with one
-// request id, and a watch that gives up, each a bounded number of times. (The bearer token and
+// request id a bounded number of times (the error carries that id), and a watch that resumes
+// for its time budget, then gives up. (The bearer token and
 // TLS are tested against the real server with --secure in secure.test.ts.)
 
 import assert from "node:assert/strict";
@@ -8,7 +9,13 @@ import net, { type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { Code, FineTuneClient, FineTuneError, type Interceptor } from "@fileengine/finetune";
+import {
+  Code,
+  FineTuneClient,
+  FineTuneError,
+  type Interceptor,
+  type WatchOptions,
+} from "@fileengine/finetune";
 
 describe("retries on UNAVAILABLE", () => {
   let deadAddress: string;
@@ -49,6 +56,9 @@ describe("retries on UNAVAILABLE", () => {
     await assert.rejects(client.startTraining({ training: dataset }), (e: unknown) => {
       assert.ok(e instanceof FineTuneError, String(e));
       assert.equal(e.code, Code.Unavailable);
+      assert.equal(e.codeName, "UNAVAILABLE");
+      assert.match(e.message, /^UNAVAILABLE: /);
+      assert.equal(e.requestId, seen[0], "the error carries the generated request id");
       return true;
     });
     assert.equal(seen.length, 3);
@@ -56,28 +66,47 @@ describe("retries on UNAVAILABLE", () => {
     assert.deepEqual(new Set(seen), new Set([seen[0]]), "one request id for every attempt");
   });
 
-  test("a watch reconnects a bounded number of times, then throws", async (t) => {
-    const seen: string[] = [];
-    const reconnects: string[] = [];
-    const client = new FineTuneClient({
-      address: deadAddress,
-      interceptors: [counting(seen)],
-      retry: { maxAttempts: 4, initialDelayMs: 5, maxDelayMs: 20 },
-    });
-    t.after(() => client.close());
-    const watch = client.watch("job-1", {
-      afterSequence: 7n,
-      onReconnect: ({ attempt, afterSequence }) => reconnects.push(`${attempt}@${afterSequence}`),
-    });
+  async function watchFails(client: FineTuneClient, options: WatchOptions): Promise<void> {
     await assert.rejects(
       (async () => {
-        for await (const _ of watch) {
+        for await (const _ of client.watch("job-1", options)) {
           assert.fail("no event can arrive");
         }
       })(),
       (e: unknown) => e instanceof FineTuneError && e.code === Code.Unavailable,
     );
-    assert.deepEqual(reconnects, ["1@7", "2@7", "3@7"]);
+  }
+
+  test("a watch resumes until its time budget is spent, then throws the last error", async (t) => {
+    const seen: string[] = [];
+    const reconnects: string[] = [];
+    // The client's StartTraining retry policy does not limit watches.
+    const client = new FineTuneClient({
+      address: deadAddress,
+      interceptors: [counting(seen)],
+      retry: { maxAttempts: 1 },
+      watchResume: { initialDelayMs: 5, maxDelayMs: 20, budgetMs: 300 },
+    });
+    t.after(() => client.close());
+    await watchFails(client, {
+      afterSequence: 7n,
+      onReconnect: ({ attempt, afterSequence }) => reconnects.push(`${attempt}@${afterSequence}`),
+    });
+    assert.ok(reconnects.length >= 3, `several resumes within the budget: ${reconnects}`);
+    assert.deepEqual(
+      reconnects,
+      reconnects.map((_, i) => `${i + 1}@7`),
+      "each resume after the same sequence, counted",
+    );
+    assert.equal(seen.length, reconnects.length + 1);
+    assert.ok(seen.every((m) => m === "WatchJob"));
+  });
+
+  test("the deprecated watch retry.maxAttempts still bounds the resumes", async (t) => {
+    const seen: string[] = [];
+    const client = new FineTuneClient({ address: deadAddress, interceptors: [counting(seen)] });
+    t.after(() => client.close());
+    await watchFails(client, { retry: { maxAttempts: 4, initialDelayMs: 5, maxDelayMs: 20 } });
     assert.deepEqual(seen, ["WatchJob", "WatchJob", "WatchJob", "WatchJob"]);
   });
 });
