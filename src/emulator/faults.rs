@@ -279,7 +279,7 @@ async fn respond(app: &App, route: &str, mut req: Request, next: Next) -> Respon
     let Some(fault) = app.faults.take(route) else {
         return next.run(req).await;
     };
-    tracing::info!(route, ?fault, "injecting a fault");
+    tracing::info!(route = %route, ?fault, "injecting a fault");
     // Error faults answer in the envelope of the API the route belongs to.
     if let Some(id) = &anthropic_id {
         if let Some(response) = anthropic::fault_response(app, &fault, id) {

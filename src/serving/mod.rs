@@ -207,7 +207,7 @@ impl Serving {
         });
         if let Some(k) = &serving.knowledge {
             for t in serving.tiers.tiers.iter().filter(|t| t.inject_knowledge) {
-                info!(tier = %t.name, tokens = k.tokens, encoding = "o200k_base", "knowledge base injected into this tier");
+                info!(tier = %t.name, tokens = k.tokens, encoding = %"o200k_base", "knowledge base injected into this tier");
             }
         }
         Ok(serving)
