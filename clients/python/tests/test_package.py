@@ -86,6 +86,17 @@ def readme_pipeline() -> str:
     return use[start : use.index("```", start)]
 
 
+def installed_package(python: str, project: Path) -> list[str]:
+    """The version and the location of the package that `python` imports in `project`."""
+    return subprocess.run(
+        [python, "-c", "import fileengine.finetune as f; print(f.__version__); print(f.__file__)"],
+        cwd=project,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+
+
 def test_a_consumer_installs_the_wheel_and_runs_the_readme_pipeline(
     artifacts: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -102,13 +113,7 @@ def test_a_consumer_installs_the_wheel_and_runs_the_readme_pipeline(
          "mypy", "types-grpcio", "types-protobuf"],
         check=True,
     )  # fmt: skip
-    installed = subprocess.run(
-        [python, "-c", "import fileengine.finetune as f; print(f.__version__); print(f.__file__)"],
-        cwd=project,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.split()
+    installed = installed_package(python, project)
     assert installed[0] == VERSION
     assert Path(installed[1]).is_relative_to(project / ".venv")
 
@@ -150,3 +155,7 @@ def test_a_consumer_installs_the_wheel_and_runs_the_readme_pipeline(
     assert "JOB_STATE_SUCCEEDED" in out
     assert "succeeded: ft:gpt-4o-2024-08-06:" in out
     assert "fast (ft:gpt-4o-2024-08-06:" in out
+
+    # The README's other way: pip builds the package from the folder (its backend from PyPI).
+    subprocess.run([*pip, "install", "--force-reinstall", "--no-deps", str(ROOT)], check=True)
+    assert installed_package(python, project) == installed
