@@ -9,7 +9,9 @@ venv="$here/.venv"
 python="${PYTHON:-python3}"
 stamp="$venv/.inputs.sha256"
 
-want="$({ cat "$here/requirements.txt" "$here/pyproject.toml"; "$python" --version 2>&1; } |
+# clients/VERSION is the package's version: the editable install's metadata holds it.
+want="$({ cat "$here/requirements.txt" "$here/pyproject.toml" "$here/../VERSION"
+  "$python" --version 2>&1; } |
   sha256sum | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$venv/bin/python" -c '' 2>/dev/null; then
   echo "$venv/bin/python"

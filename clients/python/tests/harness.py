@@ -1,10 +1,12 @@
 """The SDK test harness: the real FineTune server on the emulator, behind a TCP proxy.
 
 It is the Rust example `sdk_harness` (`cargo build --example sdk_harness`), found through
-FINETUNE_HARNESS. It prints one JSON line (addresses, control URL, sample dataset), exits when
-its stdin closes, and `POST {control}/cut` drops every proxied connection at once. The control
-URL also injects the emulator's faults (`POST /faults`), counts its requests (`GET /stats`) and
-lists the jobs the emulated OpenAI holds by request id (`GET /upstream_jobs`).
+FINETUNE_HARNESS. It prints one JSON line (addresses, control URL, sample dataset) and exits
+when its stdin closes. `POST {control}/cut` drops every proxied connection at once;
+`POST {control}/restart` stops the server (open connections cut, new ones refused) and starts
+it again on the same address and data after `down_ms`. The control URL also injects the
+emulator's faults (`POST /faults`), counts its requests (`GET /stats`) and lists the jobs the
+emulated OpenAI holds by request id (`GET /upstream_jobs`).
 
 With `secure=True` it runs with `--secure`: the server requires bearer tokens and speaks TLS
 (through the same cuttable proxy), with a certificate for `localhost` and `127.0.0.1` signed by
@@ -49,6 +51,16 @@ class Harness:
     def cut(self) -> int:
         """Drops every open proxied connection; returns how many there were."""
         return int(self._control("POST", "/cut")["cut"])
+
+    def restart(self, down_ms: int) -> None:
+        """Stops the server and starts it again `down_ms` later; returns once it is down."""
+        answer = self._control("POST", "/restart", {"down_ms": down_ms})
+        if answer != {"stopped": True, "down_ms": down_ms}:
+            raise HarnessError(f"the harness did not restart the server: {answer!r}")
+
+    def up(self) -> bool:
+        """Whether the server is running (false while a restart keeps it down)."""
+        return bool(self._control("GET", "/up")["up"])
 
     def inject(self, route: str, kind: str, times: int = 1, **fields: Any) -> None:
         """Fails the next `times` emulator requests to `route` (`METHOD /v1/path`) with the

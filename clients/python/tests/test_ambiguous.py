@@ -101,8 +101,10 @@ def test_an_unconfirmed_create_is_unavailable_with_retry_info_and_retried(
 
 
 def test_the_retry_waits_as_the_server_asks_within_the_policy() -> None:
-    policy = RetryPolicy(initial_backoff=0.2, max_backoff=5.0)
-    assert policy.delay(1, None) == policy.backoff(1) == 0.2
+    policy = RetryPolicy(initial_backoff=0.2, max_backoff=5.0, jitter=0.2)
+    assert policy.backoff(1) == 0.2
+    assert 0.16 <= policy.delay(1, None) <= 0.2  # less up to 20% of jitter
+    assert policy.backoff(6) == policy.backoff(60) == 5.0
     assert policy.delay(1, 2.0) == 2.0  # RetryInfo, as UPSTREAM_OUTCOME_UNKNOWN sends
     assert policy.delay(3, 60.0) == 5.0  # never past the policy's longest wait
 
@@ -132,6 +134,26 @@ def test_a_deadline_passing_mid_create_then_the_same_request_id_gets_the_job(
     assert raised.value.code in PAST_DEADLINE, raised.value
     # As the README says: call again with the same request id.
     job = client.start_training(harness.sample_dataset, request_id=request_id).job
+    assert_one_tracked_job(client, harness, job)
+
+
+def test_a_generated_request_id_comes_with_the_error_and_gets_the_one_job(
+    client: FineTuneClient, harness: Harness
+) -> None:
+    # As above, but the caller gave no request id: the error hands back the one generated.
+    harness.inject(CREATE_JOB, "latency", ms=3000)
+    with (
+        FineTuneClient(harness.address, timeout=1) as hurried,
+        pytest.raises(FineTuneError) as raised,
+    ):
+        hurried.start_training(harness.sample_dataset)
+    error = raised.value
+    assert error.code in PAST_DEADLINE, error
+    assert error.request_id is not None
+    assert uuid.UUID(error.request_id).version == 4
+    # The failed call's create reached OpenAI: the retry must find that job, not make one.
+    job = client.start_training(harness.sample_dataset, request_id=error.request_id).job
+    assert job.request_id == error.request_id
     assert_one_tracked_job(client, harness, job)
 
 
@@ -212,6 +234,7 @@ def test_asyncio_client_malformed_create_deadline_and_concurrent_calls(
                 with pytest.raises(FineTuneError) as raised:
                     await hurried.start_training(harness.sample_dataset, request_id=request_id)
             assert raised.value.code in PAST_DEADLINE, raised.value
+            assert raised.value.request_id == request_id
             done.append(
                 (await aio.start_training(harness.sample_dataset, request_id=request_id)).job
             )

@@ -34,6 +34,8 @@ class StandIn(service_pb2_grpc.FineTuneServiceServicer):
         self.request_ids: list[str] = []
         self.watch_positions: list[int] = []
         self.unavailable_starts = 1
+        self.job_events = 3
+        self.send_events = True
 
     def StartTraining(
         self, request: job_pb2.StartTrainingRequest, context: grpc.ServicerContext
@@ -66,12 +68,17 @@ class StandIn(service_pb2_grpc.FineTuneServiceServicer):
         self, request: job_pb2.WatchJobRequest, context: grpc.ServicerContext
     ) -> Iterator[job_pb2.WatchJobResponse]:
         # Each stream sends one event then ends, as a server restarting between events
-        # would; the third event finishes the job.
+        # would; the last event (`job_events`) finishes the job. Without `send_events`, only
+        # a heartbeat.
         self.watch_positions.append(request.after_sequence)
         running = job_pb2.Job(id=request.job_id, state=JobState.JOB_STATE_RUNNING)
         yield job_pb2.WatchJobResponse(snapshot=running)
+        if not self.send_events:
+            beat = job_pb2.Heartbeat(last_sequence=request.after_sequence)
+            yield job_pb2.WatchJobResponse(heartbeat=beat)
+            return
         sequence = request.after_sequence + 1
-        done = sequence == 3
+        done = sequence == self.job_events
         event = job_pb2.JobEvent(
             job_id=request.job_id,
             sequence=sequence,
@@ -128,6 +135,34 @@ def test_a_watch_stream_that_ends_early_is_resumed(stand_in: tuple[StandIn, int]
     assert [e.sequence for e in events] == [1, 2, 3]
     assert any(isinstance(i, job_pb2.Heartbeat) for i in items)
     assert watch.job is not None and watch.job.state == JobState.JOB_STATE_SUCCEEDED
+
+
+# Waits of 0.2 s, none shortened, within 1 s without an event.
+STEADY_RETRY = RetryPolicy(initial_backoff=0.2, multiplier=1, jitter=0, watch_budget=1)
+
+
+def test_each_event_starts_the_watch_budget_again(stand_in: tuple[StandIn, int]) -> None:
+    servicer, port = stand_in
+    servicer.job_events = 10  # 9 resumes: 1.8 s of waits, past the budget were it not reset
+    with FineTuneClient(f"127.0.0.1:{port}", retry=STEADY_RETRY) as client:
+        watch = client.watch_job("job-1")
+        events = list(watch)
+    assert [e.sequence for e in events] == list(range(1, 11))
+    assert watch.resumes == 9
+
+
+def test_heartbeats_do_not_keep_a_watch_going(stand_in: tuple[StandIn, int]) -> None:
+    servicer, port = stand_in
+    servicer.send_events = False
+    with FineTuneClient(f"127.0.0.1:{port}", retry=STEADY_RETRY) as client:
+        watch = client.watch_job("job-1", heartbeats=True)
+        with pytest.raises(FineTuneError) as raised:
+            list(watch)
+    assert raised.value.code == grpc.StatusCode.UNAVAILABLE
+    assert "kept ending before the job finished" in raised.value.message
+    # Tried at 0, 0.2, 0.4, 0.6, 0.8 and at the budget's end (1 s), then gave up.
+    assert 2 <= len(servicer.watch_positions) <= 7
+    assert set(servicer.watch_positions) == {0}
 
 
 def test_retry_info_and_error_info_metadata_are_decoded(stand_in: tuple[StandIn, int]) -> None:

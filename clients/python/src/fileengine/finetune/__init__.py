@@ -12,6 +12,8 @@ The wrapper returns the generated messages of `fileengine.finetune.v1`; the comm
 are re-exported here. Failed calls raise FineTuneError.
 """
 
+from importlib.metadata import version as _version
+
 from ._shared import TERMINAL_STATES, Dataset, Messages, RetryPolicy
 from .aio import AsyncCompletionStream, AsyncFineTuneClient, AsyncJobWatch
 from .client import CompletionStream, FineTuneClient, JobWatch
@@ -38,6 +40,9 @@ from .v1.job_pb2 import (
     StepMetrics,
     TrainingMethod,
 )
+
+__version__ = _version("fileengine-finetune")
+"""The installed distribution's version: clients/VERSION when it was built."""
 
 __all__ = [
     "DOMAIN",

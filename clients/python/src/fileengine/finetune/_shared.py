@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -13,6 +15,7 @@ from typing import TypeAlias
 
 import grpc
 
+from .errors import FineTuneError
 from .v1 import completion_pb2, dataset_pb2, job_pb2
 
 INLINE_LIMIT = 8 * 1024 * 1024
@@ -37,30 +40,39 @@ Messages: TypeAlias = str | Sequence[completion_pb2.ChatMessage]
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Bounded exponential backoff for the calls that are safe to repeat.
+    """Backoff for the calls that are safe to repeat: StartTraining and WatchJob.
 
     StartTraining is retried on UNAVAILABLE with the same request_id (the server is idempotent
     per request_id), after the server's RetryInfo delay when it sends one (for example with
-    reason UPSTREAM_OUTCOME_UNKNOWN); WatchJob is resumed from the last sequence received.
-    `attempts` bounds the consecutive failures: a watch that receives an event starts counting
-    again.
+    reason UPSTREAM_OUTCOME_UNKNOWN), at most `attempts` tries in all.
+
+    A watch is resumed from the last sequence received when its stream drops (UNAVAILABLE, or
+    a transport INTERNAL such as an HTTP/2 RST_STREAM) or ends before the job did, for as long
+    as `watch_budget` seconds pass without an event: each event starts the budget again,
+    heartbeats do not. A restart of the server costs a watch nothing but the wait.
+
+    Waits start at `initial_backoff` seconds and grow by `multiplier` up to `max_backoff`, each
+    shortened by up to `jitter` of itself at random, so that the clients of a restarted server
+    do not all come back at once.
     """
 
     attempts: int = 8
     initial_backoff: float = 0.2
     max_backoff: float = 5.0
     multiplier: float = 2.0
+    jitter: float = 0.2
+    watch_budget: float = 60.0
 
     def backoff(self, failure: int) -> float:
-        """Seconds to wait after the `failure`-th consecutive failure (1-based)."""
+        """The longest wait (seconds) after the `failure`-th consecutive failure (1-based)."""
         return min(self.max_backoff, self.initial_backoff * self.multiplier ** (failure - 1))
 
     def delay(self, failure: int, retry_delay: float | None) -> float:
         """Seconds to wait before retrying: the server's RetryInfo delay when it sent one
-        (at most `max_backoff`), else the backoff."""
+        (at most `max_backoff`), else the backoff less its random jitter."""
         if retry_delay is not None and retry_delay > 0:
             return min(self.max_backoff, retry_delay)
-        return self.backoff(failure)
+        return self.backoff(failure) * (1 - self.jitter * random.random())
 
 
 DEFAULT_RETRY = RetryPolicy()
@@ -138,11 +150,16 @@ def validate_request(
     )
 
 
+def new_request_id() -> str:
+    """The idempotency key of a StartTraining call made without one: a UUID4."""
+    return str(uuid.uuid4())
+
+
 def training_request(
     training: dataset_pb2.DatasetSource,
     validation: dataset_pb2.DatasetSource | None,
     *,
-    request_id: str | None,
+    request_id: str,
     model: str,
     method: job_pb2.TrainingMethod.ValueType,
     suffix: str,
@@ -154,9 +171,8 @@ def training_request(
     metadata: Mapping[str, str] | None,
     accepted_problems: Sequence[dataset_pb2.AcceptedProblem] = (),
 ) -> job_pb2.StartTrainingRequest:
-    """A StartTrainingRequest; without a request_id, a new UUID4 is the idempotency key."""
     return job_pb2.StartTrainingRequest(
-        request_id=request_id or str(uuid.uuid4()),
+        request_id=request_id,
         training=training,
         validation=validation,
         model=model,
@@ -262,3 +278,45 @@ def events_only(item: job_pb2.JobEvent | job_pb2.Heartbeat) -> job_pb2.JobEvent 
 def everything(item: job_pb2.JobEvent | job_pb2.Heartbeat) -> job_pb2.JobEvent | job_pb2.Heartbeat:
     """What a watch with heartbeats=True passes on."""
     return item
+
+
+def resumable(error: FineTuneError) -> bool:
+    """Whether a watch stream that failed with `error` is resumed: UNAVAILABLE (a dropped
+    connection, a server shutting down or not there) or an INTERNAL that did not come from the
+    service (grpcio's report of an HTTP/2 RST_STREAM: the service's own errors all carry an
+    ErrorInfo, so a `reason`)."""
+    if error.code == grpc.StatusCode.UNAVAILABLE:
+        return True
+    return error.code == grpc.StatusCode.INTERNAL and error.reason is None
+
+
+class ResumeBudget:
+    """When a watch resumes, and when it gives up: the backoff of `policy` between tries, until
+    `policy.watch_budget` seconds have passed since the last event (or since the start)."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self.failures = 0
+        self.since = time.monotonic()
+
+    def event(self) -> None:
+        """An event arrived: the stream works, the budget starts again."""
+        self.failures = 0
+        self.since = time.monotonic()
+
+    def next_delay(self) -> float | None:
+        """Seconds to wait before resuming after a failure, or None when the budget is spent.
+        The last wait ends when the budget does, so that one try is made at its end."""
+        self.failures += 1
+        remaining = self.policy.watch_budget - (time.monotonic() - self.since)
+        if remaining <= 0:
+            return None
+        return min(self.policy.delay(self.failures, None), remaining)
+
+
+def ended_early(progress: WatchProgress) -> FineTuneError:
+    """The error of a watch whose streams kept ending, without an error, before the job did."""
+    return FineTuneError(
+        grpc.StatusCode.UNAVAILABLE,
+        f"WatchJob for {progress.job_id} kept ending before the job finished",
+    )

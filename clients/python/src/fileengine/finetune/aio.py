@@ -141,34 +141,43 @@ class AsyncFineTuneClient:
         request_id: str | None = None,
         accepted_problems: Sequence[dataset_pb2.AcceptedProblem] = (),
     ) -> job_pb2.StartTrainingResponse:
-        request = _shared.training_request(
-            await self.dataset_source(training),
-            await self.dataset_source(validation) if validation is not None else None,
-            request_id=request_id,
-            model=model,
-            method=method,
-            suffix=suffix,
-            n_epochs=n_epochs,
-            batch_size=batch_size,
-            learning_rate_multiplier=learning_rate_multiplier,
-            beta=beta,
-            seed=seed,
-            metadata=metadata,
-            accepted_problems=accepted_problems,
-        )
-        failures = 0
-        while True:
-            try:
-                return await self._stub.StartTraining(
-                    request, timeout=self._timeout, metadata=self._metadata
-                )
-            except grpc.aio.AioRpcError as error:
-                failures += 1
-                failure = FineTuneError.from_rpc_error(error)
-                if failure.code != grpc.StatusCode.UNAVAILABLE or failures >= self._retry.attempts:
-                    raise failure from error
-                delay = self._retry.delay(failures, failure.retry_delay)
-            await asyncio.sleep(delay)
+        """See FineTuneClient.start_training: every FineTuneError carries `request_id`."""
+        request_id = request_id or _shared.new_request_id()
+        try:
+            request = _shared.training_request(
+                await self.dataset_source(training),
+                await self.dataset_source(validation) if validation is not None else None,
+                request_id=request_id,
+                model=model,
+                method=method,
+                suffix=suffix,
+                n_epochs=n_epochs,
+                batch_size=batch_size,
+                learning_rate_multiplier=learning_rate_multiplier,
+                beta=beta,
+                seed=seed,
+                metadata=metadata,
+                accepted_problems=accepted_problems,
+            )
+            failures = 0
+            while True:
+                try:
+                    return await self._stub.StartTraining(
+                        request, timeout=self._timeout, metadata=self._metadata
+                    )
+                except grpc.aio.AioRpcError as error:
+                    failures += 1
+                    failure = FineTuneError.from_rpc_error(error)
+                    if (
+                        failure.code != grpc.StatusCode.UNAVAILABLE
+                        or failures >= self._retry.attempts
+                    ):
+                        raise failure from error
+                    delay = self._retry.delay(failures, failure.retry_delay)
+                await asyncio.sleep(delay)
+        except FineTuneError as error:
+            error.request_id = request_id
+            raise
 
     async def get_job(self, job_id: str) -> job_pb2.Job:
         try:
@@ -298,17 +307,17 @@ class AsyncJobWatch(Generic[_Item]):
             self._call.cancel()
 
     async def _run(self) -> AsyncIterator[_Item]:
-        client, progress, retry = self._client, self._progress, self._client._retry
-        failures = 0
+        client, progress = self._client, self._progress
+        budget = _shared.ResumeBudget(client._retry)
         while not self._cancelled:
-            cause: grpc.aio.AioRpcError | None = None
+            failure: FineTuneError | None = None
             call = client._stub.WatchJob(progress.request(), metadata=client._metadata)
             self._call = call
             try:
                 async for response in call:
                     received = progress.accept(response)
                     if isinstance(received, job_pb2.JobEvent):
-                        failures = 0
+                        budget.event()
                     item = self._select(received) if received is not None else None
                     if item is not None:
                         yield item
@@ -319,24 +328,20 @@ class AsyncJobWatch(Generic[_Item]):
             except grpc.aio.AioRpcError as error:
                 if self._cancelled:
                     return
-                if error.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise FineTuneError.from_rpc_error(error) from error
-                cause = error
+                failure = FineTuneError.from_rpc_error(error)
+                failure.__cause__ = error
+                if not _shared.resumable(failure):
+                    raise failure from error
             except asyncio.CancelledError:
                 if self._cancelled:
                     return
                 raise
             finally:
                 call.cancel()
-            failures += 1
-            if failures >= retry.attempts:
-                if cause is not None:
-                    raise FineTuneError.from_rpc_error(cause) from cause
-                raise FineTuneError(
-                    grpc.StatusCode.UNAVAILABLE,
-                    f"WatchJob for {progress.job_id} kept ending before the job finished",
-                )
-            await asyncio.sleep(retry.backoff(failures))
+            delay = budget.next_delay()
+            if delay is None:
+                raise failure or _shared.ended_early(progress)
+            await asyncio.sleep(delay)
             self.resumes += 1
 
 

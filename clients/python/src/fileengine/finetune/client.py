@@ -174,38 +174,48 @@ class FineTuneClient:
         `response.job.request_id`). The call is retried on UNAVAILABLE with the same id (after
         the server's RetryInfo delay, if any), which the server answers with the same job; that
         includes reason UPSTREAM_OUTCOME_UNKNOWN, when OpenAI may have created the job but the
-        server could not confirm it yet. Pass your own `request_id` to call again after an error
-        this method raises (DEADLINE_EXCEEDED, or UNAVAILABLE after the retries): the same id
-        never makes a second job. A dataset with errors raises FineTuneError
-        FAILED_PRECONDITION, reason DATASET_INVALID, with `precondition_violations`.
-        `accepted_problems` (`dataset_pb2.AcceptedProblem`, only `possible_secret`) are
-        reviewed problems that no longer block the job; the job records them.
+        server could not confirm it yet. Every FineTuneError it raises carries the id in
+        `error.request_id`: after DEADLINE_EXCEEDED, or UNAVAILABLE after the retries, call
+        again with `request_id=error.request_id`; the same id never makes a second job.
+        A dataset with errors raises FineTuneError FAILED_PRECONDITION, reason DATASET_INVALID,
+        with `precondition_violations`. `accepted_problems` (`dataset_pb2.AcceptedProblem`,
+        only `possible_secret`) are reviewed problems that no longer block the job; the job
+        records them.
         """
-        request = _shared.training_request(
-            self.dataset_source(training),
-            self.dataset_source(validation) if validation is not None else None,
-            request_id=request_id,
-            model=model,
-            method=method,
-            suffix=suffix,
-            n_epochs=n_epochs,
-            batch_size=batch_size,
-            learning_rate_multiplier=learning_rate_multiplier,
-            beta=beta,
-            seed=seed,
-            metadata=metadata,
-            accepted_problems=accepted_problems,
-        )
-        failures = 0
-        while True:
-            try:
-                return self._unary(self._stub.StartTraining, request)
-            except FineTuneError as error:
-                failures += 1
-                if error.code != grpc.StatusCode.UNAVAILABLE or failures >= self._retry.attempts:
-                    raise
-                delay = self._retry.delay(failures, error.retry_delay)
-            time.sleep(delay)
+        # Made before anything can fail, so that every error can carry it.
+        request_id = request_id or _shared.new_request_id()
+        try:
+            request = _shared.training_request(
+                self.dataset_source(training),
+                self.dataset_source(validation) if validation is not None else None,
+                request_id=request_id,
+                model=model,
+                method=method,
+                suffix=suffix,
+                n_epochs=n_epochs,
+                batch_size=batch_size,
+                learning_rate_multiplier=learning_rate_multiplier,
+                beta=beta,
+                seed=seed,
+                metadata=metadata,
+                accepted_problems=accepted_problems,
+            )
+            failures = 0
+            while True:
+                try:
+                    return self._unary(self._stub.StartTraining, request)
+                except FineTuneError as error:
+                    failures += 1
+                    if (
+                        error.code != grpc.StatusCode.UNAVAILABLE
+                        or failures >= self._retry.attempts
+                    ):
+                        raise
+                    delay = self._retry.delay(failures, error.retry_delay)
+                time.sleep(delay)
+        except FineTuneError as error:
+            error.request_id = request_id
+            raise
 
     def get_job(self, job_id: str) -> job_pb2.Job:
         """The latest snapshot of a job (this service's `job-...` id or OpenAI's `ftjob-...`)."""
@@ -346,7 +356,9 @@ class FineTuneClient:
 
 
 class JobWatch(Generic[_Item]):
-    """An iterator over a job's events that survives dropped streams.
+    """An iterator over a job's events that survives dropped streams and server restarts:
+    it resumes as `RetryPolicy` says (by default for 60 s without an event, waits from 0.2 s
+    up to 5 s), then raises the last error.
 
     Attributes:
         job: the latest job snapshot seen (the final one once iteration ends).
@@ -389,16 +401,16 @@ class JobWatch(Generic[_Item]):
             self._call.cancel()
 
     def _run(self) -> Iterator[_Item]:
-        client, progress, retry = self._client, self._progress, self._client._retry
-        failures = 0
+        client, progress = self._client, self._progress
+        budget = _shared.ResumeBudget(client._retry)
         while not self._cancelled:
-            cause: grpc.RpcError | None = None
+            failure: FineTuneError | None = None
             self._call = client._stub.WatchJob(progress.request(), metadata=client._metadata)
             try:
                 for response in self._call:
                     received = progress.accept(response)
                     if isinstance(received, job_pb2.JobEvent):
-                        failures = 0
+                        budget.event()
                     item = self._select(received) if received is not None else None
                     if item is not None:
                         yield item
@@ -409,21 +421,17 @@ class JobWatch(Generic[_Item]):
             except grpc.RpcError as error:
                 if self._cancelled:
                     return
-                if error.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise FineTuneError.from_rpc_error(error) from error
-                cause = error
+                failure = FineTuneError.from_rpc_error(error)
+                failure.__cause__ = error
+                if not _shared.resumable(failure):
+                    raise failure from error
             finally:
                 self._call.cancel()
-            # Dropped (UNAVAILABLE) or ended before the job did: resume after a pause.
-            failures += 1
-            if failures >= retry.attempts:
-                if cause is not None:
-                    raise FineTuneError.from_rpc_error(cause) from cause
-                raise FineTuneError(
-                    grpc.StatusCode.UNAVAILABLE,
-                    f"WatchJob for {progress.job_id} kept ending before the job finished",
-                )
-            time.sleep(retry.backoff(failures))
+            # Dropped, or ended before the job did: resume after a pause, within the budget.
+            delay = budget.next_delay()
+            if delay is None:
+                raise failure or _shared.ended_early(progress)
+            time.sleep(delay)
             self.resumes += 1
 
 

@@ -57,6 +57,9 @@ class FineTuneError(Exception):
         precondition_violations: PreconditionFailure.violations, empty when absent.
         retry_delay: RetryInfo.retry_delay in seconds, or None when absent.
         details: every detail of the google.rpc.Status, undecoded.
+        request_id: on an error from start_training, the request id the call used (the one
+            it generated when none was given): call again with it to get the job the failed
+            call may have made, never a second one. None on errors of other calls.
     """
 
     def __init__(
@@ -71,8 +74,9 @@ class FineTuneError(Exception):
         precondition_violations: tuple[PreconditionViolation, ...] = (),
         retry_delay: float | None = None,
         details: tuple[any_pb2.Any, ...] = (),
+        request_id: str | None = None,
     ) -> None:
-        super().__init__(f"{code.name}: {message}" + (f" [{reason}]" if reason else ""))
+        super().__init__(code, message)
         self.code = code
         self.message = message
         self.reason = reason
@@ -82,6 +86,13 @@ class FineTuneError(Exception):
         self.precondition_violations = precondition_violations
         self.retry_delay = retry_delay
         self.details = details
+        self.request_id = request_id
+
+    def __str__(self) -> str:
+        reason = f" [{self.reason}]" if self.reason else ""
+        # Where a log shows the error, it shows what to retry with.
+        request = f" (request_id {self.request_id})" if self.request_id else ""
+        return f"{self.code.name}: {self.message}{reason}{request}"
 
     @classmethod
     def from_rpc_error(cls, error: grpc.RpcError) -> FineTuneError:
