@@ -15,9 +15,9 @@ pub enum Error {
     /// A request field is wrong; `field` is its path in the request.
     #[error("invalid {field}: {reason}")]
     InvalidArgument { field: String, reason: String },
-    /// Something the request names does not exist.
+    /// Something the request names does not exist; `what` says it in words (with a hint).
     #[error("{what} not found")]
-    NotFound { what: String, reason: &'static str },
+    NotFound { what: String, missing: Missing },
     /// Uploaded bytes did not match what the client announced.
     #[error("{0}")]
     DataLoss(String),
@@ -38,9 +38,11 @@ pub enum Error {
         reason: &'static str,
         violations: Vec<(String, String, String)>,
     },
-    /// A request id was reused with different parameters.
-    #[error("{0}")]
-    AlreadyExists(String),
+    /// A request id was reused with different parameters; `job_id` holds it.
+    #[error(
+        "request_id {request_id} was already used for job {job_id} with different parameters; use a new request_id"
+    )]
+    AlreadyExists { request_id: String, job_id: String },
     /// The caller went away before the answer was complete.
     #[error("{0}")]
     Cancelled(String),
@@ -60,6 +62,37 @@ pub enum Error {
     Upstream(UpstreamError),
 }
 
+/// What a NOT_FOUND names: its ErrorInfo reason and the metadata key holding the id, so a
+/// client reads which one without parsing the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Missing {
+    Job(String),
+    Tier(String),
+    Dataset(String),
+    Response(String),
+}
+
+impl Missing {
+    fn reason(&self) -> &'static str {
+        match self {
+            Missing::Job(_) => "JOB_NOT_FOUND",
+            Missing::Tier(_) => "TIER_NOT_FOUND",
+            Missing::Dataset(_) => "DATASET_NOT_FOUND",
+            Missing::Response(_) => "RESPONSE_NOT_FOUND",
+        }
+    }
+
+    /// The ErrorInfo metadata entry: (key, the id as the request gave it).
+    fn metadata(&self) -> (&'static str, &str) {
+        match self {
+            Missing::Job(id) => ("job_id", id),
+            Missing::Tier(name) => ("tier", name),
+            Missing::Dataset(id) => ("dataset_id", id),
+            Missing::Response(id) => ("response_id", id),
+        }
+    }
+}
+
 impl Error {
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Error {
         Error::InvalidArgument {
@@ -71,13 +104,13 @@ impl Error {
     fn reason(&self) -> &'static str {
         match self {
             Error::InvalidArgument { .. } => "INVALID_ARGUMENT",
-            Error::NotFound { reason, .. } => reason,
+            Error::NotFound { missing, .. } => missing.reason(),
             Error::DataLoss(_) => "UPLOAD_MISMATCH",
             Error::ResourceExhausted(_) => "LIMIT_EXCEEDED",
             Error::Io(_) => "STORAGE_ERROR",
             Error::Config(_) => "CONFIGURATION_ERROR",
             Error::FailedPrecondition { reason, .. } => reason,
-            Error::AlreadyExists(_) => "REQUEST_ID_REUSED",
+            Error::AlreadyExists { .. } => "REQUEST_ID_REUSED",
             Error::Unavailable(_) => "SHUTTING_DOWN",
             Error::Cancelled(_) => "CANCELLED",
             Error::OutcomeUnknown { .. } => "UPSTREAM_OUTCOME_UNKNOWN",
@@ -104,7 +137,7 @@ impl From<Error> for Status {
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::Io(_) | Error::Config(_) => Code::Internal,
             Error::FailedPrecondition { .. } => Code::FailedPrecondition,
-            Error::AlreadyExists(_) => Code::AlreadyExists,
+            Error::AlreadyExists { .. } => Code::AlreadyExists,
             Error::Unavailable(_) => Code::Unavailable,
             Error::Cancelled(_) => Code::Cancelled,
             // Every SDK retries UNAVAILABLE with the same request id, which settles it.
@@ -112,8 +145,17 @@ impl From<Error> for Status {
             Error::Upstream(e) => upstream_code(e),
         };
         let mut metadata = HashMap::new();
-        if let Error::Upstream(e) = &err {
-            upstream_metadata(e, &mut metadata);
+        match &err {
+            Error::Upstream(e) => upstream_metadata(e, &mut metadata),
+            Error::NotFound { missing, .. } => {
+                let (key, value) = missing.metadata();
+                metadata.insert(key.to_owned(), value.to_owned());
+            }
+            Error::AlreadyExists { request_id, job_id } => {
+                metadata.insert("request_id".to_owned(), request_id.clone());
+                metadata.insert("job_id".to_owned(), job_id.clone());
+            }
+            _ => {}
         }
         let mut details = ErrorDetails::with_error_info(err.reason(), ERROR_DOMAIN, metadata);
         match &err {

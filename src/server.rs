@@ -80,14 +80,18 @@ pub async fn serve(
         // Ends with the manager's shutdown token (`jobs.stop()`).
         let _reconciler = jobs.spawn_reconciler();
     }
+    let google_rpc = pb::google_rpc_descriptor_set()
+        .map_err(|e| Error::Config(format!("reflection: google.rpc descriptors: {e}")))?;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_file_descriptor_set(google_rpc.clone())
         .build_v1()
         .map_err(|e| Error::Config(format!("reflection: {e}")))?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_file_descriptor_set(google_rpc)
         .build_v1alpha()
         .map_err(|e| Error::Config(format!("reflection: {e}")))?;
     let finetune = FineTuneServiceServer::new(Service::new(state.clone()))

@@ -73,6 +73,23 @@ async fn reflection_v1_and_v1alpha_list_and_describe_the_service() {
                 ),
             ),
         },
+        // The error details every status carries, so a generic client can decode them.
+        v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(
+                v1::server_reflection_request::MessageRequest::FileContainingSymbol(
+                    "google.rpc.ErrorInfo".into(),
+                ),
+            ),
+        },
+        v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(
+                v1::server_reflection_request::MessageRequest::FileByFilename(
+                    "google/rpc/status.proto".into(),
+                ),
+            ),
+        },
     ]);
     let mut responses = client
         .server_reflection_info(requests)
@@ -129,6 +146,38 @@ async fn reflection_v1_and_v1alpha_list_and_describe_the_service() {
             "GetTierStats"
         ]
     );
+
+    let mut google_rpc = Vec::new();
+    for _ in 0..2 {
+        let file = responses.next().await.unwrap().unwrap();
+        let Some(v1::server_reflection_response::MessageResponse::FileDescriptorResponse(fd)) =
+            file.message_response
+        else {
+            panic!("expected a google.rpc file descriptor: {file:?}");
+        };
+        let files: Vec<prost_types::FileDescriptorProto> = fd
+            .file_descriptor_proto
+            .iter()
+            .map(|f| prost_types::FileDescriptorProto::decode(f.as_slice()).unwrap())
+            .collect();
+        google_rpc.push(files[0].clone());
+    }
+    assert_eq!(google_rpc[0].name(), "google/rpc/error_details.proto");
+    let messages: Vec<&str> = google_rpc[0]
+        .message_type
+        .iter()
+        .map(|m| m.name())
+        .collect();
+    for want in [
+        "ErrorInfo",
+        "BadRequest",
+        "PreconditionFailure",
+        "RetryInfo",
+    ] {
+        assert!(messages.contains(&want), "{want} missing from {messages:?}");
+    }
+    assert_eq!(google_rpc[1].name(), "google/rpc/status.proto");
+    assert_eq!(google_rpc[1].message_type[0].name(), "Status");
 
     // Older clients (grpcurl before 1.9) speak only v1alpha.
     let mut alpha =
@@ -276,10 +325,9 @@ async fn bad_requests_name_the_field() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    assert_eq!(
-        err.get_error_details().error_info().unwrap().reason,
-        "DATASET_NOT_FOUND"
-    );
+    let info = err.get_error_details().error_info().unwrap().clone();
+    assert_eq!(info.reason, "DATASET_NOT_FOUND");
+    assert_eq!(info.metadata["dataset_id"], "0".repeat(64));
 
     let err = client
         .validate_dataset(pb::ValidateDatasetRequest {
@@ -446,6 +494,89 @@ async fn uploads_over_the_limit_are_refused_with_the_limit_named() {
         .unwrap()
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+    server.stop().await;
+}
+
+/// The ErrorInfo of a NOT_FOUND: its reason and metadata.
+fn not_found(err: tonic::Status) -> (String, std::collections::HashMap<String, String>) {
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let info = err.get_error_details().error_info().unwrap().clone();
+    (info.reason, info.metadata)
+}
+
+#[tokio::test]
+async fn not_found_errors_name_what_is_missing_in_their_metadata() {
+    // With providers (the emulator), so each RPC gets as far as looking the name up.
+    let server = TestServer::start_with(|c| c.emulator = true).await;
+    let mut client = server.client();
+    let job = |id: &str| {
+        (
+            "JOB_NOT_FOUND".to_owned(),
+            [("job_id".to_owned(), id.to_owned())].into(),
+        )
+    };
+
+    let err = client
+        .get_job(pb::GetJobRequest {
+            job_id: "job-nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(not_found(err), job("job-nope"));
+    // Not an OpenAI id either, so not looked up there.
+    let err = client
+        .cancel_job(pb::CancelJobRequest {
+            job_id: "nope-either".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(not_found(err), job("nope-either"));
+    // An OpenAI id is looked up there, and OpenAI does not know it either.
+    let err = client
+        .get_job(pb::GetJobRequest {
+            job_id: "ftjob-nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(not_found(err), job("ftjob-nope"));
+    // A watch fails before its stream starts.
+    let err = client
+        .watch_job(pb::WatchJobRequest {
+            job_id: "job-nope".into(),
+            after_sequence: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(not_found(err), job("job-nope"));
+
+    let err = client
+        .get_tier_stats(pb::GetTierStatsRequest {
+            tier: "fastest".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        not_found(err),
+        (
+            "TIER_NOT_FOUND".to_owned(),
+            [("tier".to_owned(), "fastest".to_owned())].into()
+        )
+    );
+
+    let err = client
+        .record_feedback(pb::RecordFeedbackRequest {
+            response_id: "resp-nope".into(),
+            rating: pb::Rating::Up as i32,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        not_found(err),
+        (
+            "RESPONSE_NOT_FOUND".to_owned(),
+            [("response_id".to_owned(), "resp-nope".to_owned())].into()
+        )
+    );
     server.stop().await;
 }
 

@@ -8,6 +8,12 @@
 //! - `<!-- runbook: expect-exit N -->`: a documented error; grpcurl must exit with N.
 //! - `<!-- runbook: after-sequence N -->`: a resumed WatchJob; every event is after N.
 //! - `<!-- runbook: expect-cancelled -->`: the response's job is JOB_STATE_CANCELLED.
+//! - `<!-- runbook: expect-error REASON key=value ... -->`: grpcurl decodes the error's
+//!   ErrorInfo (not raw bytes), its reason is REASON and its metadata holds each key=value
+//!   (`$JOB` is the current job); `violation=FIELD`: a decoded BadRequest names FIELD.
+//!
+//! Every error a block prints must have decoded details: the server describes
+//! google.rpc's detail messages through reflection.
 
 use crate::common;
 
@@ -53,6 +59,8 @@ struct Block {
     expect_exit: i32,
     after_sequence: Option<u64>,
     expect_cancelled: bool,
+    /// The ErrorInfo reason and `key=value` expectations of `expect-error`.
+    expect_error: Option<(String, Vec<(String, String)>)>,
 }
 
 /// The ```bash blocks of the runbook in order, with the markers just before each.
@@ -76,6 +84,16 @@ fn parse_runbook(text: &str) -> Vec<Block> {
                     pending.after_sequence = Some(n.parse().expect("after-sequence: a number"))
                 }
                 ["expect-cancelled"] => pending.expect_cancelled = true,
+                ["expect-error", reason, pairs @ ..] => {
+                    let pairs = pairs
+                        .iter()
+                        .map(|p| {
+                            let (k, v) = p.split_once('=').expect("expect-error takes key=value");
+                            (k.to_owned(), v.to_owned())
+                        })
+                        .collect();
+                    pending.expect_error = Some(((*reason).to_owned(), pairs));
+                }
                 _ => panic!("docs/ops.md:{}: unknown runbook marker {trimmed:?}", i + 1),
             }
         } else if trimmed == "```bash" {
@@ -274,6 +292,71 @@ fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no string at {pointer} in {v:#}"))
 }
 
+/// The error details grpcurl printed under `Details:`, one JSON object each. grpcurl prefixes
+/// every line of a detail with `  N)\t` or spaces and a tab.
+fn error_details(stderr: &str) -> Vec<Value> {
+    let Some((_, details)) = stderr.split_once("\n  Details:\n") else {
+        return Vec::new();
+    };
+    let json: String = details
+        .lines()
+        .map(|l| {
+            l.split_once('\t')
+                .unwrap_or_else(|| panic!("not a detail line: {l:?}\n{stderr}"))
+                .1
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    serde_json::Deserializer::from_str(&json)
+        .into_iter::<Value>()
+        .map(|v| v.unwrap_or_else(|e| panic!("a detail is not JSON ({e}):\n{stderr}")))
+        .collect()
+}
+
+/// The checks a failed command's error must pass: details decoded, and what `expect-error`
+/// names.
+fn check_error(block: &Block, stderr: &str, job: &str) {
+    let ctx = format!("docs/ops.md:{}", block.line);
+    let details = error_details(stderr);
+    let error_info = "type.googleapis.com/google.rpc.ErrorInfo";
+    assert!(
+        details.iter().any(|d| d["@type"] == error_info),
+        "{ctx}: no decoded ErrorInfo:\n{stderr}"
+    );
+    for detail in &details {
+        // grpcurl's form for a type the server did not describe: `@error` and raw `@value`.
+        assert!(
+            detail.get("@error").is_none() && detail.get("@value").is_none(),
+            "{ctx}: a detail grpcurl could not decode:\n{stderr}"
+        );
+    }
+    let Some((reason, pairs)) = &block.expect_error else {
+        return;
+    };
+    let info = details.iter().find(|d| d["@type"] == error_info).unwrap();
+    assert_eq!(info["reason"], reason.as_str(), "{ctx}:\n{stderr}");
+    for (key, value) in pairs {
+        let value = value.replace("$JOB", job);
+        if key == "violation" {
+            let named = details
+                .iter()
+                .filter(|d| d["@type"] == "type.googleapis.com/google.rpc.BadRequest")
+                .flat_map(|d| d["fieldViolations"].as_array().cloned().unwrap_or_default())
+                .any(|v| v["field"] == value.as_str());
+            assert!(
+                named,
+                "{ctx}: no BadRequest violation of {value}:\n{stderr}"
+            );
+        } else {
+            assert_eq!(
+                info["metadata"][key.as_str()],
+                value.as_str(),
+                "{ctx}: ErrorInfo.metadata.{key}:\n{stderr}"
+            );
+        }
+    }
+}
+
 /// The checks a command's successful output must pass, by RPC.
 fn check_output(block: &Block, rpc: &str, stdout: &str, job: &str) -> Option<String> {
     let ctx = format!("docs/ops.md:{} ({rpc})", block.line);
@@ -470,6 +553,10 @@ fn every_runbook_command_works_as_documented() {
             server.log()
         );
         if block.expect_exit == 0 {
+            assert!(
+                block.expect_error.is_none(),
+                "{ctx}: `expect-error` needs `expect-exit`"
+            );
             assert!(!out.stdout.trim().is_empty(), "{ctx}: no output");
             if let Some(id) = check_output(block, &rpc, &out.stdout, &job) {
                 job = id;
@@ -483,6 +570,7 @@ fn every_runbook_command_works_as_documented() {
             if block.expect_exit == 64 + 9 {
                 assert!(out.stderr.contains("FailedPrecondition"), "{}", out.stderr);
             }
+            check_error(block, &out.stderr, &job);
         }
         if block.sets_job {
             assert!(!job.is_empty(), "{ctx}: marked `sets JOB` but set none");

@@ -78,6 +78,52 @@ fn events(items: &[Item]) -> Vec<pb::JobEvent> {
         .collect()
 }
 
+/// The state changes of a watched log tell the job's lifecycle as a client follows it: each
+/// state once, in order, starting with one VALIDATING_FILES; and RUNNING before the first
+/// step's metrics or checkpoint, so a client that takes the job from its state changes never
+/// shows a step of a job it believes validating or queued.
+fn assert_states_in_order(evs: &[pb::JobEvent]) {
+    let changes: Vec<(usize, i32)> = evs
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.kind == pb::JobEventKind::StateChanged as i32)
+        .map(|(i, e)| (i, e.job.as_ref().expect("a state change's snapshot").state))
+        .collect();
+    let states: Vec<pb::JobState> = changes
+        .iter()
+        .map(|(_, s)| pb::JobState::try_from(*s).unwrap())
+        .collect();
+    let log: Vec<String> = evs
+        .iter()
+        .map(|e| format!("#{} {}", e.sequence, e.message))
+        .collect();
+    assert_eq!(
+        states.first(),
+        Some(&pb::JobState::ValidatingFiles),
+        "{states:?}\n{log:#?}"
+    );
+    // The enum's values follow the lifecycle (validating, queued, running, an end).
+    assert!(
+        changes.windows(2).all(|w| w[0].1 < w[1].1),
+        "each state once, in order: {states:?}\n{log:#?}"
+    );
+    let running = changes
+        .iter()
+        .find(|(_, s)| *s == pb::JobState::Running as i32)
+        .map(|(i, _)| *i)
+        .expect("a RUNNING state change");
+    let first_step = evs
+        .iter()
+        .position(|e| e.metrics.is_some() || e.checkpoint.is_some())
+        .expect("steps");
+    assert!(
+        running < first_step,
+        "RUNNING (#{}) comes before the first step (#{}):\n{log:#?}",
+        evs[running].sequence,
+        evs[first_step].sequence
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_runs_to_success_and_the_watch_stream_tells_all() {
     let server = emulated().await;
@@ -134,6 +180,7 @@ async fn a_job_runs_to_success_and_the_watch_stream_tells_all() {
     assert_ne!(done.trained_tokens, done.estimated_tokens);
     assert!((done.actual_cost_usd - done.trained_tokens as f64 * 3.0 / 1e6).abs() < 1e-12);
     assert_eq!(done.last_sequence, last.sequence);
+    assert_states_in_order(&evs);
     let metrics: Vec<&pb::StepMetrics> = evs.iter().filter_map(|e| e.metrics.as_ref()).collect();
     assert!(metrics.len() >= 10, "a metrics event per step");
     assert!(metrics.windows(2).all(|w| w[1].step > w[0].step));
@@ -224,6 +271,13 @@ async fn the_same_request_id_never_starts_a_second_job() {
     let err = server.client().start_training(different).await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
     assert!(err.message().contains(&first.id), "{}", err.message());
+    let info = err.get_error_details().error_info().unwrap().clone();
+    assert_eq!(info.reason, "REQUEST_ID_REUSED");
+    assert_eq!(info.metadata["request_id"], "req-dup");
+    assert_eq!(
+        info.metadata["job_id"], first.id,
+        "the job the request id started"
+    );
 
     let listed = server
         .client()

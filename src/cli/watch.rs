@@ -486,9 +486,9 @@ mod tests {
         };
 
         let mut log = Log::default();
-        log.state(
+        log.event(
             created - 1,
-            job(pb::JobState::ValidatingFiles),
+            "info",
             "Accepted: 10 examples validated; uploading to OpenAI",
         );
         log.state(

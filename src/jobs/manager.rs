@@ -30,7 +30,7 @@ use super::model::{
 };
 use super::watch::Hub;
 use crate::dataset::{self, Catalog, Format, Input, Options, Report};
-use crate::error::Error;
+use crate::error::{Error, Missing};
 use crate::store::{DatasetStore, JobPage, Recorded, Reservation, Store};
 use crate::upstream::retry::Failure;
 use crate::upstream::{FineTuning, RetryPolicy, UpstreamError, types};
@@ -313,18 +313,17 @@ impl JobManager {
                 return Ok((same_request(*existing, &existing_fp, fingerprint)?, None));
             }
         }
+        // A message, not a state change: a job being created shows as validating its
+        // files, and it changes state once, when OpenAI holds it (`attach_upstream`).
         let (job, _) = self
             .store
             .record(
                 &job,
                 job.version,
-                vec![state_event(
-                    &job,
-                    format!(
-                        "Accepted: {} examples validated; uploading to OpenAI",
-                        report.training.examples
-                    ),
-                )],
+                vec![message_event(format!(
+                    "Accepted: {} examples validated; uploading to OpenAI",
+                    report.training.examples
+                ))],
             )
             .await?
             .saved()?;
@@ -647,7 +646,7 @@ impl JobManager {
     }
 
     /// Attaches OpenAI's job `remote` to `job`, recording `notes` (what happened on the
-    /// way, for the user) as events before the one announcing the job.
+    /// way, for the user) as messages before the state change announcing the job.
     async fn attach_upstream(
         &self,
         mut job: Job,
@@ -670,7 +669,7 @@ impl JobManager {
             );
             let mut events: Vec<NewEvent> = notes
                 .iter()
-                .map(|note| state_event(&attached, note.clone()))
+                .map(|note| message_event(note.clone()))
                 .collect();
             events.push(state_event(&attached, message));
             match self.store.record(&attached, job.version, events).await? {
@@ -792,13 +791,13 @@ impl JobManager {
         if !id.starts_with("ftjob-") {
             return Err(Error::NotFound {
                 what: format!("job {id}"),
-                reason: "JOB_NOT_FOUND",
+                missing: Missing::Job(id.to_owned()),
             });
         }
         let remote = self.provider.get_job(id).await.map_err(|e| match e {
             UpstreamError::NotFound { .. } => Error::NotFound {
                 what: format!("job {id} (not at OpenAI either)"),
-                reason: "JOB_NOT_FOUND",
+                missing: Missing::Job(id.to_owned()),
             },
             other => other.into(),
         })?;
@@ -877,13 +876,10 @@ impl JobManager {
         // event stays the last of the log.
         let mut job = job;
         for _ in 0..super::poller::WRITE_ATTEMPTS {
-            let (updated, mut events) = self.catch_up(&job, &remote).await?;
-            if updated.state != job.state {
-                events.push(state_event(
-                    &updated,
-                    format!("Cancelled on request ({})", remote.status),
-                ));
-            }
+            let (mut updated, events) = self.catch_up(&job, &remote).await?;
+            let events = super::poller::with_state_changes(&job, &mut updated, events, |_| {
+                format!("Cancelled on request ({})", remote.status)
+            });
             match self.store.record(&updated, job.version, events).await? {
                 Recorded::Saved(saved, _) => {
                     self.hub.notify(&saved.id, saved.last_sequence);
@@ -969,11 +965,24 @@ fn same_request(job: Job, existing: &str, fingerprint: &str) -> Result<Job, Erro
     if existing == fingerprint {
         Ok(job)
     } else {
-        Err(Error::AlreadyExists(format!(
-            "request_id {} was already used for job {} with different parameters; use a new request_id",
-            job.request_id.as_deref().unwrap_or_default(),
-            job.id
-        )))
+        Err(Error::AlreadyExists {
+            request_id: job.request_id.unwrap_or_default(),
+            job_id: job.id,
+        })
+    }
+}
+
+/// An event of this service's own telling, with no change of state.
+fn message_event(message: String) -> NewEvent {
+    NewEvent {
+        kind: EventKind::Message,
+        created_at: now_millis(),
+        level: "info".to_owned(),
+        message,
+        upstream_id: None,
+        metrics: None,
+        checkpoint: None,
+        job: None,
     }
 }
 

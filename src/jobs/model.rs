@@ -50,6 +50,19 @@ impl JobState {
         }
     }
 
+    /// How far along OpenAI's one-way lifecycle (validating_files, queued, running, an end)
+    /// the state is; `None` off it (paused, which goes back to running, and unknown).
+    pub fn progress(self) -> Option<u8> {
+        match self {
+            JobState::Creating => Some(0),
+            JobState::ValidatingFiles => Some(1),
+            JobState::Queued => Some(2),
+            JobState::Running => Some(3),
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled => Some(4),
+            JobState::Paused | JobState::Unknown => None,
+        }
+    }
+
     pub fn is_terminal(self) -> bool {
         matches!(
             self,

@@ -106,18 +106,8 @@ impl JobManager {
             Err(e) => return Err(e.into()),
         };
 
-        let (updated, mut events) = self.catch_up(&job, &remote).await?;
-        if updated.state != job.state || updated.upstream_status != job.upstream_status {
-            let message = match (&updated.state, &updated.fine_tuned_model, &updated.error) {
-                (JobState::Succeeded, Some(model), _) => format!("Succeeded: {model}"),
-                (JobState::Failed, _, Some(e)) => format!("Failed: {} ({})", e.message, e.code),
-                (JobState::Unknown, _, _) => {
-                    format!("Now in OpenAI status \"{}\"", remote.status)
-                }
-                (state, _, _) => format!("Now {}", state.as_str()),
-            };
-            events.push(state_event(&updated, message));
-        }
+        let (mut updated, events) = self.catch_up(&job, &remote).await?;
+        let events = with_state_changes(&job, &mut updated, events, state_message);
         if events.is_empty() && updated == job {
             return Ok(Some(false));
         }
@@ -274,6 +264,81 @@ where
     }
 }
 
+/// The events of a poll with its state changes among them, each once. A state change goes
+/// before the first event that could only happen in the new state: step metrics and
+/// checkpoints mean the job runs, so a watcher never sees a step while the job it knows is
+/// still validating or queued. Any other change goes last. The job's status was read before
+/// its events and may lag them: then the events tell the state (`updated` becomes running),
+/// and the status catches up at a later poll without a second change. Nor does a lagging
+/// status move the job back along OpenAI's one-way lifecycle. `message` words the last change.
+pub(super) fn with_state_changes(
+    job: &Job,
+    updated: &mut Job,
+    events: Vec<NewEvent>,
+    message: impl FnOnce(&Job) -> String,
+) -> Vec<NewEvent> {
+    if let (Some(was), Some(now)) = (job.state.progress(), updated.state.progress()) {
+        if now < was {
+            updated.state = job.state;
+            updated.upstream_status = job.upstream_status.clone();
+        }
+    }
+    let first_running = events
+        .iter()
+        .position(|e| matches!(e.kind, EventKind::Metrics | EventKind::Checkpoint));
+    let mut out = Vec::with_capacity(events.len() + 2);
+    let mut known = job.clone();
+    match first_running {
+        Some(at) if before_running(job.state) => {
+            if before_running(updated.state) {
+                updated.state = JobState::Running;
+                updated.upstream_status = JobState::Running.as_str().to_owned();
+            }
+            // What is known when it starts to run; a job also finished in this poll gets
+            // its end (model, tokens, error) at its own state change.
+            let running = if updated.state == JobState::Running {
+                updated.clone()
+            } else {
+                Job {
+                    state: JobState::Running,
+                    upstream_status: JobState::Running.as_str().to_owned(),
+                    ..job.clone()
+                }
+            };
+            let mut events = events;
+            let rest = events.split_off(at);
+            out.extend(events);
+            out.push(state_event(&running, state_message(&running)));
+            out.extend(rest);
+            known = running;
+        }
+        _ => out.extend(events),
+    }
+    if updated.state != known.state || updated.upstream_status != known.upstream_status {
+        out.push(state_event(updated, message(updated)));
+    }
+    out
+}
+
+/// Whether the job has yet to run: validating its files or queued (or still being created).
+fn before_running(state: JobState) -> bool {
+    state
+        .progress()
+        .is_some_and(|p| Some(p) < JobState::Running.progress())
+}
+
+/// The words of a state-change event.
+fn state_message(job: &Job) -> String {
+    match (&job.state, &job.fine_tuned_model, &job.error) {
+        (JobState::Succeeded, Some(model), _) => format!("Succeeded: {model}"),
+        (JobState::Failed, _, Some(e)) => format!("Failed: {} ({})", e.message, e.code),
+        (JobState::Unknown, _, _) => {
+            format!("Now in OpenAI status \"{}\"", job.upstream_status)
+        }
+        (state, _, _) => format!("Now {}", state.as_str()),
+    }
+}
+
 /// Copies OpenAI's view of the job into ours.
 pub(super) fn apply_remote(job: &mut Job, remote: &types::Job, catalog: &Catalog) {
     job.upstream_status = remote.status.clone();
@@ -409,5 +474,123 @@ fn checkpoint_event(c: &types::Checkpoint) -> NewEvent {
         metrics: None,
         checkpoint: Some(checkpoint),
         job: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::model::Method;
+
+    fn job(state: JobState) -> Job {
+        Job {
+            state,
+            upstream_status: state.as_str().to_owned(),
+            upstream_id: Some("ftjob-1".to_owned()),
+            ..Job::creating("gpt-4o-mini-2024-07-18".to_owned(), Method::Supervised, 0)
+        }
+    }
+
+    fn event(kind: EventKind, message: &str) -> NewEvent {
+        NewEvent {
+            kind,
+            created_at: 0,
+            level: "info".to_owned(),
+            message: message.to_owned(),
+            upstream_id: Some(message.to_owned()),
+            metrics: (kind == EventKind::Metrics).then(Metrics::default),
+            checkpoint: None,
+            job: None,
+        }
+    }
+
+    /// The log as words: state changes as their state, other events as their message.
+    fn log(events: &[NewEvent]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| match &e.job {
+                Some(j) if e.kind == EventKind::StateChanged => j.state.as_str().to_uppercase(),
+                _ => e.message.clone(),
+            })
+            .collect()
+    }
+
+    fn poll(was: JobState, status: JobState, events: Vec<NewEvent>) -> (Job, Vec<String>) {
+        let mut updated = job(status);
+        let out = with_state_changes(&job(was), &mut updated, events, state_message);
+        (updated, log(&out))
+    }
+
+    #[test]
+    fn running_goes_before_the_first_step_even_when_the_status_lags_the_events() {
+        let events = vec![
+            event(EventKind::Message, "Files validated"),
+            event(EventKind::Message, "Fine-tuning job started"),
+            event(EventKind::Metrics, "Step 1/40"),
+            event(EventKind::Metrics, "Step 2/40"),
+        ];
+        // The status was read before the events: it still says validating_files.
+        let (updated, log) = poll(JobState::ValidatingFiles, JobState::ValidatingFiles, events);
+        assert_eq!(
+            log,
+            [
+                "Files validated",
+                "Fine-tuning job started",
+                "RUNNING",
+                "Step 1/40",
+                "Step 2/40"
+            ]
+        );
+        assert_eq!(updated.state, JobState::Running);
+
+        // The next poll reads `running`: nothing to record twice.
+        let (_, log) = poll(
+            JobState::Running,
+            JobState::Running,
+            vec![event(EventKind::Metrics, "Step 3/40")],
+        );
+        assert_eq!(log, ["Step 3/40"]);
+    }
+
+    #[test]
+    fn a_job_that_ran_and_ended_between_polls_gets_both_changes_in_place() {
+        let events = vec![
+            event(EventKind::Metrics, "Step 1/2"),
+            event(EventKind::Checkpoint, "Checkpoint at step 1"),
+            event(EventKind::Metrics, "Step 2/2"),
+            event(EventKind::Message, "The job has successfully completed"),
+        ];
+        let (updated, log) = poll(JobState::Queued, JobState::Succeeded, events);
+        assert_eq!(
+            log,
+            [
+                "RUNNING",
+                "Step 1/2",
+                "Checkpoint at step 1",
+                "Step 2/2",
+                "The job has successfully completed",
+                "SUCCEEDED"
+            ]
+        );
+        assert_eq!(updated.state, JobState::Succeeded);
+    }
+
+    #[test]
+    fn a_change_without_a_telling_event_goes_last_and_a_lagging_status_never_goes_back() {
+        let (_, log) = poll(
+            JobState::ValidatingFiles,
+            JobState::Queued,
+            vec![event(EventKind::Message, "Files validated")],
+        );
+        assert_eq!(log, ["Files validated", "QUEUED"]);
+
+        let (updated, log) = poll(JobState::Running, JobState::Queued, Vec::new());
+        assert!(log.is_empty(), "{log:?}");
+        assert_eq!(updated.state, JobState::Running);
+
+        // Off the one-way lifecycle (paused, unknown statuses) changes are taken as told.
+        let (updated, log) = poll(JobState::Paused, JobState::Running, Vec::new());
+        assert_eq!(log, ["RUNNING"]);
+        assert_eq!(updated.state, JobState::Running);
     }
 }

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::dataset::{Catalog, Counter, Encoding};
-use crate::error::Error;
+use crate::error::{Error, Missing};
 use crate::jobs::model::now_millis;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -683,7 +683,7 @@ impl Serving {
                 what: format!(
                     "response {response_id} (records are written within a second of the answer)"
                 ),
-                reason: "RESPONSE_NOT_FOUND",
+                missing: Missing::Response(response_id.to_owned()),
             })
     }
 
@@ -703,7 +703,7 @@ impl Serving {
 fn unknown_tier(name: &str) -> Error {
     Error::NotFound {
         what: format!("tier {name}"),
-        reason: "TIER_NOT_FOUND",
+        missing: Missing::Tier(name.to_owned()),
     }
 }
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use crate::error::Error;
+use crate::error::{Error, Missing};
 
 #[derive(Debug, Clone)]
 pub struct DatasetStore {
@@ -68,7 +68,7 @@ impl DatasetStore {
         if !path.is_file() {
             return Err(Error::NotFound {
                 what: format!("dataset {id}"),
-                reason: "DATASET_NOT_FOUND",
+                missing: Missing::Dataset(id.to_owned()),
             });
         }
         Ok(path)

@@ -7,7 +7,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use super::{JobPage, Recorded, Reservation, Store, check_write};
-use crate::error::Error;
+use crate::error::{Error, Missing};
 use crate::jobs::model::{Job, JobEvent, JobState, NewEvent, now_millis};
 use crate::serving::record::{Served, TierStats, percentile};
 
@@ -306,7 +306,7 @@ impl Store for SqliteStore {
             let Some(current) = current.as_ref().map(decode_job).transpose()? else {
                 return Err(Error::NotFound {
                     what: format!("job {}", job.id),
-                    reason: "JOB_NOT_FOUND",
+                    missing: Missing::Job(job.id.clone()),
                 });
             };
             return Ok(if current.state.is_terminal() {

@@ -158,7 +158,10 @@ const (
 	// not know; message still carries its text.
 	JobEventKind_JOB_EVENT_KIND_UNSPECIFIED JobEventKind = 0
 	// JOB_EVENT_KIND_STATE_CHANGED: the job's state changed; JobEvent.job is the
-	// new snapshot.
+	// new snapshot. A log has one per state the job went through, in lifecycle
+	// order (from one JOB_STATE_VALIDATING_FILES, when the provider holds the
+	// job), and JOB_STATE_RUNNING comes before the first METRICS or CHECKPOINT
+	// event. A state the poller did not see (a short QUEUED) may be missing.
 	JobEventKind_JOB_EVENT_KIND_STATE_CHANGED JobEventKind = 1
 	// JOB_EVENT_KIND_MESSAGE: an informational upstream event.
 	JobEventKind_JOB_EVENT_KIND_MESSAGE JobEventKind = 2

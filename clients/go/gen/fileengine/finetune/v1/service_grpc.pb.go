@@ -44,6 +44,21 @@ const (
 // Errors carry google.rpc.ErrorInfo (domain `finetune.fileengine`, reason in
 // UPPER_SNAKE_CASE), google.rpc.BadRequest for invalid fields and
 // google.rpc.RetryInfo when the upstream provider asks to slow down.
+//
+// ErrorInfo.metadata names what the error is about (an id or a name as the
+// request gave it). Its keys, by reason:
+//   - JOB_NOT_FOUND: `job_id`.
+//   - TIER_NOT_FOUND: `tier`.
+//   - DATASET_NOT_FOUND: `dataset_id`.
+//   - RESPONSE_NOT_FOUND: `response_id`.
+//   - REQUEST_ID_REUSED: `request_id`, and `job_id`, the job it started.
+//   - TOKEN_MISSING, TOKEN_MALFORMED, TOKEN_INVALID, ROLE_MISSING: `method`
+//     (the RPC) and `role` (the role it needs).
+//   - LIMIT_EXCEEDED: `limit`, the server setting (none for a dataset's size).
+//   - UPSTREAM_* and LOCAL_IO_ERROR of a provider call: `provider`.
+//   - UPSTREAM_REJECTED: also `http_status`, `upstream_code`, `upstream_param`.
+//
+// Other reasons carry no metadata; a key with nothing to say is left out.
 type FineTuneServiceClient interface {
 	// ValidateDataset checks a dataset and reports every problem, exact token
 	// counts and the training cost. It never contacts the provider.
@@ -250,6 +265,21 @@ func (c *fineTuneServiceClient) GetTierStats(ctx context.Context, in *GetTierSta
 // Errors carry google.rpc.ErrorInfo (domain `finetune.fileengine`, reason in
 // UPPER_SNAKE_CASE), google.rpc.BadRequest for invalid fields and
 // google.rpc.RetryInfo when the upstream provider asks to slow down.
+//
+// ErrorInfo.metadata names what the error is about (an id or a name as the
+// request gave it). Its keys, by reason:
+//   - JOB_NOT_FOUND: `job_id`.
+//   - TIER_NOT_FOUND: `tier`.
+//   - DATASET_NOT_FOUND: `dataset_id`.
+//   - RESPONSE_NOT_FOUND: `response_id`.
+//   - REQUEST_ID_REUSED: `request_id`, and `job_id`, the job it started.
+//   - TOKEN_MISSING, TOKEN_MALFORMED, TOKEN_INVALID, ROLE_MISSING: `method`
+//     (the RPC) and `role` (the role it needs).
+//   - LIMIT_EXCEEDED: `limit`, the server setting (none for a dataset's size).
+//   - UPSTREAM_* and LOCAL_IO_ERROR of a provider call: `provider`.
+//   - UPSTREAM_REJECTED: also `http_status`, `upstream_code`, `upstream_param`.
+//
+// Other reasons carry no metadata; a key with nothing to say is left out.
 type FineTuneServiceServer interface {
 	// ValidateDataset checks a dataset and reports every problem, exact token
 	// counts and the training cost. It never contacts the provider.

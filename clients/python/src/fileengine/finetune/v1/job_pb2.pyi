@@ -104,7 +104,10 @@ class _JobEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobEvent
     """
     JOB_EVENT_KIND_STATE_CHANGED: _JobEventKind.ValueType  # 1
     """JOB_EVENT_KIND_STATE_CHANGED: the job's state changed; JobEvent.job is the
-    new snapshot.
+    new snapshot. A log has one per state the job went through, in lifecycle
+    order (from one JOB_STATE_VALIDATING_FILES, when the provider holds the
+    job), and JOB_STATE_RUNNING comes before the first METRICS or CHECKPOINT
+    event. A state the poller did not see (a short QUEUED) may be missing.
     """
     JOB_EVENT_KIND_MESSAGE: _JobEventKind.ValueType  # 2
     """JOB_EVENT_KIND_MESSAGE: an informational upstream event."""
@@ -126,7 +129,10 @@ not know; message still carries its text.
 """
 JOB_EVENT_KIND_STATE_CHANGED: JobEventKind.ValueType  # 1
 """JOB_EVENT_KIND_STATE_CHANGED: the job's state changed; JobEvent.job is the
-new snapshot.
+new snapshot. A log has one per state the job went through, in lifecycle
+order (from one JOB_STATE_VALIDATING_FILES, when the provider holds the
+job), and JOB_STATE_RUNNING comes before the first METRICS or CHECKPOINT
+event. A state the poller did not see (a short QUEUED) may be missing.
 """
 JOB_EVENT_KIND_MESSAGE: JobEventKind.ValueType  # 2
 """JOB_EVENT_KIND_MESSAGE: an informational upstream event."""

@@ -35,6 +35,20 @@ class FineTuneServiceStub:
     Errors carry google.rpc.ErrorInfo (domain `finetune.fileengine`, reason in
     UPPER_SNAKE_CASE), google.rpc.BadRequest for invalid fields and
     google.rpc.RetryInfo when the upstream provider asks to slow down.
+
+    ErrorInfo.metadata names what the error is about (an id or a name as the
+    request gave it). Its keys, by reason:
+    - JOB_NOT_FOUND: `job_id`.
+    - TIER_NOT_FOUND: `tier`.
+    - DATASET_NOT_FOUND: `dataset_id`.
+    - RESPONSE_NOT_FOUND: `response_id`.
+    - REQUEST_ID_REUSED: `request_id`, and `job_id`, the job it started.
+    - TOKEN_MISSING, TOKEN_MALFORMED, TOKEN_INVALID, ROLE_MISSING: `method`
+      (the RPC) and `role` (the role it needs).
+    - LIMIT_EXCEEDED: `limit`, the server setting (none for a dataset's size).
+    - UPSTREAM_* and LOCAL_IO_ERROR of a provider call: `provider`.
+    - UPSTREAM_REJECTED: also `http_status`, `upstream_code`, `upstream_param`.
+    Other reasons carry no metadata; a key with nothing to say is left out.
     """
 
     @_typing.overload
@@ -89,6 +103,20 @@ class FineTuneServiceAsyncStub(FineTuneServiceStub):
     Errors carry google.rpc.ErrorInfo (domain `finetune.fileengine`, reason in
     UPPER_SNAKE_CASE), google.rpc.BadRequest for invalid fields and
     google.rpc.RetryInfo when the upstream provider asks to slow down.
+
+    ErrorInfo.metadata names what the error is about (an id or a name as the
+    request gave it). Its keys, by reason:
+    - JOB_NOT_FOUND: `job_id`.
+    - TIER_NOT_FOUND: `tier`.
+    - DATASET_NOT_FOUND: `dataset_id`.
+    - RESPONSE_NOT_FOUND: `response_id`.
+    - REQUEST_ID_REUSED: `request_id`, and `job_id`, the job it started.
+    - TOKEN_MISSING, TOKEN_MALFORMED, TOKEN_INVALID, ROLE_MISSING: `method`
+      (the RPC) and `role` (the role it needs).
+    - LIMIT_EXCEEDED: `limit`, the server setting (none for a dataset's size).
+    - UPSTREAM_* and LOCAL_IO_ERROR of a provider call: `provider`.
+    - UPSTREAM_REJECTED: also `http_status`, `upstream_code`, `upstream_param`.
+    Other reasons carry no metadata; a key with nothing to say is left out.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -139,6 +167,20 @@ class FineTuneServiceServicer(metaclass=_abc_1.ABCMeta):
     Errors carry google.rpc.ErrorInfo (domain `finetune.fileengine`, reason in
     UPPER_SNAKE_CASE), google.rpc.BadRequest for invalid fields and
     google.rpc.RetryInfo when the upstream provider asks to slow down.
+
+    ErrorInfo.metadata names what the error is about (an id or a name as the
+    request gave it). Its keys, by reason:
+    - JOB_NOT_FOUND: `job_id`.
+    - TIER_NOT_FOUND: `tier`.
+    - DATASET_NOT_FOUND: `dataset_id`.
+    - RESPONSE_NOT_FOUND: `response_id`.
+    - REQUEST_ID_REUSED: `request_id`, and `job_id`, the job it started.
+    - TOKEN_MISSING, TOKEN_MALFORMED, TOKEN_INVALID, ROLE_MISSING: `method`
+      (the RPC) and `role` (the role it needs).
+    - LIMIT_EXCEEDED: `limit`, the server setting (none for a dataset's size).
+    - UPSTREAM_* and LOCAL_IO_ERROR of a provider call: `provider`.
+    - UPSTREAM_REJECTED: also `http_status`, `upstream_code`, `upstream_param`.
+    Other reasons carry no metadata; a key with nothing to say is left out.
     """
 
     @_abc_1.abstractmethod

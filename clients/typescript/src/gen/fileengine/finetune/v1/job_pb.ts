@@ -1017,7 +1017,10 @@ export enum JobEventKind {
 
   /**
    * JOB_EVENT_KIND_STATE_CHANGED: the job's state changed; JobEvent.job is the
-   * new snapshot.
+   * new snapshot. A log has one per state the job went through, in lifecycle
+   * order (from one JOB_STATE_VALIDATING_FILES, when the provider holds the
+   * job), and JOB_STATE_RUNNING comes before the first METRICS or CHECKPOINT
+   * event. A state the poller did not see (a short QUEUED) may be missing.
    *
    * @generated from enum value: JOB_EVENT_KIND_STATE_CHANGED = 1;
    */
