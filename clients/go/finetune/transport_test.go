@@ -157,3 +157,67 @@ func TestWatchGivesUpWhenItsBudgetIsSpent(t *testing.T) {
 		})
 	}
 }
+
+// quietJob answers WatchJob as a server does for a job with nothing to report
+// for a while: the first stream sends heartbeats only, for quiet, then drops;
+// each later stream sends the next event, the third finishing the job.
+type quietJob struct {
+	finetunev1.UnimplementedFineTuneServiceServer
+	quiet time.Duration
+	calls int
+}
+
+func (q *quietJob) WatchJob(req *finetunev1.WatchJobRequest, stream grpc.ServerStreamingServer[finetunev1.WatchJobResponse]) error {
+	q.calls++
+	running := &finetunev1.Job{Id: req.GetJobId(), State: finetunev1.JobState_JOB_STATE_RUNNING}
+	if err := stream.Send(&finetunev1.WatchJobResponse{Item: &finetunev1.WatchJobResponse_Snapshot{Snapshot: running}}); err != nil {
+		return err
+	}
+	if q.calls == 1 {
+		for end := time.Now().Add(q.quiet); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+			beat := &finetunev1.Heartbeat{LastSequence: req.GetAfterSequence()}
+			if err := stream.Send(&finetunev1.WatchJobResponse{Item: &finetunev1.WatchJobResponse_Heartbeat{Heartbeat: beat}}); err != nil {
+				return err
+			}
+		}
+		return status.Error(codes.Unavailable, "the server went away")
+	}
+	seq := req.GetAfterSequence() + 1
+	ev := &finetunev1.JobEvent{JobId: req.GetJobId(), Sequence: seq, Kind: finetunev1.JobEventKind_JOB_EVENT_KIND_MESSAGE}
+	if seq == 3 {
+		ev.Kind = finetunev1.JobEventKind_JOB_EVENT_KIND_STATE_CHANGED
+		ev.Job = &finetunev1.Job{Id: req.GetJobId(), State: finetunev1.JobState_JOB_STATE_SUCCEEDED}
+	}
+	return stream.Send(&finetunev1.WatchJobResponse{Item: &finetunev1.WatchJobResponse_Event{Event: ev}})
+}
+
+// A job quiet for longer than the budget, then a dropped stream: the watch
+// still resumes, because the budget counts from the failure, not the event.
+func TestWatchResumesADropAfterAQuietSpellLongerThanTheBudget(t *testing.T) {
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := grpc.NewServer()
+	job := &quietJob{quiet: 600 * time.Millisecond}
+	finetunev1.RegisterFineTuneServiceServer(server, job)
+	go func() { _ = server.Serve(listener) }()
+	t.Cleanup(server.Stop)
+
+	client, err := finetune.Dial(listener.Addr().String(),
+		finetune.WithResume(finetune.Resume{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond, Budget: 300 * time.Millisecond}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	var got []uint64
+	for ev, err := range client.Watch(t.Context(), "job-1", 0) {
+		if err != nil {
+			t.Fatalf("after events %v: %v", got, err)
+		}
+		got = append(got, ev.GetSequence())
+	}
+	if len(got) != 3 || got[0] != 1 || got[2] != 3 {
+		t.Fatalf("events %v, want 1, 2, 3", got)
+	}
+}

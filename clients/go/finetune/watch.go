@@ -21,9 +21,12 @@ var ErrWatchEnded = errors.New("finetune: watch stream ended before the job fini
 // Resume bounds how Watch resumes a dropped stream: it waits about Initial
 // before the first new WatchJob, doubling up to Max (each delay with 20%
 // jitter, never above Max), and gives up with the last error once Budget has
-// passed since the last event received (or since Watch began). An event resets
-// both the delay and the budget; heartbeats do not, so a server that keeps
-// accepting and dropping the stream without progress still ends the watch.
+// passed since the first failure after the last event received. The clock
+// starts at that failure, not at the event: a job can be quiet for longer than
+// Budget (queued upstream, heartbeats only), and a drop after such a spell
+// still gets the whole budget. An event resets both the delay and the budget;
+// heartbeats do not, so a server that keeps accepting and dropping the stream
+// without progress still ends the watch.
 // A zero Initial or Max takes DefaultResume's; a Budget of 0 never resumes.
 type Resume struct {
 	Initial time.Duration
@@ -81,8 +84,9 @@ func (c *Client) Watch(ctx context.Context, jobID string, after uint64) iter.Seq
 	return func(yield func(*finetunev1.JobEvent, error) bool) {
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		w := watch{client: c, jobID: jobID, last: after, lastEventAt: time.Now()}
+		w := watch{client: c, jobID: jobID, last: after}
 		delays := c.resume.backoff()
+		var failingSince time.Time // the first failure since the last event
 		for {
 			progressed, done, err := w.follow(ctx, yield)
 			switch {
@@ -98,7 +102,10 @@ func (c *Client) Watch(ctx context.Context, jobID string, after uint64) iter.Seq
 			if progressed {
 				delays.Reset()
 			}
-			left := c.resume.Budget - time.Since(w.lastEventAt)
+			if progressed || failingSince.IsZero() {
+				failingSince = time.Now()
+			}
+			left := c.resume.Budget - time.Since(failingSince)
 			if left <= 0 {
 				yield(nil, err)
 				return
@@ -125,10 +132,9 @@ func sleep(ctx context.Context, d time.Duration) bool {
 
 // watch is one Watch call's position in the job's event log.
 type watch struct {
-	client      *Client
-	jobID       string
-	last        uint64    // the last sequence yielded
-	lastEventAt time.Time // when it arrived (the start of Watch before any)
+	client *Client
+	jobID  string
+	last   uint64 // the last sequence yielded
 }
 
 // follow reads one WatchJob stream from w.last. done means the iteration is
@@ -161,7 +167,7 @@ func (w *watch) follow(ctx context.Context, yield func(*finetunev1.JobEvent, err
 				// Messages already received can still arrive after a cancellation: stop now.
 				return progressed, false, ctx.Err()
 			}
-			w.last, w.lastEventAt = ev.GetSequence(), time.Now()
+			w.last = ev.GetSequence()
 			progressed = true
 			if !yield(ev, nil) {
 				return true, true, nil

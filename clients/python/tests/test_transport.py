@@ -9,6 +9,7 @@ against the real server in the other files (test_secure.py for tokens, roles and
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -36,6 +37,7 @@ class StandIn(service_pb2_grpc.FineTuneServiceServicer):
         self.unavailable_starts = 1
         self.job_events = 3
         self.send_events = True
+        self.quiet_first_seconds = 0.0
 
     def StartTraining(
         self, request: job_pb2.StartTrainingRequest, context: grpc.ServicerContext
@@ -73,6 +75,15 @@ class StandIn(service_pb2_grpc.FineTuneServiceServicer):
         self.watch_positions.append(request.after_sequence)
         running = job_pb2.Job(id=request.job_id, state=JobState.JOB_STATE_RUNNING)
         yield job_pb2.WatchJobResponse(snapshot=running)
+        if len(self.watch_positions) == 1 and self.quiet_first_seconds:
+            # A job with nothing to report for a while (queued upstream): heartbeats only,
+            # then the stream drops.
+            deadline = time.monotonic() + self.quiet_first_seconds
+            while time.monotonic() < deadline:
+                beat = job_pb2.Heartbeat(last_sequence=request.after_sequence)
+                yield job_pb2.WatchJobResponse(heartbeat=beat)
+                time.sleep(0.1)
+            return
         if not self.send_events:
             beat = job_pb2.Heartbeat(last_sequence=request.after_sequence)
             yield job_pb2.WatchJobResponse(heartbeat=beat)
@@ -149,6 +160,18 @@ def test_each_event_starts_the_watch_budget_again(stand_in: tuple[StandIn, int])
         events = list(watch)
     assert [e.sequence for e in events] == list(range(1, 11))
     assert watch.resumes == 9
+
+
+def test_a_drop_after_a_quiet_spell_longer_than_the_budget_is_resumed(
+    stand_in: tuple[StandIn, int],
+) -> None:
+    servicer, port = stand_in
+    servicer.quiet_first_seconds = 1.5  # past the 1 s budget, with heartbeats only
+    with FineTuneClient(f"127.0.0.1:{port}", retry=STEADY_RETRY) as client:
+        watch = client.watch_job("job-1")
+        events = list(watch)
+    assert [e.sequence for e in events] == [1, 2, 3]
+    assert servicer.watch_positions == [0, 0, 1, 2]
 
 
 def test_heartbeats_do_not_keep_a_watch_going(stand_in: tuple[StandIn, int]) -> None:

@@ -47,9 +47,10 @@ class RetryPolicy:
     reason UPSTREAM_OUTCOME_UNKNOWN), at most `attempts` tries in all.
 
     A watch is resumed from the last sequence received when its stream drops (UNAVAILABLE, or
-    a transport INTERNAL such as an HTTP/2 RST_STREAM) or ends before the job did, for as long
-    as `watch_budget` seconds pass without an event: each event starts the budget again,
-    heartbeats do not. A restart of the server costs a watch nothing but the wait.
+    a transport INTERNAL such as an HTTP/2 RST_STREAM) or ends before the job did, until
+    `watch_budget` seconds have passed since the first failure after the last event: each
+    event starts the budget again, heartbeats do not. A restart of the server costs a watch
+    nothing but the wait.
 
     Waits start at `initial_backoff` seconds and grow by `multiplier` up to `max_backoff`, each
     shortened by up to `jitter` of itself at random, so that the clients of a restarted server
@@ -292,23 +293,31 @@ def resumable(error: FineTuneError) -> bool:
 
 class ResumeBudget:
     """When a watch resumes, and when it gives up: the backoff of `policy` between tries, until
-    `policy.watch_budget` seconds have passed since the last event (or since the start)."""
+    `policy.watch_budget` seconds have passed since the first failure after the last event.
+
+    The clock starts at that failure, not at the last event: a job can be quiet for longer than
+    the budget (queued upstream for minutes, with only heartbeats), and a drop after such a
+    quiet spell still gets the whole budget. Heartbeats do not stop the clock once it runs, so
+    a server that keeps accepting and dropping the stream without progress ends the watch."""
 
     def __init__(self, policy: RetryPolicy) -> None:
         self.policy = policy
         self.failures = 0
-        self.since = time.monotonic()
+        self.failing_since: float | None = None
 
     def event(self) -> None:
-        """An event arrived: the stream works, the budget starts again."""
+        """An event arrived: the stream works, the next failure starts a new budget."""
         self.failures = 0
-        self.since = time.monotonic()
+        self.failing_since = None
 
     def next_delay(self) -> float | None:
         """Seconds to wait before resuming after a failure, or None when the budget is spent.
         The last wait ends when the budget does, so that one try is made at its end."""
+        now = time.monotonic()
+        if self.failing_since is None:
+            self.failing_since = now
         self.failures += 1
-        remaining = self.policy.watch_budget - (time.monotonic() - self.since)
+        remaining = self.policy.watch_budget - (now - self.failing_since)
         if remaining <= 0:
             return None
         return min(self.policy.delay(self.failures, None), remaining)
