@@ -28,8 +28,9 @@
 //!   {"POST /v1/files": n, ...}}`, to see that a request reached OpenAI.
 //! - `POST {control}/restart`, body `{"down_ms": 5000}`: restarts the server as a deploy does.
 //!   The server drains and stops (open proxied connections are cut), stays down for
-//!   `down_ms` (connections through the proxy are refused meanwhile: clients see
-//!   UNAVAILABLE), then starts again on the same address and data directory. Answers
+//!   `down_ms`, then starts again on the same address and data directory. Meanwhile the
+//!   proxy accepts connections and closes them at once, as a load balancer with no healthy
+//!   backend does: grpc-go and grpcio report UNAVAILABLE, connect-node a reset or CANCELED. Answers
 //!   `{"stopped": true, "down_ms": n}` once the server is down; `GET {control}/up` answers
 //!   `{"up": bool}`.
 //! - `GET {control}/upstream_jobs`: every job the emulated OpenAI holds, by the request id
