@@ -367,22 +367,9 @@ async fn the_poller_rides_out_an_upstream_outage_without_losing_an_event() {
     let emulator = common::emulator(60.0).await;
     let server = server_for(&emulator, 0.05).await;
     let job = server
-        .client()
-        .start_training(start_request("outage", common::sample_dataset()))
-        .await
-        .unwrap()
-        .into_inner()
-        .job
-        .unwrap();
-    let mut stream = server
-        .client()
-        .watch_job(pb::WatchJobRequest {
-            job_id: job.id.clone(),
-            after_sequence: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+        .start_job(start_request("outage", common::sample_dataset()))
+        .await;
+    let mut stream = server.watch(&job.id, 0).await;
     let mut sequences = Vec::new();
     let mut heartbeats_during_outage = 0;
     let mut outage_started = false;

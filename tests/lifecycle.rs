@@ -175,14 +175,7 @@ async fn a_hundred_watchers_share_one_poller() {
     let emulator = common::emulator(40.0).await;
     let poll = 0.25;
     let server = server_for(&emulator, poll).await;
-    let job = server
-        .client()
-        .start_training(start_request("many"))
-        .await
-        .unwrap()
-        .into_inner()
-        .job
-        .unwrap();
+    let job = server.start_job(start_request("many")).await;
     let began = Instant::now();
     let gets_before = emulator.stats().count("GET /v1/fine_tuning/jobs/{id}");
     let mut watchers = Vec::new();
@@ -240,14 +233,7 @@ async fn a_lost_create_response_adopts_the_job_instead_of_creating_another() {
     emulator
         .faults()
         .inject("POST /v1/fine_tuning/jobs", Fault::LostResponse, 1);
-    let job = server
-        .client()
-        .start_training(start_request("lost"))
-        .await
-        .unwrap()
-        .into_inner()
-        .job
-        .unwrap();
+    let job = server.start_job(start_request("lost")).await;
     assert!(job.upstream_id.starts_with("ftjob-"));
     assert_eq!(
         emulator.stats().count("POST /v1/fine_tuning/jobs"),
@@ -255,14 +241,7 @@ async fn a_lost_create_response_adopts_the_job_instead_of_creating_another() {
         "created once"
     );
     // A retry of the same request returns the same job and creates nothing.
-    let again = server
-        .client()
-        .start_training(start_request("lost"))
-        .await
-        .unwrap()
-        .into_inner()
-        .job
-        .unwrap();
+    let again = server.start_job(start_request("lost")).await;
     assert_eq!(again.id, job.id);
     assert_eq!(emulator.stats().count("POST /v1/fine_tuning/jobs"), 1);
     server.stop().await;
@@ -375,22 +354,8 @@ async fn uploads_strip_our_metadata_and_happen_once_per_content() {
         suffix: suffix.into(),
         ..Default::default()
     };
-    let first = server
-        .client()
-        .start_training(request("a", "one"))
-        .await
-        .unwrap()
-        .into_inner()
-        .job
-        .unwrap();
-    let second = server
-        .client()
-        .start_training(request("b", "two"))
-        .await
-        .unwrap()
-        .into_inner()
-        .job
-        .unwrap();
+    let first = server.start_job(request("a", "one")).await;
+    let second = server.start_job(request("b", "two")).await;
     assert_ne!(first.id, second.id);
     assert_eq!(
         first.training_file_id, second.training_file_id,
@@ -472,15 +437,7 @@ async fn a_job_created_outside_the_service_is_adopted_by_its_openai_id() {
         .unwrap();
     assert_eq!(adopted.upstream_id, upstream_id);
     assert!(adopted.request_id.is_empty());
-    let mut stream = server
-        .client()
-        .watch_job(pb::WatchJobRequest {
-            job_id: upstream_id.clone(),
-            after_sequence: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = server.watch(&upstream_id, 0).await;
     let mut last = None;
     while let Some(item) = tokio::time::timeout(Duration::from_secs(30), stream.next())
         .await

@@ -53,18 +53,13 @@ async fn a_message_over_the_size_limit_names_the_limit_and_the_way_around_it() {
 
 async fn running_job(server: &TestServer) -> String {
     server
-        .client()
-        .start_training(pb::StartTrainingRequest {
+        .start_job(pb::StartTrainingRequest {
             request_id: "limits".into(),
             training: validate(common::sample_dataset()).training,
             model: "gpt-4o-mini-2024-07-18".into(),
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner()
-        .job
-        .unwrap()
         .id
 }
 

@@ -257,8 +257,7 @@ async fn promotion_switches_fast_to_the_newly_trained_model() {
 
     let training = std::fs::read(common::repo_file("examples/training-data.jsonl")).unwrap();
     let job = server
-        .client()
-        .start_training(pb::StartTrainingRequest {
+        .start_job(pb::StartTrainingRequest {
             request_id: "promote-me".into(),
             training: Some(pb::DatasetSource {
                 source: Some(pb::dataset_source::Source::Content(training)),
@@ -268,11 +267,7 @@ async fn promotion_switches_fast_to_the_newly_trained_model() {
             suffix: "fe".into(),
             ..Default::default()
         })
-        .await
-        .unwrap()
-        .into_inner()
-        .job
-        .unwrap();
+        .await;
     // Promoting an unfinished job is refused.
     let early = server
         .client()
@@ -284,15 +279,7 @@ async fn promotion_switches_fast_to_the_newly_trained_model() {
     if let Err(e) = early {
         assert_eq!(e.code(), Code::FailedPrecondition);
     }
-    let mut watch = server
-        .client()
-        .watch_job(pb::WatchJobRequest {
-            job_id: job.id.clone(),
-            after_sequence: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = server.watch(&job.id, 0).await;
     while tokio::time::timeout(Duration::from_secs(30), watch.next())
         .await
         .unwrap()
@@ -697,8 +684,7 @@ async fn auto_promotion_serves_a_job_model_as_soon_as_it_succeeds() {
     .await;
     let training = std::fs::read(common::repo_file("examples/training-data.jsonl")).unwrap();
     let job = server
-        .client()
-        .start_training(pb::StartTrainingRequest {
+        .start_job(pb::StartTrainingRequest {
             request_id: "auto".into(),
             training: Some(pb::DatasetSource {
                 source: Some(pb::dataset_source::Source::Content(training)),
@@ -707,20 +693,8 @@ async fn auto_promotion_serves_a_job_model_as_soon_as_it_succeeds() {
             model: "gpt-4o-mini".into(),
             ..Default::default()
         })
-        .await
-        .unwrap()
-        .into_inner()
-        .job
-        .unwrap();
-    let mut watch = server
-        .client()
-        .watch_job(pb::WatchJobRequest {
-            job_id: job.id.clone(),
-            after_sequence: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+        .await;
+    let mut watch = server.watch(&job.id, 0).await;
     while tokio::time::timeout(Duration::from_secs(30), watch.next())
         .await
         .unwrap()

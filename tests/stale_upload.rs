@@ -63,15 +63,7 @@ async fn train(server: &TestServer, request_id: &str, content: Vec<u8>) -> (pb::
         .into_inner()
         .job
         .unwrap();
-    let mut stream = server
-        .client()
-        .watch_job(pb::WatchJobRequest {
-            job_id: job.id.clone(),
-            after_sequence: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = server.watch(&job.id, 0).await;
     let mut messages = Vec::new();
     let mut last = None;
     let deadline = tokio::time::sleep(Duration::from_secs(120));

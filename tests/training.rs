@@ -249,14 +249,7 @@ async fn a_job_runs_to_success_and_the_watch_stream_tells_all() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_request_id_never_starts_a_second_job() {
     let server = emulated().await;
-    let first = server
-        .client()
-        .start_training(start_request("req-dup"))
-        .await
-        .unwrap()
-        .into_inner()
-        .job
-        .unwrap();
+    let first = server.start_job(start_request("req-dup")).await;
     let again = server
         .client()
         .start_training(start_request("req-dup"))
@@ -386,14 +379,7 @@ async fn cancel_stops_a_running_job() {
         c.poll_interval_seconds = Some(0.05);
     })
     .await;
-    let job = server
-        .client()
-        .start_training(start_request("req-cancel"))
-        .await
-        .unwrap()
-        .into_inner()
-        .job
-        .unwrap();
+    let job = server.start_job(start_request("req-cancel")).await;
     let cancelled = server
         .client()
         .cancel_job(pb::CancelJobRequest {
@@ -445,23 +431,8 @@ async fn heartbeats_fill_silences_and_carry_the_last_sequence() {
         c.heartbeat_seconds = 0.2;
     })
     .await;
-    let job = server
-        .client()
-        .start_training(start_request("req-quiet"))
-        .await
-        .unwrap()
-        .into_inner()
-        .job
-        .unwrap();
-    let mut stream = server
-        .client()
-        .watch_job(pb::WatchJobRequest {
-            job_id: job.id.clone(),
-            after_sequence: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let job = server.start_job(start_request("req-quiet")).await;
+    let mut stream = server.watch(&job.id, 0).await;
     let mut last_event = 0;
     let beat = loop {
         let item = tokio::time::timeout(std::time::Duration::from_secs(5), stream.next())

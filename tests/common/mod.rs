@@ -61,6 +61,36 @@ impl TestServer {
             .max_encoding_message_size(64 << 20)
     }
 
+    /// Starts training; the call must succeed. The job it made.
+    pub async fn start_job(
+        &self,
+        request: finetune::pb::StartTrainingRequest,
+    ) -> finetune::pb::Job {
+        self.client()
+            .start_training(request)
+            .await
+            .unwrap_or_else(|s| panic!("StartTraining failed: {s:?}"))
+            .into_inner()
+            .job
+            .expect("StartTraining answers with the job")
+    }
+
+    /// Opens a WatchJob stream on `job_id` after sequence `after`; opening must succeed.
+    pub async fn watch(
+        &self,
+        job_id: &str,
+        after: u64,
+    ) -> tonic::Streaming<finetune::pb::WatchJobResponse> {
+        self.client()
+            .watch_job(finetune::pb::WatchJobRequest {
+                job_id: job_id.to_owned(),
+                after_sequence: after,
+            })
+            .await
+            .unwrap_or_else(|s| panic!("WatchJob on {job_id} failed: {s:?}"))
+            .into_inner()
+    }
+
     /// Triggers a graceful shutdown and waits for it.
     pub async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
