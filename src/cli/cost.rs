@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::client::{Connection, describe};
 use super::words::count;
-use crate::dataset::{self, Catalog, InferencePrice, Input, Options, render::thousands};
+use crate::dataset::{self, Catalog, Input, Options, TokenPrices as Price, render::thousands};
 use crate::pb;
 
 #[derive(Debug, Args)]
@@ -76,34 +76,13 @@ pub(super) fn run(args: &CostArgs) -> ExitCode {
     }
 }
 
-/// A price in the catalog's unit, per 1M tokens.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Price {
-    input: f64,
-    cached_input: f64,
-    cache_write: f64,
-    output: f64,
-}
-
-impl From<&pb::InferencePrice> for Price {
-    fn from(p: &pb::InferencePrice) -> Price {
-        Price {
-            input: p.input_usd_per_1m,
-            cached_input: p.cached_input_usd_per_1m,
-            cache_write: p.cache_write_usd_per_1m,
-            output: p.output_usd_per_1m,
-        }
-    }
-}
-
-impl From<&InferencePrice> for Price {
-    fn from(p: &InferencePrice) -> Price {
-        Price {
-            input: p.input,
-            cached_input: p.cached_input.unwrap_or(p.input),
-            cache_write: p.cache_write.unwrap_or(p.input),
-            output: p.output,
-        }
+/// A tier's prices as the server reports them (its catalog's, defaults applied).
+fn served_price(p: &pb::InferencePrice) -> Price {
+    Price {
+        input: p.input_usd_per_1m,
+        cached_input: p.cached_input_usd_per_1m,
+        cache_write: p.cache_write_usd_per_1m,
+        output: p.output_usd_per_1m,
     }
 }
 
@@ -136,12 +115,13 @@ const PART_NAMES: [&str; 4] = [
 
 impl Parts {
     fn of(mix: Mix, price: Price) -> Parts {
-        let uncached = (mix.input - mix.cached - mix.cache_write).max(0.0);
+        let [input, cache_read, cache_write, output] =
+            price.cost_parts(mix.input, mix.cached, mix.cache_write, mix.output);
         Parts {
-            input: uncached * price.input / 1e6,
-            cache_read: mix.cached * price.cached_input / 1e6,
-            cache_write: mix.cache_write * price.cache_write / 1e6,
-            output: mix.output * price.output / 1e6,
+            input,
+            cache_read,
+            cache_write,
+            output,
         }
     }
 
@@ -193,7 +173,7 @@ impl Served {
     fn parts(&self) -> Option<Parts> {
         self.price
             .as_ref()
-            .map(|p| Parts::of(self.mix(), Price::from(p)))
+            .map(|p| Parts::of(self.mix(), served_price(p)))
     }
 
     /// The cost per request had every cache write been a read: what a request costs once
@@ -203,7 +183,7 @@ impl Served {
         mix.cached += mix.cache_write;
         mix.cache_write = 0.0;
         let price = self.price.as_ref()?;
-        (self.cache_write > 0).then(|| Parts::of(mix, Price::from(price)).total())
+        (self.cache_write > 0).then(|| Parts::of(mix, served_price(price)).total())
     }
 }
 
@@ -571,7 +551,7 @@ fn what_if(args: &CostArgs, served: &[Served], tiers: &[pb::Tier]) -> Result<(),
             training_cost_usd: report.estimated_cost_usd,
             price: catalog
                 .inference_price(&format!("ft:{}:", m.name))
-                .map(Price::from),
+                .map(|p| p.token_prices()),
             per_request: None,
         });
     }
@@ -658,7 +638,7 @@ fn injected_rows(
                 tier: t.name.clone(),
                 model: t.model.clone(),
                 knowledge_tokens: t.knowledge_tokens,
-                per_request: Parts::of(warm, Price::from(price)).total(),
+                per_request: Parts::of(warm, price.token_prices()).total(),
                 measured: false,
                 requests: 0,
             });

@@ -46,6 +46,49 @@ pub struct InferencePrice {
     pub source: String,
 }
 
+impl InferencePrice {
+    /// The price of each kind of token, with the catalog's defaults applied: cache reads and
+    /// writes cost the input price unless the catalog prices them apart.
+    pub fn token_prices(&self) -> TokenPrices {
+        TokenPrices {
+            input: self.input,
+            cached_input: self.cached_input.unwrap_or(self.input),
+            cache_write: self.cache_write.unwrap_or(self.input),
+            output: self.output,
+        }
+    }
+}
+
+/// USD per 1M tokens of each kind a request pays for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TokenPrices {
+    pub input: f64,
+    pub cached_input: f64,
+    pub cache_write: f64,
+    pub output: f64,
+}
+
+impl TokenPrices {
+    /// What a request pays, in USD, for its uncached input, cache reads, cache writes and
+    /// output, in that order. `input` counts every prompt token, the ones read from or
+    /// written to the cache included, as the providers report them.
+    pub fn cost_parts(
+        &self,
+        input: f64,
+        cache_read: f64,
+        cache_write: f64,
+        output: f64,
+    ) -> [f64; 4] {
+        let uncached = (input - cache_read - cache_write).max(0.0);
+        [
+            uncached * self.input / 1e6,
+            cache_read * self.cached_input / 1e6,
+            cache_write * self.cache_write / 1e6,
+            output * self.output / 1e6,
+        ]
+    }
+}
+
 /// The models the service knows, loaded from TOML.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Catalog {

@@ -17,7 +17,7 @@ use std::io::Read;
 
 use serde::Serialize;
 
-pub use catalog::{Catalog, InferencePrice, ModelInfo, Resolved};
+pub use catalog::{Catalog, InferencePrice, ModelInfo, Resolved, TokenPrices};
 pub use problem::{Acceptance, Code, Problem, Role, Severity, acceptable_names};
 pub use secrets::find as find_secret;
 pub use stats::{Distribution, auto_epochs};

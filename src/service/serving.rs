@@ -137,8 +137,8 @@ pub(super) fn stats(s: TierStats) -> pb::TierStats {
         thumbs_down: s.thumbs_down,
         fallbacks: s.fallbacks,
         price: s.price.map(|p| pb::InferencePrice {
-            cached_input_usd_per_1m: p.cached_input.unwrap_or(p.input),
-            cache_write_usd_per_1m: p.cache_write.unwrap_or(p.input),
+            cached_input_usd_per_1m: p.token_prices().cached_input,
+            cache_write_usd_per_1m: p.token_prices().cache_write,
             model: p.model,
             fine_tuned: p.fine_tuned,
             input_usd_per_1m: p.input,

@@ -664,14 +664,16 @@ impl Serving {
             return 0.0;
         };
         let u = response.usage;
-        let plain = u
-            .input_tokens
-            .saturating_sub(u.cache_read_tokens + u.cache_write_tokens);
-        (plain as f64 * price.input
-            + u.cache_read_tokens as f64 * price.cached_input.unwrap_or(price.input)
-            + u.cache_write_tokens as f64 * price.cache_write.unwrap_or(price.input)
-            + u.output_tokens as f64 * price.output)
-            / 1e6
+        price
+            .token_prices()
+            .cost_parts(
+                u.input_tokens as f64,
+                u.cache_read_tokens as f64,
+                u.cache_write_tokens as f64,
+                u.output_tokens as f64,
+            )
+            .iter()
+            .sum()
     }
 
     /// Rates a response: `up` true for a thumbs up. Returns (tier, split).
