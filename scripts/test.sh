@@ -55,7 +55,9 @@ scripts/tools.sh
 # this crate twice. Only the workspace crate goes through the wrapper, so the dependencies'
 # build is shared with a plain `cargo build`. Any warning, from rustc or clippy, fails the run.
 export RUSTC_WORKSPACE_WRAPPER
-RUSTC_WORKSPACE_WRAPPER="$(rustup which clippy-driver 2>/dev/null || command -v clippy-driver)"
+RUSTC_WORKSPACE_WRAPPER="$(rustup which clippy-driver 2>/dev/null || command -v clippy-driver || true)"
+# Without it the build would still pass, unlinted: refuse instead.
+[ -x "$RUSTC_WORKSPACE_WRAPPER" ] || { echo "clippy-driver not found (rustup component add clippy)"; exit 1; }
 step "cargo build of every target, linted by clippy (warnings fail)"
 build_log=$(mktemp)
 cargo test --locked --all-targets --no-run 2>&1 | tee "$build_log"
