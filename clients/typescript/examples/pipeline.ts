@@ -44,7 +44,7 @@ async function main(): Promise<number> {
 
   // 3. Watch until the job ends; a dropped stream is resumed where it broke.
   let final = job;
-  for await (const event of client.watch(final.id, {
+  for await (const event of client.watchJob(final.id, {
     onReconnect: ({ attempt, afterSequence }) =>
       console.log(`  (stream lost; resuming after event ${afterSequence}, attempt ${attempt})`),
   })) {
@@ -69,7 +69,7 @@ async function main(): Promise<number> {
   );
 
   // 4. Test the trained model. To serve it as the `fast` tier instead:
-  //    await client.promoteModel({ tier: "fast", source: { case: "jobId", value: final.id } });
+  //    await client.promoteModel("fast", { jobId: final.id });
   const completion = await client.complete({
     model: final.fineTunedModel,
     messages: [{ role: ChatRole.USER, content: prompt }],

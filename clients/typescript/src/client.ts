@@ -8,7 +8,6 @@ import { basename } from "node:path";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { createClient, type CallOptions, type Client } from "@connectrpc/connect";
 import type {
-  CompleteRequestSchema,
   Completion,
   PromoteModelRequestSchema,
   PromoteModelResponse,
@@ -26,8 +25,6 @@ import type {
 } from "./gen/fileengine/finetune/v1/dataset_pb.js";
 import type {
   Job,
-  JobEvent,
-  ListJobsRequestSchema,
   ListJobsResponse,
   StartTrainingRequestSchema,
   StartTrainingResponse,
@@ -39,26 +36,32 @@ import {
   uploadRequests,
   type DatasetInput,
 } from "./dataset.js";
+import { warnDeprecated } from "./deprecation.js";
 import { isUnavailable, toFineTuneError } from "./errors.js";
+import { JobList, type ListJobsOptions, type ListJobsPageRequest } from "./list.js";
 import {
   DEFAULT_RETRY,
   DEFAULT_WATCH_RESUME,
+  RetryBudget,
   pause,
-  retryDelayMs,
   type RetryPolicy,
   type WatchResumePolicy,
 } from "./retry.js";
+import { CompletionStream, type CompleteRequestInit } from "./stream.js";
 import { createTransport, type Connection, type ConnectionOptions } from "./transport.js";
-import { resumePolicy, watchJob, type WatchOptions } from "./watch.js";
+import { JobWatch, resumePolicy, type WatchOptions } from "./watch.js";
 
 export interface FineTuneClientOptions extends ConnectionOptions {
   /** Dataset files up to this size are sent inline; larger ones via UploadDataset. 8 MiB. */
   inlineLimitBytes?: number;
   /** UploadDataset chunk size. 1 MiB. */
   uploadChunkBytes?: number;
-  /** How StartTraining is repeated on UNAVAILABLE (same request_id). Default DEFAULT_RETRY. */
+  /**
+   * How StartTraining is repeated on UNAVAILABLE (same request_id). Default DEFAULT_RETRY:
+   * 200 ms doubling to 5 s, RetryInfo honoured up to 5 s, for 60 s after the first failure.
+   */
   retry?: Partial<RetryPolicy>;
-  /** How `watch()` resumes broken streams. Default DEFAULT_WATCH_RESUME (60 s budget). */
+  /** How `watchJob()` resumes broken streams. Default DEFAULT_WATCH_RESUME (60 s budget). */
   watchResume?: Partial<WatchResumePolicy>;
 }
 
@@ -82,8 +85,19 @@ export type StartTrainingOptions = Omit<
 /** StartTraining's response with its job always present (the service always sends one). */
 export type StartTrainingResult = StartTrainingResponse & { job: Job };
 
-/** A StreamComplete item: a piece of text, then one final completion. */
+/** A StreamComplete item of `streamCompleteItems()`: a piece of text, then one final completion. */
 export type StreamCompleteItem = Exclude<StreamCompleteResponse["item"], { case: undefined }>;
+
+/** The model `promoteModel` makes a tier serve: a succeeded job's, or one named directly. */
+export type PromoteSource =
+  | { jobId: string; model?: undefined }
+  | { model: string; jobId?: undefined };
+
+/** PromoteModel's request as a plain object, `{tier, source: {case: "jobId", value}}`. */
+export type PromoteModelRequestInit = Omit<
+  MessageInitShape<typeof PromoteModelRequestSchema>,
+  "$typeName"
+>;
 
 export class FineTuneClient {
   /** The generated connect client, for calls this class does not wrap. Throws ConnectError. */
@@ -159,15 +173,21 @@ export class FineTuneClient {
    * service is UNAVAILABLE (after the server's RetryInfo delay, when it sends one), which is
    * safe: the service starts one job per request_id. That covers reason
    * `UPSTREAM_OUTCOME_UNKNOWN`: OpenAI may have created the job and the service could not
-   * confirm it yet. A FineTuneError this method throws (a deadline, or UNAVAILABLE after the
-   * retries) carries the request id in `err.requestId`, yours or the generated one: call again
-   * with it to get the job the failed call may have started, never a second one.
+   * confirm it yet. The retries (DEFAULT_RETRY, or the client's `retry`) end 60 s after the
+   * first failure, or at the caller's `timeoutMs` (which covers every attempt) or `signal`.
+   *
+   * When you gave no request id, a FineTuneError this method throws (a deadline, or
+   * UNAVAILABLE after the retries) carries the one the client made in `err.requestId`: call
+   * again with it to get the job the failed call may have started, never a second one.
    */
   async startTraining(
     options: StartTrainingOptions,
     callOptions?: CallOptions,
   ): Promise<StartTrainingResult> {
-    const { training, validation, requestId = randomUUID(), ...rest } = options;
+    const { training, validation, requestId: given, ...rest } = options;
+    const requestId = given ?? randomUUID();
+    const timeoutMs = callOptions?.timeoutMs;
+    const deadline = timeoutMs === undefined ? undefined : performance.now() + timeoutMs;
     try {
       const request = {
         ...rest,
@@ -176,27 +196,35 @@ export class FineTuneClient {
         validation:
           validation === undefined ? undefined : await this.datasetSource(validation, callOptions),
       };
-      const res = await this.startTrainingWithRetries(request, callOptions);
+      const res = await this.startTrainingWithRetries(request, callOptions, deadline);
       return Object.assign(res, { job: required(res.job, "StartTrainingResponse.job") });
     } catch (err) {
-      throw toFineTuneError(err, requestId);
+      // The caller knows an id it gave; one the client made is lost unless the error has it.
+      throw toFineTuneError(err, given === undefined ? requestId : "");
     }
   }
 
   private async startTrainingWithRetries(
     request: MessageInitShape<typeof StartTrainingRequestSchema>,
     callOptions: CallOptions | undefined,
+    deadline: number | undefined,
   ): Promise<StartTrainingResponse> {
-    for (let failures = 1; ; failures++) {
-      let delayMs: number;
+    const budget = new RetryBudget(this.retry, deadline);
+    for (;;) {
+      // Each attempt gets what is left of the caller's timeout, not all of it again.
+      const attemptOptions =
+        deadline === undefined
+          ? callOptions
+          : { ...callOptions, timeoutMs: Math.max(1, Math.round(deadline - performance.now())) };
+      let delayMs: number | undefined;
       try {
-        return await this.raw.startTraining(request, callOptions);
+        return await this.raw.startTraining(request, attemptOptions);
       } catch (err) {
         const error = toFineTuneError(err);
-        if (!isUnavailable(err, callOptions?.signal) || failures >= this.retry.maxAttempts) {
+        delayMs = isUnavailable(err, callOptions?.signal) ? budget.next(error) : undefined;
+        if (delayMs === undefined) {
           throw error;
         }
-        delayMs = retryDelayMs(this.retry, failures, error);
       }
       await pause(delayMs, callOptions?.signal);
     }
@@ -208,11 +236,21 @@ export class FineTuneClient {
     return required(res.job, "GetJobResponse.job");
   }
 
-  /** One page of jobs, newest first; pass `nextPageToken` back as `pageToken`. */
-  async listJobs(
-    request: Omit<MessageInitShape<typeof ListJobsRequestSchema>, "$typeName"> = {},
-    options?: CallOptions,
-  ): Promise<ListJobsResponse> {
+  /**
+   * Every job, newest first (only those in `state`, when given), fetched `pageSize` at a time
+   * as the loop goes:
+   *
+   *     for await (const job of client.listJobs({ state: JobState.RUNNING })) console.log(job.id);
+   *
+   * Deprecated for one release: awaiting the result gives the first page, as in 0.1.0 (see
+   * JobList.then); call `listJobsPage()` for one page.
+   */
+  listJobs(request: ListJobsOptions = {}, options?: CallOptions): JobList {
+    return new JobList((page) => this.listJobsPage(page, options), request);
+  }
+
+  /** One page of jobs, newest first: `{jobs, nextPageToken}`; pass the token back as `pageToken`. */
+  async listJobsPage(request: ListJobsPageRequest = {}, options?: CallOptions): Promise<ListJobsResponse> {
     return wrap(() => this.raw.listJobs(request, options));
   }
 
@@ -225,36 +263,60 @@ export class FineTuneClient {
   /**
    * The job's events, in order and each once, until the event that ends the job; dropped
    * streams are resumed from the last event, for up to 60 s without an event by default (see
-   * WatchOptions for the hooks and limits).
+   * WatchOptions for the hooks and limits). The JobWatch also has the latest `job`, the
+   * `resumes` and `lastSequence` so far, and `stop()`.
    *
-   *     for await (const event of client.watch(job.id)) console.log(event.sequence, event.message);
+   *     const watch = client.watchJob(job.id);
+   *     for await (const event of watch) console.log(event.sequence, event.message);
+   *     console.log(watch.job?.state);
    */
-  watch(jobId: string, options: WatchOptions = {}): AsyncIterable<JobEvent> {
-    return watchJob(this.raw, jobId, {
+  watchJob(jobId: string, options: WatchOptions = {}): JobWatch {
+    return new JobWatch(this.raw, jobId, {
       ...options,
       resume: resumePolicy(this.watchResume, options),
     });
   }
 
+  /** @deprecated Renamed `watchJob()` (the same, with the same options); goes in 0.3.0. */
+  watch(jobId: string, options: WatchOptions = {}): JobWatch {
+    warnDeprecated("FINETUNE_WATCH", "client.watch() is deprecated: use client.watchJob()");
+    return this.watchJob(jobId, options);
+  }
+
   // --- Serving ---
 
   /** One answer from a tier (`fast`, `pro`, `auto`) or a model. */
-  async complete(
-    request: Omit<MessageInitShape<typeof CompleteRequestSchema>, "$typeName">,
-    options?: CallOptions,
-  ): Promise<Completion> {
+  async complete(request: CompleteRequestInit, options?: CallOptions): Promise<Completion> {
     const res = await wrap(() => this.raw.complete(request, options));
     return required(res.completion, "CompleteResponse.completion");
   }
 
   /**
-   * The answer as it is generated: `{case: "delta", value: text}` items, then one
-   * `{case: "completion", value: Completion}` whose text is the deltas joined.
+   * The answer as it is generated: `for await` yields pieces of text; then `.completion` is
+   * the final Completion.
+   *
+   *     const stream = client.streamComplete({ tier: "fast", messages });
+   *     for await (const text of stream) process.stdout.write(text);
+   *     console.log(stream.completion?.usage);
    */
-  async *streamComplete(
-    request: Omit<MessageInitShape<typeof CompleteRequestSchema>, "$typeName">,
+  streamComplete(request: CompleteRequestInit, options?: CallOptions): CompletionStream {
+    return new CompletionStream(this.raw, request, options);
+  }
+
+  /**
+   * @deprecated The 0.1.0 `streamComplete()`: `{case: "delta", value: text}` items, then one
+   * `{case: "completion", value: Completion}`. Use `streamComplete()` (text, then
+   * `.completion`); goes in 0.3.0.
+   */
+  async *streamCompleteItems(
+    request: CompleteRequestInit,
     options?: CallOptions,
   ): AsyncIterable<StreamCompleteItem> {
+    warnDeprecated(
+      "FINETUNE_STREAM_COMPLETE_ITEMS",
+      "client.streamCompleteItems() is deprecated: " +
+        "use client.streamComplete() (text pieces, then .completion)",
+    );
     try {
       for await (const res of this.raw.streamComplete({ request }, options)) {
         if (res.item.case !== undefined) {
@@ -272,13 +334,42 @@ export class FineTuneClient {
   }
 
   /**
-   * Makes a model the one a tier serves: `{tier: "fast", source: {case: "jobId", value: id}}`
-   * (a succeeded job's model) or `{..., source: {case: "model", value: name}}`.
+   * Makes a model the one a tier serves: `promoteModel("fast", {jobId})` (a succeeded job's
+   * fine-tuned model) or `promoteModel("fast", {model: name})`. Returns `{tier,
+   * previousModel}`: the tier as it is now and the model it served before.
    */
+  promoteModel(tier: string, source: PromoteSource, options?: CallOptions): Promise<PromoteModelResponse>;
+  /**
+   * @deprecated The 0.1.0 form, `promoteModel({tier, source: {case: "jobId", value}})`: use
+   * `promoteModel(tier, {jobId})` or `promoteModel(tier, {model})`; goes in 0.3.0.
+   */
+  promoteModel(request: PromoteModelRequestInit, options?: CallOptions): Promise<PromoteModelResponse>;
   async promoteModel(
-    request: Omit<MessageInitShape<typeof PromoteModelRequestSchema>, "$typeName">,
+    tierOrRequest: string | PromoteModelRequestInit,
+    sourceOrOptions?: PromoteSource | CallOptions,
     options?: CallOptions,
   ): Promise<PromoteModelResponse> {
+    let request: PromoteModelRequestInit;
+    if (typeof tierOrRequest === "string") {
+      const { jobId, model } = (sourceOrOptions ?? {}) as Partial<PromoteSource>;
+      request = {
+        tier: tierOrRequest,
+        source:
+          jobId !== undefined
+            ? { case: "jobId", value: jobId }
+            : model !== undefined
+              ? { case: "model", value: model }
+              : undefined, // neither: the service answers INVALID_ARGUMENT
+      };
+    } else {
+      warnDeprecated(
+        "FINETUNE_PROMOTE_MODEL_REQUEST",
+        "client.promoteModel({tier, source}) is deprecated: " +
+          "use client.promoteModel(tier, {jobId} or {model})",
+      );
+      request = tierOrRequest;
+      options = sourceOrOptions as CallOptions | undefined;
+    }
     return wrap(() => this.raw.promoteModel(request, options));
   }
 

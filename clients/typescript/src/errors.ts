@@ -39,16 +39,19 @@ export class FineTuneError extends Error {
   readonly fieldViolations: readonly BadRequest_FieldViolation[];
   /** google.rpc.PreconditionFailure violations (StartTraining lists dataset problems here). */
   readonly preconditionViolations: readonly PreconditionFailure_Violation[];
-  /** google.rpc.RetryInfo.retry_delay in milliseconds, when the server asked to slow down. */
+  /**
+   * google.rpc.RetryInfo.retry_delay in milliseconds, when the server asked to wait before
+   * trying again; undefined otherwise. (JavaScript has no duration type.)
+   */
   readonly retryDelayMs: number | undefined;
   /** The response headers and trailers (gRPC metadata) that came with the error. */
   readonly responseMetadata: Headers;
   /**
-   * The request id of the StartTraining call that failed (the one you passed, or the UUID the
-   * client generated): call again with it to get the job the call may have started, never a
-   * second one. Undefined for other calls.
+   * The request id the client made for a StartTraining call that failed (you gave none): call
+   * again with it to get the job the call may have started, never a second one. "" for other
+   * calls, and when you gave the request id yourself.
    */
-  readonly requestId: string | undefined;
+  readonly requestId: string;
   override readonly cause: ConnectError;
 
   constructor(err: ConnectError, context: { requestId?: string } = {}) {
@@ -60,7 +63,7 @@ export class FineTuneError extends Error {
     this.cause = err;
     this.code = err.code;
     this.codeName = codeName(err.code);
-    this.requestId = context.requestId;
+    this.requestId = context.requestId ?? "";
     this.rawMessage = err.rawMessage;
     this.reason = reason;
     this.domain = info?.domain ?? "";
@@ -85,11 +88,9 @@ export function codeName(code: Code): string {
  * Wraps a ConnectError as a FineTuneError (with `requestId`, when given); anything else, such
  * as a file-system error, is returned as it is.
  */
-export function toFineTuneError(err: unknown, requestId?: string): unknown {
+export function toFineTuneError(err: unknown, requestId = ""): unknown {
   if (err instanceof FineTuneError) {
-    return requestId === undefined || err.requestId === requestId
-      ? err
-      : new FineTuneError(err.cause, { requestId });
+    return err.requestId === requestId ? err : new FineTuneError(err.cause, { requestId });
   }
   if (err instanceof ConnectError) {
     return new FineTuneError(err, { requestId });

@@ -4,6 +4,8 @@
 export {
   FineTuneClient,
   type FineTuneClientOptions,
+  type PromoteModelRequestInit,
+  type PromoteSource,
   type StartTrainingOptions,
   type StartTrainingResult,
   type StreamCompleteItem,
@@ -28,7 +30,9 @@ export {
   type ConnectionOptions,
   type TlsOptions,
 } from "./transport.js";
-export { isTerminal, type WatchOptions } from "./watch.js";
+export { JobList, type ListJobsOptions, type ListJobsPageRequest } from "./list.js";
+export { CompletionStream, type CompleteRequestInit } from "./stream.js";
+export { JobWatch, isTerminal, type WatchOptions } from "./watch.js";
 
 export { Code, ConnectError, type CallOptions, type Interceptor } from "@connectrpc/connect";
 export * from "./gen/fileengine/finetune/v1/completion_pb.js";

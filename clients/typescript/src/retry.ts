@@ -1,26 +1,35 @@
 // Bounded exponential backoff, used to repeat calls that are safe to repeat: StartTraining
-// (idempotent per request_id, a bounded number of attempts) and WatchJob (resumed from the
-// last sequence received, within a time budget: see WatchResumePolicy).
+// (idempotent per request_id) and WatchJob (resumed from the last sequence received), each
+// within a time budget that runs from the first failure.
 
 import { setTimeout as sleep } from "node:timers/promises";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { FineTuneError } from "./errors.js";
 
-/** How often and how patiently a safe call is repeated after UNAVAILABLE. */
+/** How StartTraining is repeated after UNAVAILABLE (always with the same request id). */
 export interface RetryPolicy {
-  /** Attempts in a row that may fail before the error is thrown (the first call counts). */
+  /** Attempts that may fail before the error is thrown (the first call counts). Unbounded. */
   maxAttempts: number;
   /** The delay before the second attempt; it doubles with each further attempt. */
   initialDelayMs: number;
-  /** The longest delay between two attempts. */
+  /** The longest delay between two attempts, and the most of a RetryInfo delay honoured. */
   maxDelayMs: number;
+  /**
+   * How long after the first failure the call is still repeated; then the last error is
+   * thrown. The caller's `timeoutMs` or `signal`, when sooner, ends the retries too.
+   */
+  budgetMs: number;
 }
 
-/** StartTraining's retries: 6 attempts, 100 ms doubling to 3 s. */
+/**
+ * StartTraining's retries: 200 ms doubling to 5 s with jitter (or the server's RetryInfo
+ * delay, at most 5 s), for up to 60 s after the first failure.
+ */
 export const DEFAULT_RETRY: RetryPolicy = {
-  maxAttempts: 6,
-  initialDelayMs: 100,
-  maxDelayMs: 3_000,
+  maxAttempts: Number.POSITIVE_INFINITY,
+  initialDelayMs: 200,
+  maxDelayMs: 5_000,
+  budgetMs: 60_000,
 };
 
 /** The pause after `failures` failed attempts in a row (1, 2, ...), with jitter. */
@@ -59,12 +68,59 @@ export const DEFAULT_WATCH_RESUME: WatchResumePolicy = {
  * The pause before retrying after `failures` failed attempts: the server's RetryInfo delay
  * when the error carries one (at most `maxDelayMs`), else the backoff.
  */
-export function retryDelayMs(policy: RetryPolicy, failures: number, error: unknown): number {
+export function retryDelayMs(
+  policy: Pick<RetryPolicy, "initialDelayMs" | "maxDelayMs">,
+  failures: number,
+  error: unknown,
+): number {
   const asked = error instanceof FineTuneError ? error.retryDelayMs : undefined;
   if (asked !== undefined && asked > 0) {
     return Math.min(policy.maxDelayMs, asked);
   }
   return backoffMs(policy, failures);
+}
+
+/**
+ * The failures of one retried call in a row, and when to give up: after `maxAttempts`
+ * failures, `budgetMs` after the first failure, or when the next try would come after
+ * `deadline` (a `performance.now()` time). `reset()` when the call makes progress (a watch's
+ * event): the next failure starts a new budget.
+ */
+export class RetryBudget {
+  /** Failures since the start or the last reset. */
+  failures = 0;
+  private firstFailureAt = 0;
+
+  constructor(
+    private readonly policy: Pick<RetryPolicy, "initialDelayMs" | "maxDelayMs" | "budgetMs"> & {
+      maxAttempts?: number;
+    },
+    private readonly deadline = Number.POSITIVE_INFINITY,
+  ) {}
+
+  reset(): void {
+    this.failures = 0;
+  }
+
+  /** Counts a failure; returns the pause before the next try, or undefined to give up. */
+  next(error: unknown): number | undefined {
+    const now = performance.now();
+    this.failures += 1;
+    if (this.failures === 1) {
+      this.firstFailureAt = now;
+    }
+    const budgetLeft = this.policy.budgetMs - (now - this.firstFailureAt);
+    const delay = retryDelayMs(this.policy, this.failures, error);
+    if (
+      this.failures >= (this.policy.maxAttempts ?? Number.POSITIVE_INFINITY) ||
+      budgetLeft <= 0 ||
+      now + delay >= this.deadline
+    ) {
+      return undefined;
+    }
+    // The last try comes when the budget ends rather than never.
+    return Math.min(delay, budgetLeft);
+  }
 }
 
 /** Waits `ms`; throws a FineTuneError with Code.Canceled if `signal` aborts first. */

@@ -1,4 +1,4 @@
-// watchJob: WatchJob as an async iterable of events that survives dropped streams.
+// JobWatch: WatchJob as an async iterable of events that survives dropped streams.
 //
 // The server numbers a job's events 1, 2, 3, ... and WatchJob(after_sequence = N) sends the
 // events after N. So after a broken stream (UNAVAILABLE, a cut connection, or a stream that
@@ -17,18 +17,16 @@ import {
 } from "./gen/fileengine/finetune/v1/job_pb.js";
 import type { FineTuneService } from "./gen/fileengine/finetune/v1/service_pb.js";
 import { isUnavailable, toFineTuneError } from "./errors.js";
-import {
-  DEFAULT_WATCH_RESUME,
-  backoffMs,
-  pause,
-  type RetryPolicy,
-  type WatchResumePolicy,
-} from "./retry.js";
+import { RetryBudget, pause, type RetryPolicy, type WatchResumePolicy } from "./retry.js";
+import { StoppableStream } from "./stoppable.js";
 
 export interface WatchOptions {
   /** Yield only events after this sequence (default 0n: the job's whole log). */
   afterSequence?: bigint;
-  /** Stops the watch; the iterator then throws a FineTuneError with Code.Canceled. */
+  /**
+   * Aborts the watch; the loop then throws a FineTuneError with Code.Canceled. (`stop()`
+   * ends it without an error.)
+   */
   signal?: AbortSignal;
   /**
    * How broken streams are resumed (default DEFAULT_WATCH_RESUME: 200 ms doubling to 5 s,
@@ -57,74 +55,104 @@ export function isTerminal(state: JobState): boolean {
 }
 
 /**
- * Yields the job's events after `afterSequence` until the event that puts the job in a
- * terminal state (the last one yielded; its `job` is the final snapshot).
+ * One watch of a job: `for await` over its events after `afterSequence`, each once and in
+ * order, until the event that puts the job in a terminal state (the last one yielded; its
+ * `job` is the final snapshot). Dropped streams are resumed from `lastSequence`. `stop()`
+ * ends the loop without an error (the job itself goes on), unlike the `signal` option, which
+ * ends it with Code.Canceled. Iterate it once: a second loop continues where the first left off.
  */
-export async function* watchJob(
-  client: Client<typeof FineTuneService>,
-  jobId: string,
-  options: WatchOptions = {},
-): AsyncGenerator<JobEvent, void, undefined> {
-  const { signal } = options;
-  const policy = resumePolicy(DEFAULT_WATCH_RESUME, options);
-  const maxAttempts = options.retry?.maxAttempts;
-  let last = options.afterSequence ?? 0n;
-  // Broken streams since the last event, and when the first of them broke: the budget runs
-  // from there, so a quiet job (heartbeats only, for any time) still gets the whole budget.
-  let failures = 0;
-  let brokenSince = 0;
-  for (;;) {
-    let error: unknown = undefined;
-    let startedTerminal = false;
-    try {
-      for await (const res of client.watchJob({ jobId, afterSequence: last }, { signal })) {
-        const item = res.item;
-        if (item.case === "snapshot") {
-          startedTerminal = isTerminal(item.value.state);
-          options.onSnapshot?.(item.value);
-        } else if (item.case === "heartbeat") {
-          options.onHeartbeat?.(item.value);
-        } else if (item.case === "event") {
-          failures = 0;
-          const event = item.value;
-          if (event.sequence <= last) {
-            continue; // already yielded; the server does not resend, but never show it twice
+export class JobWatch extends StoppableStream<JobEvent> {
+  /**
+   * The latest job: the stream's snapshot, then the `job` of each event that carries one;
+   * undefined until the first stream item arrives.
+   */
+  job: Job | undefined = undefined;
+  /** How many times a dropped stream was called again. */
+  resumes = 0;
+  /** The sequence of the last event yielded (or `afterSequence`): where a resume starts. */
+  lastSequence: bigint;
+
+  constructor(
+    private readonly client: Client<typeof FineTuneService>,
+    readonly jobId: string,
+    private readonly options: WatchOptions & { resume: WatchResumePolicy },
+  ) {
+    super(options.signal);
+    this.lastSequence = options.afterSequence ?? 0n;
+  }
+
+  protected async *run(): AsyncGenerator<JobEvent, void, undefined> {
+    const { options, jobId, signal } = this;
+    // A quiet job (heartbeats only, for any time) still gets the whole budget: it runs from
+    // the first break after the last event.
+    const budget = new RetryBudget({ ...options.resume, maxAttempts: options.retry?.maxAttempts });
+    for (;;) {
+      let error: unknown = undefined;
+      let startedTerminal = false;
+      try {
+        const stream = this.client.watchJob({ jobId, afterSequence: this.lastSequence }, { signal });
+        for await (const res of stream) {
+          if (this.stopped) {
+            return; // items that arrived before stop() are dropped
           }
-          last = event.sequence;
-          yield event;
-          if (event.kind === JobEventKind.STATE_CHANGED && event.job && isTerminal(event.job.state)) {
-            return;
+          const item = res.item;
+          if (item.case === "snapshot") {
+            this.job = item.value;
+            startedTerminal = isTerminal(item.value.state);
+            options.onSnapshot?.(item.value);
+          } else if (item.case === "heartbeat") {
+            options.onHeartbeat?.(item.value);
+          } else if (item.case === "event") {
+            budget.reset();
+            const event = item.value;
+            if (event.sequence <= this.lastSequence) {
+              continue; // already yielded; the server does not resend, but never show it twice
+            }
+            this.lastSequence = event.sequence;
+            if (event.job) {
+              this.job = event.job;
+            }
+            yield event;
+            if (event.kind === JobEventKind.STATE_CHANGED && event.job && isTerminal(event.job.state)) {
+              return;
+            }
           }
         }
+        // A clean end: the job had already finished when this stream started (and its
+        // remaining events were sent), or the stream was closed early and must be resumed.
+        if (startedTerminal) {
+          return;
+        }
+      } catch (err) {
+        if (this.stopped) {
+          return;
+        }
+        if (!isUnavailable(err, signal)) {
+          throw toFineTuneError(err);
+        }
+        error = err;
       }
-      // A clean end: the job had already finished when this stream started (and its remaining
-      // events were sent), or the stream was closed early and must be resumed.
-      if (startedTerminal) {
-        return;
+      const delayMs = budget.next(error);
+      if (delayMs === undefined) {
+        throw toFineTuneError(
+          error ??
+            new ConnectError(
+              `WatchJob ${jobId}: the stream ended ${budget.failures} times before the job finished`,
+              Code.Unavailable,
+            ),
+        );
       }
-    } catch (err) {
-      if (!isUnavailable(err, signal)) {
-        throw toFineTuneError(err);
+      options.onReconnect?.({ attempt: budget.failures, afterSequence: this.lastSequence, error });
+      try {
+        await pause(delayMs, signal);
+      } catch (err) {
+        if (this.stopped) {
+          return;
+        }
+        throw err;
       }
-      error = err;
+      this.resumes += 1;
     }
-    failures += 1;
-    const now = performance.now();
-    if (failures === 1) {
-      brokenSince = now;
-    }
-    const leftMs = policy.budgetMs - (now - brokenSince);
-    if (leftMs <= 0 || (maxAttempts !== undefined && failures >= maxAttempts)) {
-      throw toFineTuneError(
-        error ??
-          new ConnectError(
-            `WatchJob ${jobId}: the stream ended ${failures} times before the job finished`,
-            Code.Unavailable,
-          ),
-      );
-    }
-    options.onReconnect?.({ attempt: failures, afterSequence: last, error });
-    await pause(Math.min(leftMs, backoffMs(policy, failures)), signal);
   }
 }
 

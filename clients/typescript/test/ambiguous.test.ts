@@ -36,7 +36,7 @@ describe("ambiguous creates", () => {
     assert.ok(job.upstreamId, `the job has an upstream id: ${job.id}`);
     assert.deepEqual(await harness.upstreamJobs(job.requestId), [job.upstreamId]);
     let last = 0n;
-    for await (const event of client.watch(job.id)) {
+    for await (const event of client.watchJob(job.id)) {
       assert.equal(event.sequence, last + 1n, "every event once, in order");
       last = event.sequence;
     }
@@ -97,9 +97,9 @@ describe("ambiguous creates", () => {
     assert.ok(error instanceof FineTuneError);
     // The client's own timer, or the server's (tonic answers CANCELLED "Timeout expired").
     assert.ok([Code.DeadlineExceeded, Code.Canceled].includes(error.code), error.message);
-    assert.match(error.requestId ?? "", /^[0-9a-f-]{36}$/);
+    assert.match(error.requestId, /^[0-9a-f-]{36}$/);
     // As the README says: call again with the request id the error carries.
-    const job = await startTraining(error.requestId!);
+    const job = await startTraining(error.requestId);
     assert.equal(job.requestId, error.requestId);
     await assertOneTrackedJob(job);
   });

@@ -1,8 +1,9 @@
 // The package as a consumer gets it, in a fresh project outside clients/: `npm pack` (whose
 // prepare script builds dist/), then the README's install steps, then `tsc --strict` with
 // module NodeNext over the README's pipeline example (taken from README.md, so the README
-// cannot rot) and two small modules that import the package as ESM (generated code by `.js`
-// subpath) and as CommonJS. The example then runs against the real server.
+// cannot rot), two small modules that import the package as ESM (generated code by `.js`
+// subpath) and as CommonJS, and one that types the 0.2.0 API's shapes. The example then runs
+// against the real server.
 
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
@@ -62,7 +63,7 @@ async function consumerProject(dir: string, spec: string[]): Promise<void> {
       },
     }),
   );
-  for (const file of ["subpath.ts", "require.cts"]) {
+  for (const file of ["subpath.ts", "require.cts", "shapes.ts"]) {
     await copyFile(join(consumerSources, file), join(dir, file));
   }
 }

@@ -2,7 +2,7 @@
 // report, and StartTraining's typed refusal of it.
 
 import assert from "node:assert/strict";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -15,7 +15,7 @@ import {
   Severity,
   hashFile,
 } from "@fileengine/finetune";
-import { startHarness, type Harness } from "./harness.js";
+import { startHarness, writeBadDataset, type Harness } from "./harness.js";
 
 describe("datasets", () => {
   let harness: Harness;
@@ -27,13 +27,7 @@ describe("datasets", () => {
     harness = await startHarness();
     client = new FineTuneClient({ address: harness.address });
     dir = await mkdtemp(join(tmpdir(), "finetune-ts-"));
-    // Line 1 is a valid example, line 2 is not JSON.
-    badDataset = join(dir, "bad.jsonl");
-    await writeFile(
-      badDataset,
-      '{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}\n' +
-        "this line is not JSON\n",
-    );
+    badDataset = await writeBadDataset(dir);
   });
 
   after(async () => {

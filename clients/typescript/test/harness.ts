@@ -5,6 +5,8 @@
 
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 
@@ -23,9 +25,14 @@ export interface Harness {
   connections(): Promise<{ open: number; accepted: number }>;
   /**
    * Fails the next `times` (default 1) emulator requests to `route` (`METHOD /v1/path`) with
-   * the fault `kind` (`malformed_json`, `lost_response`, `latency` with `ms`, ...).
+   * the fault `kind` (`malformed_json`, `lost_response`, `latency` with `ms`, `rate_limit`
+   * with `retry_after_ms`, ...).
    */
-  inject(route: string, kind: string, fields?: { times?: number; ms?: number }): Promise<void>;
+  inject(
+    route: string,
+    kind: string,
+    fields?: { times?: number; ms?: number; retry_after_ms?: number },
+  ): Promise<void>;
   /** Removes every injected fault not yet used. */
   clearFaults(): Promise<void>;
   /**
@@ -183,4 +190,18 @@ function firstLine(child: ChildProcess): Promise<string> {
       resolve(line);
     });
   });
+}
+
+/**
+ * Writes `bad.jsonl` into `dir` and returns its path: line 1 is a valid example, line 2 is not
+ * JSON (problem `invalid_json`), and one example is too few to train on (`too_few_examples`).
+ */
+export async function writeBadDataset(dir: string): Promise<string> {
+  const path = join(dir, "bad.jsonl");
+  await writeFile(
+    path,
+    '{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}\n' +
+      "this line is not JSON\n",
+  );
+  return path;
 }

@@ -89,10 +89,11 @@ describe("pipeline", () => {
     const reconnects: { afterSequence: bigint; lastYielded: bigint; error: unknown }[] = [];
     events = [];
     let cut = 0;
-    for await (const event of watcher.watch(job.id, {
+    const watch = watcher.watchJob(job.id, {
       onReconnect: ({ afterSequence, error }) =>
         reconnects.push({ afterSequence, lastYielded: events.at(-1)?.sequence ?? 0n, error }),
-    })) {
+    });
+    for await (const event of watch) {
       events.push(event);
       if (events.length === 1) {
         // The job has barely started (it runs for seconds): its stream is live.
@@ -102,6 +103,7 @@ describe("pipeline", () => {
     }
     assert.ok(cut >= 1, "the cut closed the watch's connection");
     assert.equal(reconnects.length, 1, "exactly one resume after one cut");
+    assert.equal(watch.resumes, 1);
     assert.equal(reconnects[0].afterSequence, reconnects[0].lastYielded, "resumed after the last event seen");
     assert.deepEqual(requested, [0n, reconnects[0].lastYielded], "WatchJob from 0, then from the last event");
 
@@ -117,20 +119,22 @@ describe("pipeline", () => {
     assert.match(last.job?.fineTunedModel ?? "", /^ft:/);
     job = last.job!;
     assert.equal(job.lastSequence, last.sequence);
+    assert.equal(watch.job, last.job, "the watch's job is the final snapshot");
+    assert.equal(watch.lastSequence, last.sequence);
     assert.ok((await harness.connections()).accepted >= 2, "the resume used a new connection");
   });
 
   test("resumes from any sequence and ends at once when nothing is left", async () => {
     const total = BigInt(events.length);
     const tail: bigint[] = [];
-    for await (const event of client.watch(job.id, { afterSequence: total - 3n })) {
+    for await (const event of client.watchJob(job.id, { afterSequence: total - 3n })) {
       tail.push(event.sequence);
     }
     assert.deepEqual(tail, [total - 2n, total - 1n, total]);
 
     const snapshots: Job[] = [];
     const none: JobEvent[] = [];
-    for await (const event of client.watch(job.id, {
+    for await (const event of client.watchJob(job.id, {
       afterSequence: total,
       onSnapshot: (s) => snapshots.push(s),
     })) {
@@ -146,8 +150,11 @@ describe("pipeline", () => {
     assert.equal(got.state, JobState.SUCCEEDED);
     assert.equal(got.fineTunedModel, job.fineTunedModel);
     assert.ok(got.trainedTokens > 0n);
-    const page = await client.listJobs({ pageSize: 10 });
-    assert.ok(page.jobs.some((j) => j.id === job.id));
+    const listed: string[] = [];
+    for await (const j of client.listJobs({ state: JobState.SUCCEEDED })) {
+      listed.push(j.id);
+    }
+    assert.ok(listed.includes(job.id));
   });
 
   test("a tier without a model is FAILED_PRECONDITION until a model is promoted", async () => {
@@ -162,10 +169,7 @@ describe("pipeline", () => {
   });
 
   test("completes on the trained model after promoting it to the fast tier", async () => {
-    const promoted = await client.promoteModel({
-      tier: "fast",
-      source: { case: "jobId", value: job.id },
-    });
+    const promoted = await client.promoteModel("fast", { jobId: job.id });
     assert.equal(promoted.tier?.model, job.fineTunedModel);
 
     const completion = await client.complete({
@@ -180,25 +184,22 @@ describe("pipeline", () => {
     assert.ok(completion.responseId.length > 0);
   });
 
-  test("streams a completion: deltas, then one completion with their text", async () => {
+  test("streams a completion: text deltas, then the completion with their text", async () => {
     const deltas: string[] = [];
-    const completions = [];
-    for await (const item of client.streamComplete({
+    const stream = client.streamComplete({
       tier: "fast",
       messages: [{ role: ChatRole.USER, content: "Explain flexbox in one paragraph" }],
-    })) {
-      if (item.case === "delta") {
-        assert.equal(completions.length, 0, "no delta after the completion");
-        deltas.push(item.value);
-      } else {
-        completions.push(item.value);
-      }
+    });
+    for await (const text of stream) {
+      assert.equal(stream.completion, undefined, "no completion before the last delta");
+      deltas.push(text);
     }
     assert.ok(deltas.length > 1, `several deltas, got ${deltas.length}`);
-    assert.equal(completions.length, 1);
-    assert.equal(completions[0].text, deltas.join(""));
-    assert.equal(completions[0].model, job.fineTunedModel);
-    assertCost(completions[0], "gpt-4o-2024-08-06", true);
+    const completion = stream.completion;
+    assert.ok(completion);
+    assert.equal(completion.text, deltas.join(""));
+    assert.equal(completion.model, job.fineTunedModel);
+    assertCost(completion, "gpt-4o-2024-08-06", true);
   });
 
   test("completes on the pro tier", async () => {

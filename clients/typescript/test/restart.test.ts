@@ -36,7 +36,7 @@ test("a watch continues through a 5 s server restart, without a gap or a repeat"
   const events: JobEvent[] = [];
   const errors: unknown[] = [];
   let wasDown = false;
-  for await (const event of client.watch(job.id, { onReconnect: ({ error }) => errors.push(error) })) {
+  for await (const event of client.watchJob(job.id, { onReconnect: ({ error }) => errors.push(error) })) {
     events.push(event);
     if (events.length === 3) {
       await harness.restart(5_000);

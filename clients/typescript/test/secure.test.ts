@@ -108,7 +108,7 @@ describe("secure server (tokens and TLS)", () => {
     const snapshots: Job[] = [];
     const events: JobEvent[] = [];
     let cut = 0;
-    for await (const event of watcher.watch(job.id, {
+    for await (const event of watcher.watchJob(job.id, {
       onSnapshot: (s) => snapshots.push(s),
       onReconnect: ({ afterSequence, error }) =>
         reconnects.push({ afterSequence, lastYielded: events.at(-1)?.sequence ?? 0n, error }),
@@ -169,7 +169,7 @@ describe("secure server (tokens and TLS)", () => {
     const reconnects: number[] = [];
     const err = await failure(
       (async () => {
-        for await (const _ of anonymous.watch("job-any", { onReconnect: ({ attempt }) => reconnects.push(attempt) })) {
+        for await (const _ of anonymous.watchJob("job-any", { onReconnect: ({ attempt }) => reconnects.push(attempt) })) {
           assert.fail("no event without a token");
         }
       })(),
@@ -196,7 +196,7 @@ describe("secure server (tokens and TLS)", () => {
     });
     const report = await reader.validateDataset(harness.sampleDataset);
     assert.equal(report.errorCount, 0n);
-    await reader.listJobs({ pageSize: 10 }); // another read call
+    await reader.listJobsPage({ pageSize: 10 }); // another read call
 
     const err = await failure(reader.startTraining({ training: harness.sampleDataset }), "StartTraining with the read token");
     assert.equal(err.code, Code.PermissionDenied);

@@ -1,7 +1,7 @@
 // The retry bounds, against a port where nothing listens: StartTraining repeated with one
-// request id a bounded number of times (the error carries that id), and a watch that resumes
-// for its time budget, then gives up. (The bearer token and
-// TLS are tested against the real server with --secure in secure.test.ts.)
+// request id a bounded number of times or until the caller's deadline (the error carries the
+// id), and a watch that resumes for its time budget, then gives up. (The bearer token and TLS
+// are tested against the real server with --secure in secure.test.ts.)
 
 import assert from "node:assert/strict";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -66,10 +66,23 @@ describe("retries on UNAVAILABLE", () => {
     assert.deepEqual(new Set(seen), new Set([seen[0]]), "one request id for every attempt");
   });
 
+  test("StartTraining's retries end at the caller's deadline, long before their 60 s budget", { timeout: 20_000 }, async (t) => {
+    const seen: string[] = [];
+    const client = new FineTuneClient({ address: deadAddress, interceptors: [counting(seen)] });
+    t.after(() => client.close());
+    await assert.rejects(client.startTraining({ training: dataset }, { timeoutMs: 1_500 }), (e: unknown) => {
+      assert.ok(e instanceof FineTuneError, String(e));
+      assert.equal(e.codeName, "UNAVAILABLE", "the last failure, not a deadline of our own");
+      assert.equal(e.requestId, seen[0]);
+      return true;
+    });
+    assert.ok(seen.length > 1, `retried before the deadline: ${seen.length} attempts`);
+  });
+
   async function watchFails(client: FineTuneClient, options: WatchOptions): Promise<void> {
     await assert.rejects(
       (async () => {
-        for await (const _ of client.watch("job-1", options)) {
+        for await (const _ of client.watchJob("job-1", options)) {
           assert.fail("no event can arrive");
         }
       })(),
