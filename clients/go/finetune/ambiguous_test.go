@@ -21,7 +21,6 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/fileengine/finetune/clients/go/finetune"
-	finetunev1 "github.com/fileengine/finetune/clients/go/gen/fileengine/finetune/v1"
 )
 
 const (
@@ -30,18 +29,18 @@ const (
 )
 
 // startSample starts training on the sample dataset with requestID ("": generated).
-func startSample(ctx context.Context, client *finetune.Client, requestID string) (*finetunev1.Job, error) {
+func startSample(ctx context.Context, client *finetune.Client, requestID string) (*finetune.Job, error) {
 	training, err := client.DatasetFromFile(ctx, server.SampleDataset)
 	if err != nil {
 		return nil, err
 	}
-	started, err := client.StartTraining(ctx, &finetunev1.StartTrainingRequest{RequestId: requestID, Training: training})
+	started, err := client.StartTraining(ctx, &finetune.StartTrainingRequest{RequestId: requestID, Training: training})
 	return started.GetJob(), err
 }
 
 // assertOneTrackedJob checks that the emulated OpenAI holds exactly this job for
 // its request id and that the service's poller takes it to SUCCEEDED.
-func assertOneTrackedJob(ctx context.Context, t *testing.T, client *finetune.Client, job *finetunev1.Job) {
+func assertOneTrackedJob(ctx context.Context, t *testing.T, client *finetune.Client, job *finetune.Job) {
 	t.Helper()
 	if job.GetUpstreamId() == "" {
 		t.Fatalf("job %s has no upstream id", job.GetId())
@@ -49,14 +48,14 @@ func assertOneTrackedJob(ctx context.Context, t *testing.T, client *finetune.Cli
 	if got := server.UpstreamJobs(t, job.GetRequestId()); !slices.Equal(got, []string{job.GetUpstreamId()}) {
 		t.Fatalf("upstream jobs for %s: %v, want [%s]", job.GetRequestId(), got, job.GetUpstreamId())
 	}
-	var last *finetunev1.JobEvent
-	for ev, err := range client.Watch(ctx, job.GetId(), 0) {
+	var last *finetune.JobEvent
+	for ev, err := range client.WatchJob(ctx, job.GetId(), 0).Events() {
 		if err != nil {
 			t.Fatal(err)
 		}
 		last = ev
 	}
-	if state := last.GetJob().GetState(); state != finetunev1.JobState_JOB_STATE_SUCCEEDED {
+	if state := last.GetJob().GetState(); state != finetune.JobStateSucceeded {
 		t.Fatalf("job %s ended %v, want SUCCEEDED", job.GetId(), state)
 	}
 }
@@ -81,8 +80,12 @@ func TestAmbiguousCreateAnswerMakesOneTrackedJob(t *testing.T) {
 	}
 }
 
-func TestUnconfirmedCreateIsUnavailableWithRetryInfoAndRetried(t *testing.T) {
-	ctx := testContext(t)
+// unconfirmedCreate starts a job whose create OpenAI makes but cannot confirm,
+// without retries: the service answers UNAVAILABLE, UPSTREAM_OUTCOME_UNKNOWN,
+// with a RetryInfo (checked here). It returns the error and the request id,
+// for the caller to settle the job with.
+func unconfirmedCreate(ctx context.Context, t *testing.T) (*finetune.Error, string) {
+	t.Helper()
 	t.Cleanup(func() { server.ClearFaults(t) })
 	// The job is made but its answer is unreadable, and OpenAI's job list fails
 	// from then on (the look-up before the create passes) for every look-up the
@@ -92,11 +95,17 @@ func TestUnconfirmedCreateIsUnavailableWithRetryInfoAndRetried(t *testing.T) {
 	server.Inject(t, listJobs, "unavailable", map[string]any{"times": 9})
 	server.Inject(t, createJob, "malformed_json", nil)
 	requestID := uuid.NewString()
-	_, err := startSample(ctx, dial(t, finetune.WithRetry(finetune.Backoff{Attempts: 0})), requestID)
+	_, err := startSample(ctx, dial(t, finetune.WithRetry(finetune.Backoff{})), requestID)
 	fe := asError(t, err)
 	if fe.Code != codes.Unavailable || fe.Reason != "UPSTREAM_OUTCOME_UNKNOWN" || fe.RetryDelay <= 0 {
 		t.Fatalf("got %v (retry delay %v), want UNAVAILABLE UPSTREAM_OUTCOME_UNKNOWN with a RetryInfo", err, fe.RetryDelay)
 	}
+	return fe, requestID
+}
+
+func TestUnconfirmedCreateIsUnavailableWithRetryInfoAndRetried(t *testing.T) {
+	ctx := testContext(t)
+	_, requestID := unconfirmedCreate(ctx, t)
 	// Called again with the same request id (the default client), the reservation
 	// the unconfirmed create kept is settled by the look-up: the one job, not a second.
 	client := dial(t)
@@ -146,7 +155,7 @@ func TestGeneratedRequestIDIsCarriedByTheError(t *testing.T) {
 	}
 	hurried, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	_, err = client.StartTraining(hurried, &finetunev1.StartTrainingRequest{Training: training})
+	_, err = client.StartTraining(hurried, &finetune.StartTrainingRequest{Training: training})
 	var fe *finetune.Error
 	if !errors.As(err, &fe) || (fe.Code != codes.DeadlineExceeded && fe.Code != codes.Canceled) {
 		t.Fatalf("got %v, want DEADLINE_EXCEEDED or CANCELLED", err)
@@ -158,7 +167,7 @@ func TestGeneratedRequestIDIsCarriedByTheError(t *testing.T) {
 		t.Errorf("the error's text %q does not name the request id", fe.Error())
 	}
 
-	started, err := client.StartTraining(ctx, &finetunev1.StartTrainingRequest{RequestId: fe.RequestID, Training: training})
+	started, err := client.StartTraining(ctx, &finetune.StartTrainingRequest{RequestId: fe.RequestID, Training: training})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +183,7 @@ func TestConcurrentCallsWithOneRequestIDOnSeveralConnections(t *testing.T) {
 	server.Inject(t, createJob, "latency", map[string]any{"ms": 1000})
 	requestID := uuid.NewString()
 	const callers = 4
-	jobs := make([]*finetunev1.Job, callers)
+	jobs := make([]*finetune.Job, callers)
 	errs := make([]error, callers)
 	var wg sync.WaitGroup
 	for i := range callers {

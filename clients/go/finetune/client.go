@@ -2,23 +2,29 @@
 // (fileengine.finetune.v1.FineTuneService): validate a dataset, train a model on
 // it, watch the job, and serve completions from the trained model.
 //
-// A *Client is a finetunev1.FineTuneServiceClient, so every RPC is available as
-// generated; the connection adds the bearer token, TLS and typed errors (*Error)
-// to all of them. On top of the generated API the client adds:
+// A *Client has a method per concept, the same in the Go, Python and
+// TypeScript SDKs (clients/README.md):
 //
-//   - DatasetFromFile / ValidateFile: a dataset from a path, sent inline when
-//     small and streamed through UploadDataset when large;
+//   - ValidateDataset, UploadDataset, DatasetFromFile: a dataset from a path,
+//     sent inline when small and uploaded when large;
 //   - StartTraining: fills in a request id, retries UNAVAILABLE safely, and
 //     returns the generated id in the error (Error.RequestID) to retry with;
-//   - Watch: a job's events as an iterator that resumes after dropped streams
-//     and server restarts;
-//   - StreamCompletion: a streamed completion as deltas plus the final summary.
+//   - GetJob, ListJobs (every job, page by page), ListJobsPage, CancelJob;
+//   - WatchJob: a job's events as an iterator that resumes after dropped
+//     streams and server restarts;
+//   - Complete, StreamComplete (the text as it comes, then the Completion);
+//   - ListTiers, PromoteModel, RecordFeedback, GetTierStats.
+//
+// Every failed call returns an *Error. The messages and enums have short names
+// here (Job, JobEvent, Completion, JobStateSucceeded, ...; EnumName gives
+// "SUCCEEDED"). The generated client is embedded as FineTuneServiceClient, so
+// client.FineTuneServiceClient.GetJob(ctx, req) reaches any RPC as generated,
+// with the same connection, token, TLS and typed errors.
 package finetune
 
 import (
 	"context"
 	"crypto/tls"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -36,7 +42,9 @@ const DefaultInlineLimit = 8 << 20
 const MaxMessageBytes = 64 << 20
 
 // Client talks to one FineTune server. It is safe for concurrent use; Close it
-// when done.
+// when done. Its methods take the place of the embedded generated ones of the
+// same name (GetJob, ListJobs, ...); those stay reachable through the
+// FineTuneServiceClient field.
 type Client struct {
 	finetunev1.FineTuneServiceClient
 
@@ -85,12 +93,12 @@ func WithCAFile(path string) Option {
 }
 
 // WithRetry sets how StartTraining retries UNAVAILABLE. The default is
-// DefaultBackoff. (It used to set Watch's resumes too: see WithResume.)
+// DefaultBackoff.
 func WithRetry(b Backoff) Option {
 	return func(s *settings) { s.retry = b }
 }
 
-// WithResume sets how Watch resumes a dropped stream. The default is
+// WithResume sets how WatchJob resumes a dropped stream. The default is
 // DefaultResume.
 func WithResume(r Resume) Option {
 	return func(s *settings) { s.resume = r }
@@ -160,36 +168,3 @@ func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]strin
 // RequireTransportSecurity is false so that a token also works against a local
 // plaintext server; see WithToken.
 func (bearer) RequireTransportSecurity() bool { return false }
-
-// Backoff bounds the retries of StartTraining: after the n-th consecutive
-// failure (n = 1..Attempts) the client waits Initial * 2^(n-1), at most Max,
-// then tries again; the next failure after Attempts retries is returned (Max 0:
-// no cap). Watch resumes by its own policy, Resume.
-type Backoff struct {
-	Attempts int
-	Initial  time.Duration
-	Max      time.Duration
-}
-
-// DefaultBackoff retries 6 times over about 10 seconds.
-var DefaultBackoff = Backoff{Attempts: 6, Initial: 200 * time.Millisecond, Max: 4 * time.Second}
-
-// waitAsked sleeps before retry n (1-based): the server's RetryInfo delay asked
-// when it is positive, else the backoff, at most Max. False when there is no
-// retry n or ctx ended.
-func (b Backoff) waitAsked(ctx context.Context, n int, asked time.Duration) bool {
-	if n > b.Attempts {
-		return false
-	}
-	d := b.Initial
-	for i := 1; i < n && (b.Max <= 0 || d < b.Max); i++ {
-		d *= 2
-	}
-	if asked > 0 {
-		d = asked
-	}
-	if b.Max > 0 {
-		d = min(d, b.Max)
-	}
-	return sleep(ctx, d)
-}

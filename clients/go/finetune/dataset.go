@@ -14,15 +14,39 @@ import (
 	finetunev1 "github.com/fileengine/finetune/clients/go/gen/fileengine/finetune/v1"
 )
 
-// UploadChunkSize is the size of the chunks UploadFile sends.
+// UploadChunkSize is the size of the chunks UploadDataset sends.
 const UploadChunkSize = 1 << 20
 
+// Dataset is what ValidateDataset checks: a file, Path, or a source already
+// made, Source.
+type Dataset interface {
+	source(ctx context.Context, c *Client) (*DatasetSource, error)
+}
+
+// Path is the JSONL file at a path as a Dataset, sent as DatasetFromFile sends
+// it: inline up to the inline limit, uploaded above.
+//
+//	client.ValidateDataset(ctx, finetune.Path("training-data.jsonl"), nil)
+type Path string
+
+func (p Path) source(ctx context.Context, c *Client) (*DatasetSource, error) {
+	return c.DatasetFromFile(ctx, string(p))
+}
+
+type source struct{ src *DatasetSource }
+
+func (s source) source(context.Context, *Client) (*DatasetSource, error) { return s.src, nil }
+
+// Source is a DatasetSource (from DatasetFromFile, say, to validate and then
+// train without sending the file twice) as a Dataset.
+func Source(src *DatasetSource) Dataset { return source{src} }
+
 // DatasetFromFile returns the JSONL file at path as a DatasetSource for
-// ValidateDataset or StartTraining: its bytes inline when it is at most the
-// inline limit (WithInlineLimit, 8 MiB by default), otherwise the dataset_id of
-// the file uploaded with UploadFile. Reuse the result to validate and then
-// train without uploading twice.
-func (c *Client) DatasetFromFile(ctx context.Context, path string) (*finetunev1.DatasetSource, error) {
+// ValidateDataset (through Source) or StartTraining: its bytes inline when it
+// is at most the inline limit (WithInlineLimit, 8 MiB by default), otherwise
+// the dataset_id of the file uploaded with UploadDataset. Reuse the result to
+// validate and then train without uploading twice.
+func (c *Client) DatasetFromFile(ctx context.Context, path string) (*DatasetSource, error) {
 	info, err := os.Stat(path)
 	if err != nil {
 		return nil, err
@@ -33,47 +57,63 @@ func (c *Client) DatasetFromFile(ctx context.Context, path string) (*finetunev1.
 		if err != nil {
 			return nil, err
 		}
-		return &finetunev1.DatasetSource{
-			Source:   &finetunev1.DatasetSource_Content{Content: content},
-			FileName: name,
-		}, nil
+		return &DatasetSource{Source: &finetunev1.DatasetSource_Content{Content: content}, FileName: name}, nil
 	}
-	uploaded, err := c.UploadFile(ctx, path)
+	uploaded, err := c.UploadDataset(ctx, path)
 	if err != nil {
 		return nil, err
 	}
-	return &finetunev1.DatasetSource{
+	return &DatasetSource{
 		Source:   &finetunev1.DatasetSource_DatasetId{DatasetId: uploaded.GetDatasetId()},
 		FileName: name,
 	}, nil
 }
 
-// ValidateFile validates the dataset at path (sent as DatasetFromFile does) and
-// returns the report. req may be nil; otherwise it sets the other fields (model,
-// epochs, validation dataset, ...) and its training is ignored. A dataset with
-// errors is not a failed call: the report lists them (ErrorCount, Problems).
-func (c *Client) ValidateFile(ctx context.Context, path string, req *finetunev1.ValidateDatasetRequest) (*finetunev1.ValidationReport, error) {
-	training, err := c.DatasetFromFile(ctx, path)
-	if err != nil {
-		return nil, err
+// ValidateDataset validates dataset (a Path or a Source) as training data and
+// returns the report. opts may be nil; otherwise it sets the other fields
+// (model, epochs, validation dataset, accepted problems, ...) and its Training
+// is ignored. A dataset with errors is not a failed call: the report lists
+// them (ErrorCount, Problems). The generated call is
+// client.FineTuneServiceClient.ValidateDataset.
+func (c *Client) ValidateDataset(ctx context.Context, dataset Dataset, opts *ValidateDatasetRequest) (*ValidationReport, error) {
+	req := &ValidateDatasetRequest{}
+	if opts != nil {
+		req = proto.CloneOf(opts)
 	}
-	full := &finetunev1.ValidateDatasetRequest{}
-	if req != nil {
-		full = proto.CloneOf(req)
+	// opts' Training is ignored; with no dataset the server refuses the call (a field violation).
+	req.Training = nil
+	if dataset != nil {
+		training, err := dataset.source(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		req.Training = training
 	}
-	full.Training = training
-	resp, err := c.ValidateDataset(ctx, full)
-	if err != nil {
-		return nil, err
-	}
-	return resp.GetReport(), nil
+	resp, err := c.FineTuneServiceClient.ValidateDataset(ctx, req)
+	return resp.GetReport(), err
 }
 
-// UploadFile streams the file at path through UploadDataset in UploadChunkSize
-// chunks. The header announces the file's SHA-256 and size, so bytes that
-// change on the way fail with DATA_LOSS instead of being stored. Uploading the
-// same bytes again is cheap and returns the same dataset_id.
-func (c *Client) UploadFile(ctx context.Context, path string) (*finetunev1.UploadDatasetResponse, error) {
+// ValidateFile validates the dataset at path; see ValidateDataset.
+//
+// Deprecated: use ValidateDataset(ctx, Path(path), req); ValidateFile goes in 0.3.0.
+func (c *Client) ValidateFile(ctx context.Context, path string, req *ValidateDatasetRequest) (*ValidationReport, error) {
+	return c.ValidateDataset(ctx, Path(path), req)
+}
+
+// UploadFile uploads the file at path; see UploadDataset.
+//
+// Deprecated: use UploadDataset, its new name; UploadFile goes in 0.3.0.
+func (c *Client) UploadFile(ctx context.Context, path string) (*UploadDatasetResponse, error) {
+	return c.UploadDataset(ctx, path)
+}
+
+// UploadDataset stores the file at path on the server, streamed in
+// UploadChunkSize chunks, and returns its dataset_id (for DatasetSource) and
+// size. The header announces the file's SHA-256 and size, so bytes that change
+// on the way fail with DATA_LOSS instead of being stored. Uploading the same
+// bytes again is cheap and returns the same dataset_id (AlreadyPresent). The
+// generated streaming call is client.FineTuneServiceClient.UploadDataset.
+func (c *Client) UploadDataset(ctx context.Context, path string) (*UploadDatasetResponse, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -93,7 +133,7 @@ func (c *Client) UploadFile(ctx context.Context, path string) (*finetunev1.Uploa
 	// Cancelling the context on a local failure aborts the upload: nothing is stored.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := c.UploadDataset(ctx)
+	stream, err := c.FineTuneServiceClient.UploadDataset(ctx)
 	if err != nil {
 		return nil, err
 	}

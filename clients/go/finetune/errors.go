@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -26,7 +27,7 @@ const ErrorDomain = "finetune.fileengine"
 //
 // status.Code(err) and status.FromError(err) keep working on it.
 type Error struct {
-	// Code is the gRPC status code.
+	// Code is the gRPC status code; CodeName is its canonical name.
 	Code codes.Code
 	// Message is the status message.
 	Message string
@@ -36,7 +37,8 @@ type Error struct {
 	Reason string
 	// Domain is ErrorInfo.domain: ErrorDomain for the service's own errors.
 	Domain string
-	// Metadata is ErrorInfo.metadata (for example "provider").
+	// Metadata is ErrorInfo.metadata (for example "provider", or "job_id" for
+	// JOB_NOT_FOUND); nil when absent.
 	Metadata map[string]string
 	// FieldViolations are BadRequest's: which request fields are wrong.
 	FieldViolations []FieldViolation
@@ -67,6 +69,37 @@ type PreconditionViolation struct {
 	Type        string
 	Subject     string
 	Description string
+}
+
+// CodeName is Code's canonical upper-case name, as the other SDKs and the
+// gRPC specification spell it: "UNAVAILABLE", "DEADLINE_EXCEEDED",
+// "CANCELLED". (Code.String() is grpc-go's "Unavailable".)
+func (e *Error) CodeName() string {
+	if int(e.Code) < len(codeNames) {
+		return codeNames[e.Code]
+	}
+	return "CODE(" + strconv.Itoa(int(e.Code)) + ")"
+}
+
+// codeNames are the canonical names of the codes, by number (google.rpc.Code).
+var codeNames = [...]string{
+	codes.OK:                 "OK",
+	codes.Canceled:           "CANCELLED",
+	codes.Unknown:            "UNKNOWN",
+	codes.InvalidArgument:    "INVALID_ARGUMENT",
+	codes.DeadlineExceeded:   "DEADLINE_EXCEEDED",
+	codes.NotFound:           "NOT_FOUND",
+	codes.AlreadyExists:      "ALREADY_EXISTS",
+	codes.PermissionDenied:   "PERMISSION_DENIED",
+	codes.ResourceExhausted:  "RESOURCE_EXHAUSTED",
+	codes.FailedPrecondition: "FAILED_PRECONDITION",
+	codes.Aborted:            "ABORTED",
+	codes.OutOfRange:         "OUT_OF_RANGE",
+	codes.Unimplemented:      "UNIMPLEMENTED",
+	codes.Internal:           "INTERNAL",
+	codes.Unavailable:        "UNAVAILABLE",
+	codes.DataLoss:           "DATA_LOSS",
+	codes.Unauthenticated:    "UNAUTHENTICATED",
 }
 
 func (e *Error) Error() string {

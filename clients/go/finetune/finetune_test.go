@@ -22,7 +22,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fileengine/finetune/clients/go/finetune"
-	finetunev1 "github.com/fileengine/finetune/clients/go/gen/fileengine/finetune/v1"
 	"github.com/fileengine/finetune/clients/go/internal/harness"
 )
 
@@ -60,13 +59,13 @@ func asError(t *testing.T, err error) *finetune.Error {
 	return fe
 }
 
-func userMessage(text string) []*finetunev1.ChatMessage {
-	return []*finetunev1.ChatMessage{{Role: finetunev1.ChatRole_CHAT_ROLE_USER, Content: text}}
+func userMessage(text string) []*finetune.ChatMessage {
+	return []*finetune.ChatMessage{{Role: finetune.ChatRoleUser, Content: text}}
 }
 
 func TestValidateSampleDataset(t *testing.T) {
 	ctx := testContext(t)
-	report, err := dial(t).ValidateFile(ctx, server.SampleDataset, nil)
+	report, err := dial(t).ValidateDataset(ctx, finetune.Path(server.SampleDataset), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +75,7 @@ func TestValidateSampleDataset(t *testing.T) {
 	if report.GetErrorCount() != 0 {
 		t.Errorf("error_count = %d, want 0: %v", report.GetErrorCount(), report.GetProblems())
 	}
-	if report.GetFormat() != finetunev1.DatasetFormat_DATASET_FORMAT_CHAT {
+	if report.GetFormat() != finetune.DatasetFormatChat {
 		t.Errorf("format = %v, want chat", report.GetFormat())
 	}
 	if report.GetTraining().GetTokens().GetTotal() == 0 || report.GetEstimatedCostUsd() <= 0 {
@@ -109,7 +108,7 @@ func TestLargeDatasetIsUploadedInChunks(t *testing.T) {
 	if source.GetDatasetId() != wantID || source.GetContent() != nil {
 		t.Fatalf("source = %v, want dataset_id %s", source, wantID)
 	}
-	again, err := client.UploadFile(ctx, path)
+	again, err := client.UploadDataset(ctx, path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +116,7 @@ func TestLargeDatasetIsUploadedInChunks(t *testing.T) {
 		t.Errorf("second upload = %v, want the same dataset, already present", again)
 	}
 
-	report, err := client.ValidateFile(ctx, path, &finetunev1.ValidateDatasetRequest{MaxProblems: 5})
+	report, err := client.ValidateDataset(ctx, finetune.Path(path), &finetune.ValidateDatasetRequest{MaxProblems: 5})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,16 +137,16 @@ func TestTrainWatchThroughCutThenServe(t *testing.T) {
 
 	// Before the first promotion (a fresh harness; not on a repeated run) the fast tier
 	// has no model.
-	tiers, err := client.ListTiers(ctx, &finetunev1.ListTiersRequest{})
+	tiers, err := client.ListTiers(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	i := slices.IndexFunc(tiers.GetTiers(), func(tier *finetunev1.Tier) bool { return tier.GetName() == "fast" })
+	i := slices.IndexFunc(tiers, func(tier *finetune.Tier) bool { return tier.GetName() == "fast" })
 	if i < 0 {
 		t.Fatalf("no fast tier in %v", tiers)
 	}
-	if tiers.GetTiers()[i].GetModel() == "" {
-		_, err := client.Complete(ctx, &finetunev1.CompleteRequest{Tier: "fast", Messages: userMessage("Hello")})
+	if tiers[i].GetModel() == "" {
+		_, err := client.Complete(ctx, &finetune.CompleteRequest{Tier: "fast", Messages: userMessage("Hello")})
 		if fe := asError(t, err); fe.Code != codes.FailedPrecondition || fe.Reason != "TIER_HAS_NO_MODEL" {
 			t.Errorf("complete before promotion: %v, want FAILED_PRECONDITION TIER_HAS_NO_MODEL", err)
 		}
@@ -157,7 +156,7 @@ func TestTrainWatchThroughCutThenServe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	started, err := client.StartTraining(ctx, &finetunev1.StartTrainingRequest{Training: training, Suffix: "go-sdk"})
+	started, err := client.StartTraining(ctx, &finetune.StartTrainingRequest{Training: training, Suffix: "go-sdk"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +165,7 @@ func TestTrainWatchThroughCutThenServe(t *testing.T) {
 		t.Errorf("request id %q is not a generated UUIDv4", job.GetRequestId())
 	}
 	// The same request id is the same job, never a second one.
-	repeated, err := client.StartTraining(ctx, &finetunev1.StartTrainingRequest{
+	repeated, err := client.StartTraining(ctx, &finetune.StartTrainingRequest{
 		RequestId: job.GetRequestId(), Training: training, Suffix: "go-sdk",
 	})
 	if err != nil {
@@ -187,7 +186,7 @@ func TestTrainWatchThroughCutThenServe(t *testing.T) {
 	// Resuming from a position yields exactly the events after it.
 	n := uint64(len(events))
 	var tail []uint64
-	for ev, err := range client.Watch(ctx, job.GetId(), n-3) {
+	for ev, err := range client.WatchJob(ctx, job.GetId(), n-3).Events() {
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -197,27 +196,29 @@ func TestTrainWatchThroughCutThenServe(t *testing.T) {
 		t.Errorf("watch after %d: %v, want %v", n-3, tail, want)
 	}
 
-	if _, err := client.PromoteModel(ctx, &finetunev1.PromoteModelRequest{
-		Tier: "fast", Source: &finetunev1.PromoteModelRequest_JobId{JobId: job.GetId()},
-	}); err != nil {
+	if _, err := client.PromoteModel(ctx, "fast", finetune.FromJob(job.GetId())); err != nil {
 		t.Fatal(err)
 	}
-	request := &finetunev1.CompleteRequest{Tier: "fast", Messages: userMessage("Build me a landing page with dark theme")}
+	request := &finetune.CompleteRequest{Tier: "fast", Messages: userMessage("Build me a landing page with dark theme")}
 	answer, err := client.Complete(ctx, request)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := answer.GetCompletion(); c.GetModel() != model || c.GetText() == "" || c.GetTier() != "fast" {
+	if c := answer; c.GetModel() != model || c.GetText() == "" || c.GetTier() != "fast" {
 		t.Errorf("completion: model %q tier %q text %q; want the promoted %q", c.GetModel(), c.GetTier(), c.GetText(), model)
 	}
 	// The job trained the default base model; its fine-tuned model bills at its own price.
-	assertCost(t, answer.GetCompletion(), "gpt-4o-2024-08-06", true)
+	assertCost(t, answer, "gpt-4o-2024-08-06", true)
 
 	var deltas []string
-	streamed, err := client.StreamCompletion(ctx, request, func(d string) { deltas = append(deltas, d) })
-	if err != nil {
-		t.Fatal(err)
+	stream := client.StreamComplete(ctx, request)
+	for text, err := range stream.Text() {
+		if err != nil {
+			t.Fatal(err)
+		}
+		deltas = append(deltas, text)
 	}
+	streamed := stream.Completion()
 	if len(deltas) == 0 || strings.Join(deltas, "") != streamed.GetText() || streamed.GetModel() != model {
 		t.Errorf("stream: %d deltas joined to %q, summary %q from %q", len(deltas), strings.Join(deltas, ""),
 			streamed.GetText(), streamed.GetModel())
@@ -228,7 +229,7 @@ func TestTrainWatchThroughCutThenServe(t *testing.T) {
 // watchThroughCut watches a job to its end while h cuts every connection once,
 // just after the first event; see watchThrough.
 func watchThroughCut(t *testing.T, ctx context.Context, client *finetune.Client, h *harness.Harness,
-	jobID string) []*finetunev1.JobEvent {
+	jobID string) []*finetune.JobEvent {
 	t.Helper()
 	return watchThrough(t, ctx, client, h, jobID, 1, func() {
 		if n := h.Cut(t); n < 1 {
@@ -242,11 +243,12 @@ func watchThroughCut(t *testing.T, ctx context.Context, client *finetune.Client,
 // and checks that the watch resumed on a new connection and yielded every
 // event once, in order, ending with the state change to SUCCEEDED.
 func watchThrough(t *testing.T, ctx context.Context, client *finetune.Client, h *harness.Harness,
-	jobID string, after int, disrupt func()) []*finetunev1.JobEvent {
+	jobID string, after int, disrupt func()) []*finetune.JobEvent {
 	t.Helper()
-	var events []*finetunev1.JobEvent
+	var events []*finetune.JobEvent
 	acceptedAtDisruption := -1
-	for ev, err := range client.Watch(ctx, jobID, 0) {
+	watch := client.WatchJob(ctx, jobID, 0)
+	for ev, err := range watch.Events() {
 		if err != nil {
 			t.Fatalf("watch after %d events: %v", len(events), err)
 		}
@@ -259,8 +261,8 @@ func watchThrough(t *testing.T, ctx context.Context, client *finetune.Client, h 
 	if acceptedAtDisruption < 0 {
 		t.Fatalf("%d events, want more than %d", len(events), after)
 	}
-	if h.Accepted(t) <= acceptedAtDisruption {
-		t.Errorf("no new connection after the disruption: the watch did not resume")
+	if h.Accepted(t) <= acceptedAtDisruption || watch.Resumes() < 1 {
+		t.Errorf("no new connection after the disruption (%d resumes): the watch did not resume", watch.Resumes())
 	}
 	for i, ev := range events {
 		if ev.GetSequence() != uint64(i+1) {
@@ -269,14 +271,13 @@ func watchThrough(t *testing.T, ctx context.Context, client *finetune.Client, h 
 		}
 	}
 	last := events[len(events)-1]
-	if last.GetKind() != finetunev1.JobEventKind_JOB_EVENT_KIND_STATE_CHANGED ||
-		last.GetJob().GetState() != finetunev1.JobState_JOB_STATE_SUCCEEDED {
+	if last.GetKind() != finetune.JobEventKindStateChanged || last.GetJob().GetState() != finetune.JobStateSucceeded {
 		t.Fatalf("last event: %v %v, want the state change to SUCCEEDED", last.GetKind(), last.GetJob().GetState())
 	}
 	return events
 }
 
-func sequences(events []*finetunev1.JobEvent) []uint64 {
+func sequences(events []*finetune.JobEvent) []uint64 {
 	out := make([]uint64, len(events))
 	for i, ev := range events {
 		out[i] = ev.GetSequence()
@@ -305,23 +306,12 @@ func TestWatchSurvivesServerRestart(t *testing.T) {
 func TestWatchStopsWithItsContext(t *testing.T) {
 	ctx := testContext(t)
 	client := dial(t)
-	training, err := client.DatasetFromFile(ctx, server.SampleDataset)
-	if err != nil {
-		t.Fatal(err)
-	}
-	epochs := uint32(50) // long enough to still be running when cancelled
-	started, err := client.StartTraining(ctx, &finetunev1.StartTrainingRequest{
-		Training: training, Hyperparameters: &finetunev1.Hyperparameters{NEpochs: &epochs},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	jobID := started.GetJob().GetId()
+	jobID := startLongJob(ctx, t, client)
 
 	watchCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	var got []error
-	for ev, err := range client.Watch(watchCtx, jobID, 0) {
+	for ev, err := range client.WatchJob(watchCtx, jobID, 0).Events() {
 		got = append(got, err)
 		if ev != nil {
 			stop()
@@ -331,14 +321,14 @@ func TestWatchStopsWithItsContext(t *testing.T) {
 		t.Fatalf("watch yielded %v, want one event then context.Canceled", got)
 	}
 
-	cancelled, err := client.CancelJob(ctx, &finetunev1.CancelJobRequest{JobId: jobID})
+	cancelled, err := client.CancelJob(ctx, jobID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s := cancelled.GetJob().GetState(); s != finetunev1.JobState_JOB_STATE_CANCELLED {
+	if s := cancelled.GetState(); s != finetune.JobStateCancelled {
 		t.Errorf("state after CancelJob = %v, want cancelled", s)
 	}
-	_, err = client.CancelJob(ctx, &finetunev1.CancelJobRequest{JobId: jobID})
+	_, err = client.CancelJob(ctx, jobID)
 	if fe := asError(t, err); fe.Code != codes.FailedPrecondition || fe.Reason != "JOB_FINISHED" {
 		t.Errorf("second cancel: %v, want FAILED_PRECONDITION JOB_FINISHED", err)
 	}
@@ -349,26 +339,17 @@ func TestWatchStopsWithItsContext(t *testing.T) {
 func TestInvalidDatasetIsRefusedWithTypedError(t *testing.T) {
 	ctx := testContext(t)
 	client := dial(t)
-	sample, err := os.ReadFile(server.SampleDataset)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.SplitAfter(string(sample), "\n")
-	bad := lines[0] + "this line is not JSON\n" + strings.Join(lines[1:], "")
-	path := filepath.Join(t.TempDir(), "bad.jsonl")
-	if err := os.WriteFile(path, []byte(bad), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := invalidDataset(t)
 
-	report, err := client.ValidateFile(ctx, path, nil)
+	report, err := client.ValidateDataset(ctx, finetune.Path(path), nil)
 	if err != nil {
 		t.Fatalf("ValidateDataset on a bad dataset: %v, want a report", err)
 	}
 	if report.GetErrorCount() != 1 {
 		t.Errorf("report: %d errors, want 1", report.GetErrorCount())
 	}
-	errorsFound := slices.DeleteFunc(slices.Clone(report.GetProblems()), func(p *finetunev1.Problem) bool {
-		return p.GetSeverity() != finetunev1.Severity_SEVERITY_ERROR
+	errorsFound := slices.DeleteFunc(slices.Clone(report.GetProblems()), func(p *finetune.Problem) bool {
+		return p.GetSeverity() != finetune.SeverityError
 	})
 	if len(errorsFound) != 1 || errorsFound[0].GetCode() != "invalid_json" || errorsFound[0].GetLine() != 2 {
 		t.Errorf("errors = %v, want invalid_json on line 2", errorsFound)
@@ -378,7 +359,7 @@ func TestInvalidDatasetIsRefusedWithTypedError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = client.StartTraining(ctx, &finetunev1.StartTrainingRequest{Training: training})
+	_, err = client.StartTraining(ctx, &finetune.StartTrainingRequest{Training: training})
 	fe := asError(t, err)
 	if fe.Code != codes.FailedPrecondition || fe.Reason != "DATASET_INVALID" || fe.Domain != finetune.ErrorDomain {
 		t.Errorf("error = %v (domain %q), want FAILED_PRECONDITION DATASET_INVALID", fe, fe.Domain)
@@ -392,7 +373,7 @@ func TestInvalidDatasetIsRefusedWithTypedError(t *testing.T) {
 }
 
 func TestMissingFieldIsBadRequest(t *testing.T) {
-	_, err := dial(t).ValidateDataset(testContext(t), &finetunev1.ValidateDatasetRequest{})
+	_, err := dial(t).ValidateDataset(testContext(t), nil, nil)
 	fe := asError(t, err)
 	if fe.Code != codes.InvalidArgument || fe.Reason != "INVALID_ARGUMENT" {
 		t.Errorf("error = %v, want INVALID_ARGUMENT", fe)
@@ -404,15 +385,15 @@ func TestMissingFieldIsBadRequest(t *testing.T) {
 
 func TestUnknownJobIsNotFound(t *testing.T) {
 	ctx, client := testContext(t), dial(t)
-	_, err := client.GetJob(ctx, &finetunev1.GetJobRequest{JobId: "job-does-not-exist"})
+	_, err := client.GetJob(ctx, "job-does-not-exist")
 	if fe := asError(t, err); fe.Code != codes.NotFound || fe.Reason != "JOB_NOT_FOUND" {
 		t.Errorf("GetJob: %v, want NOT_FOUND JOB_NOT_FOUND", fe)
 	}
 	var got []error
-	for _, err := range client.Watch(ctx, "job-does-not-exist", 0) {
+	for _, err := range client.WatchJob(ctx, "job-does-not-exist", 0).Events() {
 		got = append(got, err)
 	}
 	if len(got) != 1 || asError(t, got[0]).Reason != "JOB_NOT_FOUND" {
-		t.Errorf("Watch yielded %v, want JOB_NOT_FOUND alone", got)
+		t.Errorf("WatchJob yielded %v, want JOB_NOT_FOUND alone", got)
 	}
 }

@@ -13,7 +13,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
-	finetunev1 "github.com/fileengine/finetune/clients/go/gen/fileengine/finetune/v1"
+	"github.com/fileengine/finetune/clients/go/finetune"
 )
 
 // modelsTOML is data/models.toml, from this package's directory (go test runs there).
@@ -64,7 +64,7 @@ func priceOf(t *testing.T, model string, fineTuned bool) price {
 // assertCost checks that c was served by model (a model fine-tuned from it when fineTuned)
 // and cost what its usage costs at that entry's prices: plain input, cache reads, cache
 // writes and output, each at its own rate.
-func assertCost(t *testing.T, c *finetunev1.Completion, model string, fineTuned bool) {
+func assertCost(t *testing.T, c *finetune.Completion, model string, fineTuned bool) {
 	t.Helper()
 	served := model
 	if fineTuned {

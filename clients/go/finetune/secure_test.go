@@ -16,7 +16,6 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/fileengine/finetune/clients/go/finetune"
-	finetunev1 "github.com/fileengine/finetune/clients/go/gen/fileengine/finetune/v1"
 )
 
 // dialSecured connects to the secure harness's proxy.
@@ -33,7 +32,7 @@ func dialSecured(t *testing.T, opts ...finetune.Option) *finetune.Client {
 // validateSample validates the sample dataset and checks the report.
 func validateSample(t *testing.T, client *finetune.Client) {
 	t.Helper()
-	report, err := client.ValidateFile(testContext(t), secured.SampleDataset, nil)
+	report, err := client.ValidateDataset(testContext(t), finetune.Path(secured.SampleDataset), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +72,7 @@ func TestSecureTrainWatchThroughCut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	started, err := client.StartTraining(ctx, &finetunev1.StartTrainingRequest{Training: training, Suffix: "go-sdk-tls"})
+	started, err := client.StartTraining(ctx, &finetune.StartTrainingRequest{Training: training, Suffix: "go-sdk-tls"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,15 +92,15 @@ func TestSecureWithoutValidTokenIsUnauthenticated(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			ctx, client := testContext(t), dialSecured(t, c.opts...)
-			_, err := client.ValidateDataset(ctx, &finetunev1.ValidateDatasetRequest{})
+			_, err := client.ValidateDataset(ctx, nil, nil)
 			assertRefusal(t, err, codes.Unauthenticated, c.reason, "ValidateDataset", "read")
-			// A stream is refused the same way, and Watch does not retry it.
+			// A stream is refused the same way, and WatchJob does not retry it.
 			var got []error
-			for _, err := range client.Watch(ctx, "job-1", 0) {
+			for _, err := range client.WatchJob(ctx, "job-1", 0).Events() {
 				got = append(got, err)
 			}
 			if len(got) != 1 {
-				t.Fatalf("Watch yielded %v, want UNAUTHENTICATED alone", got)
+				t.Fatalf("WatchJob yielded %v, want UNAUTHENTICATED alone", got)
 			}
 			assertRefusal(t, got[0], codes.Unauthenticated, c.reason, "WatchJob", "read")
 		})
@@ -130,7 +129,7 @@ func TestSecureReadTokenCannotTrain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = client.StartTraining(ctx, &finetunev1.StartTrainingRequest{Training: training})
+	_, err = client.StartTraining(ctx, &finetune.StartTrainingRequest{Training: training})
 	assertRefusal(t, err, codes.PermissionDenied, "ROLE_MISSING", "StartTraining", "train")
 	if fe := asError(t, err); !strings.Contains(fe.Message, "train role") {
 		t.Errorf("StartTraining with the read token: %v, want a message naming the train role", fe)
@@ -144,7 +143,7 @@ func TestSecureNeedsTLSAndTheCA(t *testing.T) {
 		"plaintext":        {finetune.WithToken(secured.Token)},
 		"the system roots": {finetune.WithTLS(nil), finetune.WithToken(secured.Token)},
 	} {
-		_, err := dialSecured(t, opts...).ValidateFile(ctx, secured.SampleDataset, nil)
+		_, err := dialSecured(t, opts...).ValidateDataset(ctx, finetune.Path(secured.SampleDataset), nil)
 		if fe := asError(t, err); fe.Code != codes.Unavailable {
 			t.Errorf("%s: %v, want UNAVAILABLE", name, fe)
 		}

@@ -10,15 +10,14 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
-
-	finetunev1 "github.com/fileengine/finetune/clients/go/gen/fileengine/finetune/v1"
 )
 
 // StartTraining starts a fine-tuning job like the generated call, with two
 // additions. An empty RequestId is filled with a new random UUID (the job
 // carries it in Job.RequestId); req itself is not modified. And since the
 // service returns the same job for the same request id, a call that fails with
-// UNAVAILABLE is retried with that id (see WithRetry), after the server's
+// UNAVAILABLE is retried with that id (DefaultBackoff: from 0.2 s doubling to
+// 5 s, for 60 s or until ctx's deadline; see WithRetry), after the server's
 // RetryInfo delay when it sends one: a retry never starts a second job. That
 // covers reason UPSTREAM_OUTCOME_UNKNOWN, when OpenAI may have created the job
 // and the service could not confirm it yet.
@@ -26,9 +25,9 @@ import (
 // On failure the error is an *Error; when the id was generated here, its
 // RequestID holds it, so that a call again after an error (a deadline, or
 // UNAVAILABLE after the retries) can reuse it without risking a second job.
-func (c *Client) StartTraining(ctx context.Context, req *finetunev1.StartTrainingRequest, opts ...grpc.CallOption) (*finetunev1.StartTrainingResponse, error) {
+func (c *Client) StartTraining(ctx context.Context, req *StartTrainingRequest, opts ...grpc.CallOption) (*StartTrainingResponse, error) {
 	if req == nil {
-		req = &finetunev1.StartTrainingRequest{}
+		req = &StartTrainingRequest{}
 	}
 	generated := ""
 	if req.GetRequestId() == "" {
@@ -36,12 +35,13 @@ func (c *Client) StartTraining(ctx context.Context, req *finetunev1.StartTrainin
 		req.RequestId = uuid.NewString()
 		generated = req.RequestId
 	}
-	for retry := 1; ; retry++ {
+	failed := c.retry.failures()
+	for {
 		resp, err := c.FineTuneServiceClient.StartTraining(ctx, req, opts...)
 		if err == nil {
 			return resp, nil
 		}
-		if status.Code(err) != codes.Unavailable || !c.retry.waitAsked(ctx, retry, retryDelay(err)) {
+		if status.Code(err) != codes.Unavailable || !failed.wait(ctx, retryDelay(err)) {
 			return nil, carryRequestID(err, generated)
 		}
 	}
@@ -61,11 +61,9 @@ func carryRequestID(err error, id string) error {
 
 // Terminal reports whether a job in state s has finished (succeeded, failed or
 // cancelled): its WatchJob stream ends and it can no longer change.
-func Terminal(s finetunev1.JobState) bool {
+func Terminal(s JobState) bool {
 	switch s {
-	case finetunev1.JobState_JOB_STATE_SUCCEEDED,
-		finetunev1.JobState_JOB_STATE_FAILED,
-		finetunev1.JobState_JOB_STATE_CANCELLED:
+	case JobStateSucceeded, JobStateFailed, JobStateCancelled:
 		return true
 	}
 	return false

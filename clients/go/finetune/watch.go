@@ -5,143 +5,144 @@ import (
 	"errors"
 	"io"
 	"iter"
-	"time"
+	"sync/atomic"
 
-	"github.com/cenkalti/backoff/v5"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	finetunev1 "github.com/fileengine/finetune/clients/go/gen/fileengine/finetune/v1"
 )
 
-// ErrWatchEnded is returned by Watch when the server kept ending the stream
-// before the job finished until the resume budget ran out.
+// ErrWatchEnded is yielded by JobWatch.Events when the server kept ending the
+// stream before the job finished until the resume budget ran out.
 var ErrWatchEnded = errors.New("finetune: watch stream ended before the job finished")
 
-// Resume bounds how Watch resumes a dropped stream: it waits about Initial
-// before the first new WatchJob, doubling up to Max (each delay with 20%
-// jitter, never above Max), and gives up with the last error once Budget has
-// passed since the first failure after the last event received. The clock
-// starts at that failure, not at the event: a job can be quiet for longer than
-// Budget (queued upstream, heartbeats only), and a drop after such a spell
-// still gets the whole budget. An event resets both the delay and the budget;
-// heartbeats do not, so a server that keeps accepting and dropping the stream
-// without progress still ends the watch.
-// A zero Initial or Max takes DefaultResume's; a Budget of 0 never resumes.
-type Resume struct {
-	Initial time.Duration
-	Max     time.Duration
-	Budget  time.Duration
+// JobWatch follows a job's events: range over Events; Job, Resumes and
+// LastSequence tell where it is (safe to call from any goroutine, as is Stop).
+// Events is ranged over once; a second range yields nothing.
+type JobWatch struct {
+	client  *Client
+	ctx     context.Context
+	cancel  context.CancelFunc
+	jobID   string
+	started atomic.Bool
+	stopped atomic.Bool
+	job     atomic.Pointer[Job]
+	pending *Job // the latest stream's snapshot, until an event shows it
+	resumes atomic.Int64
+	last    atomic.Uint64 // the last sequence yielded
 }
 
-// DefaultResume is the resume policy shared by the Go, Python and TypeScript
-// SDKs: 0.2 s doubling up to 5 s, for 60 s without an event. It outlasts an
-// ordinary server restart.
-var DefaultResume = Resume{Initial: 200 * time.Millisecond, Max: 5 * time.Second, Budget: time.Minute}
-
-// backoff is the delay sequence of one run of failures.
-func (r Resume) backoff() *backoff.ExponentialBackOff {
-	if r.Initial <= 0 {
-		r.Initial = DefaultResume.Initial
-	}
-	if r.Max <= 0 {
-		r.Max = DefaultResume.Max
-	}
-	b := &backoff.ExponentialBackOff{
-		InitialInterval:     r.Initial,
-		RandomizationFactor: 0.2,
-		Multiplier:          2,
-		MaxInterval:         r.Max,
-	}
-	b.Reset()
-	return b
-}
-
-// Watch follows a job's events after sequence after (0: from the first event)
-// until the job ends, yielding each event exactly once, in sequence order. The
-// last event is the JOB_EVENT_KIND_STATE_CHANGED one whose Job is in a terminal
-// state (see Terminal); if the job had already ended with no events after
-// after, there are none.
+// WatchJob follows the events of the job jobID after sequence after (0: from
+// the first event) until the job ends; nothing is sent before the range over
+// Events begins.
 //
-// When the stream drops (UNAVAILABLE, which is also how grpc-go reports a cut
-// connection, or a clean end before the job's terminal event), Watch calls
-// WatchJob again with after_sequence = the last sequence yielded, after a
-// backoff, and goes on (WithResume; DefaultResume survives a restart of the
-// server). Heartbeats and the stream's opening snapshot are not yielded
-// (GetJob returns the snapshot).
-//
-// On failure Watch yields one (nil, err) and stops: an *Error (anything but
-// UNAVAILABLE at once, UNAVAILABLE once the budget is spent), ErrWatchEnded,
-// or ctx's error when ctx ends. Breaking out of the loop closes the stream.
-//
-//	for ev, err := range client.Watch(ctx, jobID, 0) {
+//	w := client.WatchJob(ctx, jobID, 0)
+//	for ev, err := range w.Events() {
 //		if err != nil {
 //			return err
 //		}
 //		fmt.Println(ev.GetSequence(), ev.GetMessage())
 //	}
-func (c *Client) Watch(ctx context.Context, jobID string, after uint64) iter.Seq2[*finetunev1.JobEvent, error] {
-	return func(yield func(*finetunev1.JobEvent, error) bool) {
-		ctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		w := watch{client: c, jobID: jobID, last: after}
-		delays := c.resume.backoff()
-		var failingSince time.Time // the first failure since the last event
+//	fmt.Println(finetune.EnumName(w.Job().GetState()))
+//
+// The generated call is client.FineTuneServiceClient.WatchJob.
+func (c *Client) WatchJob(ctx context.Context, jobID string, after uint64) *JobWatch {
+	ctx, cancel := context.WithCancel(ctx)
+	w := &JobWatch{client: c, ctx: ctx, cancel: cancel, jobID: jobID}
+	w.last.Store(after)
+	return w
+}
+
+// Job is the latest snapshot of the job the watch has received (each stream
+// opens with one, each state change carries one): nil before the first event,
+// the final snapshot after the last. Its state is never behind the events
+// yielded, and can be ahead of them while they are replayed (watching a
+// finished job from 0, say).
+func (w *JobWatch) Job() *Job { return w.job.Load() }
+
+// offer makes job the Job when it is at least as recent: a snapshot shows the
+// job after its event LastSequence, and a later one replaces an earlier.
+func (w *JobWatch) offer(job *Job) {
+	if current := w.job.Load(); job != nil && (current == nil || job.GetLastSequence() >= current.GetLastSequence()) {
+		w.job.Store(job)
+	}
+}
+
+// Resumes counts the times the watch called WatchJob again after a dropped
+// stream.
+func (w *JobWatch) Resumes() int { return int(w.resumes.Load()) }
+
+// LastSequence is the sequence of the last event yielded (after, before the
+// first): the position to watch from again.
+func (w *JobWatch) LastSequence() uint64 { return w.last.Load() }
+
+// Stop ends the watch: Events ends at once, without an error, and the stream
+// is closed. The job goes on (CancelJob cancels it). Call it, or range Events
+// to its end, to release the watch.
+func (w *JobWatch) Stop() {
+	w.stopped.Store(true)
+	w.cancel()
+}
+
+// Events yields each event of the job once, in sequence order. The last event
+// is the JobEventKindStateChanged one whose Job is in a terminal state (see
+// Terminal); if the job had already ended with no events after after, there
+// are none. Heartbeats and the stream's opening snapshot are not yielded
+// (GetJob returns the job).
+//
+// When the stream drops (UNAVAILABLE, which is also how grpc-go reports a cut
+// connection, or a clean end before the job's terminal event), the watch calls
+// WatchJob again with after_sequence = LastSequence, after a backoff, and goes
+// on (WithResume; DefaultResume survives a restart of the server).
+//
+// On failure Events yields one (nil, err) and stops: an *Error (anything but
+// UNAVAILABLE at once, UNAVAILABLE once the budget is spent), ErrWatchEnded,
+// or ctx's error when ctx ends. After Stop it ends without an error. Breaking
+// out of the loop closes the stream.
+func (w *JobWatch) Events() iter.Seq2[*JobEvent, error] {
+	return func(yield func(*JobEvent, error) bool) {
+		if w.started.Swap(true) {
+			return
+		}
+		defer w.cancel()
+		failed := w.client.resume.failures()
 		for {
-			progressed, done, err := w.follow(ctx, yield)
+			progressed, done, err := w.follow(yield)
 			switch {
-			case done:
+			case done, w.stopped.Load():
 				return
-			case ctx.Err() != nil:
-				yield(nil, ctx.Err())
+			case w.ctx.Err() != nil:
+				yield(nil, w.ctx.Err())
 				return
 			case !resumable(err):
 				yield(nil, err)
 				return
 			}
 			if progressed {
-				delays.Reset()
+				failed.reset()
 			}
-			if progressed || failingSince.IsZero() {
-				failingSince = time.Now()
-			}
-			left := c.resume.Budget - time.Since(failingSince)
-			if left <= 0 {
-				yield(nil, err)
+			if !failed.wait(w.ctx, 0) {
+				switch {
+				case w.stopped.Load():
+				case w.ctx.Err() != nil:
+					yield(nil, w.ctx.Err())
+				default:
+					yield(nil, err) // the budget is spent
+				}
 				return
 			}
-			if !sleep(ctx, min(delays.NextBackOff(), delays.MaxInterval, left)) {
-				yield(nil, ctx.Err())
-				return
-			}
+			w.resumes.Add(1)
 		}
 	}
 }
 
-// sleep waits d; false when ctx ended first.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-// watch is one Watch call's position in the job's event log.
-type watch struct {
-	client *Client
-	jobID  string
-	last   uint64 // the last sequence yielded
-}
-
-// follow reads one WatchJob stream from w.last. done means the iteration is
-// over: the job ended or the consumer stopped. Otherwise err says why the
+// follow reads one WatchJob stream from LastSequence. done means the iteration
+// is over: the job ended or the consumer stopped. Otherwise err says why the
 // stream ended, and progressed whether it yielded anything first.
-func (w *watch) follow(ctx context.Context, yield func(*finetunev1.JobEvent, error) bool) (progressed, done bool, err error) {
-	stream, err := w.client.WatchJob(ctx, &finetunev1.WatchJobRequest{JobId: w.jobID, AfterSequence: w.last})
+func (w *JobWatch) follow(yield func(*JobEvent, error) bool) (progressed, done bool, err error) {
+	stream, err := w.client.FineTuneServiceClient.WatchJob(w.ctx,
+		&finetunev1.WatchJobRequest{JobId: w.jobID, AfterSequence: w.last.Load()})
 	if err != nil {
 		return false, false, err
 	}
@@ -158,21 +159,25 @@ func (w *watch) follow(ctx context.Context, yield func(*finetunev1.JobEvent, err
 		switch item := msg.GetItem().(type) {
 		case *finetunev1.WatchJobResponse_Snapshot:
 			finished = Terminal(item.Snapshot.GetState())
+			w.pending = item.Snapshot
 		case *finetunev1.WatchJobResponse_Event:
 			ev := item.Event
-			if ev.GetSequence() <= w.last {
+			if ev.GetSequence() <= w.last.Load() {
 				continue // already yielded before a resume
 			}
-			if ctx.Err() != nil {
+			if w.ctx.Err() != nil {
 				// Messages already received can still arrive after a cancellation: stop now.
-				return progressed, false, ctx.Err()
+				return progressed, false, w.ctx.Err()
 			}
-			w.last = ev.GetSequence()
+			w.last.Store(ev.GetSequence())
+			w.offer(w.pending)
+			w.offer(ev.GetJob())
+			w.pending = nil
 			progressed = true
 			if !yield(ev, nil) {
 				return true, true, nil
 			}
-			if ev.GetKind() == finetunev1.JobEventKind_JOB_EVENT_KIND_STATE_CHANGED && Terminal(ev.GetJob().GetState()) {
+			if ev.GetKind() == JobEventKindStateChanged && Terminal(ev.GetJob().GetState()) {
 				return true, true, nil
 			}
 		}
@@ -182,4 +187,12 @@ func (w *watch) follow(ctx context.Context, yield func(*finetunev1.JobEvent, err
 // resumable reports whether a watch that failed with err may call WatchJob again.
 func resumable(err error) bool {
 	return errors.Is(err, ErrWatchEnded) || status.Code(err) == codes.Unavailable
+}
+
+// Watch follows a job's events; see WatchJob and JobWatch.Events.
+//
+// Deprecated: use WatchJob(ctx, jobID, after).Events(), whose JobWatch also
+// has the latest Job, the Resumes and a Stop; Watch goes in 0.3.0.
+func (c *Client) Watch(ctx context.Context, jobID string, after uint64) iter.Seq2[*JobEvent, error] {
+	return c.WatchJob(ctx, jobID, after).Events()
 }

@@ -17,7 +17,6 @@ import (
 	"os/signal"
 
 	"github.com/fileengine/finetune/clients/go/finetune"
-	finetunev1 "github.com/fileengine/finetune/clients/go/gen/fileengine/finetune/v1"
 )
 
 type config struct {
@@ -67,23 +66,22 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	validated, err := client.ValidateDataset(ctx, &finetunev1.ValidateDatasetRequest{Training: training})
+	report, err := client.ValidateDataset(ctx, finetune.Source(training), nil)
 	if err != nil {
 		return err
 	}
-	report := validated.GetReport()
 	fmt.Fprintf(out, "validate: %d examples, %d errors, %d warnings; %d epochs, %d billed tokens, estimated $%.2f\n",
 		report.GetTraining().GetExamples(), report.GetErrorCount(), report.GetWarningCount(),
 		report.GetEpochs(), report.GetBilledTokens(), report.GetEstimatedCostUsd())
 	if report.GetErrorCount() > 0 {
 		for _, p := range report.GetProblems() {
-			fmt.Fprintf(out, "  %s:%d: %s[%s]: %s\n", cfg.dataset, p.GetLine(), p.GetSeverity(), p.GetCode(), p.GetMessage())
+			fmt.Fprintf(out, "  %s:%d: %s[%s]: %s\n", cfg.dataset, p.GetLine(), finetune.EnumName(p.GetSeverity()), p.GetCode(), p.GetMessage())
 		}
 		return errors.New("the dataset has errors")
 	}
 
 	// 2. Train. The SDK generates the request id, so a retry cannot start a second job.
-	started, err := client.StartTraining(ctx, &finetunev1.StartTrainingRequest{Training: training, Suffix: cfg.suffix})
+	started, err := client.StartTraining(ctx, &finetune.StartTrainingRequest{Training: training, Suffix: cfg.suffix})
 	if err != nil {
 		return err
 	}
@@ -91,15 +89,15 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	fmt.Fprintf(out, "train: job %s (request id %s)\n", job.GetId(), job.GetRequestId())
 
 	// 3. Watch until the job ends; a dropped stream is resumed without gaps or repeats.
-	for ev, err := range client.Watch(ctx, job.GetId(), 0) {
+	watch := client.WatchJob(ctx, job.GetId(), 0)
+	for ev, err := range watch.Events() {
 		if err != nil {
 			return err
 		}
 		switch ev.GetKind() {
-		case finetunev1.JobEventKind_JOB_EVENT_KIND_STATE_CHANGED:
-			job = ev.GetJob()
-			fmt.Fprintf(out, "watch: #%d %s\n", ev.GetSequence(), job.GetState())
-		case finetunev1.JobEventKind_JOB_EVENT_KIND_METRICS:
+		case finetune.JobEventKindStateChanged:
+			fmt.Fprintf(out, "watch: #%d %s\n", ev.GetSequence(), finetune.EnumName(ev.GetJob().GetState()))
+		case finetune.JobEventKindMetrics:
 			if m := ev.GetMetrics(); m.GetStep()%10 == 0 || m.GetStep() == m.GetTotalSteps() {
 				fmt.Fprintf(out, "watch: #%d step %d/%d loss %.3f\n", ev.GetSequence(), m.GetStep(), m.GetTotalSteps(), m.GetTrainLoss())
 			}
@@ -107,26 +105,30 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 			fmt.Fprintf(out, "watch: #%d %s\n", ev.GetSequence(), ev.GetMessage())
 		}
 	}
-	if job.GetState() != finetunev1.JobState_JOB_STATE_SUCCEEDED {
-		return fmt.Errorf("job %s ended %s: %s", job.GetId(), job.GetState(), job.GetError().GetMessage())
+	final := watch.Job() // the job as of its last state change: the final snapshot
+	if final.GetState() != finetune.JobStateSucceeded {
+		return fmt.Errorf("job %s ended %s: %s", job.GetId(), finetune.EnumName(final.GetState()), final.GetError().GetMessage())
 	}
+	job = final
 	fmt.Fprintf(out, "succeeded: %s (%d trained tokens, $%.2f; estimate %d tokens, $%.2f)\n",
 		job.GetFineTunedModel(), job.GetTrainedTokens(), job.GetActualCostUsd(),
 		job.GetEstimatedTokens(), job.GetEstimatedCostUsd())
 
 	// 4. Test: serve the model from the fast tier and stream an answer.
-	if _, err := client.PromoteModel(ctx, &finetunev1.PromoteModelRequest{
-		Tier: "fast", Source: &finetunev1.PromoteModelRequest_JobId{JobId: job.GetId()},
-	}); err != nil {
+	if _, err := client.PromoteModel(ctx, "fast", finetune.FromJob(job.GetId())); err != nil {
 		return err
 	}
-	completion, err := client.StreamCompletion(ctx, &finetunev1.CompleteRequest{
+	stream := client.StreamComplete(ctx, &finetune.CompleteRequest{
 		Tier:     "fast",
-		Messages: []*finetunev1.ChatMessage{{Role: finetunev1.ChatRole_CHAT_ROLE_USER, Content: cfg.prompt}},
-	}, func(delta string) { fmt.Fprint(out, delta) })
-	if err != nil {
-		return err
+		Messages: []*finetune.ChatMessage{{Role: finetune.ChatRoleUser, Content: cfg.prompt}},
+	})
+	for text, err := range stream.Text() {
+		if err != nil {
+			return err
+		}
+		fmt.Fprint(out, text)
 	}
+	completion := stream.Completion()
 	usage := completion.GetUsage()
 	fmt.Fprintf(out, "\ntest: %s on tier %s: %d prompt + %d completion tokens, $%.5f, %.0f ms\n",
 		completion.GetModel(), completion.GetTier(), usage.GetPromptTokens(), usage.GetCompletionTokens(),

@@ -42,7 +42,7 @@ func testPipeline(t *testing.T, cfg config) {
 	for _, want := range []string{
 		`(?m)^validate: 13 examples, 0 errors, \d+ warnings; 7 epochs, 123844 billed tokens, estimated \$3\.10$`,
 		`(?m)^train: job job-\S+ \(request id [0-9a-f-]{36}\)$`,
-		`(?m)^watch: #\d+ JOB_STATE_SUCCEEDED$`,
+		`(?m)^watch: #\d+ SUCCEEDED$`,
 		`(?m)^succeeded: ft:gpt-4o-2024-08-06:\S+:example:\S+ \(\d+ trained tokens, \$\d+\.\d\d; estimate 123844 tokens, \$3\.10\)$`,
 		`(?m)^test: ft:gpt-4o-2024-08-06:\S+:example:\S+ on tier fast: `,
 	} {

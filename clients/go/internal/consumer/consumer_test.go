@@ -76,8 +76,8 @@ func TestQuickStartInAFreshModule(t *testing.T) {
 	out := run(filepath.Join(dir, "pipeline"), server.SampleDataset)
 
 	for _, want := range []string{
-		`(?m)^\d+ JOB_EVENT_KIND_STATE_CHANGED `,
-		`(?m)^\d+ JOB_EVENT_KIND_METRICS `,
+		`(?m)^\d+ STATE_CHANGED `,
+		`(?m)^\d+ METRICS `,
 		`(?m)^trained ft:gpt-4o-2024-08-06:\S+:file-engine:\S+$`,
 		`(?m)^answer from ft:gpt-4o-2024-08-06:\S+:file-engine:\S+: \S`,
 	} {
