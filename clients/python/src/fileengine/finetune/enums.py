@@ -57,9 +57,7 @@ def _short_enum(descriptor: EnumDescriptor) -> Any:
     prefix = descriptor.values[0].name.removesuffix("UNSPECIFIED")
     members = [(v.name.removeprefix(prefix), v.number) for v in descriptor.values]
     members += [(v.name, v.number) for v in descriptor.values]
-    cls = enum.IntEnum(  # type: ignore[misc]
-        descriptor.name, members, module=__name__, qualname=descriptor.name
-    )
+    cls = enum.IntEnum(descriptor.name, members, module=__name__, qualname=descriptor.name)
     # What annotations of 0.1.0 name (`JobState.ValueType`): ints, as in the generated code.
     cls.ValueType = int
     cls.Name = classmethod(_name)
