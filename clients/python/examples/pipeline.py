@@ -53,7 +53,7 @@ def run(client: FineTuneClient, dataset: Path, suffix: str, tier: str) -> int:
         f"{report.error_count} errors, {report.warning_count} warnings"
     )
     for problem in report.problems:
-        if problem.severity == Severity.SEVERITY_ERROR:
+        if problem.severity == Severity.ERROR:
             print(f"  line {problem.line}: {problem.code}: {problem.message}")
     if report.error_count:
         return 1
@@ -65,13 +65,13 @@ def run(client: FineTuneClient, dataset: Path, suffix: str, tier: str) -> int:
     # 3. Watch: resumes by itself if the stream drops.
     watch = client.watch_job(job.id)
     for event in watch:
-        if event.kind == JobEventKind.JOB_EVENT_KIND_STATE_CHANGED:
-            print(f"  [{event.sequence}] {JobState.Name(event.job.state)}: {event.message}")
-        elif event.kind == JobEventKind.JOB_EVENT_KIND_METRICS and event.metrics.step % 10 == 0:
+        if event.kind == JobEventKind.STATE_CHANGED:
+            print(f"  [{event.sequence}] {JobState(event.job.state).name}: {event.message}")
+        elif event.kind == JobEventKind.METRICS and event.metrics.step % 10 == 0:
             m = event.metrics
             print(f"  [{event.sequence}] step {m.step}/{m.total_steps} loss {m.train_loss:.3f}")
     final = watch.job
-    if final is None or final.state != JobState.JOB_STATE_SUCCEEDED:
+    if final is None or final.state != JobState.SUCCEEDED:
         reason = final.error.message if final is not None else "no snapshot"
         print(f"job did not succeed: {reason}")
         return 1

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from fileengine.finetune import FineTuneClient, Job, JobState
+from fileengine.finetune import FineTuneClient, Job
 
-from harness import Harness, start_harness
+from harness import Harness, broken_copy, start_harness, train_to_success
 
 
 @pytest.fixture(scope="session")
@@ -37,19 +37,10 @@ def client(harness: Harness) -> Iterator[FineTuneClient]:
 @pytest.fixture(scope="session")
 def succeeded_job(client: FineTuneClient, harness: Harness) -> Job:
     """A job on the sample dataset, watched to its end (it must succeed in the emulator)."""
-    job = client.start_training(harness.sample_dataset, suffix="sdk-test").job
-    watch = client.watch_job(job.id)
-    for _ in watch:
-        pass
-    assert watch.job is not None and watch.job.state == JobState.JOB_STATE_SUCCEEDED
-    return watch.job
+    return train_to_success(client, harness.sample_dataset, "sdk-test")
 
 
 @pytest.fixture
 def broken_dataset(harness: Harness, tmp_path: Path) -> Path:
     """The sample dataset with its third line replaced by text that is not JSON."""
-    lines = harness.sample_dataset.read_bytes().splitlines(keepends=True)
-    lines[2] = b"this line is not JSON\n"
-    path = tmp_path / "broken.jsonl"
-    path.write_bytes(b"".join(lines))
-    return path
+    return broken_copy(harness.sample_dataset, tmp_path)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fileengine.finetune import JobEvent, JobEventKind, JobState
+from fileengine.finetune import FineTuneClient, Job, JobEvent, JobEventKind, JobState
 
 REPO = Path(__file__).resolve().parents[3]
 # A training job on the sample dataset lasts about 200 / TIME_SCALE seconds: long enough for a
@@ -137,14 +137,32 @@ def start_harness(log: Path, *, secure: bool = False) -> Iterator[Harness]:
             process.wait()
 
 
-def assert_complete_history(events: list[JobEvent], final_state: JobState.ValueType) -> None:
+def train_to_success(client: FineTuneClient, dataset: Path, suffix: str) -> Job:
+    """A job on `dataset`, watched to its end, where it must have succeeded."""
+    job = client.start_training(dataset, suffix=suffix).job
+    watch = client.watch_job(job.id)
+    for _ in watch:
+        pass
+    assert watch.job is not None and watch.job.state == JobState.SUCCEEDED
+    return watch.job
+
+
+def broken_copy(dataset: Path, directory: Path) -> Path:
+    """`dataset` with its third line replaced by text that is not JSON, in `directory`."""
+    lines = dataset.read_bytes().splitlines(keepends=True)
+    lines[2] = b"this line is not JSON\n"
+    path = directory / "broken.jsonl"
+    path.write_bytes(b"".join(lines))
+    return path
+
+
+def assert_complete_history(events: list[JobEvent], final_state: int) -> None:
     """What a watch through the harness must deliver: every event from the first, once, in
     order, ending with the state change to `final_state`."""
     assert [e.sequence for e in events] == list(range(1, len(events) + 1))
     last = events[-1]
-    assert last.kind == JobEventKind.JOB_EVENT_KIND_STATE_CHANGED
+    assert last.kind == JobEventKind.STATE_CHANGED
     assert last.job.state == final_state
     assert not any(
-        e.kind == JobEventKind.JOB_EVENT_KIND_STATE_CHANGED and e.job.state == final_state
-        for e in events[:-1]
+        e.kind == JobEventKind.STATE_CHANGED and e.job.state == final_state for e in events[:-1]
     )

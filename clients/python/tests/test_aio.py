@@ -44,8 +44,8 @@ def test_validate_train_watch_through_a_cut(harness: Harness) -> None:
             assert cut >= 1
             assert watch.resumes >= 1
             assert [e.sequence for e in events] == list(range(1, len(events) + 1))
-            assert events[-1].kind == JobEventKind.JOB_EVENT_KIND_STATE_CHANGED
-            assert events[-1].job.state == JobState.JOB_STATE_SUCCEEDED
+            assert events[-1].kind == JobEventKind.STATE_CHANGED
+            assert events[-1].job.state == JobState.SUCCEEDED
             job = await client.get_job(started.job.id)
             assert job.fine_tuned_model == events[-1].job.fine_tuned_model != ""
 

@@ -32,14 +32,14 @@ def test_validates_the_sample_dataset(client: FineTuneClient, harness: Harness) 
     # The README's figures: OpenAI's automatic rule picks 7 epochs for 13 examples.
     assert report.epochs == 7
     assert report.billed_tokens == 123_844
-    assert all(p.severity == Severity.SEVERITY_WARNING for p in report.problems)
+    assert all(p.severity == Severity.WARNING for p in report.problems)
 
 
 def test_a_bad_line_is_reported_not_raised(client: FineTuneClient, broken_dataset: Path) -> None:
     report = client.validate_dataset(broken_dataset)
 
     assert report.error_count == 1
-    errors = [p for p in report.problems if p.severity == Severity.SEVERITY_ERROR]
+    errors = [p for p in report.problems if p.severity == Severity.ERROR]
     assert [(p.line, p.code) for p in errors] == [(3, "invalid_json")]
     assert report.training.examples == 12
 

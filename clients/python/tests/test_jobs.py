@@ -55,34 +55,34 @@ def test_watch_resumes_after_the_connection_is_cut(
     assert cut >= 1, "the watch stream should have been open when the harness cut it"
     assert watch.resumes >= 1
     assert len(events) > 50
-    assert_complete_history(events, JobState.JOB_STATE_SUCCEEDED)
+    assert_complete_history(events, JobState.SUCCEEDED)
     assert watch.last_sequence == events[-1].sequence
     assert watch.job is not None
     assert watch.job.fine_tuned_model.startswith("ft:gpt-4o-2024-08-06:")
-    assert client.get_job(job.id).state == JobState.JOB_STATE_SUCCEEDED
+    assert client.get_job(job.id).state == JobState.SUCCEEDED
 
 
 def test_watch_from_a_position_and_of_a_finished_job(
     client: FineTuneClient, succeeded_job: Job
 ) -> None:
     everything = list(client.watch_job(succeeded_job.id))
-    assert_complete_history(everything, JobState.JOB_STATE_SUCCEEDED)
+    assert_complete_history(everything, JobState.SUCCEEDED)
 
     tail = list(client.watch_job(succeeded_job.id, after_sequence=10))
     assert [e.sequence for e in tail] == [e.sequence for e in everything[10:]]
 
     watch = client.watch_job(succeeded_job.id, after_sequence=succeeded_job.last_sequence)
     assert list(watch) == []
-    assert watch.job is not None and watch.job.state == JobState.JOB_STATE_SUCCEEDED
+    assert watch.job is not None and watch.job.state == JobState.SUCCEEDED
 
 
 def test_cancel_a_job(client: FineTuneClient, harness: Harness) -> None:
     job = client.start_training(harness.sample_dataset, suffix="cancel", n_epochs=50).job
     cancelled = client.cancel_job(job.id)
-    assert cancelled.state == JobState.JOB_STATE_CANCELLED
+    assert cancelled.state == JobState.CANCELLED
 
     events = list(client.watch_job(job.id))
-    assert_complete_history(events, JobState.JOB_STATE_CANCELLED)
+    assert_complete_history(events, JobState.CANCELLED)
 
     with pytest.raises(FineTuneError) as raised:
         client.cancel_job(job.id)
@@ -94,9 +94,9 @@ def test_list_jobs_pages_through_every_job(client: FineTuneClient, succeeded_job
     assert succeeded_job.id in [j.id for j in listed]
     assert len({j.id for j in listed}) == len(listed)
 
-    succeeded = list(client.list_jobs(state=JobState.JOB_STATE_SUCCEEDED))
+    succeeded = list(client.list_jobs(state=JobState.SUCCEEDED))
     assert succeeded_job.id in [j.id for j in succeeded]
-    assert all(j.state == JobState.JOB_STATE_SUCCEEDED for j in succeeded)
+    assert all(j.state == JobState.SUCCEEDED for j in succeeded)
 
 
 def test_an_unknown_job_is_not_found(client: FineTuneClient) -> None:
@@ -116,7 +116,7 @@ def test_a_watch_can_be_stopped_without_stopping_the_job(
     job = client.start_training(harness.sample_dataset, suffix="stop", n_epochs=50).job
     watch = client.watch_job(job.id)
     seen = [next(watch)]
-    watch.cancel()
+    watch.stop()
     seen += list(watch)
 
     assert [e.sequence for e in seen] == [1]

@@ -61,7 +61,16 @@ def test_the_wheel_is_typed_and_complete(artifacts: tuple[Path, Path]) -> None:
     sdist, wheel = artifacts
     names = set(zipfile.ZipFile(wheel).namelist())
     package = "fileengine/finetune/"
-    for name in ["py.typed", "__init__.py", "client.py", "aio.py", "errors.py", "_shared.py"]:
+    for name in [
+        "py.typed",
+        "__init__.py",
+        "client.py",
+        "aio.py",
+        "errors.py",
+        "_shared.py",
+        "enums.py",
+        "enums.pyi",
+    ]:
         assert package + name in names
     for module in ["completion_pb2", "dataset_pb2", "job_pb2", "service_pb2", "service_pb2_grpc"]:
         assert f"{package}v1/{module}.py" in names
@@ -152,7 +161,7 @@ def test_a_consumer_installs_the_wheel_and_runs_the_readme_pipeline(
     out = example.stdout
     assert "training-data.jsonl: 13 examples" in out
     assert "0 errors" in out
-    assert "JOB_STATE_SUCCEEDED" in out
+    assert "] SUCCEEDED: " in out
     assert "succeeded: ft:gpt-4o-2024-08-06:" in out
     assert "fast (ft:gpt-4o-2024-08-06:" in out
 

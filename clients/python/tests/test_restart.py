@@ -46,8 +46,8 @@ def test_a_watch_continues_through_a_server_restart(restartable: Harness) -> Non
                 assert not restartable.up()
 
         assert watch.resumes >= 1
-        assert_complete_history(events, JobState.JOB_STATE_SUCCEEDED)
-        assert watch.job is not None and watch.job.state == JobState.JOB_STATE_SUCCEEDED
+        assert_complete_history(events, JobState.SUCCEEDED)
+        assert watch.job is not None and watch.job.state == JobState.SUCCEEDED
         assert client.get_job(job.id).last_sequence == events[-1].sequence
 
 
@@ -67,7 +67,7 @@ def test_an_asyncio_watch_continues_through_a_server_restart(restartable: Harnes
 
     events, resumes = asyncio.run(scenario())
     assert resumes >= 1
-    assert_complete_history(events, JobState.JOB_STATE_SUCCEEDED)
+    assert_complete_history(events, JobState.SUCCEEDED)
 
 
 def test_a_start_that_fails_in_a_restart_is_retried_with_its_request_id(
@@ -82,7 +82,7 @@ def test_a_start_that_fails_in_a_restart_is_retried_with_its_request_id(
         impatient.start_training(restartable.sample_dataset)
     error = raised.value
     assert error.code == grpc.StatusCode.UNAVAILABLE, error
-    assert error.request_id is not None
+    assert error.request_id, "the SDK made the id: the error carries it"
     assert error.request_id in str(error)
 
     # The README's retry: the same id, with the default policy, which waits out the restart.

@@ -93,9 +93,9 @@ def test_watch_over_tls_resumes_after_the_connection_is_cut(
     assert cut >= 1, "the watch stream should have been open when the harness cut it"
     assert watch.resumes >= 1
     assert len(events) > 50
-    assert_complete_history(events, JobState.JOB_STATE_SUCCEEDED)
-    assert watch.job is not None and watch.job.state == JobState.JOB_STATE_SUCCEEDED
-    assert secure_client.get_job(job.id).state == JobState.JOB_STATE_SUCCEEDED
+    assert_complete_history(events, JobState.SUCCEEDED)
+    assert watch.job is not None and watch.job.state == JobState.SUCCEEDED
+    assert secure_client.get_job(job.id).state == JobState.SUCCEEDED
 
 
 def test_no_token_or_a_wrong_token_is_unauthenticated(secure_harness: Harness) -> None:
@@ -152,7 +152,7 @@ def test_plaintext_or_an_untrusted_certificate_cannot_connect(secure_harness: Ha
             error = expect_error(
                 grpc.StatusCode.UNAVAILABLE, client.validate_dataset, secure_harness.sample_dataset
             )
-            assert error.reason is None, kwargs
+            assert error.reason == "", kwargs
 
 
 def test_asyncio_client_over_tls_with_a_token(secure_harness: Harness) -> None:
@@ -167,7 +167,7 @@ def test_asyncio_client_over_tls_with_a_token(secure_harness: Harness) -> None:
             assert report.training.examples == 13
             started = await client.start_training(secure_harness.sample_dataset, suffix="aio-tls")
             events = [e async for e in client.watch_job(started.job.id)]
-            assert_complete_history(events, JobState.JOB_STATE_SUCCEEDED)
+            assert_complete_history(events, JobState.SUCCEEDED)
             completion = await client.complete("Hello", tier="pro")
             assert completion.text
             assert_cost(completion, "claude-sonnet-5-5")

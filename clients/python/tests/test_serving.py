@@ -32,9 +32,7 @@ def test_promote_then_complete_and_stream(client: FineTuneClient, succeeded_job:
     # The job trained the default base model; its fine-tuned model bills at its own price.
     assert_cost(completion, "gpt-4o-2024-08-06", fine_tuned=True)
 
-    stream = client.stream_complete(
-        [ChatMessage(role=ChatRole.CHAT_ROLE_USER, content=PROMPT)], tier="fast"
-    )
+    stream = client.stream_complete([ChatMessage(role=ChatRole.USER, content=PROMPT)], tier="fast")
     deltas = list(stream)
     assert len(deltas) > 1
     assert stream.completion is not None
@@ -42,7 +40,7 @@ def test_promote_then_complete_and_stream(client: FineTuneClient, succeeded_job:
     assert stream.completion.model == succeeded_job.fine_tuned_model
     assert_cost(stream.completion, "gpt-4o-2024-08-06", fine_tuned=True)
 
-    feedback = client.record_feedback(completion.response_id, Rating.RATING_UP)
+    feedback = client.record_feedback(completion.response_id, Rating.UP)
     assert feedback.tier == "fast"
     stats = client.get_tier_stats("fast")
     assert sum(s.requests for s in stats) >= 2

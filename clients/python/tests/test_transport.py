@@ -10,8 +10,10 @@ against the real server in the other files (test_secure.py for tokens, roles and
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent import futures
+from datetime import timedelta
 from pathlib import Path
 
 import google.rpc.error_details_pb2 as error_details_pb2
@@ -73,7 +75,7 @@ class StandIn(service_pb2_grpc.FineTuneServiceServicer):
         # would; the last event (`job_events`) finishes the job. Without `send_events`, only
         # a heartbeat.
         self.watch_positions.append(request.after_sequence)
-        running = job_pb2.Job(id=request.job_id, state=JobState.JOB_STATE_RUNNING)
+        running = job_pb2.Job(id=request.job_id, state=JobState.RUNNING)
         yield job_pb2.WatchJobResponse(snapshot=running)
         if len(self.watch_positions) == 1 and self.quiet_first_seconds:
             # A job with nothing to report for a while (queued upstream): heartbeats only,
@@ -94,9 +96,7 @@ class StandIn(service_pb2_grpc.FineTuneServiceServicer):
             job_id=request.job_id,
             sequence=sequence,
             kind=job_pb2.JOB_EVENT_KIND_STATE_CHANGED if done else job_pb2.JOB_EVENT_KIND_MESSAGE,
-            job=job_pb2.Job(id=request.job_id, state=JobState.JOB_STATE_SUCCEEDED)
-            if done
-            else None,
+            job=job_pb2.Job(id=request.job_id, state=JobState.SUCCEEDED) if done else None,
         )
         yield job_pb2.WatchJobResponse(event=event)
         yield job_pb2.WatchJobResponse(heartbeat=job_pb2.Heartbeat(last_sequence=sequence))
@@ -135,6 +135,34 @@ def test_start_training_retries_unavailable_with_the_same_request_id(
     assert len(servicer.request_ids) == FAST_RETRY.attempts
 
 
+def test_start_training_gives_up_at_its_budget_or_the_callers_deadline(
+    stand_in: tuple[StandIn, int],
+) -> None:
+    servicer, port = stand_in
+    servicer.unavailable_starts = 1000
+    # Waits of 0.1 s with no count limit: the budget (0.5 s from the first failure) ends it.
+    budget = RetryPolicy(initial_backoff=0.1, multiplier=1, jitter=0, start_budget=0.5)
+    with (
+        FineTuneClient(f"127.0.0.1:{port}", retry=budget) as client,
+        pytest.raises(FineTuneError) as raised,
+    ):
+        client.start_training(Path(__file__))
+    assert raised.value.code == grpc.StatusCode.UNAVAILABLE
+    assert 2 <= len(servicer.request_ids) <= 7  # at 0, 0.1, ... 0.5 s
+    assert uuid.UUID(raised.value.request_id).version == 4
+
+    # The caller's timeout bounds the start as a whole, retries included.
+    servicer.request_ids.clear()
+    patient = RetryPolicy(initial_backoff=0.1, multiplier=1, jitter=0, start_budget=600)
+    with (
+        FineTuneClient(f"127.0.0.1:{port}", retry=patient, timeout=0.5) as client,
+        pytest.raises(FineTuneError) as raised,
+    ):
+        client.start_training(Path(__file__))
+    assert raised.value.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    assert 2 <= len(servicer.request_ids) <= 6
+
+
 def test_a_watch_stream_that_ends_early_is_resumed(stand_in: tuple[StandIn, int]) -> None:
     servicer, port = stand_in
     with FineTuneClient(f"127.0.0.1:{port}", retry=FAST_RETRY) as client:
@@ -145,7 +173,7 @@ def test_a_watch_stream_that_ends_early_is_resumed(stand_in: tuple[StandIn, int]
     events = [i for i in items if isinstance(i, job_pb2.JobEvent)]
     assert [e.sequence for e in events] == [1, 2, 3]
     assert any(isinstance(i, job_pb2.Heartbeat) for i in items)
-    assert watch.job is not None and watch.job.state == JobState.JOB_STATE_SUCCEEDED
+    assert watch.job is not None and watch.job.state == JobState.SUCCEEDED
 
 
 # Waits of 0.2 s, none shortened, within 1 s without an event.
@@ -200,5 +228,5 @@ def test_retry_info_and_error_info_metadata_are_decoded(stand_in: tuple[StandIn,
     assert error.message == "slow down"
     assert (error.reason, error.domain) == ("UPSTREAM_RATE_LIMITED", DOMAIN)
     assert error.metadata == {"provider": "openai"}
-    assert error.retry_delay == 2.0
+    assert error.retry_delay == timedelta(seconds=2)
     assert len(error.details) == 2

@@ -10,12 +10,12 @@ from fileengine.finetune.v1 import job_pb2
 def event(sequence: int, state: JobState.ValueType | None = None) -> job_pb2.WatchJobResponse:
     if state is None:
         return job_pb2.WatchJobResponse(
-            event=job_pb2.JobEvent(sequence=sequence, kind=JobEventKind.JOB_EVENT_KIND_MESSAGE)
+            event=job_pb2.JobEvent(sequence=sequence, kind=JobEventKind.MESSAGE)
         )
     return job_pb2.WatchJobResponse(
         event=job_pb2.JobEvent(
             sequence=sequence,
-            kind=JobEventKind.JOB_EVENT_KIND_STATE_CHANGED,
+            kind=JobEventKind.STATE_CHANGED,
             job=job_pb2.Job(state=state),
         )
     )
@@ -29,7 +29,7 @@ def snapshot(state: JobState.ValueType, last_sequence: int) -> job_pb2.WatchJobR
 
 def test_resumes_after_the_last_event_and_drops_repeats() -> None:
     progress = WatchProgress("job-1", after_sequence=0)
-    assert progress.accept(snapshot(JobState.JOB_STATE_RUNNING, 2)) is None
+    assert progress.accept(snapshot(JobState.RUNNING, 2)) is None
     assert progress.accept(event(1)) is not None
     assert progress.accept(event(2)) is not None
     assert progress.request().after_sequence == 2
@@ -39,21 +39,21 @@ def test_resumes_after_the_last_event_and_drops_repeats() -> None:
 
 def test_the_terminal_state_change_ends_the_watch() -> None:
     progress = WatchProgress("job-1", after_sequence=4)
-    progress.accept(snapshot(JobState.JOB_STATE_RUNNING, 4))
-    progress.accept(event(5, JobState.JOB_STATE_RUNNING))
+    progress.accept(snapshot(JobState.RUNNING, 4))
+    progress.accept(event(5, JobState.RUNNING))
     assert not progress.done
-    progress.accept(event(6, JobState.JOB_STATE_FAILED))
+    progress.accept(event(6, JobState.FAILED))
     assert progress.done
-    assert progress.job is not None and progress.job.state == JobState.JOB_STATE_FAILED
+    assert progress.job is not None and progress.job.state == JobState.FAILED
 
 
 def test_a_finished_job_with_nothing_after_the_position_is_done_at_the_snapshot() -> None:
     finished = WatchProgress("job-1", after_sequence=9)
-    finished.accept(snapshot(JobState.JOB_STATE_SUCCEEDED, 9))
+    finished.accept(snapshot(JobState.SUCCEEDED, 9))
     assert finished.done
 
     behind = WatchProgress("job-1", after_sequence=3)
-    behind.accept(snapshot(JobState.JOB_STATE_SUCCEEDED, 9))
+    behind.accept(snapshot(JobState.SUCCEEDED, 9))
     assert not behind.done  # events 4..9 are still to come
 
 

@@ -9,36 +9,43 @@
             print(event.sequence, event.message)
 
 The wrapper returns the generated messages of `fileengine.finetune.v1`; the commonly used ones
-are re-exported here. Failed calls raise FineTuneError.
+are re-exported here, and the enums with short names (`JobState.SUCCEEDED`). Failed calls
+raise FineTuneError.
 """
 
 from importlib.metadata import version as _version
 
-from ._shared import TERMINAL_STATES, Dataset, Messages, RetryPolicy
+from ._shared import TERMINAL_STATES, Dataset, JobsPage, Messages, RetryPolicy
 from .aio import AsyncCompletionStream, AsyncFineTuneClient, AsyncJobWatch
 from .client import CompletionStream, FineTuneClient, JobWatch
+from .enums import (
+    ChatRole,
+    DatasetFormat,
+    FinishReason,
+    JobEventKind,
+    JobState,
+    Provider,
+    Rating,
+    Severity,
+    TrainingMethod,
+)
 from .errors import DOMAIN, FieldViolation, FineTuneError, PreconditionViolation
 from .v1.completion_pb2 import (
     ChatMessage,
-    ChatRole,
     Completion,
-    FinishReason,
     PromoteModelResponse,
-    Rating,
+    RecordFeedbackResponse,
     Tier,
     TierStats,
     Usage,
 )
-from .v1.dataset_pb2 import DatasetSource, Problem, Severity, ValidationReport
+from .v1.dataset_pb2 import DatasetSource, Problem, UploadDatasetResponse, ValidationReport
 from .v1.job_pb2 import (
     Heartbeat,
     Job,
     JobEvent,
-    JobEventKind,
-    JobState,
     StartTrainingResponse,
     StepMetrics,
-    TrainingMethod,
 )
 
 __version__ = _version("fileengine-finetune")
@@ -55,6 +62,7 @@ __all__ = [
     "Completion",
     "CompletionStream",
     "Dataset",
+    "DatasetFormat",
     "DatasetSource",
     "FieldViolation",
     "FineTuneClient",
@@ -66,11 +74,14 @@ __all__ = [
     "JobEventKind",
     "JobState",
     "JobWatch",
+    "JobsPage",
     "Messages",
     "PreconditionViolation",
     "Problem",
     "PromoteModelResponse",
+    "Provider",
     "Rating",
+    "RecordFeedbackResponse",
     "RetryPolicy",
     "Severity",
     "StartTrainingResponse",
@@ -78,6 +89,7 @@ __all__ = [
     "Tier",
     "TierStats",
     "TrainingMethod",
+    "UploadDatasetResponse",
     "Usage",
     "ValidationReport",
 ]

@@ -3,15 +3,17 @@ policy and the WatchJob resume bookkeeping. No I/O here beyond reading dataset f
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import os
 import random
 import time
 import uuid
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
 
 import grpc
 
@@ -44,7 +46,9 @@ class RetryPolicy:
 
     StartTraining is retried on UNAVAILABLE with the same request_id (the server is idempotent
     per request_id), after the server's RetryInfo delay when it sends one (for example with
-    reason UPSTREAM_OUTCOME_UNKNOWN), at most `attempts` tries in all.
+    reason UPSTREAM_OUTCOME_UNKNOWN; at most `max_backoff`), until `start_budget` seconds have
+    passed since the first failure, or the client's `timeout` since the first try, or
+    `attempts` tries were made when set.
 
     A watch is resumed from the last sequence received when its stream drops (UNAVAILABLE, or
     a transport INTERNAL such as an HTTP/2 RST_STREAM) or ends before the job did, until
@@ -57,12 +61,13 @@ class RetryPolicy:
     do not all come back at once.
     """
 
-    attempts: int = 8
+    attempts: int | None = None
     initial_backoff: float = 0.2
     max_backoff: float = 5.0
     multiplier: float = 2.0
     jitter: float = 0.2
     watch_budget: float = 60.0
+    start_budget: float = 60.0
 
     def backoff(self, failure: int) -> float:
         """The longest wait (seconds) after the `failure`-th consecutive failure (1-based)."""
@@ -222,6 +227,18 @@ def complete_request(
     )
 
 
+def promote_request(
+    tier: str, job_id: str | None, model: str | None
+) -> completion_pb2.PromoteModelRequest:
+    """A PromoteModelRequest from a job or a model (the server refuses both or neither)."""
+    request = completion_pb2.PromoteModelRequest(tier=tier)
+    if job_id is not None:
+        request.job_id = job_id
+    if model is not None:
+        request.model = model
+    return request
+
+
 class WatchProgress:
     """Resume bookkeeping of one logical WatchJob: what to ask for after a dropped stream, what
     to hand to the caller, and when the job is over.
@@ -288,20 +305,22 @@ def resumable(error: FineTuneError) -> bool:
     ErrorInfo, so a `reason`)."""
     if error.code == grpc.StatusCode.UNAVAILABLE:
         return True
-    return error.code == grpc.StatusCode.INTERNAL and error.reason is None
+    return error.code == grpc.StatusCode.INTERNAL and not error.reason
 
 
 class ResumeBudget:
-    """When a watch resumes, and when it gives up: the backoff of `policy` between tries, until
-    `policy.watch_budget` seconds have passed since the first failure after the last event.
+    """When a call is tried again, and when it gives up: the backoff of `policy` between tries,
+    until `budget` seconds have passed since the first failure (for a watch: the first failure
+    after the last event).
 
     The clock starts at that failure, not at the last event: a job can be quiet for longer than
     the budget (queued upstream for minutes, with only heartbeats), and a drop after such a
     quiet spell still gets the whole budget. Heartbeats do not stop the clock once it runs, so
     a server that keeps accepting and dropping the stream without progress ends the watch."""
 
-    def __init__(self, policy: RetryPolicy) -> None:
+    def __init__(self, policy: RetryPolicy, budget: float) -> None:
         self.policy = policy
+        self.budget = budget
         self.failures = 0
         self.failing_since: float | None = None
 
@@ -310,17 +329,96 @@ class ResumeBudget:
         self.failures = 0
         self.failing_since = None
 
-    def next_delay(self) -> float | None:
-        """Seconds to wait before resuming after a failure, or None when the budget is spent.
-        The last wait ends when the budget does, so that one try is made at its end."""
+    def next_delay(self, retry_delay: float | None = None) -> float | None:
+        """Seconds to wait before trying again after a failure (the server's `retry_delay`
+        when it sent one), or None when the budget is spent. The last wait ends when the budget
+        does, so that one try is made at its end."""
         now = time.monotonic()
         if self.failing_since is None:
             self.failing_since = now
         self.failures += 1
-        remaining = self.policy.watch_budget - (now - self.failing_since)
+        remaining = self.budget - (now - self.failing_since)
         if remaining <= 0:
             return None
-        return min(self.policy.delay(self.failures, None), remaining)
+        return min(self.policy.delay(self.failures, retry_delay), remaining)
+
+
+class StartRetry:
+    """The retries of one StartTraining: what deadline each try gets and how long to wait
+    before the next, per `RetryPolicy` and the client's `timeout` (the caller's deadline for
+    the whole start, retries included)."""
+
+    def __init__(self, policy: RetryPolicy, timeout: float | None) -> None:
+        self._policy = policy
+        self._budget = ResumeBudget(policy, policy.start_budget)
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._tries = 0
+
+    def timeout(self) -> float | None:
+        """The next try's timeout: what is left of the caller's."""
+        if self._deadline is None:
+            return None
+        return max(0.0, self._deadline - time.monotonic())
+
+    def after(self, error: FineTuneError) -> float | None:
+        """Seconds to wait before trying again after `error`, or None to raise it."""
+        self._tries += 1
+        attempts = self._policy.attempts
+        if error.code != grpc.StatusCode.UNAVAILABLE or (
+            attempts is not None and self._tries >= attempts
+        ):
+            return None
+        wanted = error.retry_delay.total_seconds() if error.retry_delay is not None else None
+        delay = self._budget.next_delay(wanted)
+        if delay is None or (
+            self._deadline is not None and time.monotonic() + delay >= self._deadline
+        ):
+            return None
+        return delay
+
+
+def generated_request_id(request_id: str | None) -> tuple[str, str]:
+    """A start's request id, and what its errors carry: the id when the SDK made it up (the
+    caller has no other way to learn it, and needs it to retry without making a second job),
+    else ""."""
+    if request_id:
+        return request_id, ""
+    generated = new_request_id()
+    return generated, generated
+
+
+class JobsPage(NamedTuple):
+    """One page of ListJobs: the jobs, newest first, and the token of the next page ("" after
+    the last)."""
+
+    jobs: list[job_pb2.Job]
+    next_page_token: str
+
+
+def list_request(
+    state: job_pb2.JobState.ValueType, page_size: int, page_token: str
+) -> job_pb2.ListJobsRequest:
+    return job_pb2.ListJobsRequest(state=state, page_size=page_size, page_token=page_token)
+
+
+def jobs_page(response: job_pb2.ListJobsResponse) -> JobsPage:
+    return JobsPage(list(response.jobs), response.next_page_token)
+
+
+class Stoppable(abc.ABC):
+    """A stream the caller can stop: `stop()`, and `cancel()`, its name in 0.1.0."""
+
+    @abc.abstractmethod
+    def stop(self) -> None: ...
+
+    def cancel(self) -> None:
+        """Deprecated: use stop()."""
+        warnings.warn(
+            f"{type(self).__name__}.cancel() is deprecated: use stop()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        self.stop()
 
 
 def ended_early(progress: WatchProgress) -> FineTuneError:

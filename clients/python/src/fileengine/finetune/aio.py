@@ -1,6 +1,7 @@
-"""AsyncFineTuneClient: the asyncio (grpc.aio) twin of FineTuneClient, for the pipeline's
-calls: validate, upload, train, watch, complete and stream. Same arguments, same results,
-same FineTuneError; for the other RPCs use `client.stub` with `metadata=client.metadata`."""
+"""AsyncFineTuneClient: the asyncio (grpc.aio) twin of FineTuneClient. Every method of the
+sync client is here with the same arguments, results and FineTuneError, awaited; list_jobs,
+watch_job and stream_complete are async iterators. For what the wrapper does not cover use
+`client.stub` with `metadata=client.metadata`."""
 
 from __future__ import annotations
 
@@ -15,13 +16,15 @@ import grpc
 import grpc.aio
 
 from . import _shared
-from ._shared import Dataset, Messages, RetryPolicy
+from ._shared import Dataset, JobsPage, Messages, RetryPolicy, Stoppable
 from .errors import FineTuneError
 from .v1 import completion_pb2, dataset_pb2, job_pb2, service_pb2_grpc
 
 __all__ = ["AsyncCompletionStream", "AsyncFineTuneClient", "AsyncJobWatch"]
 
 _Item = TypeVar("_Item")
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
 
 
 class AsyncFineTuneClient:
@@ -96,13 +99,7 @@ class AsyncFineTuneClient:
             max_problems=max_problems,
             min_examples_per_intent=min_examples_per_intent,
         )
-        try:
-            response = await self._stub.ValidateDataset(
-                request, timeout=self._timeout, metadata=self._metadata
-            )
-        except grpc.aio.AioRpcError as error:
-            raise FineTuneError.from_rpc_error(error) from error
-        return response.report
+        return (await self._unary(self._stub.ValidateDataset, request)).report
 
     async def upload_dataset(
         self, path: str | os.PathLike[str]
@@ -141,8 +138,9 @@ class AsyncFineTuneClient:
         request_id: str | None = None,
         accepted_problems: Sequence[dataset_pb2.AcceptedProblem] = (),
     ) -> job_pb2.StartTrainingResponse:
-        """See FineTuneClient.start_training: every FineTuneError carries `request_id`."""
-        request_id = request_id or _shared.new_request_id()
+        """See FineTuneClient.start_training: the same retries, and every FineTuneError
+        carries the request id when it was generated."""
+        request_id, generated = _shared.generated_request_id(request_id)
         try:
             request = _shared.training_request(
                 await self.dataset_source(training),
@@ -159,34 +157,51 @@ class AsyncFineTuneClient:
                 metadata=metadata,
                 accepted_problems=accepted_problems,
             )
-            failures = 0
+            retry = _shared.StartRetry(self._retry, self._timeout)
             while True:
                 try:
-                    return await self._stub.StartTraining(
-                        request, timeout=self._timeout, metadata=self._metadata
-                    )
-                except grpc.aio.AioRpcError as error:
-                    failures += 1
-                    failure = FineTuneError.from_rpc_error(error)
-                    if (
-                        failure.code != grpc.StatusCode.UNAVAILABLE
-                        or failures >= self._retry.attempts
-                    ):
-                        raise failure from error
-                    delay = self._retry.delay(failures, failure.retry_delay)
+                    return await self._call(self._stub.StartTraining, request, retry.timeout())
+                except FineTuneError as error:
+                    delay = retry.after(error)
+                    if delay is None:
+                        raise
                 await asyncio.sleep(delay)
         except FineTuneError as error:
-            error.request_id = request_id
+            error.request_id = generated
             raise
 
     async def get_job(self, job_id: str) -> job_pb2.Job:
-        try:
-            response = await self._stub.GetJob(
-                job_pb2.GetJobRequest(job_id=job_id), timeout=self._timeout, metadata=self._metadata
-            )
-        except grpc.aio.AioRpcError as error:
-            raise FineTuneError.from_rpc_error(error) from error
-        return response.job
+        return (await self._unary(self._stub.GetJob, job_pb2.GetJobRequest(job_id=job_id))).job
+
+    async def list_jobs(
+        self,
+        *,
+        state: job_pb2.JobState.ValueType = job_pb2.JOB_STATE_UNSPECIFIED,
+        page_size: int = 0,
+    ) -> AsyncIterator[job_pb2.Job]:
+        """`async for job in client.list_jobs()`: see FineTuneClient.list_jobs."""
+        token = ""
+        while True:
+            page = await self.list_jobs_page(state=state, page_size=page_size, page_token=token)
+            for job in page.jobs:
+                yield job
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def list_jobs_page(
+        self,
+        *,
+        state: job_pb2.JobState.ValueType = job_pb2.JOB_STATE_UNSPECIFIED,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> JobsPage:
+        request = _shared.list_request(state, page_size, page_token)
+        return _shared.jobs_page(await self._unary(self._stub.ListJobs, request))
+
+    async def cancel_job(self, job_id: str) -> job_pb2.Job:
+        request = job_pb2.CancelJobRequest(job_id=job_id)
+        return (await self._unary(self._stub.CancelJob, request)).job
 
     @overload
     def watch_job(
@@ -231,13 +246,7 @@ class AsyncFineTuneClient:
             stop=stop,
             user_id=user_id,
         )
-        try:
-            response = await self._stub.Complete(
-                request, timeout=self._timeout, metadata=self._metadata
-            )
-        except grpc.aio.AioRpcError as error:
-            raise FineTuneError.from_rpc_error(error) from error
-        return response.completion
+        return (await self._unary(self._stub.Complete, request)).completion
 
     def stream_complete(
         self,
@@ -267,9 +276,46 @@ class AsyncFineTuneClient:
         )
         return AsyncCompletionStream(call)
 
+    async def list_tiers(self) -> list[completion_pb2.Tier]:
+        response = await self._unary(self._stub.ListTiers, completion_pb2.ListTiersRequest())
+        return list(response.tiers)
 
-class AsyncJobWatch(Generic[_Item]):
-    """The async iterator behind AsyncFineTuneClient.watch_job; see JobWatch."""
+    async def promote_model(
+        self, tier: str, *, job_id: str | None = None, model: str | None = None
+    ) -> completion_pb2.PromoteModelResponse:
+        request = _shared.promote_request(tier, job_id, model)
+        return await self._unary(self._stub.PromoteModel, request)
+
+    async def record_feedback(
+        self, response_id: str, rating: completion_pb2.Rating.ValueType
+    ) -> completion_pb2.RecordFeedbackResponse:
+        request = completion_pb2.RecordFeedbackRequest(response_id=response_id, rating=rating)
+        return await self._unary(self._stub.RecordFeedback, request)
+
+    async def get_tier_stats(self, tier: str = "") -> list[completion_pb2.TierStats]:
+        request = completion_pb2.GetTierStatsRequest(tier=tier)
+        return list((await self._unary(self._stub.GetTierStats, request)).stats)
+
+    async def _unary(
+        self, method: grpc.aio.UnaryUnaryMultiCallable[_Request, _Response], request: _Request
+    ) -> _Response:
+        return await self._call(method, request, self._timeout)
+
+    async def _call(
+        self,
+        method: grpc.aio.UnaryUnaryMultiCallable[_Request, _Response],
+        request: _Request,
+        timeout: float | None,
+    ) -> _Response:
+        try:
+            return await method(request, timeout=timeout, metadata=self._metadata)
+        except grpc.aio.AioRpcError as error:
+            raise FineTuneError.from_rpc_error(error) from error
+
+
+class AsyncJobWatch(Stoppable, Generic[_Item]):
+    """The async iterator behind AsyncFineTuneClient.watch_job; see JobWatch: `.job`,
+    `.resumes`, `.last_sequence`, `.stop()`."""
 
     def __init__(
         self,
@@ -283,7 +329,7 @@ class AsyncJobWatch(Generic[_Item]):
         self._call: (
             grpc.aio.UnaryStreamCall[job_pb2.WatchJobRequest, job_pb2.WatchJobResponse] | None
         ) = None
-        self._cancelled = False
+        self._stopped = False
         self._items = self._run()
         self.resumes = 0
 
@@ -301,15 +347,16 @@ class AsyncJobWatch(Generic[_Item]):
     async def __anext__(self) -> _Item:
         return await anext(self._items)
 
-    def cancel(self) -> None:
-        self._cancelled = True
+    def stop(self) -> None:
+        """Stops watching (iteration ends); the job itself goes on."""
+        self._stopped = True
         if self._call is not None:
             self._call.cancel()
 
     async def _run(self) -> AsyncIterator[_Item]:
         client, progress = self._client, self._progress
-        budget = _shared.ResumeBudget(client._retry)
-        while not self._cancelled:
+        budget = _shared.ResumeBudget(client._retry, client._retry.watch_budget)
+        while not self._stopped:
             failure: FineTuneError | None = None
             call = client._stub.WatchJob(progress.request(), metadata=client._metadata)
             self._call = call
@@ -326,14 +373,14 @@ class AsyncJobWatch(Generic[_Item]):
                 if progress.done:
                     return
             except grpc.aio.AioRpcError as error:
-                if self._cancelled:
+                if self._stopped:
                     return
                 failure = FineTuneError.from_rpc_error(error)
                 failure.__cause__ = error
                 if not _shared.resumable(failure):
                     raise failure from error
             except asyncio.CancelledError:
-                if self._cancelled:
+                if self._stopped:
                     return
                 raise
             finally:
@@ -345,8 +392,9 @@ class AsyncJobWatch(Generic[_Item]):
             self.resumes += 1
 
 
-class AsyncCompletionStream:
-    """The async iterator behind AsyncFineTuneClient.stream_complete; see CompletionStream."""
+class AsyncCompletionStream(Stoppable):
+    """The async iterator behind AsyncFineTuneClient.stream_complete; see CompletionStream:
+    text deltas, then `.completion`; `.stop()`."""
 
     def __init__(
         self,
@@ -355,6 +403,7 @@ class AsyncCompletionStream:
         ],
     ) -> None:
         self._call = call
+        self._stopped = False
         self._deltas = self._run()
         self.completion: completion_pb2.Completion | None = None
 
@@ -364,7 +413,10 @@ class AsyncCompletionStream:
     async def __anext__(self) -> str:
         return await anext(self._deltas)
 
-    def cancel(self) -> None:
+    def stop(self) -> None:
+        """Stops the stream (iteration ends, `completion` stays None); the server cancels the
+        upstream request."""
+        self._stopped = True
         self._call.cancel()
 
     async def _run(self) -> AsyncIterator[str]:
@@ -375,8 +427,15 @@ class AsyncCompletionStream:
                 elif response.WhichOneof("item") == "completion":
                     self.completion = response.completion
         except grpc.aio.AioRpcError as error:
+            if self._stopped:
+                return
             raise FineTuneError.from_rpc_error(error) from error
-        if self.completion is None:
+        except asyncio.CancelledError:
+            # What iterating a grpc.aio call that stop() cancelled raises.
+            if self._stopped:
+                return
+            raise
+        if self.completion is None and not self._stopped:
             raise FineTuneError(
                 grpc.StatusCode.INTERNAL, "StreamComplete ended without a completion"
             )

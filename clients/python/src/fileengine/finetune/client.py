@@ -16,7 +16,7 @@ from typing import Generic, Literal, Protocol, TypeVar, overload
 import grpc
 
 from . import _shared
-from ._shared import Dataset, Messages, RetryPolicy
+from ._shared import Dataset, JobsPage, Messages, RetryPolicy, Stoppable
 from .errors import FineTuneError
 from .v1 import completion_pb2, dataset_pb2, job_pb2, service_pb2_grpc
 
@@ -44,7 +44,8 @@ class FineTuneClient:
         token: sent as `authorization: Bearer <token>` on every call.
         tls: use TLS with gRPC's default root certificates. Plaintext by default.
         ca_file: use TLS trusting the certificates in this PEM file (implies `tls`).
-        timeout: deadline in seconds for each unary call; None waits as long as it takes.
+        timeout: deadline in seconds for each unary call (for start_training, for the start
+            as a whole, its retries included); None waits as long as it takes.
         retry: backoff for StartTraining retries and WatchJob resumes.
         inline_limit: datasets larger than this many bytes go through UploadDataset.
         upload_chunk_size: bytes per UploadDataset message.
@@ -171,19 +172,22 @@ class FineTuneClient:
         """Starts a training job and returns at once (the job and the validation report).
 
         `request_id` is the idempotency key; a new UUID4 when not given (read it back from
-        `response.job.request_id`). The call is retried on UNAVAILABLE with the same id (after
-        the server's RetryInfo delay, if any), which the server answers with the same job; that
-        includes reason UPSTREAM_OUTCOME_UNKNOWN, when OpenAI may have created the job but the
-        server could not confirm it yet. Every FineTuneError it raises carries the id in
-        `error.request_id`: after DEADLINE_EXCEEDED, or UNAVAILABLE after the retries, call
-        again with `request_id=error.request_id`; the same id never makes a second job.
+        `response.job.request_id`). The call is retried on UNAVAILABLE with the same id, which
+        the server answers with the same job; that includes reason UPSTREAM_OUTCOME_UNKNOWN,
+        when OpenAI may have created the job but the server could not confirm it yet. Waits
+        start at 0.2 s and double up to 5 s, with jitter (the server's RetryInfo delay instead,
+        up to 5 s); it gives up 60 s after the first failure, or when the client's `timeout`
+        has passed since the call began (see RetryPolicy). When the id was generated, every
+        FineTuneError it raises carries it in `error.request_id`: after DEADLINE_EXCEEDED, or
+        UNAVAILABLE after the retries, call again with `request_id=error.request_id`; the same
+        id never makes a second job.
         A dataset with errors raises FineTuneError FAILED_PRECONDITION, reason DATASET_INVALID,
         with `precondition_violations`. `accepted_problems` (`dataset_pb2.AcceptedProblem`,
         only `possible_secret`) are reviewed problems that no longer block the job; the job
         records them.
         """
         # Made before anything can fail, so that every error can carry it.
-        request_id = request_id or _shared.new_request_id()
+        request_id, generated = _shared.generated_request_id(request_id)
         try:
             request = _shared.training_request(
                 self.dataset_source(training),
@@ -200,21 +204,17 @@ class FineTuneClient:
                 metadata=metadata,
                 accepted_problems=accepted_problems,
             )
-            failures = 0
+            retry = _shared.StartRetry(self._retry, self._timeout)
             while True:
                 try:
-                    return self._unary(self._stub.StartTraining, request)
+                    return self._call(self._stub.StartTraining, request, retry.timeout())
                 except FineTuneError as error:
-                    failures += 1
-                    if (
-                        error.code != grpc.StatusCode.UNAVAILABLE
-                        or failures >= self._retry.attempts
-                    ):
+                    delay = retry.after(error)
+                    if delay is None:
                         raise
-                    delay = self._retry.delay(failures, error.retry_delay)
                 time.sleep(delay)
         except FineTuneError as error:
-            error.request_id = request_id
+            error.request_id = generated
             raise
 
     def get_job(self, job_id: str) -> job_pb2.Job:
@@ -227,17 +227,27 @@ class FineTuneClient:
         state: job_pb2.JobState.ValueType = job_pb2.JOB_STATE_UNSPECIFIED,
         page_size: int = 0,
     ) -> Iterator[job_pb2.Job]:
-        """Every job started through the service, newest first, fetched a page at a time."""
+        """Every job started through the service (in `state`, when given), newest first,
+        fetched `page_size` at a time (0: the server's default) as the iteration goes."""
         token = ""
         while True:
-            page = self._unary(
-                self._stub.ListJobs,
-                job_pb2.ListJobsRequest(page_size=page_size, page_token=token, state=state),
-            )
+            page = self.list_jobs_page(state=state, page_size=page_size, page_token=token)
             yield from page.jobs
             token = page.next_page_token
             if not token:
                 return
+
+    def list_jobs_page(
+        self,
+        *,
+        state: job_pb2.JobState.ValueType = job_pb2.JOB_STATE_UNSPECIFIED,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> JobsPage:
+        """One page of jobs, newest first: `(jobs, next_page_token)`; pass the token back for
+        the next page ("" after the last)."""
+        request = _shared.list_request(state, page_size, page_token)
+        return _shared.jobs_page(self._unary(self._stub.ListJobs, request))
 
     def cancel_job(self, job_id: str) -> job_pb2.Job:
         """Cancels an unfinished job; a finished one is FAILED_PRECONDITION."""
@@ -323,47 +333,59 @@ class FineTuneClient:
         return CompletionStream(call)
 
     def list_tiers(self) -> list[completion_pb2.Tier]:
+        """The serving tiers (`fast`, `pro`, ...) and the model each serves."""
         return list(self._unary(self._stub.ListTiers, completion_pb2.ListTiersRequest()).tiers)
 
     def promote_model(
         self, tier: str, *, job_id: str | None = None, model: str | None = None
     ) -> completion_pb2.PromoteModelResponse:
-        """Makes a succeeded job's model (or a named model) the one `tier` serves."""
-        request = completion_pb2.PromoteModelRequest(tier=tier)
-        if job_id is not None:
-            request.job_id = job_id
-        if model is not None:
-            request.model = model
+        """Makes a succeeded job's model (or a named model) the one `tier` serves; the response
+        holds the tier as it is now (`.tier`) and the model it served before."""
+        request = _shared.promote_request(tier, job_id, model)
         return self._unary(self._stub.PromoteModel, request)
 
     def record_feedback(
         self, response_id: str, rating: completion_pb2.Rating.ValueType
     ) -> completion_pb2.RecordFeedbackResponse:
+        """Rates a completion (`Rating.UP` or `Rating.DOWN`) by its `response_id`; the response
+        names the tier and arm it counted for."""
         request = completion_pb2.RecordFeedbackRequest(response_id=response_id, rating=rating)
         return self._unary(self._stub.RecordFeedback, request)
 
     def get_tier_stats(self, tier: str = "") -> list[completion_pb2.TierStats]:
+        """Requests, cost and ratings per tier and arm: of `tier`, or of every tier when ""."""
         request = completion_pb2.GetTierStatsRequest(tier=tier)
         return list(self._unary(self._stub.GetTierStats, request).stats)
 
     def _unary(
         self, method: grpc.UnaryUnaryMultiCallable[_Request, _Response], request: _Request
     ) -> _Response:
+        return self._call(method, request, self._timeout)
+
+    def _call(
+        self,
+        method: grpc.UnaryUnaryMultiCallable[_Request, _Response],
+        request: _Request,
+        timeout: float | None,
+    ) -> _Response:
         try:
-            return method(request, timeout=self._timeout, metadata=self._metadata)
+            return method(request, timeout=timeout, metadata=self._metadata)
         except grpc.RpcError as error:
             raise FineTuneError.from_rpc_error(error) from error
 
 
-class JobWatch(Generic[_Item]):
+class JobWatch(Stoppable, Generic[_Item]):
     """An iterator over a job's events that survives dropped streams and server restarts:
     it resumes as `RetryPolicy` says (by default for 60 s without an event, waits from 0.2 s
     up to 5 s), then raises the last error.
 
     Attributes:
-        job: the latest job snapshot seen (the final one once iteration ends).
+        job: the latest job snapshot seen (None before the first; the final one once
+            iteration ends).
         last_sequence: the sequence of the last event received: the resume position.
         resumes: how many times the stream was re-established.
+
+    `stop()` ends the iteration; the job goes on.
     """
 
     def __init__(
@@ -376,7 +398,7 @@ class JobWatch(Generic[_Item]):
         self._progress = progress
         self._select = select
         self._call: _ResponseStream[job_pb2.WatchJobResponse] | None = None
-        self._cancelled = False
+        self._stopped = False
         self._items = self._run()
         self.resumes = 0
 
@@ -394,16 +416,16 @@ class JobWatch(Generic[_Item]):
     def __next__(self) -> _Item:
         return next(self._items)
 
-    def cancel(self) -> None:
+    def stop(self) -> None:
         """Stops watching (iteration ends); the job itself goes on."""
-        self._cancelled = True
+        self._stopped = True
         if self._call is not None:
             self._call.cancel()
 
     def _run(self) -> Iterator[_Item]:
         client, progress = self._client, self._progress
-        budget = _shared.ResumeBudget(client._retry)
-        while not self._cancelled:
+        budget = _shared.ResumeBudget(client._retry, client._retry.watch_budget)
+        while not self._stopped:
             failure: FineTuneError | None = None
             self._call = client._stub.WatchJob(progress.request(), metadata=client._metadata)
             try:
@@ -419,7 +441,7 @@ class JobWatch(Generic[_Item]):
                 if progress.done:
                     return
             except grpc.RpcError as error:
-                if self._cancelled:
+                if self._stopped:
                     return
                 failure = FineTuneError.from_rpc_error(error)
                 failure.__cause__ = error
@@ -435,11 +457,13 @@ class JobWatch(Generic[_Item]):
             self.resumes += 1
 
 
-class CompletionStream:
-    """The text deltas of a StreamComplete call; `completion` is set once they are all read."""
+class CompletionStream(Stoppable):
+    """The text deltas of a StreamComplete call; `completion` is set once they are all read.
+    `stop()` ends it early (the server cancels the upstream request)."""
 
     def __init__(self, call: _ResponseStream[completion_pb2.StreamCompleteResponse]) -> None:
         self._call = call
+        self._stopped = False
         self._deltas = self._run()
         self.completion: completion_pb2.Completion | None = None
 
@@ -449,8 +473,10 @@ class CompletionStream:
     def __next__(self) -> str:
         return next(self._deltas)
 
-    def cancel(self) -> None:
-        """Stops the stream; the server cancels the upstream request."""
+    def stop(self) -> None:
+        """Stops the stream (iteration ends, `completion` stays None); the server cancels the
+        upstream request."""
+        self._stopped = True
         self._call.cancel()
 
     def _run(self) -> Iterator[str]:
@@ -461,8 +487,10 @@ class CompletionStream:
                 elif response.WhichOneof("item") == "completion":
                     self.completion = response.completion
         except grpc.RpcError as error:
+            if self._stopped:
+                return
             raise FineTuneError.from_rpc_error(error) from error
-        if self.completion is None:
+        if self.completion is None and not self._stopped:
             raise FineTuneError(
                 grpc.StatusCode.INTERNAL, "StreamComplete ended without a completion"
             )

@@ -8,6 +8,8 @@ a refused dataset, subject `training:LINE`) and a RetryInfo (how long to wait).
 
 from __future__ import annotations
 
+import datetime
+import warnings
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -47,19 +49,19 @@ class FineTuneError(Exception):
     """A call to the FineTune service failed.
 
     Attributes:
-        code: the gRPC status code.
+        code: the gRPC status code (`grpc.StatusCode`); `code_name` is its name.
         message: the server's message.
-        reason: ErrorInfo.reason (for example `DATASET_INVALID`, `JOB_NOT_FOUND`), or None
+        reason: ErrorInfo.reason (for example `DATASET_INVALID`, `JOB_NOT_FOUND`), or ""
             when the status carried no ErrorInfo (for example a transport failure).
-        domain: ErrorInfo.domain, `finetune.fileengine` for the service's own errors.
-        metadata: ErrorInfo.metadata.
+        domain: ErrorInfo.domain, `finetune.fileengine` for the service's own errors, or "".
+        metadata: ErrorInfo.metadata (for example `job_id` with JOB_NOT_FOUND).
         field_violations: BadRequest.field_violations, empty when absent.
         precondition_violations: PreconditionFailure.violations, empty when absent.
-        retry_delay: RetryInfo.retry_delay in seconds, or None when absent.
+        retry_delay: RetryInfo.retry_delay, or None when absent.
         details: every detail of the google.rpc.Status, undecoded.
-        request_id: on an error from start_training, the request id the call used (the one
-            it generated when none was given): call again with it to get the job the failed
-            call may have made, never a second one. None on errors of other calls.
+        request_id: on an error from start_training called without a request id, the one the
+            SDK generated: call again with it to get the job the failed call may have made,
+            never a second one. "" otherwise (a caller that gave the id has it already).
     """
 
     def __init__(
@@ -67,14 +69,14 @@ class FineTuneError(Exception):
         code: grpc.StatusCode,
         message: str,
         *,
-        reason: str | None = None,
-        domain: str | None = None,
+        reason: str = "",
+        domain: str = "",
         metadata: dict[str, str] | None = None,
         field_violations: tuple[FieldViolation, ...] = (),
         precondition_violations: tuple[PreconditionViolation, ...] = (),
-        retry_delay: float | None = None,
+        retry_delay: datetime.timedelta | None = None,
         details: tuple[any_pb2.Any, ...] = (),
-        request_id: str | None = None,
+        request_id: str = "",
     ) -> None:
         super().__init__(code, message)
         self.code = code
@@ -88,11 +90,26 @@ class FineTuneError(Exception):
         self.details = details
         self.request_id = request_id
 
+    @property
+    def code_name(self) -> str:
+        """The status code's name, such as `UNAVAILABLE`."""
+        return str(self.code.name)
+
+    @property
+    def retry_delay_seconds(self) -> float | None:
+        """Deprecated: `retry_delay` in seconds, what `retry_delay` was in 0.1.0."""
+        warnings.warn(
+            "FineTuneError.retry_delay_seconds is deprecated: use retry_delay (a timedelta)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return None if self.retry_delay is None else self.retry_delay.total_seconds()
+
     def __str__(self) -> str:
         reason = f" [{self.reason}]" if self.reason else ""
         # Where a log shows the error, it shows what to retry with.
         request = f" (request_id {self.request_id})" if self.request_id else ""
-        return f"{self.code.name}: {self.message}{reason}{request}"
+        return f"{self.code_name}: {self.message}{reason}{request}"
 
     @classmethod
     def from_rpc_error(cls, error: grpc.RpcError) -> FineTuneError:
@@ -108,7 +125,7 @@ class FineTuneError(Exception):
         info: error_details_pb2.ErrorInfo | None = None
         fields: list[FieldViolation] = []
         preconditions: list[PreconditionViolation] = []
-        retry_delay: float | None = None
+        retry_delay: datetime.timedelta | None = None
         for detail in status.details:
             if (m := _unpack(detail, error_details_pb2.ErrorInfo)) is not None:
                 info = m
@@ -119,12 +136,12 @@ class FineTuneError(Exception):
                     PreconditionViolation(v.type, v.subject, v.description) for v in p.violations
                 ]
             elif (r := _unpack(detail, error_details_pb2.RetryInfo)) is not None:
-                retry_delay = r.retry_delay.ToTimedelta().total_seconds()
+                retry_delay = r.retry_delay.ToTimedelta()
         return cls(
             code,
             message,
-            reason=info.reason if info is not None else None,
-            domain=info.domain if info is not None else None,
+            reason=info.reason if info is not None else "",
+            domain=info.domain if info is not None else "",
             metadata=dict(info.metadata) if info is not None else None,
             field_violations=tuple(fields),
             precondition_violations=tuple(preconditions),
