@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::upstream::UpstreamError;
+use std::time::Duration;
 
 /// The ErrorInfo domain of every error this service returns.
 pub const ERROR_DOMAIN: &str = "finetune.fileengine";
@@ -230,5 +230,143 @@ fn upstream_metadata(e: &UpstreamError, metadata: &mut HashMap<String, String>) 
         if let Some(p) = param {
             metadata.insert("upstream_param".to_owned(), p.clone());
         }
+    }
+}
+
+/// A provider call that failed, classified for retries and for the gRPC mapping.
+/// Messages are the provider's own (never containing our key) or our description.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    /// 429: slow down; `retry_after` from `retry-after-ms` / `Retry-After` when given.
+    #[error("{provider} rate limit: {message}")]
+    RateLimited {
+        provider: &'static str,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// 5xx, 529, connection failures and timeouts: the provider is unavailable.
+    #[error("{provider} unavailable: {message}")]
+    Unavailable {
+        provider: &'static str,
+        status: Option<u16>,
+        message: String,
+    },
+    /// Other 4xx (400, 408, 409, 422, ...): the request was refused; `code`/`param` are the provider's.
+    #[error("{provider} rejected the request: {message}")]
+    Rejected {
+        provider: &'static str,
+        status: u16,
+        code: Option<String>,
+        param: Option<String>,
+        message: String,
+    },
+    /// 404.
+    #[error("{provider}: {message}")]
+    NotFound {
+        provider: &'static str,
+        message: String,
+    },
+    /// 401/403: the key is missing, wrong or lacks permission.
+    #[error("{provider} authentication failed: {message}")]
+    Auth {
+        provider: &'static str,
+        status: u16,
+        message: String,
+    },
+    /// The response could not be decoded.
+    #[error("{provider} sent an unreadable response: {message}")]
+    Protocol {
+        provider: &'static str,
+        message: String,
+    },
+    /// A local failure while preparing the call (for example reading the file to upload).
+    #[error("{message}")]
+    Local {
+        provider: &'static str,
+        message: String,
+    },
+    /// A create (job, file, upload) was sent but its answer was lost or unreadable: the
+    /// connection broke or timed out after sending, or a 2xx body could not be decoded.
+    /// The provider may have done the work; only a look-up can tell.
+    #[error("{provider} may have done it, but its answer was lost: {message}")]
+    Unconfirmed {
+        provider: &'static str,
+        message: String,
+    },
+}
+
+impl UpstreamError {
+    /// Whether the official SDKs would retry the call (connection errors, 408, 409, 429, 5xx).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::RateLimited { .. }
+                | UpstreamError::Unavailable { .. }
+                | UpstreamError::Unconfirmed { .. }
+        ) || matches!(
+            self,
+            UpstreamError::Rejected {
+                status: 408 | 409,
+                ..
+            }
+        )
+    }
+}
+
+impl UpstreamError {
+    /// Whether a create that failed this way may still have taken effect upstream, so
+    /// that it must be looked for before anything is released or created again: its
+    /// answer was lost after sending ([`UpstreamError::Unconfirmed`]), or the provider
+    /// failed while handling it (500, 502, 504). A refusal (4xx, 429), a 503 and a
+    /// connection that never opened did nothing.
+    pub fn may_have_taken_effect(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Unconfirmed { .. }
+                | UpstreamError::Unavailable {
+                    status: Some(500 | 502 | 504),
+                    ..
+                }
+        )
+    }
+
+    /// The provider the error came from (`openai`, `anthropic`).
+    pub fn provider(&self) -> &'static str {
+        match self {
+            UpstreamError::RateLimited { provider, .. }
+            | UpstreamError::Unavailable { provider, .. }
+            | UpstreamError::Rejected { provider, .. }
+            | UpstreamError::NotFound { provider, .. }
+            | UpstreamError::Auth { provider, .. }
+            | UpstreamError::Protocol { provider, .. }
+            | UpstreamError::Local { provider, .. }
+            | UpstreamError::Unconfirmed { provider, .. } => provider,
+        }
+    }
+
+    /// The error with "(gave up after N attempts)" added to its message when `attempts`
+    /// is more than one, so callers know retries happened.
+    pub fn after_attempts(mut self, attempts: u32) -> UpstreamError {
+        if attempts > 1 {
+            match &mut self {
+                UpstreamError::RateLimited { message, .. }
+                | UpstreamError::Unavailable { message, .. }
+                | UpstreamError::Rejected { message, .. }
+                | UpstreamError::NotFound { message, .. }
+                | UpstreamError::Auth { message, .. }
+                | UpstreamError::Protocol { message, .. }
+                | UpstreamError::Local { message, .. }
+                | UpstreamError::Unconfirmed { message, .. } => {
+                    message.push_str(&format!(" (gave up after {attempts} attempts)"));
+                }
+            }
+        }
+        self
+    }
+}
+
+impl From<UpstreamError> for Error {
+    fn from(e: UpstreamError) -> Error {
+        Error::Upstream(e)
     }
 }

@@ -19,6 +19,7 @@ pub mod server;
 pub mod service;
 pub mod serving;
 pub mod store;
+pub mod telemetry;
 pub mod upstream;
 
 pub use error::Error;

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -26,14 +26,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, warn};
 
 use super::model::{
-    EventKind, Hyperparameters, Job, JobError, JobState, Method, NewEvent, now_millis,
+    EventKind, Hyperparameters, Job, JobState, Method, NewEvent, now_millis, state_event,
 };
-use super::watch::Hub;
+use super::poller::{Poller, SuccessHook, WRITE_ATTEMPTS, apply_remote, with_state_changes};
+use super::watch::{Hub, WatchItem, Watchers};
 use crate::dataset::{self, Catalog, Format, Input, Options, Report};
 use crate::error::{Error, Missing};
 use crate::store::{DatasetStore, JobPage, Recorded, Reservation, Store};
 use crate::upstream::retry::Failure;
 use crate::upstream::{FineTuning, RetryPolicy, UpstreamError, types};
+use tokio::sync::mpsc;
 
 /// Metadata keys this service writes on OpenAI jobs.
 pub const META_REQUEST_ID: &str = "finetune_request_id";
@@ -47,9 +49,6 @@ const OUTCOME_RETRY_AFTER: Duration = Duration::from_secs(2);
 /// An upload that expires sooner than this is not reused: a job can wait in OpenAI's
 /// queue for hours before its file is read, and a file gone by then fails the job.
 const REUSE_MARGIN_SECS: i64 = 24 * 3600;
-
-/// What runs when a job succeeds (auto-promotion).
-pub type SuccessHook = Box<dyn Fn(&Job) + Send + Sync>;
 
 /// Timing of the lifecycle.
 #[derive(Debug, Clone)]
@@ -145,18 +144,17 @@ pub struct Started {
 }
 
 pub struct JobManager {
-    pub(super) store: Arc<dyn Store>,
-    pub(super) provider: Arc<dyn FineTuning>,
-    pub(super) catalog: Arc<Catalog>,
-    pub(super) datasets: DatasetStore,
-    pub(super) hub: Hub,
-    pub(super) config: JobsConfig,
-    pub(super) pollers: Mutex<HashMap<String, JoinHandle<()>>>,
+    store: Arc<dyn Store>,
+    provider: Arc<dyn FineTuning>,
+    catalog: Arc<Catalog>,
+    datasets: DatasetStore,
+    hub: Arc<Hub>,
+    config: JobsConfig,
+    poller: Arc<Poller>,
+    watchers: Arc<Watchers>,
     /// Creations in progress, by job id: one task per job, joined by repeated calls.
     creations: Mutex<HashMap<String, CreationTask>>,
-    pub(super) shutdown: CancellationToken,
-    /// Called once when a job is recorded as succeeded (auto-promotion).
-    pub(super) on_success: std::sync::OnceLock<SuccessHook>,
+    shutdown: CancellationToken,
 }
 
 impl JobManager {
@@ -168,23 +166,40 @@ impl JobManager {
         config: JobsConfig,
         shutdown: CancellationToken,
     ) -> Arc<JobManager> {
+        let hub = Arc::new(Hub::default());
+        let poller = Arc::new(Poller {
+            store: store.clone(),
+            provider: provider.clone(),
+            catalog: catalog.clone(),
+            hub: hub.clone(),
+            interval: config.poll_interval,
+            shutdown: shutdown.clone(),
+            on_success: OnceLock::new(),
+            tasks: Mutex::new(HashMap::new()),
+        });
+        let watchers = Arc::new(Watchers {
+            store: store.clone(),
+            hub: hub.clone(),
+            heartbeat: config.heartbeat,
+            shutdown: shutdown.clone(),
+        });
         Arc::new(JobManager {
             store,
             provider,
             catalog,
             datasets,
-            hub: Hub::default(),
+            hub,
             config,
-            pollers: Mutex::new(HashMap::new()),
+            poller,
+            watchers,
             creations: Mutex::new(HashMap::new()),
             shutdown,
-            on_success: std::sync::OnceLock::new(),
         })
     }
 
     /// Sets what happens when a job succeeds (once; later calls are ignored).
     pub fn set_on_success(&self, hook: SuccessHook) {
-        let _ = self.on_success.set(hook);
+        let _ = self.poller.on_success.set(hook);
     }
 
     /// Picks up after a restart: settles interrupted creations and restarts a poller
@@ -201,7 +216,7 @@ impl JobManager {
                 }
                 continue;
             }
-            self.spawn_poller(&job.id);
+            self.poller.spawn(&job.id);
             resumed += 1;
         }
         Ok(resumed)
@@ -378,7 +393,7 @@ impl JobManager {
             Err(e) => return Creation::Unsettled(e),
         };
         if job.upstream_id.is_some() {
-            self.spawn_poller(&job.id);
+            self.poller.spawn(&job.id);
             return Creation::Tracked(Box::new(job));
         }
         let Work::Create { req, fresh } = work else {
@@ -391,7 +406,7 @@ impl JobManager {
                     upstream_id = job.upstream_id.as_deref().map(tracing::field::display),
                     "training job created"
                 );
-                self.spawn_poller(&job.id);
+                self.poller.spawn(&job.id);
                 Creation::Tracked(Box::new(job))
             }
             Err(CreateFailure {
@@ -417,7 +432,7 @@ impl JobManager {
                 info!(job_id = %job.id, upstream_id = %remote.id, "adopting the job OpenAI holds for this request id");
                 match self.attach_upstream(job, &remote, &[]).await {
                     Ok(job) => {
-                        self.spawn_poller(&job.id);
+                        self.poller.spawn(&job.id);
                         Creation::Tracked(Box::new(job))
                     }
                     Err(e) => Creation::Unsettled(e),
@@ -653,7 +668,7 @@ impl JobManager {
         remote: &types::Job,
         notes: &[String],
     ) -> Result<Job, Error> {
-        for _ in 0..super::poller::WRITE_ATTEMPTS {
+        for _ in 0..WRITE_ATTEMPTS {
             let mut attached = job.clone();
             attached.upstream_id = Some(remote.id.clone());
             if attached.training_file_id.is_none() {
@@ -662,7 +677,7 @@ impl JobManager {
             if attached.validation_file_id.is_none() {
                 attached.validation_file_id = remote.validation_file.clone();
             }
-            super::poller::apply_remote(&mut attached, remote, &self.catalog);
+            apply_remote(&mut attached, remote, &self.catalog);
             let message = format!(
                 "Created OpenAI fine-tuning job {} ({})",
                 remote.id, remote.status
@@ -822,9 +837,9 @@ impl JobManager {
         let adopted = self.attach_upstream(stored, &remote, &[]).await?;
         info!(job_id = %adopted.id, upstream_id = %remote.id, "adopted a job created outside the service");
         // Record its history now; keep polling if it is still going.
-        let terminal = self.poll_once(&adopted.id).await.unwrap_or(false);
+        let terminal = self.poller.poll_once(&adopted.id).await.unwrap_or(false);
         if !terminal {
-            self.spawn_poller(&adopted.id);
+            self.poller.spawn(&adopted.id);
         }
         self.store
             .get(&adopted.id)
@@ -875,9 +890,9 @@ impl JobManager {
         // to the cancellation (events, checkpoints) before the terminal event, so that
         // event stays the last of the log.
         let mut job = job;
-        for _ in 0..super::poller::WRITE_ATTEMPTS {
-            let (mut updated, events) = self.catch_up(&job, &remote).await?;
-            let events = super::poller::with_state_changes(&job, &mut updated, events, |_| {
+        for _ in 0..WRITE_ATTEMPTS {
+            let (mut updated, events) = self.poller.catch_up(&job, &remote).await?;
+            let events = with_state_changes(&job, &mut updated, events, |_| {
                 format!("Cancelled on request ({})", remote.status)
             });
             match self.store.record(&updated, job.version, events).await? {
@@ -896,10 +911,27 @@ impl JobManager {
         )))
     }
 
+    /// One poll of the job (see the poller): records what OpenAI has new for it and
+    /// returns whether the job is finished.
+    pub async fn poll_once(&self, job_id: &str) -> Result<bool, Error> {
+        self.poller.poll_once(job_id).await
+    }
+
+    /// Streams a job from `after` (exclusive). The stream ends after the terminal
+    /// state event, or with UNAVAILABLE when the server shuts down.
+    pub async fn watch(
+        self: &Arc<Self>,
+        job_ref: &str,
+        after: u64,
+    ) -> Result<mpsc::Receiver<Result<WatchItem, Error>>, Error> {
+        let job = self.resolve(job_ref).await?;
+        Ok(self.watchers.start(job, after))
+    }
+
     /// Stops every poller (on shutdown); jobs go on upstream.
     pub fn stop(&self) {
         self.shutdown.cancel();
-        let pollers = std::mem::take(&mut *self.pollers.lock().expect("poller map"));
+        let pollers = std::mem::take(&mut *self.poller.tasks.lock().expect("poller map"));
         for (_, handle) in pollers {
             handle.abort();
         }
@@ -983,25 +1015,6 @@ fn message_event(message: String) -> NewEvent {
         metrics: None,
         checkpoint: None,
         job: None,
-    }
-}
-
-/// A state-change event carrying the job snapshot.
-pub(super) fn state_event(job: &Job, message: String) -> NewEvent {
-    NewEvent {
-        kind: EventKind::StateChanged,
-        created_at: now_millis(),
-        level: if job.state == JobState::Failed {
-            "error"
-        } else {
-            "info"
-        }
-        .to_owned(),
-        message,
-        upstream_id: None,
-        metrics: None,
-        checkpoint: None,
-        job: Some(Box::new(job.clone())),
     }
 }
 
@@ -1195,16 +1208,4 @@ fn unusable(file: &types::FileObject, now: i64) -> Option<String> {
     } else {
         None
     }
-}
-
-/// Marks a job failed locally (used when its upstream record vanished).
-pub(super) fn fail(job: &mut Job, code: &str, message: &str) {
-    job.state = JobState::Failed;
-    job.error = Some(JobError {
-        code: code.to_owned(),
-        message: message.to_owned(),
-        param: String::new(),
-    });
-    job.finished_at = Some(now_millis());
-    job.estimated_finish = None;
 }

@@ -8,6 +8,7 @@ mod watch;
 
 pub use manager::{
     DatasetFile, JobManager, JobsConfig, META_JOB_ID, META_REQUEST_ID, StartRequest, Started,
-    SuccessHook, jobs_by_request_id,
+    jobs_by_request_id,
 };
+pub use poller::SuccessHook;
 pub use watch::WatchItem;

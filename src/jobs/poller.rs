@@ -1,16 +1,21 @@
 //! One poller per active job: asks OpenAI for the job and its new events every
 //! interval, records them in order, and wakes the job's watchers.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
-use super::manager::{JobManager, state_event};
 use super::model::{Checkpoint, EventKind, Job, JobError, JobState, Metrics, NewEvent, now_millis};
+use super::model::{fail, state_event};
+use super::watch::Hub;
 use crate::dataset::Catalog;
 use crate::error::Error;
-use crate::store::Recorded;
-use crate::upstream::{UpstreamError, types};
+use crate::store::{Recorded, Store};
+use crate::upstream::{FineTuning, UpstreamError, types};
 
 /// Events fetched per page when catching up.
 const EVENTS_PAGE: u32 = 100;
@@ -19,10 +24,26 @@ const CHECKPOINTS_PAGE: u32 = 100;
 /// Tries of a write that keeps losing to other writers before giving up for now.
 pub(super) const WRITE_ATTEMPTS: usize = 5;
 
-impl JobManager {
+/// What happens when a job is recorded as succeeded (auto-promotion).
+pub type SuccessHook = Box<dyn Fn(&Job) + Send + Sync>;
+
+/// The pollers of this process: one task per active job.
+pub(super) struct Poller {
+    pub(super) store: Arc<dyn Store>,
+    pub(super) provider: Arc<dyn FineTuning>,
+    pub(super) catalog: Arc<Catalog>,
+    pub(super) hub: Arc<Hub>,
+    pub(super) interval: Duration,
+    pub(super) shutdown: CancellationToken,
+    /// Called once when a job is recorded as succeeded.
+    pub(super) on_success: OnceLock<SuccessHook>,
+    pub(super) tasks: Mutex<HashMap<String, JoinHandle<()>>>,
+}
+
+impl Poller {
     /// Starts the job's poller unless one is running.
-    pub(super) fn spawn_poller(self: &Arc<Self>, job_id: &str) {
-        let mut pollers = self.pollers.lock().expect("poller map");
+    pub(super) fn spawn(self: &Arc<Self>, job_id: &str) {
+        let mut pollers = self.tasks.lock().expect("poller map");
         if pollers.get(job_id).is_some_and(|h| !h.is_finished()) {
             return;
         }
@@ -42,7 +63,7 @@ impl JobManager {
                     }
                 }
                 tokio::select! {
-                    () = tokio::time::sleep(this.config.poll_interval) => {}
+                    () = tokio::time::sleep(this.interval) => {}
                     () = this.shutdown.cancelled() => break,
                 }
             }
@@ -55,7 +76,7 @@ impl JobManager {
     /// then the state change, last. Returns whether the job is finished. A write that lost
     /// a race with another writer (a cancel, another poll) is not forced: the poll starts
     /// over from what that writer stored.
-    pub async fn poll_once(&self, job_id: &str) -> Result<bool, Error> {
+    pub(super) async fn poll_once(&self, job_id: &str) -> Result<bool, Error> {
         for _ in 0..WRITE_ATTEMPTS {
             if let Some(finished) = self.poll_attempt(job_id).await? {
                 return Ok(finished);
@@ -72,7 +93,7 @@ impl JobManager {
         Ok(false)
     }
 
-    /// One try of [`JobManager::poll_once`]; `None` when another write came first.
+    /// One try of [`Poller::poll_once`]; `None` when another write came first.
     async fn poll_attempt(&self, job_id: &str) -> Result<Option<bool>, Error> {
         let Some(job) = self.store.get(job_id).await? else {
             return Ok(Some(true));
@@ -87,7 +108,7 @@ impl JobManager {
             Ok(remote) => remote,
             Err(UpstreamError::NotFound { message, .. }) => {
                 let mut gone = job.clone();
-                super::manager::fail(&mut gone, "upstream_job_missing", &message);
+                fail(&mut gone, "upstream_job_missing", &message);
                 let event = state_event(
                     &gone,
                     format!("OpenAI no longer knows job {upstream_id}: {message}"),

@@ -16,8 +16,8 @@ use tracing::{info, warn};
 use crate::dataset::{Catalog, Counter, Encoding};
 use crate::error::{Error, Missing};
 use crate::jobs::model::now_millis;
-use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::telemetry::Reporter;
 use crate::upstream::UpstreamError;
 use crate::upstream::chat::{
     Chat, ChatChunk, ChatMessage, ChatRequest, ChatResponse, ChatRole, SystemBlock,
@@ -138,7 +138,7 @@ pub struct Serving {
     /// Promoted model (and source job) per tier.
     promoted: RwLock<HashMap<String, (String, Option<String>)>>,
     records: mpsc::Sender<Recorder>,
-    metrics: Metrics,
+    metrics: Reporter,
 }
 
 /// Messages to the background writer of served records.
@@ -163,7 +163,7 @@ impl Serving {
         providers: Providers,
         catalog: Arc<Catalog>,
         store: Arc<dyn Store>,
-        metrics: Metrics,
+        metrics: Reporter,
     ) -> Result<Arc<Serving>, Error> {
         let promoted = store
             .tier_models()

@@ -230,7 +230,7 @@ impl Anthropic {
             429 => UpstreamError::RateLimited {
                 provider: PROVIDER,
                 message,
-                retry_after: super::openai::parse_retry_after(headers, SystemTime::now()),
+                retry_after: super::retry::parse_retry_after(headers, SystemTime::now()),
             },
             401 | 403 => UpstreamError::Auth {
                 provider: PROVIDER,

@@ -422,7 +422,7 @@ impl OpenAi {
             429 => UpstreamError::RateLimited {
                 provider: PROVIDER,
                 message,
-                retry_after: parse_retry_after(headers, SystemTime::now()),
+                retry_after: super::retry::parse_retry_after(headers, SystemTime::now()),
             },
             401 | 403 => UpstreamError::Auth {
                 provider: PROVIDER,
@@ -1086,82 +1086,6 @@ fn truthy(value: &Value) -> bool {
         Value::Array(a) => !a.is_empty(),
         Value::Object(o) => !o.is_empty(),
     }
-}
-
-/// The delay a 429 asks for: `retry-after-ms` (milliseconds, OpenAI's own), else
-/// `Retry-After` as seconds or an HTTP date (relative to `now`; a past date is zero).
-pub fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-    };
-    let non_negative = |n: f64| n.is_finite() && n >= 0.0;
-    if let Some(ms) = header("retry-after-ms")
-        .and_then(|v| v.parse::<f64>().ok())
-        .filter(|ms| non_negative(*ms))
-    {
-        return Duration::try_from_secs_f64(ms / 1000.0).ok();
-    }
-    let value = header("retry-after")?;
-    if let Ok(seconds) = value.parse::<f64>() {
-        return non_negative(seconds)
-            .then(|| Duration::try_from_secs_f64(seconds).ok())
-            .flatten();
-    }
-    let at = parse_http_date(value)?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-/// An HTTP date in any of the three forms RFC 9110 asks recipients to accept:
-/// `Sun, 06 Nov 1994 08:49:37 GMT`, `Sunday, 06-Nov-94 08:49:37 GMT`,
-/// `Sun Nov  6 08:49:37 1994`.
-fn parse_http_date(value: &str) -> Option<SystemTime> {
-    let tokens: Vec<&str> = value.split([' ', ',']).filter(|t| !t.is_empty()).collect();
-    let (day, month, year, time) = match tokens.as_slice() {
-        [_, day, month, year, time, "GMT"] => (*day, *month, year.parse::<i64>().ok()?, *time),
-        [_, date, time, "GMT"] => {
-            let mut parts = date.split('-');
-            let (day, month, year) = (parts.next()?, parts.next()?, parts.next()?);
-            let year: i64 = year.parse().ok()?;
-            // RFC 850 two-digit years.
-            let year = match year {
-                0..=69 => 2000 + year,
-                70..=99 => 1900 + year,
-                _ => year,
-            };
-            (day, month, year, *time)
-        }
-        [_, month, day, time, year] => (*day, *month, year.parse::<i64>().ok()?, *time),
-        _ => return None,
-    };
-    let day: u32 = day.parse().ok()?;
-    let month = 1 + [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ]
-    .iter()
-    .position(|m| *m == month)? as u32;
-    let mut hms = time.split(':').map(|p| p.parse::<u64>().ok());
-    let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
-    if hms.next().is_some() || !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
-        return None;
-    }
-    let days = days_from_civil(year, month, day);
-    let seconds = u64::try_from(days).ok()? * 86_400 + h * 3600 + m * 60 + s;
-    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(seconds))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month = i64::from(month);
-    let day_of_year =
-        (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
 }
 
 fn parse_base_url(raw: &str) -> Result<Url, Error> {

@@ -11,14 +11,14 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use backon::{ExponentialBuilder, Retryable};
 use reqwest::header::HeaderMap;
 use tokio::time::Instant;
 
 use super::UpstreamError;
-use crate::metrics::Metrics;
+use crate::telemetry::Reporter;
 
 /// How hard to retry. The defaults are the official SDKs': 2 retries, 0.5 s doubling to
 /// at most 8 s, and a provider's own delay honoured up to 60 s.
@@ -30,7 +30,7 @@ pub struct RetryPolicy {
     /// A longer `Retry-After` is not waited for: the computed backoff is used instead.
     pub max_retry_after: Duration,
     /// Where the adapters count their HTTP requests and this policy its retries.
-    pub metrics: Option<Metrics>,
+    pub metrics: Option<Reporter>,
 }
 
 impl Default for RetryPolicy {
@@ -143,7 +143,7 @@ impl Failure {
         Failure {
             error,
             should_retry,
-            retry_after: super::openai::parse_retry_after(headers, std::time::SystemTime::now()),
+            retry_after: parse_retry_after(headers, std::time::SystemTime::now()),
         }
     }
 
@@ -173,6 +173,33 @@ pub(crate) fn attempt_timeout(timeout: Duration, deadline: Option<Instant>) -> D
         Some(d) => timeout.min(d.saturating_duration_since(Instant::now())),
         None => timeout,
     }
+}
+
+/// The delay a 429 asks for: `retry-after-ms` (milliseconds, OpenAI's own), else
+/// `Retry-After` as seconds or an HTTP date (relative to `now`; a past date is zero).
+pub fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let non_negative = |n: f64| n.is_finite() && n >= 0.0;
+    if let Some(ms) = header("retry-after-ms")
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|ms| non_negative(*ms))
+    {
+        return Duration::try_from_secs_f64(ms / 1000.0).ok();
+    }
+    let value = header("retry-after")?;
+    if let Ok(seconds) = value.parse::<f64>() {
+        return non_negative(seconds)
+            .then(|| Duration::try_from_secs_f64(seconds).ok())
+            .flatten();
+    }
+    // The three date forms RFC 9110 asks recipients to accept.
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 #[cfg(test)]
