@@ -8,9 +8,7 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
-pub mod dataset;
 pub mod emulator;
-pub mod error;
 pub mod jobs;
 pub mod limits;
 pub mod metrics;
@@ -22,4 +20,4 @@ pub mod store;
 pub mod telemetry;
 pub mod upstream;
 
-pub use error::Error;
+pub use finetune_core::{Error, dataset, error};

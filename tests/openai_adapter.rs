@@ -547,7 +547,7 @@ async fn the_key_never_appears_in_errors_or_debug_output() {
         assert!(!t.contains("sk-proj-abc"), "{t}");
         assert!(t.contains("<redacted>"), "{t}");
         // Through the gRPC mapping too.
-        let status = tonic::Status::from(Error::Upstream(e));
+        let status = finetune::service::status::status(Error::Upstream(e));
         assert!(!format!("{status:?}").contains("sk-test-"), "{status:?}");
     }
 }

@@ -614,7 +614,6 @@ impl Serving {
     }
 
     fn record_failure(&self, route: &Route, err: &Error, started: Instant) {
-        let code = tonic::Status::from(clone_error(err)).code();
         self.record(Served {
             id: format!("resp-{}", uuid::Uuid::new_v4().simple()),
             tier: route.tier.name.clone(),
@@ -626,7 +625,7 @@ impl Serving {
                 .to_owned(),
             model: self.model_of(&route.tier).unwrap_or_default(),
             ok: false,
-            error_code: Some(format!("{code:?}")),
+            error_code: Some(err.reason().to_owned()),
             fallback: false,
             input_tokens: 0,
             output_tokens: 0,
@@ -731,20 +730,4 @@ fn validate(req: &CompleteRequest) -> Result<(), Error> {
         return Err(Error::invalid("stop", "at most 4 stop sequences"));
     }
     Ok(())
-}
-
-/// A copy of an error for status mapping (Error holds no non-clonable parts we need).
-fn clone_error(e: &Error) -> Error {
-    match e {
-        Error::Upstream(u) => Error::Upstream(u.clone()),
-        Error::Cancelled(m) => Error::Cancelled(m.clone()),
-        Error::FailedPrecondition {
-            message, reason, ..
-        } => Error::FailedPrecondition {
-            message: message.clone(),
-            reason,
-            violations: Vec::new(),
-        },
-        other => Error::Io(other.to_string()),
-    }
 }
