@@ -7,7 +7,7 @@ use finetune::Error;
 use finetune::upstream::openai::OpenAi;
 use finetune::upstream::retry::parse_retry_after;
 use finetune::upstream::types::{AutoOr, AutoTag};
-use finetune::upstream::{FineTuning, OpenAiConfig, RetryPolicy, UpstreamError};
+use finetune::upstream::{OpenAiConfig, RetryPolicy, UpstreamError};
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path, path_regex};

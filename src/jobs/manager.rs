@@ -34,7 +34,7 @@ use crate::dataset::{self, Catalog, Format, Input, Options, Report};
 use crate::error::{Error, Missing};
 use crate::store::{DatasetStore, JobPage, Recorded, Reservation, Store};
 use crate::upstream::retry::Failure;
-use crate::upstream::{FineTuning, RetryPolicy, UpstreamError, types};
+use crate::upstream::{FineTuning, NewJob, RemoteFile, RemoteJob, RetryPolicy, UpstreamError};
 use tokio::sync::mpsc;
 
 /// Metadata keys this service writes on OpenAI jobs.
@@ -573,13 +573,14 @@ impl JobManager {
         let mut metadata = req.metadata.clone();
         metadata.insert(META_REQUEST_ID.to_owned(), req.request_id.clone());
         metadata.insert(META_JOB_ID.to_owned(), job.id.clone());
-        let create = types::CreateJobRequest {
+        let create = NewJob {
             model: req.model.clone(),
             training_file,
             validation_file,
             suffix: req.suffix.clone(),
             seed: req.seed,
-            method: Some(method_of(req.method, &req.hyperparameters)),
+            method: req.method,
+            hyperparameters: req.hyperparameters.clone(),
             metadata,
         };
         // Creating a job is not idempotent upstream, so every attempt first looks for the
@@ -628,7 +629,7 @@ impl JobManager {
         &self,
         name: &str,
         size: u64,
-    ) -> Result<Option<types::FileObject>, UpstreamError> {
+    ) -> Result<Option<RemoteFile>, UpstreamError> {
         let page = self
             .provider
             .list_files(None, 100)
@@ -642,7 +643,7 @@ impl JobManager {
     }
 
     /// OpenAI's job carrying `request_id` in its metadata, if any.
-    async fn find_upstream(&self, request_id: &str) -> Result<Option<types::Job>, UpstreamError> {
+    async fn find_upstream(&self, request_id: &str) -> Result<Option<RemoteJob>, UpstreamError> {
         if request_id.is_empty() {
             return Ok(None);
         }
@@ -654,8 +655,7 @@ impl JobManager {
             .map_err(lookup_failed)?;
         Ok(page.data.into_iter().find(|j| {
             j.metadata
-                .as_ref()
-                .and_then(|m| m.get(META_REQUEST_ID))
+                .get(META_REQUEST_ID)
                 .is_some_and(|r| r == request_id)
         }))
     }
@@ -665,7 +665,7 @@ impl JobManager {
     async fn attach_upstream(
         &self,
         mut job: Job,
-        remote: &types::Job,
+        remote: &RemoteJob,
         notes: &[String],
     ) -> Result<Job, Error> {
         for _ in 0..WRITE_ATTEMPTS {
@@ -803,7 +803,7 @@ impl JobManager {
         if let Some(job) = self.store.get_by_upstream(id).await? {
             return Ok(job);
         }
-        if !id.starts_with("ftjob-") {
+        if !self.provider.is_job_id(id) {
             return Err(Error::NotFound {
                 what: format!("job {id}"),
                 missing: Missing::Job(id.to_owned()),
@@ -816,19 +816,15 @@ impl JobManager {
             },
             other => other.into(),
         })?;
-        let method = match remote.method.as_ref().map(|m| m.kind.as_str()) {
-            Some("dpo") => Method::Dpo,
-            _ => Method::Supervised,
-        };
         let job = Job {
             upstream_id: Some(remote.id.clone()),
-            suffix: remote.user_provided_suffix.clone(),
+            suffix: remote.suffix.clone(),
             seed: remote.seed,
             training_file_id: Some(remote.training_file.clone()),
             validation_file_id: remote.validation_file.clone(),
-            metadata: remote.metadata.clone().unwrap_or_default(),
+            metadata: remote.metadata.clone(),
             created_at: remote.created_at.saturating_mul(1000).max(1),
-            ..Job::creating(remote.model.clone(), method, now_millis())
+            ..Job::creating(remote.model.clone(), remote.method, now_millis())
         };
         let stored = self.store.adopt(&job).await?;
         if stored.id != job.id {
@@ -950,8 +946,7 @@ pub async fn jobs_by_request_id(
         for job in &page.data {
             let request = job
                 .metadata
-                .as_ref()
-                .and_then(|m| m.get(META_REQUEST_ID))
+                .get(META_REQUEST_ID)
                 .cloned()
                 .unwrap_or_default();
             by_request.entry(request).or_default().push(job.id.clone());
@@ -1015,40 +1010,6 @@ fn message_event(message: String) -> NewEvent {
         metrics: None,
         checkpoint: None,
         job: None,
-    }
-}
-
-fn method_of(method: Method, h: &Hyperparameters) -> types::Method {
-    let auto_or = |v: Option<f64>| {
-        Some(v.map_or(
-            types::AutoOr::Auto(types::AutoTag::Auto),
-            types::AutoOr::Number,
-        ))
-    };
-    let hyperparameters = types::Hyperparameters {
-        n_epochs: auto_or(h.n_epochs.map(f64::from)),
-        batch_size: auto_or(h.batch_size.map(f64::from)),
-        learning_rate_multiplier: auto_or(h.learning_rate_multiplier),
-        beta: if method == Method::Dpo {
-            auto_or(h.beta)
-        } else {
-            None
-        },
-    };
-    let params = Some(types::MethodParams {
-        hyperparameters: Some(hyperparameters),
-    });
-    match method {
-        Method::Supervised => types::Method {
-            kind: "supervised".to_owned(),
-            supervised: params,
-            dpo: None,
-        },
-        Method::Dpo => types::Method {
-            kind: "dpo".to_owned(),
-            supervised: None,
-            dpo: params,
-        },
     }
 }
 
@@ -1191,8 +1152,8 @@ async fn strip_metadata(
 }
 
 /// Why a file OpenAI holds cannot be trained from at unix second `now`, or None.
-fn unusable(file: &types::FileObject, now: i64) -> Option<String> {
-    if file.status.as_deref() == Some("error") {
+fn unusable(file: &RemoteFile, now: i64) -> Option<String> {
+    if file.rejected {
         return Some("was rejected by OpenAI".to_owned());
     }
     let expires_at = file.expires_at?;

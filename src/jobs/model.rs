@@ -36,20 +36,6 @@ impl JobState {
         JobState::Unknown,
     ];
 
-    /// The state of an OpenAI status string; unknown strings map to `Unknown`.
-    pub fn from_upstream(status: &str) -> JobState {
-        match status {
-            "validating_files" => JobState::ValidatingFiles,
-            "queued" => JobState::Queued,
-            "running" => JobState::Running,
-            "succeeded" => JobState::Succeeded,
-            "failed" => JobState::Failed,
-            "cancelled" => JobState::Cancelled,
-            "paused" => JobState::Paused,
-            _ => JobState::Unknown,
-        }
-    }
-
     /// How far along OpenAI's one-way lifecycle (validating_files, queued, running, an end)
     /// the state is; `None` off it (paused, which goes back to running, and unknown).
     pub fn progress(self) -> Option<u8> {

@@ -677,15 +677,18 @@ impl Serving {
 
     /// Rates a response: `up` true for a thumbs up. Returns (tier, split).
     pub async fn feedback(&self, response_id: &str, up: bool) -> Result<(String, String), Error> {
-        self.store
-            .rate(response_id, if up { 1 } else { -1 })
-            .await?
-            .ok_or_else(|| Error::NotFound {
-                what: format!(
-                    "response {response_id} (records are written within a second of the answer)"
-                ),
-                missing: Missing::Response(response_id.to_owned()),
-            })
+        let rating = if up { 1 } else { -1 };
+        let mut rated = self.store.rate(response_id, rating).await?;
+        if rated.is_none() {
+            // A response answered a moment ago may still be in the record queue: a user
+            // who rates it at once must not be told it does not exist.
+            self.flush().await;
+            rated = self.store.rate(response_id, rating).await?;
+        }
+        rated.ok_or_else(|| Error::NotFound {
+            what: format!("response {response_id}"),
+            missing: Missing::Response(response_id.to_owned()),
+        })
     }
 
     pub async fn stats(&self, tier: Option<&str>) -> Result<Vec<TierStats>, Error> {

@@ -32,7 +32,7 @@ use super::types::{
     ApiError, Checkpoint, CreateJobRequest, ErrorEnvelope, FileObject, Job, JobEvent, Page,
     UploadObject, UploadPart,
 };
-use super::{FineTuning, OpenAiConfig, UpstreamError};
+use super::{OpenAiConfig, UpstreamError};
 /// OpenAI key shapes, and OpenAI's masked echo of a key (`sk-abc****wxyz`).
 const KEY_SHAPES: &str = r"[A-Za-z0-9_\-]*\*{3,}[A-Za-z0-9_\-]*|\bsk-[A-Za-z0-9_\-]{6,}";
 
@@ -475,9 +475,13 @@ impl OpenAi {
     }
 }
 
-#[tonic::async_trait]
-impl FineTuning for OpenAi {
-    async fn upload_file(&self, path: &Path, filename: &str) -> Result<FileObject, UpstreamError> {
+/// The fine-tuning API in OpenAI's own types; [`FineTuning`] is these, translated.
+impl OpenAi {
+    pub async fn upload_file(
+        &self,
+        path: &Path,
+        filename: &str,
+    ) -> Result<FileObject, UpstreamError> {
         let size = tokio::fs::metadata(path)
             .await
             .map_err(|e| local_error(path, &e))?
@@ -489,7 +493,7 @@ impl FineTuning for OpenAi {
         }
     }
 
-    async fn list_files(
+    pub async fn list_files(
         &self,
         after: Option<&str>,
         limit: u32,
@@ -501,11 +505,7 @@ impl FineTuning for OpenAi {
         self.call(self.http.get(url), "page of files").await
     }
 
-    async fn get_file(&self, id: &str) -> Result<FileObject, UpstreamError> {
-        OpenAi::get_file(self, id).await
-    }
-
-    async fn create_job(&self, request: &CreateJobRequest) -> Result<Job, UpstreamError> {
+    pub async fn create_job(&self, request: &CreateJobRequest) -> Result<Job, UpstreamError> {
         // Whole-number hyperparameters serialize as integers (see types::AutoOr).
         let body = serde_json::to_value(request).map_err(|e| UpstreamError::Local {
             provider: PROVIDER,
@@ -520,7 +520,7 @@ impl FineTuning for OpenAi {
         .await
     }
 
-    async fn get_job(&self, id: &str) -> Result<Job, UpstreamError> {
+    pub async fn get_job(&self, id: &str) -> Result<Job, UpstreamError> {
         self.call(
             self.http.get(self.url(&["fine_tuning", "jobs", id])),
             "fine-tuning job",
@@ -528,7 +528,7 @@ impl FineTuning for OpenAi {
         .await
     }
 
-    async fn list_jobs(
+    pub async fn list_jobs(
         &self,
         after: Option<&str>,
         limit: u32,
@@ -550,7 +550,7 @@ impl FineTuning for OpenAi {
             .await
     }
 
-    async fn cancel_job(&self, id: &str) -> Result<Job, UpstreamError> {
+    pub async fn cancel_job(&self, id: &str) -> Result<Job, UpstreamError> {
         self.call(
             self.http
                 .post(self.url(&["fine_tuning", "jobs", id, "cancel"])),
@@ -559,7 +559,7 @@ impl FineTuning for OpenAi {
         .await
     }
 
-    async fn list_events(
+    pub async fn list_events(
         &self,
         id: &str,
         after: Option<&str>,
@@ -574,7 +574,7 @@ impl FineTuning for OpenAi {
             .await
     }
 
-    async fn list_checkpoints(
+    pub async fn list_checkpoints(
         &self,
         id: &str,
         after: Option<&str>,
