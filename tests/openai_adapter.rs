@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use finetune::Error;
 use finetune::upstream::openai::OpenAi;
-use finetune::upstream::retry::parse_retry_after;
+use finetune::upstream::parse_retry_after;
 use finetune::upstream::types::{AutoOr, AutoTag};
 use finetune::upstream::{OpenAiConfig, RetryPolicy, UpstreamError};
 use reqwest::header::{HeaderMap, HeaderValue};

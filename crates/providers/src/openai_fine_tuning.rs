@@ -4,12 +4,12 @@
 
 use std::path::Path;
 
-use super::openai::OpenAi;
-use super::types::{self, AutoOr, AutoTag};
-use super::{
+use crate::openai::OpenAi;
+use crate::types::{self, AutoOr, AutoTag};
+use finetune_core::jobs::model::{EventKind, Hyperparameters, JobError, JobState, Method, Metrics};
+use finetune_core::ports::{
     FineTuning, NewJob, Page, RemoteCheckpoint, RemoteEvent, RemoteFile, RemoteJob, UpstreamError,
 };
-use crate::jobs::model::{EventKind, Hyperparameters, JobError, JobState, Method, Metrics};
 
 #[async_trait::async_trait]
 impl FineTuning for OpenAi {
@@ -103,7 +103,7 @@ fn file(f: types::FileObject) -> RemoteFile {
 
 /// `CreateFineTuningJobRequest`: the method object with its hyperparameters, each
 /// `"auto"` unless the caller set it.
-pub(super) fn create_request(job: &NewJob) -> types::CreateJobRequest {
+pub(crate) fn create_request(job: &NewJob) -> types::CreateJobRequest {
     types::CreateJobRequest {
         model: job.model.clone(),
         training_file: job.training_file.clone(),

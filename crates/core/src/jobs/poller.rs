@@ -14,8 +14,8 @@ use super::model::{fail, state_event};
 use super::watch::Hub;
 use crate::dataset::Catalog;
 use crate::error::Error;
+use crate::ports::{FineTuning, Page, RemoteCheckpoint, RemoteEvent, RemoteJob, UpstreamError};
 use crate::store::{Recorded, Store};
-use crate::upstream::{FineTuning, Page, RemoteCheckpoint, RemoteEvent, RemoteJob, UpstreamError};
 
 /// Events fetched per page when catching up.
 const EVENTS_PAGE: u32 = 100;

@@ -16,12 +16,12 @@ use tracing::{info, warn};
 use crate::dataset::{Catalog, Counter, Encoding};
 use crate::error::{Error, Missing};
 use crate::jobs::model::now_millis;
-use crate::store::Store;
-use crate::telemetry::Reporter;
-use crate::upstream::UpstreamError;
-use crate::upstream::chat::{
+use crate::ports::UpstreamError;
+use crate::ports::chat::{
     Chat, ChatChunk, ChatMessage, ChatRequest, ChatResponse, ChatRole, SystemBlock,
 };
+use crate::store::Store;
+use crate::telemetry::Reporter;
 use record::Served;
 pub use record::TierStats;
 use tiers::{ProviderKind, TierSpec, Tiers};
@@ -548,7 +548,7 @@ impl Serving {
         &self,
         tier: &TierSpec,
         req: &CompleteRequest,
-    ) -> Result<(crate::upstream::chat::ChatStream, TierSpec), Error> {
+    ) -> Result<(crate::ports::chat::ChatStream, TierSpec), Error> {
         let (provider, chat, _) = self.prepare(tier, req)?;
         let stream = provider.stream(&chat).await?;
         Ok((stream, tier.clone()))

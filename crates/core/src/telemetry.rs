@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::upstream::chat::ChatUsage;
+use crate::ports::chat::ChatUsage;
 
 /// The events the metrics count.
 pub trait Telemetry: Send + Sync + 'static {

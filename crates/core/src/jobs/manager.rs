@@ -32,9 +32,9 @@ use super::poller::{Poller, SuccessHook, WRITE_ATTEMPTS, apply_remote, with_stat
 use super::watch::{Hub, WatchItem, Watchers};
 use crate::dataset::{self, Catalog, Format, Input, Options, Report};
 use crate::error::{Error, Missing};
+use crate::ports::retry::Failure;
+use crate::ports::{FineTuning, NewJob, RemoteFile, RemoteJob, RetryPolicy, UpstreamError};
 use crate::store::{DatasetStore, JobPage, Recorded, Reservation, Store};
-use crate::upstream::retry::Failure;
-use crate::upstream::{FineTuning, NewJob, RemoteFile, RemoteJob, RetryPolicy, UpstreamError};
 use tokio::sync::mpsc;
 
 /// Metadata keys this service writes on OpenAI jobs.

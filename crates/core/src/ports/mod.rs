@@ -1,18 +1,15 @@
-//! Provider ports: the traits the core owns, and their adapters (OpenAI today).
+//! The ports to the providers: what the core needs from a fine-tuning provider
+//! ([`FineTuning`]) and from a chat model ([`chat::Chat`]), in the core's own types, and
+//! the retry policy the adapters and the job manager share. The adapters live in the
+//! `finetune-providers` crate.
 
-pub mod anthropic;
 pub mod chat;
-mod http;
-pub mod openai;
-mod openai_fine_tuning;
 pub mod retry;
-pub mod types;
 
 pub use retry::RetryPolicy;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
 pub use crate::error::UpstreamError;
 use crate::jobs::model::{EventKind, Hyperparameters, JobError, JobState, Method, Metrics};
@@ -147,53 +144,4 @@ pub struct RemoteCheckpoint {
     pub model: String,
     pub step: u64,
     pub metrics: Metrics,
-}
-
-/// Where and how to reach OpenAI. The key comes only from the environment.
-#[derive(Clone)]
-pub struct OpenAiConfig {
-    pub api_key: String,
-    pub base_url: String,
-    pub organization: Option<String>,
-    pub project: Option<String>,
-    /// Files larger than this go through the Uploads API in parts.
-    pub upload_threshold_bytes: u64,
-    /// Size of each Uploads API part (OpenAI allows at most 64 MB).
-    pub part_size_bytes: u64,
-    /// Deadline of one HTTP call.
-    pub timeout: Duration,
-    /// Retries of the calls that are safe to repeat.
-    pub retry: RetryPolicy,
-}
-
-impl std::fmt::Debug for OpenAiConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpenAiConfig")
-            .field("api_key", &"<redacted>")
-            .field("base_url", &self.base_url)
-            .field("organization", &self.organization)
-            .field("project", &self.project)
-            .field("upload_threshold_bytes", &self.upload_threshold_bytes)
-            .field("part_size_bytes", &self.part_size_bytes)
-            .field("timeout", &self.timeout)
-            .field("retry", &self.retry)
-            .finish()
-    }
-}
-
-impl OpenAiConfig {
-    pub const DEFAULT_BASE_URL: &'static str = "https://api.openai.com/v1";
-
-    pub fn new(api_key: impl Into<String>, base_url: impl Into<String>) -> OpenAiConfig {
-        OpenAiConfig {
-            api_key: api_key.into(),
-            base_url: base_url.into(),
-            organization: None,
-            project: None,
-            upload_threshold_bytes: 256 << 20,
-            part_size_bytes: 64 << 20,
-            timeout: Duration::from_secs(600),
-            retry: RetryPolicy::default(),
-        }
-    }
 }

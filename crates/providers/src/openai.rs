@@ -26,21 +26,24 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::chat::{Chat, ChatChunk, ChatRequest, ChatResponse, ChatRole, ChatStream, ChatUsage};
-use super::retry::{Failure, RetryPolicy, attempt_timeout};
-use super::types::{
+use crate::OpenAiConfig;
+use crate::types::{
     ApiError, Checkpoint, CreateJobRequest, ErrorEnvelope, FileObject, Job, JobEvent, Page,
     UploadObject, UploadPart,
 };
-use super::{OpenAiConfig, UpstreamError};
+use finetune_core::ports::UpstreamError;
+use finetune_core::ports::chat::{
+    Chat, ChatChunk, ChatRequest, ChatResponse, ChatRole, ChatStream, ChatUsage,
+};
+use finetune_core::ports::retry::{Failure, RetryPolicy, attempt_timeout};
 /// OpenAI key shapes, and OpenAI's masked echo of a key (`sk-abc****wxyz`).
 const KEY_SHAPES: &str = r"[A-Za-z0-9_\-]*\*{3,}[A-Za-z0-9_\-]*|\bsk-[A-Za-z0-9_\-]{6,}";
 
-use super::http::{
+use crate::http::{
     Redactor, create_transport_error, describe_content, describe_json_error,
     install_crypto_provider, send_once, transport_error, truncate, unconfirmed,
 };
-use crate::error::Error;
+use finetune_core::error::Error;
 
 /// The `provider` of every error this adapter returns.
 pub const PROVIDER: &str = "openai";
@@ -422,7 +425,7 @@ impl OpenAi {
             429 => UpstreamError::RateLimited {
                 provider: PROVIDER,
                 message,
-                retry_after: super::retry::parse_retry_after(headers, SystemTime::now()),
+                retry_after: crate::http::parse_retry_after(headers, SystemTime::now()),
             },
             401 | 403 => UpstreamError::Auth {
                 provider: PROVIDER,
@@ -598,7 +601,7 @@ const SAFETY_IDENTIFIER_MAX_CHARS: usize = 64;
 /// Said of an in-stream error that carries no message (openai-python's wording).
 const STREAM_ERROR_FALLBACK: &str = "An error occurred during streaming";
 
-#[tonic::async_trait]
+#[async_trait::async_trait]
 impl Chat for OpenAi {
     fn provider(&self) -> &'static str {
         PROVIDER
