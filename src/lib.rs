@@ -18,7 +18,8 @@ pub mod pb;
 pub mod server;
 pub mod service;
 
-pub use finetune_core::{Error, dataset, error, jobs, serving, telemetry};
+pub use finetune_core::ports::telemetry;
+pub use finetune_core::{Error, dataset, error, jobs, serving};
 
 /// The provider ports of the core and their adapters, under the path they had before the
 /// workspace (tests, benchmarks and the SDK harness use it).

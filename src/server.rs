@@ -30,12 +30,12 @@ use crate::serving::tiers::Tiers;
 use crate::serving::{Knowledge, Providers, Serving};
 use crate::store::Store;
 use crate::store::{DatasetStore, SqliteStore};
-use crate::telemetry::Reporter;
 use crate::upstream::OpenAiConfig;
 use crate::upstream::RetryPolicy;
 use crate::upstream::anthropic::Anthropic;
 use crate::upstream::chat::Chat;
 use crate::upstream::openai::OpenAi;
+use finetune_core::ports::telemetry::Reporter;
 
 /// The fully qualified name health checks use for the service.
 pub use crate::pb::fine_tune_service_server::SERVICE_NAME;

@@ -7,7 +7,7 @@
 mod grpc;
 pub mod http;
 
-use crate::telemetry::Telemetry;
+use finetune_core::ports::telemetry::Telemetry;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::task::Poll;
@@ -214,7 +214,7 @@ impl Metrics {
     pub fn set_jobs(&self, counts: &[(String, u64)]) {
         let jobs = &self.inner.jobs;
         jobs.reset();
-        for state in crate::jobs::model::JobState::ALL {
+        for state in finetune_core::domain::job::JobState::ALL {
             jobs.with_label_values(&[state.as_str()]).set(0);
         }
         for (state, n) in counts {

@@ -397,7 +397,7 @@ impl FineTuneService for Service {
             Some(pb::promote_model_request::Source::JobId(id)) => {
                 let job = self.state.jobs()?.resolve(&id).await.map_err(status)?;
                 match (&job.state, &job.fine_tuned_model) {
-                    (crate::jobs::model::JobState::Succeeded, Some(model)) => {
+                    (finetune_core::domain::job::JobState::Succeeded, Some(model)) => {
                         (model.clone(), Some(job.id.clone()))
                     }
                     _ => {

@@ -6,11 +6,11 @@
 #![forbid(unsafe_code)]
 
 pub mod dataset;
+pub mod domain;
 pub mod error;
 pub mod jobs;
 pub mod ports;
 pub mod serving;
 pub mod store;
-pub mod telemetry;
 
 pub use error::Error;

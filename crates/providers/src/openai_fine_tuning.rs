@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::openai::OpenAi;
 use crate::types::{self, AutoOr, AutoTag};
-use finetune_core::jobs::model::{EventKind, Hyperparameters, JobError, JobState, Method, Metrics};
+use finetune_core::domain::job::{EventKind, Hyperparameters, JobError, JobState, Method, Metrics};
 use finetune_core::ports::{
     FineTuning, NewJob, Page, RemoteCheckpoint, RemoteEvent, RemoteFile, RemoteJob, UpstreamError,
 };

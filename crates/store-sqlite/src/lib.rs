@@ -6,9 +6,9 @@ use std::str::FromStr;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+use finetune_core::domain::job::{Job, JobEvent, JobState, NewEvent, now_millis};
+use finetune_core::domain::served::{Served, TierStats, percentile};
 use finetune_core::error::{Error, Missing};
-use finetune_core::jobs::model::{Job, JobEvent, JobState, NewEvent, now_millis};
-use finetune_core::serving::record::{Served, TierStats, percentile};
 use finetune_core::store::{JobPage, Recorded, Reservation, Store, check_write};
 
 #[derive(Debug, Clone)]

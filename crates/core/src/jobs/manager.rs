@@ -25,12 +25,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, warn};
 
-use super::model::{
-    EventKind, Hyperparameters, Job, JobState, Method, NewEvent, now_millis, state_event,
-};
 use super::poller::{Poller, SuccessHook, WRITE_ATTEMPTS, apply_remote, with_state_changes};
 use super::watch::{Hub, WatchItem, Watchers};
 use crate::dataset::{self, Catalog, Format, Input, Options, Report};
+use crate::domain::job::{
+    EventKind, Hyperparameters, Job, JobState, Method, NewEvent, now_millis, state_event,
+};
 use crate::error::{Error, Missing};
 use crate::ports::retry::Failure;
 use crate::ports::{FineTuning, NewJob, RemoteFile, RemoteJob, RetryPolicy, UpstreamError};

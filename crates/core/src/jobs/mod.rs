@@ -2,7 +2,8 @@
 //! watch hub that fans events out to any number of watchers.
 
 mod manager;
-pub mod model;
+/// The job records, under the name they had here.
+pub use crate::domain::job as model;
 mod poller;
 mod watch;
 

@@ -9,10 +9,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
-use super::model::{Checkpoint, EventKind, Job, JobState, NewEvent, now_millis};
-use super::model::{fail, state_event};
 use super::watch::Hub;
 use crate::dataset::Catalog;
+use crate::domain::job::{Checkpoint, EventKind, Job, JobState, NewEvent, now_millis};
+use crate::domain::job::{fail, state_event};
 use crate::error::Error;
 use crate::ports::{FineTuning, Page, RemoteCheckpoint, RemoteEvent, RemoteJob, UpstreamError};
 use crate::store::{Recorded, Store};
@@ -469,7 +469,7 @@ fn checkpoint_event(c: &RemoteCheckpoint) -> NewEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jobs::model::{Method, Metrics};
+    use crate::domain::job::{Method, Metrics};
 
     fn job(state: JobState) -> Job {
         Job {

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 
 use tokio_util::sync::CancellationToken;
 
-use super::model::{Job, JobEvent, now_millis};
+use crate::domain::job::{Job, JobEvent, now_millis};
 use crate::error::Error;
 use crate::store::Store;
 

@@ -5,14 +5,15 @@
 
 pub mod chat;
 pub mod retry;
+pub mod telemetry;
 
 pub use retry::RetryPolicy;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::domain::job::{EventKind, Hyperparameters, JobError, JobState, Method, Metrics};
 pub use crate::error::UpstreamError;
-use crate::jobs::model::{EventKind, Hyperparameters, JobError, JobState, Method, Metrics};
 
 /// What the training lifecycle needs from a fine-tuning provider, in the core's own
 /// terms: the adapter translates its wire format (OpenAI's statuses, event kinds, `"auto"`

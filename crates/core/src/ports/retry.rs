@@ -17,7 +17,7 @@ use backon::{ExponentialBuilder, Retryable};
 use tokio::time::Instant;
 
 use super::UpstreamError;
-use crate::telemetry::Reporter;
+use crate::ports::telemetry::Reporter;
 
 /// How hard to retry. The defaults are the official SDKs': 2 retries, 0.5 s doubling to
 /// at most 8 s, and a provider's own delay honoured up to 60 s.

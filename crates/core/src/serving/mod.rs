@@ -1,7 +1,6 @@
 //! Serving: tiers (named routes), model promotion, knowledge injection, sticky A/B
 //! splits, cost per request, and the record every statistic is made from.
 
-pub mod record;
 mod split;
 pub mod tiers;
 
@@ -14,16 +13,16 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::dataset::{Catalog, Counter, Encoding};
+use crate::domain::job::now_millis;
+use crate::domain::served::Served;
+pub use crate::domain::served::TierStats;
 use crate::error::{Error, Missing};
-use crate::jobs::model::now_millis;
 use crate::ports::UpstreamError;
 use crate::ports::chat::{
     Chat, ChatChunk, ChatMessage, ChatRequest, ChatResponse, ChatRole, SystemBlock,
 };
+use crate::ports::telemetry::Reporter;
 use crate::store::Store;
-use crate::telemetry::Reporter;
-use record::Served;
-pub use record::TierStats;
 use tiers::{ProviderKind, TierSpec, Tiers};
 
 /// Served records queued for the store; beyond this, records are dropped with a warning

@@ -5,9 +5,9 @@ mod blobs;
 
 pub use blobs::{DatasetStore, Expected, StoredDataset};
 
+use crate::domain::job::{Job, JobEvent, JobState, NewEvent};
+use crate::domain::served::{Served, TierStats};
 use crate::error::Error;
-use crate::jobs::model::{Job, JobEvent, JobState, NewEvent};
-use crate::serving::record::{Served, TierStats};
 
 /// What StartTraining's reservation of a request id found.
 #[derive(Debug)]
