@@ -38,7 +38,7 @@ use finetune::pb;
 use finetune::pb::fine_tune_service_client::FineTuneServiceClient;
 use finetune::pb::stream_complete_response::Item as StreamItem;
 use finetune::pb::watch_job_response::Item as WatchItem;
-use finetune::serving::record::percentile;
+use finetune_core::domain::served::percentile;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;

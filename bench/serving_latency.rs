@@ -35,7 +35,7 @@ use finetune::emulator::{Emulator, EmulatorConfig};
 use finetune::pb;
 use finetune::pb::fine_tune_service_client::FineTuneServiceClient;
 use finetune::pb::stream_complete_response::Item;
-use finetune::serving::record::percentile;
+use finetune_core::domain::served::percentile;
 use finetune::upstream::OpenAiConfig;
 use finetune::upstream::chat::{Chat, ChatChunk, ChatMessage, ChatRequest, ChatRole};
 use finetune::upstream::openai::OpenAi;

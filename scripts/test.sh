@@ -43,6 +43,13 @@ fi
 rm -rf "$canary"
 echo "buf breaking refuses a renamed field, as it should"
 
+step "the core crate depends on no gRPC, HTTP or database crate"
+# The direction core <- adapters <- server is held by the compiler only while the core
+# cannot name them: finetune-core's dependency tree must not hold any of them.
+if cargo tree --locked -p finetune-core -e normal --prefix none | grep -E '^(tonic|prost|reqwest|sqlx|axum|hyper|finetune) '; then
+  echo "finetune-core depends on the crates above: move that code to an adapter or the server"; exit 1
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -52,7 +59,7 @@ scripts/tools.sh
 # Clippy runs inside the one build the tests need: `cargo clippy` is `cargo check` with
 # clippy-driver standing in for rustc on this crate, and clippy-driver builds as well as it
 # checks. A separate clippy step compiled every dependency a second time (metadata only) and
-# this crate twice. Only the workspace crate goes through the wrapper, so the dependencies'
+# this crate twice. Only the workspace's crates go through the wrapper, so the dependencies'
 # build is shared with a plain `cargo build`. Any warning, from rustc or clippy, fails the run.
 export RUSTC_WORKSPACE_WRAPPER
 RUSTC_WORKSPACE_WRAPPER="$(rustup which clippy-driver 2>/dev/null || command -v clippy-driver || true)"
@@ -60,14 +67,14 @@ RUSTC_WORKSPACE_WRAPPER="$(rustup which clippy-driver 2>/dev/null || command -v 
 [ -x "$RUSTC_WORKSPACE_WRAPPER" ] || { echo "clippy-driver not found (rustup component add clippy)"; exit 1; }
 step "cargo build of every target, linted by clippy (warnings fail)"
 build_log=$(mktemp)
-cargo test --locked --all-targets --no-run 2>&1 | tee "$build_log"
+cargo test --locked --workspace --all-targets --no-run 2>&1 | tee "$build_log"
 if grep -q '^warning' "$build_log"; then
   rm -f "$build_log"; echo "the build above has warnings (rustc or clippy): fix them"; exit 1
 fi
 rm -f "$build_log"
 
 step "cargo test"
-cargo test --locked --all-targets
+cargo test --locked --workspace --all-targets
 
 step "Python: the official openai SDK against the emulator"
 scripts/python-env.sh

@@ -318,7 +318,7 @@ fn refusal(
     tonic::Status::with_error_details(
         code,
         message,
-        ErrorDetails::with_error_info(reason, crate::error::ERROR_DOMAIN, metadata),
+        ErrorDetails::with_error_info(reason, crate::service::status::ERROR_DOMAIN, metadata),
     )
 }
 

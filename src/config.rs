@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
@@ -227,7 +228,7 @@ pub struct ServeConfig {
     /// A listener already bound for the metrics endpoint, used instead of metrics_addr
     /// (for embedders and tests that need the port before the server starts).
     #[arg(skip)]
-    pub metrics_listener: crate::metrics::http::PreBound,
+    pub metrics_listener: PreBound,
 }
 
 impl ServeConfig {
@@ -270,7 +271,7 @@ impl ServeConfig {
             tiers: None,
             knowledge: Vec::new(),
             metrics_addr: None,
-            metrics_listener: crate::metrics::http::PreBound::default(),
+            metrics_listener: PreBound::default(),
         }
     }
 
@@ -332,5 +333,20 @@ impl ServeConfig {
     pub fn poll_interval(&self) -> Duration {
         let default = if self.emulator { 1.0 } else { 30.0 };
         Duration::from_secs_f64(self.poll_interval_seconds.unwrap_or(default))
+    }
+}
+
+/// A listener bound before the server starts, for embedders and tests that ask for
+/// port 0 and need to know the port. Clones share the one listener; the server takes it.
+#[derive(Debug, Clone, Default)]
+pub struct PreBound(Arc<Mutex<Option<std::net::TcpListener>>>);
+
+impl PreBound {
+    pub fn new(listener: std::net::TcpListener) -> PreBound {
+        PreBound(Arc::new(Mutex::new(Some(listener))))
+    }
+
+    pub(crate) fn take(&self) -> Option<std::net::TcpListener> {
+        self.0.lock().expect("pre-bound listener").take()
     }
 }

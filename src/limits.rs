@@ -201,7 +201,7 @@ fn exhausted(message: String, setting: &str) -> tonic::Status {
         message,
         ErrorDetails::with_error_info(
             "LIMIT_EXCEEDED",
-            crate::error::ERROR_DOMAIN,
+            crate::service::status::ERROR_DOMAIN,
             [("limit".to_owned(), setting.to_owned())],
         ),
     )

@@ -35,9 +35,10 @@ use crate::upstream::RetryPolicy;
 use crate::upstream::anthropic::Anthropic;
 use crate::upstream::chat::Chat;
 use crate::upstream::openai::OpenAi;
+use finetune_core::ports::telemetry::Reporter;
 
 /// The fully qualified name health checks use for the service.
-pub const SERVICE_NAME: &str = "fileengine.finetune.v1.FineTuneService";
+pub use crate::pb::fine_tune_service_server::SERVICE_NAME;
 
 /// Serves on `listener` until `shutdown` completes, then drains for at most
 /// `config.drain()` before closing what is left.
@@ -147,10 +148,18 @@ pub async fn serve(
             config.data_dir.display()
         );
     }
-    let _metrics =
-        crate::metrics::http::start(&config, state.clone(), health.clone(), draining.clone())
-            .await
-            .inspect_err(|_| server.abort())?;
+    let _metrics = crate::metrics::http::start(
+        crate::metrics::http::Listen {
+            pre_bound: config.metrics_listener.take(),
+            addr: config.metrics_addr,
+            announce: config.announce,
+        },
+        state.clone(),
+        health.clone(),
+        draining.clone(),
+    )
+    .await
+    .inspect_err(|_| server.abort())?;
     if emulator.is_some() {
         warn!(
             "EMULATOR MODE: jobs run against an emulator of OpenAI's API; no real training happens and no model is produced"
@@ -237,7 +246,7 @@ async fn open_state(
     let metrics = Metrics::new();
     // Every upstream call counts its requests and retries into this server's registry.
     let retry = RetryPolicy {
-        metrics: Some(metrics.clone()),
+        metrics: Some(Reporter::new(metrics.clone())),
         ..config.retry_policy()
     };
 
@@ -345,7 +354,7 @@ async fn open_state(
         providers,
         catalog.clone(),
         store,
-        metrics.clone(),
+        Reporter::new(metrics.clone()),
     )
     .await?;
     if let (Some(jobs), Some(tier)) = (&jobs, serving.auto_promote_tier()) {

@@ -10,9 +10,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::TestServer;
+use finetune::config::PreBound;
 use finetune::config::ServeConfig;
 use finetune::emulator::{Emulator, EmulatorConfig, Fault};
-use finetune::metrics::http::PreBound;
 use finetune::pb;
 use finetune::pb::stream_complete_response::Item as StreamItem;
 use finetune::pb::watch_job_response::Item as WatchItem;

@@ -4,9 +4,10 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use finetune::Error;
-use finetune::upstream::openai::{OpenAi, parse_retry_after};
+use finetune::upstream::openai::OpenAi;
+use finetune::upstream::parse_retry_after;
 use finetune::upstream::types::{AutoOr, AutoTag};
-use finetune::upstream::{FineTuning, OpenAiConfig, RetryPolicy, UpstreamError};
+use finetune::upstream::{OpenAiConfig, RetryPolicy, UpstreamError};
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path, path_regex};
@@ -546,7 +547,7 @@ async fn the_key_never_appears_in_errors_or_debug_output() {
         assert!(!t.contains("sk-proj-abc"), "{t}");
         assert!(t.contains("<redacted>"), "{t}");
         // Through the gRPC mapping too.
-        let status = tonic::Status::from(Error::Upstream(e));
+        let status = finetune::service::status::status(Error::Upstream(e));
         assert!(!format!("{status:?}").contains("sk-test-"), "{status:?}");
     }
 }

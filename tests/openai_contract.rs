@@ -17,7 +17,7 @@ use finetune::upstream::openai::OpenAi;
 use finetune::upstream::types::{
     AutoOr, AutoTag, CreateJobRequest, Hyperparameters, Method, MethodParams,
 };
-use finetune::upstream::{FineTuning, OpenAiConfig, UpstreamError};
+use finetune::upstream::{OpenAiConfig, UpstreamError};
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};

@@ -303,7 +303,6 @@ fn standalone(dir: &Path) -> Child {
 
 #[tokio::test]
 async fn the_standalone_emulator_keeps_its_files_in_its_data_dir() {
-    use finetune::upstream::FineTuning as _;
     use finetune::upstream::openai::OpenAi;
     use finetune::upstream::{OpenAiConfig, RetryPolicy};
 

@@ -8,7 +8,7 @@
 //! The listener opens once the gRPC server is up and closes when the drain ends.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
@@ -24,25 +24,9 @@ use tonic_health::pb::health_server::Health;
 use tonic_health::server::{HealthReporter, HealthService};
 use tracing::{info, warn};
 
-use crate::config::ServeConfig;
 use crate::error::Error;
-use crate::server::SERVICE_NAME;
+use crate::pb::fine_tune_service_server::SERVICE_NAME;
 use crate::service::AppState;
-
-/// A listener bound before the server starts, for embedders and tests that ask for
-/// port 0 and need to know the port. Clones share the one listener; the server takes it.
-#[derive(Debug, Clone, Default)]
-pub struct PreBound(Arc<Mutex<Option<std::net::TcpListener>>>);
-
-impl PreBound {
-    pub fn new(listener: std::net::TcpListener) -> PreBound {
-        PreBound(Arc::new(Mutex::new(Some(listener))))
-    }
-
-    fn take(&self) -> Option<std::net::TcpListener> {
-        self.0.lock().expect("pre-bound listener").take()
-    }
-}
 
 /// The running listener; dropping it closes the port.
 #[derive(Debug)]
@@ -69,17 +53,25 @@ struct Shared {
     draining: CancellationToken,
 }
 
-/// Starts the metrics listener when `config` asks for one (`metrics_listener`, else
-/// `metrics_addr`); prints its address after the start line when `config.announce`.
-/// It runs until the returned handle is dropped, so it keeps answering (503) through
-/// the drain.
+/// Where the metrics listener listens: a listener bound beforehand (embedders and tests
+/// that need the port first), else an address to bind; no listener when neither.
+#[derive(Debug)]
+pub struct Listen {
+    pub pre_bound: Option<std::net::TcpListener>,
+    pub addr: Option<SocketAddr>,
+    /// Print the address after the start line.
+    pub announce: bool,
+}
+
+/// Starts the metrics listener when `listen` asks for one. It runs until the returned
+/// handle is dropped, so it keeps answering (503) through the drain.
 pub async fn start(
-    config: &ServeConfig,
+    listen: Listen,
     state: Arc<AppState>,
     health: HealthReporter,
     draining: CancellationToken,
 ) -> Result<Option<MetricsServer>, Error> {
-    let listener = match (config.metrics_listener.take(), config.metrics_addr) {
+    let listener = match (listen.pre_bound, listen.addr) {
         (Some(listener), _) => {
             listener
                 .set_nonblocking(true)
@@ -109,7 +101,7 @@ pub async fn start(
             warn!(error = %e, "the metrics listener failed");
         }
     });
-    if config.announce {
+    if listen.announce {
         println!(
             "finetune: metrics on http://{addr}/metrics, health probe on http://{addr}/healthz"
         );

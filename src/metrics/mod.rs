@@ -7,6 +7,7 @@
 mod grpc;
 pub mod http;
 
+use finetune_core::ports::telemetry::Telemetry;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::task::Poll;
@@ -209,62 +210,11 @@ impl Metrics {
         })
     }
 
-    /// Counts one HTTP exchange with a provider: `status` is None when no response came.
-    pub fn upstream_request(&self, provider: &str, status: Option<u16>, elapsed: Duration) {
-        let outcome = match status {
-            Some(code) => code.to_string(),
-            None => "transport".to_owned(),
-        };
-        self.inner
-            .upstream_requests
-            .with_label_values(&[provider, &outcome])
-            .inc();
-        self.inner
-            .upstream_duration
-            .with_label_values(&[provider])
-            .observe(elapsed.as_secs_f64());
-    }
-
-    /// Counts one retry of an upstream call.
-    pub fn upstream_retry(&self, provider: &str) {
-        self.inner
-            .upstream_retries
-            .with_label_values(&[provider])
-            .inc();
-    }
-
-    /// Adds an answered completion's tokens and cost to `tier`.
-    pub fn completion(&self, tier: &str, usage: &ChatUsage, cost_usd: f64) {
-        let plain_input = usage
-            .input_tokens
-            .saturating_sub(usage.cache_read_tokens + usage.cache_write_tokens);
-        for (kind, tokens) in [
-            ("input", plain_input),
-            ("output", usage.output_tokens),
-            ("cache_read", usage.cache_read_tokens),
-            ("cache_write", usage.cache_write_tokens),
-        ] {
-            self.inner
-                .completion_tokens
-                .with_label_values(&[tier, kind])
-                .inc_by(tokens);
-        }
-        if cost_usd.is_finite() && cost_usd > 0.0 {
-            self.inner
-                .completion_cost
-                .with_label_values(&[tier])
-                .inc_by(cost_usd);
-        } else {
-            // Make the series exist at 0 for a tier whose model has no price.
-            self.inner.completion_cost.with_label_values(&[tier]);
-        }
-    }
-
     /// Replaces the job counts: every known state, 0 when no job is in it.
     pub fn set_jobs(&self, counts: &[(String, u64)]) {
         let jobs = &self.inner.jobs;
         jobs.reset();
-        for state in crate::jobs::model::JobState::ALL {
+        for state in finetune_core::domain::job::JobState::ALL {
             jobs.with_label_values(&[state.as_str()]).set(0);
         }
         for (state, n) in counts {
@@ -344,6 +294,59 @@ fn code_name(code: tonic::Code) -> &'static str {
         Code::Unavailable => "UNAVAILABLE",
         Code::DataLoss => "DATA_LOSS",
         Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+impl Telemetry for Metrics {
+    /// Counts one HTTP exchange with a provider: `status` is None when no response came.
+    fn upstream_request(&self, provider: &str, status: Option<u16>, elapsed: Duration) {
+        let outcome = match status {
+            Some(code) => code.to_string(),
+            None => "transport".to_owned(),
+        };
+        self.inner
+            .upstream_requests
+            .with_label_values(&[provider, &outcome])
+            .inc();
+        self.inner
+            .upstream_duration
+            .with_label_values(&[provider])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one retry of an upstream call.
+    fn upstream_retry(&self, provider: &str) {
+        self.inner
+            .upstream_retries
+            .with_label_values(&[provider])
+            .inc();
+    }
+
+    /// Adds an answered completion's tokens and cost to `tier`.
+    fn completion(&self, tier: &str, usage: &ChatUsage, cost_usd: f64) {
+        let plain_input = usage
+            .input_tokens
+            .saturating_sub(usage.cache_read_tokens + usage.cache_write_tokens);
+        for (kind, tokens) in [
+            ("input", plain_input),
+            ("output", usage.output_tokens),
+            ("cache_read", usage.cache_read_tokens),
+            ("cache_write", usage.cache_write_tokens),
+        ] {
+            self.inner
+                .completion_tokens
+                .with_label_values(&[tier, kind])
+                .inc_by(tokens);
+        }
+        if cost_usd.is_finite() && cost_usd > 0.0 {
+            self.inner
+                .completion_cost
+                .with_label_values(&[tier])
+                .inc_by(cost_usd);
+        } else {
+            // Make the series exist at 0 for a tier whose model has no price.
+            self.inner.completion_cost.with_label_values(&[tier]);
+        }
     }
 }
 

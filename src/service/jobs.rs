@@ -4,10 +4,10 @@ use std::collections::BTreeMap;
 
 use crate::error::Error;
 use crate::jobs::WatchItem;
-use crate::jobs::model::{
+use crate::pb;
+use finetune_core::domain::job::{
     Checkpoint, EventKind, Hyperparameters, Job, JobEvent, JobState, Method, Metrics,
 };
-use crate::pb;
 
 pub(super) fn timestamp(millis: i64) -> prost_types::Timestamp {
     prost_types::Timestamp {

@@ -3,6 +3,9 @@
 mod convert;
 mod jobs;
 mod serving;
+pub mod status;
+
+use status::{IntoStatus, status};
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -39,7 +42,7 @@ impl AppState {
                 reason: "PROVIDER_NOT_CONFIGURED",
                 violations: Vec::new(),
             }
-            .into()
+            .into_status()
         })
     }
 }
@@ -140,19 +143,23 @@ impl FineTuneService for Service {
         request: Request<pb::ValidateDatasetRequest>,
     ) -> Result<Response<pb::ValidateDatasetResponse>, Status> {
         let mut req = request.into_inner();
-        let options = convert::options(&req)?;
-        let training = self.input(req.training.take().unwrap_or_default(), "training")?;
+        let options = convert::options(&req).map_err(status)?;
+        let training = self
+            .input(req.training.take().unwrap_or_default(), "training")
+            .map_err(status)?;
         let validation = req
             .validation
             .take()
             .map(|v| self.input(v, "validation"))
-            .transpose()?;
+            .transpose()
+            .map_err(status)?;
         let state = self.state.clone();
         let report = tokio::task::spawn_blocking(move || {
             dataset::validate(training, validation, &options, &state.catalog)
         })
         .await
-        .map_err(|e| Status::internal(format!("validation task failed: {e}")))??;
+        .map_err(|e| Status::internal(format!("validation task failed: {e}")))?
+        .map_err(status)?;
         info!(
             examples = report.training.examples,
             errors = report.error_count,
@@ -174,7 +181,8 @@ impl FineTuneService for Service {
             .state
             .datasets
             .begin(self.state.max_dataset_bytes)
-            .await?;
+            .await
+            .map_err(status)?;
         let mut expected = Expected::default();
         let mut first = true;
         while let Some(msg) = stream.next().await {
@@ -185,7 +193,7 @@ impl FineTuneService for Service {
                         "header",
                         "only the first message may carry a header",
                     )
-                    .into());
+                    .into_status());
                 }
                 if !header.sha256.is_empty() {
                     expected.sha256 = Some(header.sha256);
@@ -196,15 +204,15 @@ impl FineTuneService for Service {
                             "announced size {} exceeds the upload limit of {} bytes (--max-dataset-bytes)",
                             header.size_bytes, self.state.max_dataset_bytes
                         ))
-                        .into());
+                        .into_status());
                     }
                     expected.size_bytes = Some(header.size_bytes);
                 }
             }
             first = false;
-            upload.write(&msg.chunk).await?;
+            upload.write(&msg.chunk).await.map_err(status)?;
         }
-        let stored = upload.finish(&expected).await?;
+        let stored = upload.finish(&expected).await.map_err(status)?;
         info!(dataset_id = %stored.id, size_bytes = stored.size_bytes, already_present = stored.already_present, "stored dataset");
         Ok(Response::new(pb::UploadDatasetResponse {
             dataset_id: stored.id,
@@ -219,13 +227,20 @@ impl FineTuneService for Service {
     ) -> Result<Response<pb::StartTrainingResponse>, Status> {
         let manager = self.state.jobs()?.clone();
         let req = request.into_inner();
-        let accepted =
-            convert::accepted_problems(&req.accepted_problems, req.validation.is_some())?;
+        let accepted = convert::accepted_problems(&req.accepted_problems, req.validation.is_some())
+            .map_err(status)?;
         let start = StartRequest {
             request_id: req.request_id,
-            training: self.dataset_file(req.training, "training").await?,
+            training: self
+                .dataset_file(req.training, "training")
+                .await
+                .map_err(status)?,
             validation: match req.validation {
-                Some(v) => Some(self.dataset_file(Some(v), "validation").await?),
+                Some(v) => Some(
+                    self.dataset_file(Some(v), "validation")
+                        .await
+                        .map_err(status)?,
+                ),
                 None => None,
             },
             model: if req.model.is_empty() {
@@ -233,14 +248,14 @@ impl FineTuneService for Service {
             } else {
                 req.model
             },
-            method: jobs::method_from(req.method)?,
+            method: jobs::method_from(req.method).map_err(status)?,
             hyperparameters: jobs::hyperparameters_from(req.hyperparameters),
             suffix: Some(req.suffix).filter(|s| !s.is_empty()),
             seed: req.seed,
             metadata: jobs::metadata_from(req.metadata),
             accepted,
         };
-        let started = manager.start(start).await?;
+        let started = manager.start(start).await.map_err(status)?;
         Ok(Response::new(pb::StartTrainingResponse {
             job: Some(jobs::job(&started.job)),
             report: started.report.as_ref().map(convert::report),
@@ -255,7 +270,8 @@ impl FineTuneService for Service {
             .state
             .jobs()?
             .resolve(&request.into_inner().job_id)
-            .await?;
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::GetJobResponse {
             job: Some(jobs::job(&job)),
         }))
@@ -266,9 +282,14 @@ impl FineTuneService for Service {
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
         let req = request.into_inner();
-        let state = jobs::state_filter(req.state)?;
+        let state = jobs::state_filter(req.state).map_err(status)?;
         let token = Some(req.page_token.as_str()).filter(|t| !t.is_empty());
-        let page = self.state.jobs()?.list(state, token, req.page_size).await?;
+        let page = self
+            .state
+            .jobs()?
+            .list(state, token, req.page_size)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::ListJobsResponse {
             jobs: page.jobs.iter().map(jobs::job).collect(),
             next_page_token: page.next.unwrap_or_default(),
@@ -283,7 +304,8 @@ impl FineTuneService for Service {
             .state
             .jobs()?
             .cancel(&request.into_inner().job_id)
-            .await?;
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::CancelJobResponse {
             job: Some(jobs::job(&job)),
         }))
@@ -300,9 +322,10 @@ impl FineTuneService for Service {
             .state
             .jobs()?
             .watch(&req.job_id, req.after_sequence)
-            .await?;
+            .await
+            .map_err(status)?;
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
-            .map(|item| item.map(jobs::watch_item).map_err(Status::from));
+            .map(|item| item.map(jobs::watch_item).map_err(status));
         let stream = self.state.metrics.watch_stream(stream);
         Ok(Response::new(Box::pin(stream)))
     }
@@ -312,8 +335,8 @@ impl FineTuneService for Service {
         request: Request<pb::CompleteRequest>,
     ) -> Result<Response<pb::CompleteResponse>, Status> {
         let deadline = serving::deadline(request.metadata());
-        let req = serving::request(request.into_inner(), deadline)?;
-        let completion = self.state.serving.complete(req).await?;
+        let req = serving::request(request.into_inner(), deadline).map_err(status)?;
+        let completion = self.state.serving.complete(req).await.map_err(status)?;
         Ok(Response::new(pb::CompleteResponse {
             completion: Some(serving::completion(completion)),
         }))
@@ -329,12 +352,13 @@ impl FineTuneService for Service {
         let inner = request
             .into_inner()
             .request
-            .ok_or_else(|| Status::from(Error::invalid("request", "required")))?;
+            .ok_or_else(|| status(Error::invalid("request", "required")))?;
         let rx = self
             .state
             .serving
-            .stream(serving::request(inner, deadline)?)
-            .await?;
+            .stream(serving::request(inner, deadline).map_err(status)?)
+            .await
+            .map_err(status)?;
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|item| {
             use pb::stream_complete_response::Item;
             item.map(|i| pb::StreamCompleteResponse {
@@ -345,7 +369,7 @@ impl FineTuneService for Service {
                     }
                 }),
             })
-            .map_err(Status::from)
+            .map_err(status)
         });
         Ok(Response::new(Box::pin(stream)))
     }
@@ -371,9 +395,9 @@ impl FineTuneService for Service {
         let req = request.into_inner();
         let (model, job_id) = match req.source {
             Some(pb::promote_model_request::Source::JobId(id)) => {
-                let job = self.state.jobs()?.resolve(&id).await?;
+                let job = self.state.jobs()?.resolve(&id).await.map_err(status)?;
                 match (&job.state, &job.fine_tuned_model) {
-                    (crate::jobs::model::JobState::Succeeded, Some(model)) => {
+                    (finetune_core::domain::job::JobState::Succeeded, Some(model)) => {
                         (model.clone(), Some(job.id.clone()))
                     }
                     _ => {
@@ -382,18 +406,19 @@ impl FineTuneService for Service {
                             reason: "JOB_NOT_SUCCEEDED",
                             violations: Vec::new(),
                         }
-                        .into());
+                        .into_status());
                     }
                 }
             }
             Some(pb::promote_model_request::Source::Model(model)) => (model, None),
-            None => return Err(Error::invalid("source", "give job_id or model").into()),
+            None => return Err(Error::invalid("source", "give job_id or model").into_status()),
         };
         let previous = self
             .state
             .serving
             .promote(&req.tier, &model, job_id.as_deref())
-            .await?;
+            .await
+            .map_err(status)?;
         let tier = self
             .state
             .serving
@@ -415,9 +440,14 @@ impl FineTuneService for Service {
         let up = match pb::Rating::try_from(req.rating) {
             Ok(pb::Rating::Up) => true,
             Ok(pb::Rating::Down) => false,
-            _ => return Err(Error::invalid("rating", "RATING_UP or RATING_DOWN").into()),
+            _ => return Err(Error::invalid("rating", "RATING_UP or RATING_DOWN").into_status()),
         };
-        let (tier, split) = self.state.serving.feedback(&req.response_id, up).await?;
+        let (tier, split) = self
+            .state
+            .serving
+            .feedback(&req.response_id, up)
+            .await
+            .map_err(status)?;
         let arm = if split.is_empty() {
             String::new()
         } else {
@@ -436,7 +466,8 @@ impl FineTuneService for Service {
             .state
             .serving
             .stats(tier)
-            .await?
+            .await
+            .map_err(status)?
             .into_iter()
             .map(serving::stats)
             .collect();

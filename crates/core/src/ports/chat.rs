@@ -90,7 +90,7 @@ pub enum ChatChunk {
 /// event) yields an error instead, never a silent end. Dropping it cancels the request.
 pub type ChatStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, UpstreamError>> + Send>>;
 
-#[tonic::async_trait]
+#[async_trait::async_trait]
 pub trait Chat: Send + Sync + 'static {
     /// `openai` or `anthropic`.
     fn provider(&self) -> &'static str;

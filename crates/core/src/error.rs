@@ -1,66 +1,126 @@
-//! Provider ports: the traits the core owns, and their adapters (OpenAI today).
+//! The one domain error. Each kind has its ErrorInfo reason here ([`Error::reason`]); the
+//! server maps it to a gRPC status, in one place (the service's `status` module).
 
-pub mod anthropic;
-pub mod chat;
-mod http;
-pub mod openai;
-pub mod retry;
-pub mod types;
-
-pub use retry::RetryPolicy;
-
-use std::path::Path;
 use std::time::Duration;
 
-use crate::error::Error;
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// A request field is wrong; `field` is its path in the request.
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument { field: String, reason: String },
+    /// Something the request names does not exist; `what` says it in words (with a hint).
+    #[error("{what} not found")]
+    NotFound { what: String, missing: Missing },
+    /// Uploaded bytes did not match what the client announced.
+    #[error("{0}")]
+    DataLoss(String),
+    /// A configured limit was exceeded; the message names it.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// Local I/O failed (the data directory, a dataset file).
+    #[error("{0}")]
+    Io(String),
+    /// The service's configuration is invalid.
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// The request is valid but the state does not allow it (for example a dataset with
+    /// errors, or cancelling a finished job). `violations` are (type, subject, description).
+    #[error("{message}")]
+    FailedPrecondition {
+        message: String,
+        reason: &'static str,
+        violations: Vec<(String, String, String)>,
+    },
+    /// A request id was reused with different parameters; `job_id` holds it.
+    #[error(
+        "request_id {request_id} was already used for job {job_id} with different parameters; use a new request_id"
+    )]
+    AlreadyExists { request_id: String, job_id: String },
+    /// The caller went away before the answer was complete.
+    #[error("{0}")]
+    Cancelled(String),
+    /// The service cannot answer now (shutting down); the message says how to resume.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A create may have taken effect upstream but the service could not confirm it yet:
+    /// the request id stays reserved, and a call again with the same request id (after
+    /// `retry_after`) returns the job if it exists or creates it if it does not.
+    #[error("{message}")]
+    OutcomeUnknown {
+        message: String,
+        retry_after: std::time::Duration,
+    },
+    /// A provider call failed.
+    #[error("{0}")]
+    Upstream(UpstreamError),
+}
 
-/// What the training lifecycle needs from a fine-tuning provider.
-///
-/// Implementations never retry non-idempotent creates themselves; the job manager
-/// makes creation safe through the request-id metadata lookup.
-#[tonic::async_trait]
-pub trait FineTuning: Send + Sync + 'static {
-    /// Uploads a JSONL file with purpose `fine-tune` (the Files API, or the Uploads API
-    /// in parts for files over the configured threshold).
-    async fn upload_file(
-        &self,
-        path: &Path,
-        filename: &str,
-    ) -> Result<types::FileObject, UpstreamError>;
-    /// One page of the `fine-tune` files, newest first.
-    async fn list_files(
-        &self,
-        after: Option<&str>,
-        limit: u32,
-    ) -> Result<types::Page<types::FileObject>, UpstreamError>;
-    /// A file by id; [`UpstreamError::NotFound`] when it was deleted or has expired.
-    async fn get_file(&self, id: &str) -> Result<types::FileObject, UpstreamError>;
-    async fn create_job(
-        &self,
-        request: &types::CreateJobRequest,
-    ) -> Result<types::Job, UpstreamError>;
-    async fn get_job(&self, id: &str) -> Result<types::Job, UpstreamError>;
-    /// One page of jobs, newest first, optionally filtered by metadata `key=value` pairs.
-    async fn list_jobs(
-        &self,
-        after: Option<&str>,
-        limit: u32,
-        metadata: &[(String, String)],
-    ) -> Result<types::Page<types::Job>, UpstreamError>;
-    async fn cancel_job(&self, id: &str) -> Result<types::Job, UpstreamError>;
-    /// One page of events, newest first; `after` pages towards older events.
-    async fn list_events(
-        &self,
-        id: &str,
-        after: Option<&str>,
-        limit: u32,
-    ) -> Result<types::Page<types::JobEvent>, UpstreamError>;
-    async fn list_checkpoints(
-        &self,
-        id: &str,
-        after: Option<&str>,
-        limit: u32,
-    ) -> Result<types::Page<types::Checkpoint>, UpstreamError>;
+/// What a NOT_FOUND names: its ErrorInfo reason and the metadata key holding the id, so a
+/// client reads which one without parsing the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Missing {
+    Job(String),
+    Tier(String),
+    Dataset(String),
+    Response(String),
+}
+
+impl Missing {
+    /// The ErrorInfo reason of a NOT_FOUND for it.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Missing::Job(_) => "JOB_NOT_FOUND",
+            Missing::Tier(_) => "TIER_NOT_FOUND",
+            Missing::Dataset(_) => "DATASET_NOT_FOUND",
+            Missing::Response(_) => "RESPONSE_NOT_FOUND",
+        }
+    }
+
+    /// The ErrorInfo metadata entry: (key, the id as the request gave it).
+    pub fn metadata(&self) -> (&'static str, &str) {
+        match self {
+            Missing::Job(id) => ("job_id", id),
+            Missing::Tier(name) => ("tier", name),
+            Missing::Dataset(id) => ("dataset_id", id),
+            Missing::Response(id) => ("response_id", id),
+        }
+    }
+}
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Error {
+        Error::InvalidArgument {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The ErrorInfo reason: what a client branches on.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::InvalidArgument { .. } => "INVALID_ARGUMENT",
+            Error::NotFound { missing, .. } => missing.reason(),
+            Error::DataLoss(_) => "UPLOAD_MISMATCH",
+            Error::ResourceExhausted(_) => "LIMIT_EXCEEDED",
+            Error::Io(_) => "STORAGE_ERROR",
+            Error::Config(_) => "CONFIGURATION_ERROR",
+            Error::FailedPrecondition { reason, .. } => reason,
+            Error::AlreadyExists { .. } => "REQUEST_ID_REUSED",
+            Error::Unavailable(_) => "SHUTTING_DOWN",
+            Error::Cancelled(_) => "CANCELLED",
+            Error::OutcomeUnknown { .. } => "UPSTREAM_OUTCOME_UNKNOWN",
+            Error::Upstream(e) => match e {
+                UpstreamError::RateLimited { .. } => "UPSTREAM_RATE_LIMITED",
+                UpstreamError::Unavailable { .. } => "UPSTREAM_UNAVAILABLE",
+                UpstreamError::Rejected { .. } => "UPSTREAM_REJECTED",
+                UpstreamError::NotFound { .. } => "UPSTREAM_NOT_FOUND",
+                UpstreamError::Auth { .. } => "UPSTREAM_AUTH_FAILED",
+                UpstreamError::Protocol { .. } => "UPSTREAM_PROTOCOL_ERROR",
+                UpstreamError::Local { .. } => "LOCAL_IO_ERROR",
+                UpstreamError::Unconfirmed { .. } => "UPSTREAM_OUTCOME_UNKNOWN",
+            },
+        }
+    }
 }
 
 /// A provider call that failed, classified for retries and for the gRPC mapping.
@@ -198,54 +258,5 @@ impl UpstreamError {
 impl From<UpstreamError> for Error {
     fn from(e: UpstreamError) -> Error {
         Error::Upstream(e)
-    }
-}
-
-/// Where and how to reach OpenAI. The key comes only from the environment.
-#[derive(Clone)]
-pub struct OpenAiConfig {
-    pub api_key: String,
-    pub base_url: String,
-    pub organization: Option<String>,
-    pub project: Option<String>,
-    /// Files larger than this go through the Uploads API in parts.
-    pub upload_threshold_bytes: u64,
-    /// Size of each Uploads API part (OpenAI allows at most 64 MB).
-    pub part_size_bytes: u64,
-    /// Deadline of one HTTP call.
-    pub timeout: Duration,
-    /// Retries of the calls that are safe to repeat.
-    pub retry: RetryPolicy,
-}
-
-impl std::fmt::Debug for OpenAiConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpenAiConfig")
-            .field("api_key", &"<redacted>")
-            .field("base_url", &self.base_url)
-            .field("organization", &self.organization)
-            .field("project", &self.project)
-            .field("upload_threshold_bytes", &self.upload_threshold_bytes)
-            .field("part_size_bytes", &self.part_size_bytes)
-            .field("timeout", &self.timeout)
-            .field("retry", &self.retry)
-            .finish()
-    }
-}
-
-impl OpenAiConfig {
-    pub const DEFAULT_BASE_URL: &'static str = "https://api.openai.com/v1";
-
-    pub fn new(api_key: impl Into<String>, base_url: impl Into<String>) -> OpenAiConfig {
-        OpenAiConfig {
-            api_key: api_key.into(),
-            base_url: base_url.into(),
-            organization: None,
-            project: None,
-            upload_threshold_bytes: 256 << 20,
-            part_size_bytes: 64 << 20,
-            timeout: Duration::from_secs(600),
-            retry: RetryPolicy::default(),
-        }
     }
 }

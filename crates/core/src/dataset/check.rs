@@ -9,7 +9,7 @@
 use serde_json::{Map, Value};
 use xxhash_rust::xxh3::Xxh3;
 
-use super::json::{self, MAX_DEPTH, MAX_VALUES, ParseError};
+use super::json::{self, MAX_DEPTH, MAX_VALUES, ParseError, path_key};
 use super::problem::{Code, LineProblems};
 use super::render::thousands;
 use super::secrets;
@@ -199,17 +199,6 @@ fn has_high_surrogate_escape(text: &str) -> bool {
             && matches!(w[3].to_ascii_lowercase(), b'8' | b'9' | b'a' | b'b')
     })
 }
-
-/// A key as it appears in a problem's JSON path: long keys are shortened.
-pub(crate) fn path_key(key: &str) -> std::borrow::Cow<'_, str> {
-    match key.char_indices().nth(PATH_KEY_CHARS) {
-        Some((i, _)) => format!("{}...", &key[..i]).into(),
-        None => key.into(),
-    }
-}
-
-/// Longest key quoted in a path or a message.
-const PATH_KEY_CHARS: usize = 64;
 
 /// serde_json's message without its "at line 1 column N" suffix, with the column up front.
 fn json_error_message(e: &serde_json::Error) -> String {

@@ -36,20 +36,6 @@ impl JobState {
         JobState::Unknown,
     ];
 
-    /// The state of an OpenAI status string; unknown strings map to `Unknown`.
-    pub fn from_upstream(status: &str) -> JobState {
-        match status {
-            "validating_files" => JobState::ValidatingFiles,
-            "queued" => JobState::Queued,
-            "running" => JobState::Running,
-            "succeeded" => JobState::Succeeded,
-            "failed" => JobState::Failed,
-            "cancelled" => JobState::Cancelled,
-            "paused" => JobState::Paused,
-            _ => JobState::Unknown,
-        }
-    }
-
     /// How far along OpenAI's one-way lifecycle (validating_files, queued, running, an end)
     /// the state is; `None` off it (paused, which goes back to running, and unknown).
     pub fn progress(self) -> Option<u8> {
@@ -276,4 +262,35 @@ pub fn now_millis() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A state-change event carrying the job snapshot.
+pub(crate) fn state_event(job: &Job, message: String) -> NewEvent {
+    NewEvent {
+        kind: EventKind::StateChanged,
+        created_at: now_millis(),
+        level: if job.state == JobState::Failed {
+            "error"
+        } else {
+            "info"
+        }
+        .to_owned(),
+        message,
+        upstream_id: None,
+        metrics: None,
+        checkpoint: None,
+        job: Some(Box::new(job.clone())),
+    }
+}
+
+/// Marks a job failed locally (used when its upstream record vanished).
+pub(crate) fn fail(job: &mut Job, code: &str, message: &str) {
+    job.state = JobState::Failed;
+    job.error = Some(JobError {
+        code: code.to_owned(),
+        message: message.to_owned(),
+        param: String::new(),
+    });
+    job.finished_at = Some(now_millis());
+    job.estimated_finish = None;
 }

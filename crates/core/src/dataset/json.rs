@@ -112,7 +112,7 @@ impl Path<'_> {
                     if !out.is_empty() {
                         out.push('.');
                     }
-                    out.push_str(&super::check::path_key(key));
+                    out.push_str(&path_key(key));
                 }
                 Segment::Index(i) => out.push_str(&format!("[{i}]")),
             }
@@ -258,6 +258,17 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
         Ok(Value::Object(map))
     }
 }
+
+/// A key as it appears in a problem's JSON path: long keys are shortened.
+pub(crate) fn path_key(key: &str) -> std::borrow::Cow<'_, str> {
+    match key.char_indices().nth(PATH_KEY_CHARS) {
+        Some((i, _)) => format!("{}...", &key[..i]).into(),
+        None => key.into(),
+    }
+}
+
+/// Longest key quoted in a path or a message.
+const PATH_KEY_CHARS: usize = 64;
 
 #[cfg(test)]
 mod tests {

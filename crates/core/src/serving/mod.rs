@@ -1,7 +1,6 @@
 //! Serving: tiers (named routes), model promotion, knowledge injection, sticky A/B
 //! splits, cost per request, and the record every statistic is made from.
 
-pub mod record;
 mod split;
 pub mod tiers;
 
@@ -14,16 +13,16 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::dataset::{Catalog, Counter, Encoding};
+use crate::domain::job::now_millis;
+use crate::domain::served::Served;
+pub use crate::domain::served::TierStats;
 use crate::error::{Error, Missing};
-use crate::jobs::model::now_millis;
-use crate::metrics::Metrics;
-use crate::store::Store;
-use crate::upstream::UpstreamError;
-use crate::upstream::chat::{
+use crate::ports::UpstreamError;
+use crate::ports::chat::{
     Chat, ChatChunk, ChatMessage, ChatRequest, ChatResponse, ChatRole, SystemBlock,
 };
-use record::Served;
-pub use record::TierStats;
+use crate::ports::telemetry::Reporter;
+use crate::store::Store;
 use tiers::{ProviderKind, TierSpec, Tiers};
 
 /// Served records queued for the store; beyond this, records are dropped with a warning
@@ -138,7 +137,7 @@ pub struct Serving {
     /// Promoted model (and source job) per tier.
     promoted: RwLock<HashMap<String, (String, Option<String>)>>,
     records: mpsc::Sender<Recorder>,
-    metrics: Metrics,
+    metrics: Reporter,
 }
 
 /// Messages to the background writer of served records.
@@ -163,7 +162,7 @@ impl Serving {
         providers: Providers,
         catalog: Arc<Catalog>,
         store: Arc<dyn Store>,
-        metrics: Metrics,
+        metrics: Reporter,
     ) -> Result<Arc<Serving>, Error> {
         let promoted = store
             .tier_models()
@@ -548,7 +547,7 @@ impl Serving {
         &self,
         tier: &TierSpec,
         req: &CompleteRequest,
-    ) -> Result<(crate::upstream::chat::ChatStream, TierSpec), Error> {
+    ) -> Result<(crate::ports::chat::ChatStream, TierSpec), Error> {
         let (provider, chat, _) = self.prepare(tier, req)?;
         let stream = provider.stream(&chat).await?;
         Ok((stream, tier.clone()))
@@ -614,7 +613,6 @@ impl Serving {
     }
 
     fn record_failure(&self, route: &Route, err: &Error, started: Instant) {
-        let code = tonic::Status::from(clone_error(err)).code();
         self.record(Served {
             id: format!("resp-{}", uuid::Uuid::new_v4().simple()),
             tier: route.tier.name.clone(),
@@ -626,7 +624,7 @@ impl Serving {
                 .to_owned(),
             model: self.model_of(&route.tier).unwrap_or_default(),
             ok: false,
-            error_code: Some(format!("{code:?}")),
+            error_code: Some(err.reason().to_owned()),
             fallback: false,
             input_tokens: 0,
             output_tokens: 0,
@@ -678,15 +676,18 @@ impl Serving {
 
     /// Rates a response: `up` true for a thumbs up. Returns (tier, split).
     pub async fn feedback(&self, response_id: &str, up: bool) -> Result<(String, String), Error> {
-        self.store
-            .rate(response_id, if up { 1 } else { -1 })
-            .await?
-            .ok_or_else(|| Error::NotFound {
-                what: format!(
-                    "response {response_id} (records are written within a second of the answer)"
-                ),
-                missing: Missing::Response(response_id.to_owned()),
-            })
+        let rating = if up { 1 } else { -1 };
+        let mut rated = self.store.rate(response_id, rating).await?;
+        if rated.is_none() {
+            // A response answered a moment ago may still be in the record queue: a user
+            // who rates it at once must not be told it does not exist.
+            self.flush().await;
+            rated = self.store.rate(response_id, rating).await?;
+        }
+        rated.ok_or_else(|| Error::NotFound {
+            what: format!("response {response_id}"),
+            missing: Missing::Response(response_id.to_owned()),
+        })
     }
 
     pub async fn stats(&self, tier: Option<&str>) -> Result<Vec<TierStats>, Error> {
@@ -731,20 +732,4 @@ fn validate(req: &CompleteRequest) -> Result<(), Error> {
         return Err(Error::invalid("stop", "at most 4 stop sequences"));
     }
     Ok(())
-}
-
-/// A copy of an error for status mapping (Error holds no non-clonable parts we need).
-fn clone_error(e: &Error) -> Error {
-    match e {
-        Error::Upstream(u) => Error::Upstream(u.clone()),
-        Error::Cancelled(m) => Error::Cancelled(m.clone()),
-        Error::FailedPrecondition {
-            message, reason, ..
-        } => Error::FailedPrecondition {
-            message: message.clone(),
-            reason,
-            violations: Vec::new(),
-        },
-        other => Error::Io(other.to_string()),
-    }
 }

@@ -6,10 +6,10 @@ use std::str::FromStr;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-use super::{JobPage, Recorded, Reservation, Store, check_write};
-use crate::error::{Error, Missing};
-use crate::jobs::model::{Job, JobEvent, JobState, NewEvent, now_millis};
-use crate::serving::record::{Served, TierStats, percentile};
+use finetune_core::domain::job::{Job, JobEvent, JobState, NewEvent, now_millis};
+use finetune_core::domain::served::{Served, TierStats, percentile};
+use finetune_core::error::{Error, Missing};
+use finetune_core::store::{JobPage, Recorded, Reservation, Store, check_write};
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -40,7 +40,7 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(|e| Error::Io(format!("cannot open the job store {}: {e}", path.display())))?;
-        sqlx::migrate!("./migrations")
+        sqlx::migrate!("../../migrations")
             .run(&pool)
             .await
             .map_err(|e| Error::Io(format!("job store migration failed: {e}")))?;
@@ -69,7 +69,7 @@ fn state_text(job: &Job) -> &'static str {
     job.state.as_str()
 }
 
-#[tonic::async_trait]
+#[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn reserve(&self, job: &Job, fingerprint: &str) -> Result<Reservation, Error> {
         let snapshot = serde_json::to_string(job).map_err(json_err)?;
@@ -96,8 +96,8 @@ impl Store for SqliteStore {
                 )
                 .bind(&job.id)
                 .bind(match accepted.dataset {
-                    crate::dataset::Role::Training => "training",
-                    crate::dataset::Role::Validation => "validation",
+                    finetune_core::dataset::Role::Training => "training",
+                    finetune_core::dataset::Role::Validation => "validation",
                 })
                 .bind(i64::from(accepted.line))
                 .bind(accepted.code.as_str())

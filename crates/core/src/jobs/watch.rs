@@ -8,9 +8,11 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, watch};
 
-use super::manager::JobManager;
-use super::model::{Job, JobEvent, now_millis};
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::job::{Job, JobEvent, now_millis};
 use crate::error::Error;
+use crate::store::Store;
 
 /// Events read from the store per query.
 const READ_BATCH: u32 = 256;
@@ -45,15 +47,23 @@ pub enum WatchItem {
     Heartbeat { last_sequence: u64, at: i64 },
 }
 
-impl JobManager {
-    /// Streams a job from `after` (exclusive). The stream ends after the terminal
+/// The WatchJob streams of this process.
+pub(super) struct Watchers {
+    pub(super) store: Arc<dyn Store>,
+    pub(super) hub: Arc<Hub>,
+    /// A heartbeat goes out after this long without an event.
+    pub(super) heartbeat: std::time::Duration,
+    pub(super) shutdown: CancellationToken,
+}
+
+impl Watchers {
+    /// Streams `job` from `after` (exclusive). The stream ends after the terminal
     /// state event, or with UNAVAILABLE when the server shuts down.
-    pub async fn watch(
+    pub(super) fn start(
         self: &Arc<Self>,
-        job_ref: &str,
+        job: Job,
         after: u64,
-    ) -> Result<mpsc::Receiver<Result<WatchItem, Error>>, Error> {
-        let job = self.resolve(job_ref).await?;
+    ) -> mpsc::Receiver<Result<WatchItem, Error>> {
         let (tx, rx) = mpsc::channel(64);
         let this = self.clone();
         tokio::spawn(async move {
@@ -61,7 +71,7 @@ impl JobManager {
                 let _ = tx.send(Err(e)).await;
             }
         });
-        Ok(rx)
+        rx
     }
 
     async fn feed(
@@ -104,7 +114,7 @@ impl JobManager {
                         return Ok(());
                     }
                 }
-                () = tokio::time::sleep(self.config.heartbeat) => {
+                () = tokio::time::sleep(self.heartbeat) => {
                     let beat = WatchItem::Heartbeat { last_sequence: last, at: now_millis() };
                     if tx.send(Ok(beat)).await.is_err() {
                         return Ok(());

@@ -18,19 +18,19 @@ use reqwest::{StatusCode, Url};
 use serde::{Deserialize, Serialize};
 use tokio_util::bytes::Bytes;
 
-use super::UpstreamError;
-use super::chat::{
+use finetune_core::ports::UpstreamError;
+use finetune_core::ports::chat::{
     Chat, ChatChunk, ChatMessage, ChatRequest, ChatResponse, ChatRole, ChatStream, ChatUsage,
 };
-use super::retry::{Failure, RetryPolicy, attempt_timeout};
+use finetune_core::ports::retry::{Failure, RetryPolicy, attempt_timeout};
 /// Anthropic key shapes.
 const KEY_SHAPES: &str = r"\bsk-ant-[A-Za-z0-9_\-]{4,}";
 
-use super::http::{
+use crate::http::{
     Redactor, describe_content, describe_json_error, install_crypto_provider, send_once,
     transport_error, truncate,
 };
-use crate::error::Error;
+use finetune_core::error::Error;
 
 /// The `provider` of every error this adapter returns.
 pub const PROVIDER: &str = "anthropic";
@@ -230,7 +230,7 @@ impl Anthropic {
             429 => UpstreamError::RateLimited {
                 provider: PROVIDER,
                 message,
-                retry_after: super::openai::parse_retry_after(headers, SystemTime::now()),
+                retry_after: crate::http::parse_retry_after(headers, SystemTime::now()),
             },
             401 | 403 => UpstreamError::Auth {
                 provider: PROVIDER,
@@ -276,7 +276,7 @@ impl Anthropic {
     }
 }
 
-#[tonic::async_trait]
+#[async_trait::async_trait]
 impl Chat for Anthropic {
     fn provider(&self) -> &'static str {
         PROVIDER

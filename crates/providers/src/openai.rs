@@ -26,21 +26,24 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::chat::{Chat, ChatChunk, ChatRequest, ChatResponse, ChatRole, ChatStream, ChatUsage};
-use super::retry::{Failure, RetryPolicy, attempt_timeout};
-use super::types::{
+use crate::OpenAiConfig;
+use crate::types::{
     ApiError, Checkpoint, CreateJobRequest, ErrorEnvelope, FileObject, Job, JobEvent, Page,
     UploadObject, UploadPart,
 };
-use super::{FineTuning, OpenAiConfig, UpstreamError};
+use finetune_core::ports::UpstreamError;
+use finetune_core::ports::chat::{
+    Chat, ChatChunk, ChatRequest, ChatResponse, ChatRole, ChatStream, ChatUsage,
+};
+use finetune_core::ports::retry::{Failure, RetryPolicy, attempt_timeout};
 /// OpenAI key shapes, and OpenAI's masked echo of a key (`sk-abc****wxyz`).
 const KEY_SHAPES: &str = r"[A-Za-z0-9_\-]*\*{3,}[A-Za-z0-9_\-]*|\bsk-[A-Za-z0-9_\-]{6,}";
 
-use super::http::{
+use crate::http::{
     Redactor, create_transport_error, describe_content, describe_json_error,
     install_crypto_provider, send_once, transport_error, truncate, unconfirmed,
 };
-use crate::error::Error;
+use finetune_core::error::Error;
 
 /// The `provider` of every error this adapter returns.
 pub const PROVIDER: &str = "openai";
@@ -422,7 +425,7 @@ impl OpenAi {
             429 => UpstreamError::RateLimited {
                 provider: PROVIDER,
                 message,
-                retry_after: parse_retry_after(headers, SystemTime::now()),
+                retry_after: crate::http::parse_retry_after(headers, SystemTime::now()),
             },
             401 | 403 => UpstreamError::Auth {
                 provider: PROVIDER,
@@ -475,9 +478,13 @@ impl OpenAi {
     }
 }
 
-#[tonic::async_trait]
-impl FineTuning for OpenAi {
-    async fn upload_file(&self, path: &Path, filename: &str) -> Result<FileObject, UpstreamError> {
+/// The fine-tuning API in OpenAI's own types; [`FineTuning`] is these, translated.
+impl OpenAi {
+    pub async fn upload_file(
+        &self,
+        path: &Path,
+        filename: &str,
+    ) -> Result<FileObject, UpstreamError> {
         let size = tokio::fs::metadata(path)
             .await
             .map_err(|e| local_error(path, &e))?
@@ -489,7 +496,7 @@ impl FineTuning for OpenAi {
         }
     }
 
-    async fn list_files(
+    pub async fn list_files(
         &self,
         after: Option<&str>,
         limit: u32,
@@ -501,11 +508,7 @@ impl FineTuning for OpenAi {
         self.call(self.http.get(url), "page of files").await
     }
 
-    async fn get_file(&self, id: &str) -> Result<FileObject, UpstreamError> {
-        OpenAi::get_file(self, id).await
-    }
-
-    async fn create_job(&self, request: &CreateJobRequest) -> Result<Job, UpstreamError> {
+    pub async fn create_job(&self, request: &CreateJobRequest) -> Result<Job, UpstreamError> {
         // Whole-number hyperparameters serialize as integers (see types::AutoOr).
         let body = serde_json::to_value(request).map_err(|e| UpstreamError::Local {
             provider: PROVIDER,
@@ -520,7 +523,7 @@ impl FineTuning for OpenAi {
         .await
     }
 
-    async fn get_job(&self, id: &str) -> Result<Job, UpstreamError> {
+    pub async fn get_job(&self, id: &str) -> Result<Job, UpstreamError> {
         self.call(
             self.http.get(self.url(&["fine_tuning", "jobs", id])),
             "fine-tuning job",
@@ -528,7 +531,7 @@ impl FineTuning for OpenAi {
         .await
     }
 
-    async fn list_jobs(
+    pub async fn list_jobs(
         &self,
         after: Option<&str>,
         limit: u32,
@@ -550,7 +553,7 @@ impl FineTuning for OpenAi {
             .await
     }
 
-    async fn cancel_job(&self, id: &str) -> Result<Job, UpstreamError> {
+    pub async fn cancel_job(&self, id: &str) -> Result<Job, UpstreamError> {
         self.call(
             self.http
                 .post(self.url(&["fine_tuning", "jobs", id, "cancel"])),
@@ -559,7 +562,7 @@ impl FineTuning for OpenAi {
         .await
     }
 
-    async fn list_events(
+    pub async fn list_events(
         &self,
         id: &str,
         after: Option<&str>,
@@ -574,7 +577,7 @@ impl FineTuning for OpenAi {
             .await
     }
 
-    async fn list_checkpoints(
+    pub async fn list_checkpoints(
         &self,
         id: &str,
         after: Option<&str>,
@@ -598,7 +601,7 @@ const SAFETY_IDENTIFIER_MAX_CHARS: usize = 64;
 /// Said of an in-stream error that carries no message (openai-python's wording).
 const STREAM_ERROR_FALLBACK: &str = "An error occurred during streaming";
 
-#[tonic::async_trait]
+#[async_trait::async_trait]
 impl Chat for OpenAi {
     fn provider(&self) -> &'static str {
         PROVIDER
@@ -1086,82 +1089,6 @@ fn truthy(value: &Value) -> bool {
         Value::Array(a) => !a.is_empty(),
         Value::Object(o) => !o.is_empty(),
     }
-}
-
-/// The delay a 429 asks for: `retry-after-ms` (milliseconds, OpenAI's own), else
-/// `Retry-After` as seconds or an HTTP date (relative to `now`; a past date is zero).
-pub fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-    };
-    let non_negative = |n: f64| n.is_finite() && n >= 0.0;
-    if let Some(ms) = header("retry-after-ms")
-        .and_then(|v| v.parse::<f64>().ok())
-        .filter(|ms| non_negative(*ms))
-    {
-        return Duration::try_from_secs_f64(ms / 1000.0).ok();
-    }
-    let value = header("retry-after")?;
-    if let Ok(seconds) = value.parse::<f64>() {
-        return non_negative(seconds)
-            .then(|| Duration::try_from_secs_f64(seconds).ok())
-            .flatten();
-    }
-    let at = parse_http_date(value)?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-/// An HTTP date in any of the three forms RFC 9110 asks recipients to accept:
-/// `Sun, 06 Nov 1994 08:49:37 GMT`, `Sunday, 06-Nov-94 08:49:37 GMT`,
-/// `Sun Nov  6 08:49:37 1994`.
-fn parse_http_date(value: &str) -> Option<SystemTime> {
-    let tokens: Vec<&str> = value.split([' ', ',']).filter(|t| !t.is_empty()).collect();
-    let (day, month, year, time) = match tokens.as_slice() {
-        [_, day, month, year, time, "GMT"] => (*day, *month, year.parse::<i64>().ok()?, *time),
-        [_, date, time, "GMT"] => {
-            let mut parts = date.split('-');
-            let (day, month, year) = (parts.next()?, parts.next()?, parts.next()?);
-            let year: i64 = year.parse().ok()?;
-            // RFC 850 two-digit years.
-            let year = match year {
-                0..=69 => 2000 + year,
-                70..=99 => 1900 + year,
-                _ => year,
-            };
-            (day, month, year, *time)
-        }
-        [_, month, day, time, year] => (*day, *month, year.parse::<i64>().ok()?, *time),
-        _ => return None,
-    };
-    let day: u32 = day.parse().ok()?;
-    let month = 1 + [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ]
-    .iter()
-    .position(|m| *m == month)? as u32;
-    let mut hms = time.split(':').map(|p| p.parse::<u64>().ok());
-    let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
-    if hms.next().is_some() || !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
-        return None;
-    }
-    let days = days_from_civil(year, month, day);
-    let seconds = u64::try_from(days).ok()? * 86_400 + h * 3600 + m * 60 + s;
-    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(seconds))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month = i64::from(month);
-    let day_of_year =
-        (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
 }
 
 fn parse_base_url(raw: &str) -> Result<Url, Error> {

@@ -1,16 +1,21 @@
 //! One poller per active job: asks OpenAI for the job and its new events every
 //! interval, records them in order, and wakes the job's watchers.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
-use super::manager::{JobManager, state_event};
-use super::model::{Checkpoint, EventKind, Job, JobError, JobState, Metrics, NewEvent, now_millis};
+use super::watch::Hub;
 use crate::dataset::Catalog;
+use crate::domain::job::{Checkpoint, EventKind, Job, JobState, NewEvent, now_millis};
+use crate::domain::job::{fail, state_event};
 use crate::error::Error;
-use crate::store::Recorded;
-use crate::upstream::{UpstreamError, types};
+use crate::ports::{FineTuning, Page, RemoteCheckpoint, RemoteEvent, RemoteJob, UpstreamError};
+use crate::store::{Recorded, Store};
 
 /// Events fetched per page when catching up.
 const EVENTS_PAGE: u32 = 100;
@@ -19,10 +24,26 @@ const CHECKPOINTS_PAGE: u32 = 100;
 /// Tries of a write that keeps losing to other writers before giving up for now.
 pub(super) const WRITE_ATTEMPTS: usize = 5;
 
-impl JobManager {
+/// What happens when a job is recorded as succeeded (auto-promotion).
+pub type SuccessHook = Box<dyn Fn(&Job) + Send + Sync>;
+
+/// The pollers of this process: one task per active job.
+pub(super) struct Poller {
+    pub(super) store: Arc<dyn Store>,
+    pub(super) provider: Arc<dyn FineTuning>,
+    pub(super) catalog: Arc<Catalog>,
+    pub(super) hub: Arc<Hub>,
+    pub(super) interval: Duration,
+    pub(super) shutdown: CancellationToken,
+    /// Called once when a job is recorded as succeeded.
+    pub(super) on_success: OnceLock<SuccessHook>,
+    pub(super) tasks: Mutex<HashMap<String, JoinHandle<()>>>,
+}
+
+impl Poller {
     /// Starts the job's poller unless one is running.
-    pub(super) fn spawn_poller(self: &Arc<Self>, job_id: &str) {
-        let mut pollers = self.pollers.lock().expect("poller map");
+    pub(super) fn spawn(self: &Arc<Self>, job_id: &str) {
+        let mut pollers = self.tasks.lock().expect("poller map");
         if pollers.get(job_id).is_some_and(|h| !h.is_finished()) {
             return;
         }
@@ -42,7 +63,7 @@ impl JobManager {
                     }
                 }
                 tokio::select! {
-                    () = tokio::time::sleep(this.config.poll_interval) => {}
+                    () = tokio::time::sleep(this.interval) => {}
                     () = this.shutdown.cancelled() => break,
                 }
             }
@@ -55,7 +76,7 @@ impl JobManager {
     /// then the state change, last. Returns whether the job is finished. A write that lost
     /// a race with another writer (a cancel, another poll) is not forced: the poll starts
     /// over from what that writer stored.
-    pub async fn poll_once(&self, job_id: &str) -> Result<bool, Error> {
+    pub(super) async fn poll_once(&self, job_id: &str) -> Result<bool, Error> {
         for _ in 0..WRITE_ATTEMPTS {
             if let Some(finished) = self.poll_attempt(job_id).await? {
                 return Ok(finished);
@@ -72,7 +93,7 @@ impl JobManager {
         Ok(false)
     }
 
-    /// One try of [`JobManager::poll_once`]; `None` when another write came first.
+    /// One try of [`Poller::poll_once`]; `None` when another write came first.
     async fn poll_attempt(&self, job_id: &str) -> Result<Option<bool>, Error> {
         let Some(job) = self.store.get(job_id).await? else {
             return Ok(Some(true));
@@ -87,7 +108,7 @@ impl JobManager {
             Ok(remote) => remote,
             Err(UpstreamError::NotFound { message, .. }) => {
                 let mut gone = job.clone();
-                super::manager::fail(&mut gone, "upstream_job_missing", &message);
+                fail(&mut gone, "upstream_job_missing", &message);
                 let event = state_event(
                     &gone,
                     format!("OpenAI no longer knows job {upstream_id}: {message}"),
@@ -138,7 +159,7 @@ impl JobManager {
     pub(super) async fn catch_up(
         &self,
         job: &Job,
-        remote: &types::Job,
+        remote: &RemoteJob,
     ) -> Result<(Job, Vec<NewEvent>), Error> {
         let mut updated = job.clone();
         let Some(upstream_id) = job.upstream_id.as_deref() else {
@@ -151,8 +172,7 @@ impl JobManager {
         // the events listed next hold the metrics of every checkpoint listed here, and each
         // checkpoint can follow its step (fetched the other way round, a checkpoint made
         // between the two requests would come before its step's metrics).
-        let state = JobState::from_upstream(&remote.status);
-        let mut checkpoints = if may_have_checkpoints(state) {
+        let mut checkpoints = if may_have_checkpoints(remote.state) {
             self.new_checkpoints(upstream_id, &job.checkpoints_seen)
                 .await?
         } else {
@@ -168,8 +188,8 @@ impl JobManager {
         // taken; any newer one waits for its step's metrics.
         let unlisted = fresh
             .iter()
-            .filter_map(types::JobEvent::announced_checkpoint_step)
-            .filter(|step| !checkpoints.iter().any(|c| c.step_number == *step))
+            .filter_map(|e| e.announces_checkpoint)
+            .filter(|step| !checkpoints.iter().any(|c| c.step == *step))
             .max();
         if let Some(upto) = unlisted {
             let seen: Vec<String> = job
@@ -179,8 +199,8 @@ impl JobManager {
                 .chain(checkpoints.iter().map(|c| c.id.clone()))
                 .collect();
             let later = self.new_checkpoints(upstream_id, &seen).await?;
-            checkpoints.extend(later.into_iter().filter(|c| c.step_number <= upto));
-            checkpoints.sort_by_key(|c| c.step_number);
+            checkpoints.extend(later.into_iter().filter(|c| c.step <= upto));
+            checkpoints.sort_by_key(|c| c.step);
         }
         if let Some(newest) = fresh.last() {
             updated.upstream_event_cursor = Some(newest.id.clone());
@@ -198,18 +218,18 @@ impl JobManager {
         &self,
         upstream_id: &str,
         seen: &[String],
-    ) -> Result<Vec<types::Checkpoint>, Error> {
+    ) -> Result<Vec<RemoteCheckpoint>, Error> {
         let mut fresh = newer_than(
             |after| async move {
                 self.provider
                     .list_checkpoints(upstream_id, after.as_deref(), CHECKPOINTS_PAGE)
                     .await
             },
-            |c: &types::Checkpoint| &c.id,
+            |c: &RemoteCheckpoint| &c.id,
             |id| seen.iter().any(|s| s == id),
         )
         .await?;
-        fresh.sort_by_key(|c| c.step_number);
+        fresh.sort_by_key(|c| c.step);
         Ok(fresh)
     }
 
@@ -218,14 +238,14 @@ impl JobManager {
         &self,
         upstream_id: &str,
         cursor: Option<&str>,
-    ) -> Result<Vec<types::JobEvent>, Error> {
+    ) -> Result<Vec<RemoteEvent>, Error> {
         let mut fresh = newer_than(
             |after| async move {
                 self.provider
                     .list_events(upstream_id, after.as_deref(), EVENTS_PAGE)
                     .await
             },
-            |e: &types::JobEvent| &e.id,
+            |e: &RemoteEvent| &e.id,
             |id| cursor == Some(id),
         )
         .await?;
@@ -234,7 +254,7 @@ impl JobManager {
     }
 }
 
-/// The items of an OpenAI list newer than the first one `recorded` knows, newest first.
+/// The items of a provider's list newer than the first one `recorded` knows, newest first.
 /// Lists come newest first and `after` (the last id of a page) pages towards older items,
 /// so page until a recorded item is met or the list ends.
 async fn newer_than<T, F, Fut>(
@@ -244,7 +264,7 @@ async fn newer_than<T, F, Fut>(
 ) -> Result<Vec<T>, Error>
 where
     F: Fn(Option<String>) -> Fut,
-    Fut: std::future::Future<Output = Result<types::Page<T>, UpstreamError>>,
+    Fut: std::future::Future<Output = Result<Page<T>, UpstreamError>>,
 {
     let mut fresh = Vec::new();
     let mut after: Option<String> = None;
@@ -339,16 +359,16 @@ fn state_message(job: &Job) -> String {
     }
 }
 
-/// Copies OpenAI's view of the job into ours.
-pub(super) fn apply_remote(job: &mut Job, remote: &types::Job, catalog: &Catalog) {
+/// Copies the provider's view of the job into ours.
+pub(super) fn apply_remote(job: &mut Job, remote: &RemoteJob, catalog: &Catalog) {
     job.upstream_status = remote.status.clone();
-    job.state = JobState::from_upstream(&remote.status);
+    job.state = remote.state;
     if !remote.model.is_empty() {
         job.model = remote.model.clone();
     }
     job.fine_tuned_model = remote.fine_tuned_model.clone();
     job.trained_tokens = remote.trained_tokens;
-    // OpenAI's estimate means something only while the job runs.
+    // The provider's estimate means something only while the job runs.
     job.estimated_finish = remote
         .estimated_finish
         .filter(|t| *t > 0 && !job.state.is_terminal())
@@ -357,54 +377,25 @@ pub(super) fn apply_remote(job: &mut Job, remote: &types::Job, catalog: &Catalog
     if job.state.is_terminal() && job.finished_at.is_none() {
         job.finished_at = Some(now_millis());
     }
-    job.error = remote.failure().map(|e| JobError {
-        code: e.code.clone().unwrap_or_default(),
-        message: e.message.clone().unwrap_or_default(),
-        param: e.param.clone().unwrap_or_default(),
-    });
-    if let Some(h) = remote.effective_hyperparameters() {
-        let num = |v: Option<types::AutoOr>| v.and_then(types::AutoOr::value);
-        if let Some(n) = num(h.n_epochs) {
-            job.hyperparameters.n_epochs = Some(n as u32);
-        }
-        if let Some(n) = num(h.batch_size) {
-            job.hyperparameters.batch_size = Some(n as u32);
-        }
-        if let Some(x) = num(h.learning_rate_multiplier) {
-            job.hyperparameters.learning_rate_multiplier = Some(x);
-        }
-        if let Some(x) = num(h.beta) {
-            job.hyperparameters.beta = Some(x);
-        }
-    }
+    job.error = remote.error.clone();
+    // What the provider has settled replaces what was asked; the rest stays.
+    let settled = &remote.hyperparameters;
+    let ours = &mut job.hyperparameters;
+    ours.n_epochs = settled.n_epochs.or(ours.n_epochs);
+    ours.batch_size = settled.batch_size.or(ours.batch_size);
+    ours.learning_rate_multiplier = settled
+        .learning_rate_multiplier
+        .or(ours.learning_rate_multiplier);
+    ours.beta = settled.beta.or(ours.beta);
     if let Some(tokens) = job.trained_tokens {
         let price = catalog.resolve(&job.model).info.training_usd_per_1m;
         job.actual_cost_usd = Some(tokens as f64 * price / 1e6);
     }
 }
 
-fn metrics_of(m: &types::StepMetrics) -> Metrics {
-    Metrics {
-        step: m.step.unwrap_or_default(),
-        total_steps: m.total_steps.unwrap_or_default(),
-        train_loss: m.train_loss,
-        train_mean_token_accuracy: m.train_mean_token_accuracy,
-        valid_loss: m.valid_loss,
-        valid_mean_token_accuracy: m.valid_mean_token_accuracy,
-        full_valid_loss: m.full_valid_loss,
-        full_valid_mean_token_accuracy: m.full_valid_mean_token_accuracy,
-    }
-}
-
-fn event_of(e: &types::JobEvent) -> NewEvent {
-    let metrics = e.metrics().map(|m| metrics_of(&m));
-    let kind = match (e.kind.as_deref(), &metrics) {
-        (Some("metrics"), Some(_)) => EventKind::Metrics,
-        (Some("message") | None, _) => EventKind::Message,
-        _ => EventKind::Unknown,
-    };
+fn event_of(e: &RemoteEvent) -> NewEvent {
     NewEvent {
-        kind,
+        kind: e.kind,
         created_at: e.created_at * 1000,
         level: if e.level.is_empty() {
             "info".to_owned()
@@ -413,7 +404,7 @@ fn event_of(e: &types::JobEvent) -> NewEvent {
         },
         message: e.message.clone(),
         upstream_id: Some(e.id.clone()),
-        metrics,
+        metrics: e.metrics.clone(),
         checkpoint: None,
         job: None,
     }
@@ -431,21 +422,22 @@ fn may_have_checkpoints(state: JobState) -> bool {
 /// each checkpoint right after the metrics of its step, or else before the first event
 /// of a later step or time. OpenAI's "Checkpoint created at step N" message is left out:
 /// the checkpoint event says the same with the checkpoint's id, model and metrics.
-fn interleave(fresh: &[types::JobEvent], checkpoints: &[types::Checkpoint]) -> Vec<NewEvent> {
+fn interleave(fresh: &[RemoteEvent], checkpoints: &[RemoteCheckpoint]) -> Vec<NewEvent> {
     let mut out = Vec::with_capacity(fresh.len() + checkpoints.len());
     let mut pending = checkpoints.iter().peekable();
     for e in fresh {
-        let step = e.metrics().and_then(|m| m.step);
-        while let Some(c) = pending
-            .next_if(|c| step.is_some_and(|s| c.step_number < s) || c.created_at < e.created_at)
+        // Steps count from 1: a metrics event without one has no place among them.
+        let step = e.metrics.as_ref().map(|m| m.step).filter(|s| *s > 0);
+        while let Some(c) =
+            pending.next_if(|c| step.is_some_and(|s| c.step < s) || c.created_at < e.created_at)
         {
             out.push(checkpoint_event(c));
         }
-        if e.announced_checkpoint_step().is_none() {
+        if e.announces_checkpoint.is_none() {
             out.push(event_of(e));
         }
         if let Some(s) = step {
-            while let Some(c) = pending.next_if(|c| c.step_number <= s) {
+            while let Some(c) = pending.next_if(|c| c.step <= s) {
                 out.push(checkpoint_event(c));
             }
         }
@@ -454,22 +446,19 @@ fn interleave(fresh: &[types::JobEvent], checkpoints: &[types::Checkpoint]) -> V
     out
 }
 
-fn checkpoint_event(c: &types::Checkpoint) -> NewEvent {
+fn checkpoint_event(c: &RemoteCheckpoint) -> NewEvent {
     let checkpoint = Checkpoint {
         id: c.id.clone(),
-        step: c.step_number,
-        model: c.fine_tuned_model_checkpoint.clone(),
-        metrics: metrics_of(&c.metrics),
+        step: c.step,
+        model: c.model.clone(),
+        metrics: c.metrics.clone(),
         created_at: c.created_at * 1000,
     };
     NewEvent {
         kind: EventKind::Checkpoint,
         created_at: checkpoint.created_at,
         level: "info".to_owned(),
-        message: format!(
-            "Checkpoint at step {}: {}",
-            c.step_number, c.fine_tuned_model_checkpoint
-        ),
+        message: format!("Checkpoint at step {}: {}", c.step, c.model),
         upstream_id: Some(c.id.clone()),
         metrics: None,
         checkpoint: Some(checkpoint),
@@ -480,7 +469,7 @@ fn checkpoint_event(c: &types::Checkpoint) -> NewEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jobs::model::Method;
+    use crate::domain::job::{Method, Metrics};
 
     fn job(state: JobState) -> Job {
         Job {

@@ -2,12 +2,14 @@
 //! watch hub that fans events out to any number of watchers.
 
 mod manager;
-pub mod model;
+/// The job records, under the name they had here.
+pub use crate::domain::job as model;
 mod poller;
 mod watch;
 
 pub use manager::{
     DatasetFile, JobManager, JobsConfig, META_JOB_ID, META_REQUEST_ID, StartRequest, Started,
-    SuccessHook, jobs_by_request_id,
+    jobs_by_request_id,
 };
+pub use poller::SuccessHook;
 pub use watch::WatchItem;

@@ -1,14 +1,13 @@
-//! Persistence ports: the job store (SQLite by default) and content-addressed dataset files.
+//! Persistence ports: the job store (the SQLite adapter is the `finetune-store-sqlite`
+//! crate) and content-addressed dataset files.
 
 mod blobs;
-mod sqlite;
 
 pub use blobs::{DatasetStore, Expected, StoredDataset};
-pub use sqlite::SqliteStore;
 
+use crate::domain::job::{Job, JobEvent, JobState, NewEvent};
+use crate::domain::served::{Served, TierStats};
 use crate::error::Error;
-use crate::jobs::model::{Job, JobEvent, JobState, NewEvent};
-use crate::serving::record::{Served, TierStats};
 
 /// What StartTraining's reservation of a request id found.
 #[derive(Debug)]
@@ -86,7 +85,7 @@ pub struct JobPage {
 
 /// The job store. Every write that adds events also updates the job snapshot in the
 /// same transaction, so `last_sequence` and the log never disagree.
-#[tonic::async_trait]
+#[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Inserts a new job unless its request id is taken.
     async fn reserve(&self, job: &Job, fingerprint: &str) -> Result<Reservation, Error>;

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use crate::error::Error;
 
 /// The tiers shipped with the service (`data/tiers.toml`).
-const BUILTIN_TIERS: &str = include_str!("../../data/tiers.toml");
+const BUILTIN_TIERS: &str = include_str!("../../../../data/tiers.toml");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

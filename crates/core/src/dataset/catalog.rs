@@ -6,7 +6,7 @@ use super::tokens::Encoding;
 use crate::error::Error;
 
 /// The catalog shipped with the service (`data/models.toml`).
-pub(crate) const BUILTIN_CATALOG: &str = include_str!("../../data/models.toml");
+pub(crate) const BUILTIN_CATALOG: &str = include_str!("../../../../data/models.toml");
 
 /// Training context assumed for models the catalog does not list.
 const FALLBACK_CONTEXT: u64 = 65_536;

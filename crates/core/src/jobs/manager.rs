@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -25,15 +25,17 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, warn};
 
-use super::model::{
-    EventKind, Hyperparameters, Job, JobError, JobState, Method, NewEvent, now_millis,
-};
-use super::watch::Hub;
+use super::poller::{Poller, SuccessHook, WRITE_ATTEMPTS, apply_remote, with_state_changes};
+use super::watch::{Hub, WatchItem, Watchers};
 use crate::dataset::{self, Catalog, Format, Input, Options, Report};
+use crate::domain::job::{
+    EventKind, Hyperparameters, Job, JobState, Method, NewEvent, now_millis, state_event,
+};
 use crate::error::{Error, Missing};
+use crate::ports::retry::Failure;
+use crate::ports::{FineTuning, NewJob, RemoteFile, RemoteJob, RetryPolicy, UpstreamError};
 use crate::store::{DatasetStore, JobPage, Recorded, Reservation, Store};
-use crate::upstream::retry::Failure;
-use crate::upstream::{FineTuning, RetryPolicy, UpstreamError, types};
+use tokio::sync::mpsc;
 
 /// Metadata keys this service writes on OpenAI jobs.
 pub const META_REQUEST_ID: &str = "finetune_request_id";
@@ -47,9 +49,6 @@ const OUTCOME_RETRY_AFTER: Duration = Duration::from_secs(2);
 /// An upload that expires sooner than this is not reused: a job can wait in OpenAI's
 /// queue for hours before its file is read, and a file gone by then fails the job.
 const REUSE_MARGIN_SECS: i64 = 24 * 3600;
-
-/// What runs when a job succeeds (auto-promotion).
-pub type SuccessHook = Box<dyn Fn(&Job) + Send + Sync>;
 
 /// Timing of the lifecycle.
 #[derive(Debug, Clone)]
@@ -145,18 +144,17 @@ pub struct Started {
 }
 
 pub struct JobManager {
-    pub(super) store: Arc<dyn Store>,
-    pub(super) provider: Arc<dyn FineTuning>,
-    pub(super) catalog: Arc<Catalog>,
-    pub(super) datasets: DatasetStore,
-    pub(super) hub: Hub,
-    pub(super) config: JobsConfig,
-    pub(super) pollers: Mutex<HashMap<String, JoinHandle<()>>>,
+    store: Arc<dyn Store>,
+    provider: Arc<dyn FineTuning>,
+    catalog: Arc<Catalog>,
+    datasets: DatasetStore,
+    hub: Arc<Hub>,
+    config: JobsConfig,
+    poller: Arc<Poller>,
+    watchers: Arc<Watchers>,
     /// Creations in progress, by job id: one task per job, joined by repeated calls.
     creations: Mutex<HashMap<String, CreationTask>>,
-    pub(super) shutdown: CancellationToken,
-    /// Called once when a job is recorded as succeeded (auto-promotion).
-    pub(super) on_success: std::sync::OnceLock<SuccessHook>,
+    shutdown: CancellationToken,
 }
 
 impl JobManager {
@@ -168,23 +166,40 @@ impl JobManager {
         config: JobsConfig,
         shutdown: CancellationToken,
     ) -> Arc<JobManager> {
+        let hub = Arc::new(Hub::default());
+        let poller = Arc::new(Poller {
+            store: store.clone(),
+            provider: provider.clone(),
+            catalog: catalog.clone(),
+            hub: hub.clone(),
+            interval: config.poll_interval,
+            shutdown: shutdown.clone(),
+            on_success: OnceLock::new(),
+            tasks: Mutex::new(HashMap::new()),
+        });
+        let watchers = Arc::new(Watchers {
+            store: store.clone(),
+            hub: hub.clone(),
+            heartbeat: config.heartbeat,
+            shutdown: shutdown.clone(),
+        });
         Arc::new(JobManager {
             store,
             provider,
             catalog,
             datasets,
-            hub: Hub::default(),
+            hub,
             config,
-            pollers: Mutex::new(HashMap::new()),
+            poller,
+            watchers,
             creations: Mutex::new(HashMap::new()),
             shutdown,
-            on_success: std::sync::OnceLock::new(),
         })
     }
 
     /// Sets what happens when a job succeeds (once; later calls are ignored).
     pub fn set_on_success(&self, hook: SuccessHook) {
-        let _ = self.on_success.set(hook);
+        let _ = self.poller.on_success.set(hook);
     }
 
     /// Picks up after a restart: settles interrupted creations and restarts a poller
@@ -201,7 +216,7 @@ impl JobManager {
                 }
                 continue;
             }
-            self.spawn_poller(&job.id);
+            self.poller.spawn(&job.id);
             resumed += 1;
         }
         Ok(resumed)
@@ -378,7 +393,7 @@ impl JobManager {
             Err(e) => return Creation::Unsettled(e),
         };
         if job.upstream_id.is_some() {
-            self.spawn_poller(&job.id);
+            self.poller.spawn(&job.id);
             return Creation::Tracked(Box::new(job));
         }
         let Work::Create { req, fresh } = work else {
@@ -391,7 +406,7 @@ impl JobManager {
                     upstream_id = job.upstream_id.as_deref().map(tracing::field::display),
                     "training job created"
                 );
-                self.spawn_poller(&job.id);
+                self.poller.spawn(&job.id);
                 Creation::Tracked(Box::new(job))
             }
             Err(CreateFailure {
@@ -417,7 +432,7 @@ impl JobManager {
                 info!(job_id = %job.id, upstream_id = %remote.id, "adopting the job OpenAI holds for this request id");
                 match self.attach_upstream(job, &remote, &[]).await {
                     Ok(job) => {
-                        self.spawn_poller(&job.id);
+                        self.poller.spawn(&job.id);
                         Creation::Tracked(Box::new(job))
                     }
                     Err(e) => Creation::Unsettled(e),
@@ -558,13 +573,14 @@ impl JobManager {
         let mut metadata = req.metadata.clone();
         metadata.insert(META_REQUEST_ID.to_owned(), req.request_id.clone());
         metadata.insert(META_JOB_ID.to_owned(), job.id.clone());
-        let create = types::CreateJobRequest {
+        let create = NewJob {
             model: req.model.clone(),
             training_file,
             validation_file,
             suffix: req.suffix.clone(),
             seed: req.seed,
-            method: Some(method_of(req.method, &req.hyperparameters)),
+            method: req.method,
+            hyperparameters: req.hyperparameters.clone(),
             metadata,
         };
         // Creating a job is not idempotent upstream, so every attempt first looks for the
@@ -613,7 +629,7 @@ impl JobManager {
         &self,
         name: &str,
         size: u64,
-    ) -> Result<Option<types::FileObject>, UpstreamError> {
+    ) -> Result<Option<RemoteFile>, UpstreamError> {
         let page = self
             .provider
             .list_files(None, 100)
@@ -627,7 +643,7 @@ impl JobManager {
     }
 
     /// OpenAI's job carrying `request_id` in its metadata, if any.
-    async fn find_upstream(&self, request_id: &str) -> Result<Option<types::Job>, UpstreamError> {
+    async fn find_upstream(&self, request_id: &str) -> Result<Option<RemoteJob>, UpstreamError> {
         if request_id.is_empty() {
             return Ok(None);
         }
@@ -639,8 +655,7 @@ impl JobManager {
             .map_err(lookup_failed)?;
         Ok(page.data.into_iter().find(|j| {
             j.metadata
-                .as_ref()
-                .and_then(|m| m.get(META_REQUEST_ID))
+                .get(META_REQUEST_ID)
                 .is_some_and(|r| r == request_id)
         }))
     }
@@ -650,10 +665,10 @@ impl JobManager {
     async fn attach_upstream(
         &self,
         mut job: Job,
-        remote: &types::Job,
+        remote: &RemoteJob,
         notes: &[String],
     ) -> Result<Job, Error> {
-        for _ in 0..super::poller::WRITE_ATTEMPTS {
+        for _ in 0..WRITE_ATTEMPTS {
             let mut attached = job.clone();
             attached.upstream_id = Some(remote.id.clone());
             if attached.training_file_id.is_none() {
@@ -662,7 +677,7 @@ impl JobManager {
             if attached.validation_file_id.is_none() {
                 attached.validation_file_id = remote.validation_file.clone();
             }
-            super::poller::apply_remote(&mut attached, remote, &self.catalog);
+            apply_remote(&mut attached, remote, &self.catalog);
             let message = format!(
                 "Created OpenAI fine-tuning job {} ({})",
                 remote.id, remote.status
@@ -788,7 +803,7 @@ impl JobManager {
         if let Some(job) = self.store.get_by_upstream(id).await? {
             return Ok(job);
         }
-        if !id.starts_with("ftjob-") {
+        if !self.provider.is_job_id(id) {
             return Err(Error::NotFound {
                 what: format!("job {id}"),
                 missing: Missing::Job(id.to_owned()),
@@ -801,19 +816,15 @@ impl JobManager {
             },
             other => other.into(),
         })?;
-        let method = match remote.method.as_ref().map(|m| m.kind.as_str()) {
-            Some("dpo") => Method::Dpo,
-            _ => Method::Supervised,
-        };
         let job = Job {
             upstream_id: Some(remote.id.clone()),
-            suffix: remote.user_provided_suffix.clone(),
+            suffix: remote.suffix.clone(),
             seed: remote.seed,
             training_file_id: Some(remote.training_file.clone()),
             validation_file_id: remote.validation_file.clone(),
-            metadata: remote.metadata.clone().unwrap_or_default(),
+            metadata: remote.metadata.clone(),
             created_at: remote.created_at.saturating_mul(1000).max(1),
-            ..Job::creating(remote.model.clone(), method, now_millis())
+            ..Job::creating(remote.model.clone(), remote.method, now_millis())
         };
         let stored = self.store.adopt(&job).await?;
         if stored.id != job.id {
@@ -822,9 +833,9 @@ impl JobManager {
         let adopted = self.attach_upstream(stored, &remote, &[]).await?;
         info!(job_id = %adopted.id, upstream_id = %remote.id, "adopted a job created outside the service");
         // Record its history now; keep polling if it is still going.
-        let terminal = self.poll_once(&adopted.id).await.unwrap_or(false);
+        let terminal = self.poller.poll_once(&adopted.id).await.unwrap_or(false);
         if !terminal {
-            self.spawn_poller(&adopted.id);
+            self.poller.spawn(&adopted.id);
         }
         self.store
             .get(&adopted.id)
@@ -875,9 +886,9 @@ impl JobManager {
         // to the cancellation (events, checkpoints) before the terminal event, so that
         // event stays the last of the log.
         let mut job = job;
-        for _ in 0..super::poller::WRITE_ATTEMPTS {
-            let (mut updated, events) = self.catch_up(&job, &remote).await?;
-            let events = super::poller::with_state_changes(&job, &mut updated, events, |_| {
+        for _ in 0..WRITE_ATTEMPTS {
+            let (mut updated, events) = self.poller.catch_up(&job, &remote).await?;
+            let events = with_state_changes(&job, &mut updated, events, |_| {
                 format!("Cancelled on request ({})", remote.status)
             });
             match self.store.record(&updated, job.version, events).await? {
@@ -896,10 +907,27 @@ impl JobManager {
         )))
     }
 
+    /// One poll of the job (see the poller): records what OpenAI has new for it and
+    /// returns whether the job is finished.
+    pub async fn poll_once(&self, job_id: &str) -> Result<bool, Error> {
+        self.poller.poll_once(job_id).await
+    }
+
+    /// Streams a job from `after` (exclusive). The stream ends after the terminal
+    /// state event, or with UNAVAILABLE when the server shuts down.
+    pub async fn watch(
+        self: &Arc<Self>,
+        job_ref: &str,
+        after: u64,
+    ) -> Result<mpsc::Receiver<Result<WatchItem, Error>>, Error> {
+        let job = self.resolve(job_ref).await?;
+        Ok(self.watchers.start(job, after))
+    }
+
     /// Stops every poller (on shutdown); jobs go on upstream.
     pub fn stop(&self) {
         self.shutdown.cancel();
-        let pollers = std::mem::take(&mut *self.pollers.lock().expect("poller map"));
+        let pollers = std::mem::take(&mut *self.poller.tasks.lock().expect("poller map"));
         for (_, handle) in pollers {
             handle.abort();
         }
@@ -918,8 +946,7 @@ pub async fn jobs_by_request_id(
         for job in &page.data {
             let request = job
                 .metadata
-                .as_ref()
-                .and_then(|m| m.get(META_REQUEST_ID))
+                .get(META_REQUEST_ID)
                 .cloned()
                 .unwrap_or_default();
             by_request.entry(request).or_default().push(job.id.clone());
@@ -983,59 +1010,6 @@ fn message_event(message: String) -> NewEvent {
         metrics: None,
         checkpoint: None,
         job: None,
-    }
-}
-
-/// A state-change event carrying the job snapshot.
-pub(super) fn state_event(job: &Job, message: String) -> NewEvent {
-    NewEvent {
-        kind: EventKind::StateChanged,
-        created_at: now_millis(),
-        level: if job.state == JobState::Failed {
-            "error"
-        } else {
-            "info"
-        }
-        .to_owned(),
-        message,
-        upstream_id: None,
-        metrics: None,
-        checkpoint: None,
-        job: Some(Box::new(job.clone())),
-    }
-}
-
-fn method_of(method: Method, h: &Hyperparameters) -> types::Method {
-    let auto_or = |v: Option<f64>| {
-        Some(v.map_or(
-            types::AutoOr::Auto(types::AutoTag::Auto),
-            types::AutoOr::Number,
-        ))
-    };
-    let hyperparameters = types::Hyperparameters {
-        n_epochs: auto_or(h.n_epochs.map(f64::from)),
-        batch_size: auto_or(h.batch_size.map(f64::from)),
-        learning_rate_multiplier: auto_or(h.learning_rate_multiplier),
-        beta: if method == Method::Dpo {
-            auto_or(h.beta)
-        } else {
-            None
-        },
-    };
-    let params = Some(types::MethodParams {
-        hyperparameters: Some(hyperparameters),
-    });
-    match method {
-        Method::Supervised => types::Method {
-            kind: "supervised".to_owned(),
-            supervised: params,
-            dpo: None,
-        },
-        Method::Dpo => types::Method {
-            kind: "dpo".to_owned(),
-            supervised: None,
-            dpo: params,
-        },
     }
 }
 
@@ -1178,8 +1152,8 @@ async fn strip_metadata(
 }
 
 /// Why a file OpenAI holds cannot be trained from at unix second `now`, or None.
-fn unusable(file: &types::FileObject, now: i64) -> Option<String> {
-    if file.status.as_deref() == Some("error") {
+fn unusable(file: &RemoteFile, now: i64) -> Option<String> {
+    if file.rejected {
         return Some("was rejected by OpenAI".to_owned());
     }
     let expires_at = file.expires_at?;
@@ -1195,16 +1169,4 @@ fn unusable(file: &types::FileObject, now: i64) -> Option<String> {
     } else {
         None
     }
-}
-
-/// Marks a job failed locally (used when its upstream record vanished).
-pub(super) fn fail(job: &mut Job, code: &str, message: &str) {
-    job.state = JobState::Failed;
-    job.error = Some(JobError {
-        code: code.to_owned(),
-        message: message.to_owned(),
-        param: String::new(),
-    });
-    job.finished_at = Some(now_millis());
-    job.estimated_finish = None;
 }

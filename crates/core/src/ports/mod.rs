@@ -1,0 +1,148 @@
+//! The ports to the providers: what the core needs from a fine-tuning provider
+//! ([`FineTuning`]) and from a chat model ([`chat::Chat`]), in the core's own types, and
+//! the retry policy the adapters and the job manager share. The adapters live in the
+//! `finetune-providers` crate.
+
+pub mod chat;
+pub mod retry;
+pub mod telemetry;
+
+pub use retry::RetryPolicy;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::domain::job::{EventKind, Hyperparameters, JobError, JobState, Method, Metrics};
+pub use crate::error::UpstreamError;
+
+/// What the training lifecycle needs from a fine-tuning provider, in the core's own
+/// terms: the adapter translates its wire format (OpenAI's statuses, event kinds, `"auto"`
+/// hyperparameters, method objects) into these types, so the job core never reads it.
+///
+/// Implementations never retry non-idempotent creates themselves; the job manager
+/// makes creation safe through the request-id metadata lookup.
+#[async_trait::async_trait]
+pub trait FineTuning: Send + Sync + 'static {
+    /// Whether `id` has the form of this provider's job ids (OpenAI's `ftjob-...`), so an
+    /// id the store does not know can be looked for upstream.
+    fn is_job_id(&self, id: &str) -> bool;
+    /// Uploads a JSONL training file.
+    async fn upload_file(&self, path: &Path, filename: &str) -> Result<RemoteFile, UpstreamError>;
+    /// One page of the training files, newest first.
+    async fn list_files(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<RemoteFile>, UpstreamError>;
+    /// A file by id; [`UpstreamError::NotFound`] when it was deleted or has expired.
+    async fn get_file(&self, id: &str) -> Result<RemoteFile, UpstreamError>;
+    async fn create_job(&self, job: &NewJob) -> Result<RemoteJob, UpstreamError>;
+    async fn get_job(&self, id: &str) -> Result<RemoteJob, UpstreamError>;
+    /// One page of jobs, newest first, optionally filtered by metadata `key=value` pairs.
+    async fn list_jobs(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+        metadata: &[(String, String)],
+    ) -> Result<Page<RemoteJob>, UpstreamError>;
+    async fn cancel_job(&self, id: &str) -> Result<RemoteJob, UpstreamError>;
+    /// One page of events, newest first; `after` pages towards older events.
+    async fn list_events(
+        &self,
+        id: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<RemoteEvent>, UpstreamError>;
+    /// One page of checkpoints, newest first.
+    async fn list_checkpoints(
+        &self,
+        id: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<RemoteCheckpoint>, UpstreamError>;
+}
+
+/// One page of a provider's list, newest first.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    pub has_more: bool,
+    /// The id to page on from (the last item's).
+    pub last_id: Option<String>,
+}
+
+/// A training file the provider holds. Times are unix seconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteFile {
+    pub id: String,
+    pub bytes: u64,
+    pub filename: String,
+    /// The provider refused the file: it cannot be trained from.
+    pub rejected: bool,
+    /// When the provider deletes it; None for a file kept until deleted.
+    pub expires_at: Option<i64>,
+}
+
+/// A job to create upstream. `None` hyperparameters are left to the provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    pub model: String,
+    pub training_file: String,
+    pub validation_file: Option<String>,
+    pub suffix: Option<String>,
+    pub seed: Option<i64>,
+    pub method: Method,
+    pub hyperparameters: Hyperparameters,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A job as the provider reports it. Times are unix seconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteJob {
+    pub id: String,
+    pub model: String,
+    pub state: JobState,
+    /// The provider's own word for the state, shown beside ours.
+    pub status: String,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+    /// Only while the job runs.
+    pub estimated_finish: Option<i64>,
+    pub fine_tuned_model: Option<String>,
+    pub trained_tokens: Option<u64>,
+    pub training_file: String,
+    pub validation_file: Option<String>,
+    pub method: Method,
+    /// The values in effect; `None` where the provider has not settled one yet.
+    pub hyperparameters: Hyperparameters,
+    pub error: Option<JobError>,
+    pub seed: Option<i64>,
+    pub suffix: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// An event of a job's upstream log. Times are unix seconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteEvent {
+    pub id: String,
+    pub created_at: i64,
+    pub level: String,
+    pub message: String,
+    /// Message, Metrics (with `metrics`), or Unknown for a kind this service does not know.
+    pub kind: EventKind,
+    pub metrics: Option<Metrics>,
+    /// The step of a message that only announces a checkpoint the checkpoint list gives
+    /// in full.
+    pub announces_checkpoint: Option<u64>,
+}
+
+/// A checkpoint of a running or finished job. Times are unix seconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteCheckpoint {
+    pub id: String,
+    pub created_at: i64,
+    /// The checkpoint's model name, usable for serving.
+    pub model: String,
+    pub step: u64,
+    pub metrics: Metrics,
+}
