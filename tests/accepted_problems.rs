@@ -7,7 +7,6 @@
 use crate::common;
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use common::TestServer;
 use finetune::pb;
@@ -26,19 +25,6 @@ fn dataset_with_key() -> Vec<u8> {
     (lines.join("\n") + "\n").into_bytes()
 }
 
-fn finetune(args: &[&str], addr: Option<&str>) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_finetune"));
-    command.args(args);
-    if let Some(addr) = addr {
-        command.env("FINETUNE_ADDR", addr);
-    }
-    command.output().expect("the binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 fn write_dataset(dir: &Path) -> String {
     let path = dir.join("with-key.jsonl");
     std::fs::write(&path, dataset_with_key()).unwrap();
@@ -50,9 +36,14 @@ fn validate_reports_a_key_until_the_line_is_accepted() {
     let dir = tempfile::tempdir().unwrap();
     let file = write_dataset(dir.path());
 
-    let blocked = finetune(&["validate", &file], None);
-    assert_eq!(blocked.status.code(), Some(1), "{}", text(&blocked.stdout));
-    let report = text(&blocked.stdout);
+    let blocked = common::finetune(None, &["validate", &file]);
+    assert_eq!(
+        blocked.status.code(),
+        Some(1),
+        "{}",
+        common::text(&blocked.stdout)
+    );
+    let report = common::text(&blocked.stdout);
     assert!(
         report.contains(":3: error[possible_secret]: messages[2].content:"),
         "{report}"
@@ -62,8 +53,8 @@ fn validate_reports_a_key_until_the_line_is_accepted() {
         "the key is never echoed: {report}"
     );
 
-    let accepted = finetune(&["validate", &file, "--accept", "possible_secret:3"], None);
-    let report = text(&accepted.stdout);
+    let accepted = common::finetune(None, &["validate", &file, "--accept", "possible_secret:3"]);
+    let report = common::text(&accepted.stdout);
     assert_eq!(accepted.status.code(), Some(0), "{report}");
     assert!(
         report.contains(":3: accepted error[possible_secret]: messages[2].content:"),
@@ -72,7 +63,8 @@ fn validate_reports_a_key_until_the_line_is_accepted() {
     assert!(report.contains("0 errors (1 more accepted)"), "{report}");
 
     // The same as JSON; a line that has no such problem accepts nothing.
-    let json = finetune(
+    let json = common::finetune(
+        None,
         &[
             "validate",
             &file,
@@ -82,7 +74,6 @@ fn validate_reports_a_key_until_the_line_is_accepted() {
             "--accept",
             "possible_secret:5",
         ],
-        None,
     );
     assert_eq!(json.status.code(), Some(0));
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
@@ -95,7 +86,7 @@ fn validate_reports_a_key_until_the_line_is_accepted() {
     assert_eq!(listed["accepted"], true);
 
     // Another line's acceptance does not cover line 3.
-    let other = finetune(&["validate", &file, "--accept", "possible_secret:4"], None);
+    let other = common::finetune(None, &["validate", &file, "--accept", "possible_secret:4"]);
     assert_eq!(other.status.code(), Some(1));
 }
 
@@ -121,9 +112,9 @@ fn only_safe_codes_and_well_formed_acceptances_are_taken() {
         for command in [vec!["validate"], vec!["train", "--addr", "127.0.0.1:9"]] {
             let mut args = command.clone();
             args.extend([file.as_str(), "--accept", accept]);
-            let out = finetune(&args, None);
+            let out = common::finetune(None, &args);
             let command = command[0];
-            let err = text(&out.stderr);
+            let err = common::text(&out.stderr);
             assert_eq!(
                 out.status.code(),
                 Some(2),
@@ -158,12 +149,17 @@ async fn train_starts_once_the_line_is_accepted_and_the_job_records_it() {
         tokio::task::spawn_blocking(move || {
             let mut args = vec!["train", file.as_str(), "--yes", "--json"];
             args.extend_from_slice(extra);
-            finetune(&args, Some(&addr))
+            common::finetune(Some(&addr), &args)
         })
     };
     let refused = run(&["--request-id", "accept-cli-0"]).await.unwrap();
-    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));
-    assert!(text(&refused.stdout).contains("error[possible_secret]"));
+    assert_eq!(
+        refused.status.code(),
+        Some(1),
+        "{}",
+        common::text(&refused.stderr)
+    );
+    assert!(common::text(&refused.stdout).contains("error[possible_secret]"));
 
     let started = run(&[
         "--request-id",
@@ -173,7 +169,12 @@ async fn train_starts_once_the_line_is_accepted_and_the_job_records_it() {
     ])
     .await
     .unwrap();
-    assert_eq!(started.status.code(), Some(0), "{}", text(&started.stderr));
+    assert_eq!(
+        started.status.code(),
+        Some(0),
+        "{}",
+        common::text(&started.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&started.stdout).unwrap();
     assert_eq!(
         v["job"]["accepted_problems"],
@@ -184,14 +185,14 @@ async fn train_starts_once_the_line_is_accepted_and_the_job_records_it() {
     // GetJob, through the CLI and over gRPC, shows what was accepted.
     let listed = tokio::task::spawn_blocking({
         let addr = addr.clone();
-        move || finetune(&["jobs", "--json"], Some(&addr))
+        move || common::finetune(Some(&addr), &["jobs", "--json"])
     })
     .await
     .unwrap();
     assert!(
-        text(&listed.stdout).contains("possible_secret:training:3"),
+        common::text(&listed.stdout).contains("possible_secret:training:3"),
         "{}",
-        text(&listed.stdout)
+        common::text(&listed.stdout)
     );
     let job = server
         .client()
@@ -213,17 +214,14 @@ async fn train_starts_once_the_line_is_accepted_and_the_job_records_it() {
     emulator.shutdown().await;
 }
 
+/// StartTraining on the dataset with a key, accepting `accepted`.
 fn start_request(request_id: &str, accepted: Vec<pb::AcceptedProblem>) -> pb::StartTrainingRequest {
-    pb::StartTrainingRequest {
-        request_id: request_id.into(),
-        training: Some(pb::DatasetSource {
-            source: Some(pb::dataset_source::Source::Content(dataset_with_key())),
-            file_name: "with-key.jsonl".into(),
-        }),
-        model: "gpt-4o-mini".into(),
-        accepted_problems: accepted,
-        ..Default::default()
-    }
+    common::StartTraining::new(request_id)
+        .dataset(dataset_with_key())
+        .file_name("with-key.jsonl")
+        .model("gpt-4o-mini")
+        .accepted(accepted)
+        .build()
 }
 
 fn secret_at(dataset: pb::DatasetRole, line: u32) -> pb::AcceptedProblem {

@@ -37,37 +37,6 @@ async fn server_for(emulator: &Emulator, retries: usize) -> TestServer {
     .await
 }
 
-fn start_request(request_id: &str) -> pb::StartTrainingRequest {
-    pb::StartTrainingRequest {
-        request_id: request_id.into(),
-        training: Some(pb::DatasetSource {
-            source: Some(pb::dataset_source::Source::Content(common::sample_dataset())),
-            file_name: "training-data.jsonl".into(),
-        }),
-        model: "gpt-4o-mini-2024-07-18".into(),
-        ..Default::default()
-    }
-}
-
-/// StartTraining for `request_id`, which must succeed: the job.
-async fn started(server: &TestServer, request_id: &str) -> pb::Job {
-    server
-        .client()
-        .start_training(start_request(request_id))
-        .await
-        .unwrap_or_else(|s| panic!("{request_id}: {s:?}"))
-        .into_inner()
-        .job
-        .unwrap()
-}
-
-fn reason(status: &tonic::Status) -> String {
-    status
-        .get_details_error_info()
-        .map(|i| i.reason)
-        .unwrap_or_default()
-}
-
 /// The service's job for `request_id`, if it tracks one.
 async fn tracked(server: &TestServer, request_id: &str) -> Option<pb::Job> {
     let jobs = server
@@ -140,7 +109,9 @@ async fn a_malformed_create_response_is_adopted_not_released() {
         emulator
             .faults()
             .inject(CREATE_JOB, Fault::MalformedJson, 1);
-        let job = started(&server, &request_id).await;
+        let job = server
+            .start_job(common::StartTraining::new(&request_id).build())
+            .await;
         assert!(!job.upstream_id.is_empty(), "{job:?}");
         exactly_one_tracked(&emulator, &server, &request_id).await;
         server.stop().await;
@@ -154,7 +125,9 @@ async fn a_cut_create_response_is_adopted_and_a_cut_request_is_made_again() {
     let server = server_for(&emulator, 0).await;
     // The job is made, then the connection is cut before the answer.
     emulator.faults().inject(CREATE_JOB, Fault::LostResponse, 1);
-    let job = started(&server, "cut-after").await;
+    let job = server
+        .start_job(common::StartTraining::new("cut-after").build())
+        .await;
     assert!(!job.upstream_id.is_empty(), "{job:?}");
     exactly_one_tracked(&emulator, &server, "cut-after").await;
 
@@ -165,15 +138,19 @@ async fn a_cut_create_response_is_adopted_and_a_cut_request_is_made_again() {
         .inject(CREATE_JOB, Fault::DropConnection, 1);
     let status = server
         .client()
-        .start_training(start_request("cut-before"))
+        .start_training(common::StartTraining::new("cut-before").build())
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    assert_eq!(reason(&status), "UPSTREAM_UNAVAILABLE", "{status:?}");
+    assert_eq!(
+        common::reason(&status),
+        "UPSTREAM_UNAVAILABLE",
+        "{status:?}"
+    );
     assert!(tracked(&server, "cut-before").await.is_none(), "released");
     server
         .client()
-        .start_training(start_request("cut-before"))
+        .start_training(common::StartTraining::new("cut-before").build())
         .await
         .unwrap();
     exactly_one_tracked(&emulator, &server, "cut-before").await;
@@ -194,11 +171,15 @@ async fn an_outcome_that_cannot_be_confirmed_stays_reserved_until_settled() {
     faults.inject(CREATE_JOB, Fault::MalformedJson, 1);
     let status = server
         .client()
-        .start_training(start_request("unknown"))
+        .start_training(common::StartTraining::new("unknown").build())
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    assert_eq!(reason(&status), "UPSTREAM_OUTCOME_UNKNOWN", "{status:?}");
+    assert_eq!(
+        common::reason(&status),
+        "UPSTREAM_OUTCOME_UNKNOWN",
+        "{status:?}"
+    );
     let retry = status
         .get_details_retry_info()
         .and_then(|r| r.retry_delay)
@@ -209,10 +190,14 @@ async fn an_outcome_that_cannot_be_confirmed_stays_reserved_until_settled() {
     // A retry while OpenAI still cannot tell gets the same answer and makes no new job.
     let again = server
         .client()
-        .start_training(start_request("unknown"))
+        .start_training(common::StartTraining::new("unknown").build())
         .await
         .unwrap_err();
-    assert_eq!(reason(&again), "UPSTREAM_OUTCOME_UNKNOWN", "{again:?}");
+    assert_eq!(
+        common::reason(&again),
+        "UPSTREAM_OUTCOME_UNKNOWN",
+        "{again:?}"
+    );
     assert_eq!(emulator.stats().count(CREATE_JOB), 1);
 
     // Once the list answers, the reconciler adopts the job without any call.
@@ -230,7 +215,9 @@ async fn an_outcome_that_cannot_be_confirmed_stays_reserved_until_settled() {
         "the reservation was adopted, not replaced"
     );
     // And a retry now returns it.
-    let again = started(&server, "unknown").await;
+    let again = server
+        .start_job(common::StartTraining::new("unknown").build())
+        .await;
     assert_eq!(again.id, job.id);
     assert_eq!(emulator.stats().count(CREATE_JOB), 1);
     server.stop().await;
@@ -242,7 +229,9 @@ async fn a_lost_upload_response_is_found_not_uploaded_again() {
     let emulator = common::emulator(1000.0).await;
     let server = server_for(&emulator, 0).await;
     emulator.faults().inject(UPLOAD, Fault::LostResponse, 1);
-    let job = started(&server, "lost-upload").await;
+    let job = server
+        .start_job(common::StartTraining::new("lost-upload").build())
+        .await;
     assert_eq!(
         emulator.stats().count(UPLOAD),
         1,
@@ -261,7 +250,7 @@ async fn a_deadline_passing_mid_create_does_not_strand_the_request_id() {
     emulator
         .faults()
         .inject(CREATE_JOB, Fault::Latency { ms: 3000 }, 1);
-    let mut request = tonic::Request::new(start_request("deadline"));
+    let mut request = tonic::Request::new(common::StartTraining::new("deadline").build());
     request.set_timeout(Duration::from_secs(1));
     let status = server.client().start_training(request).await.unwrap_err();
     assert!(
@@ -270,7 +259,9 @@ async fn a_deadline_passing_mid_create_does_not_strand_the_request_id() {
     );
     // Called again with the same request id (no deadline): the answer is the job the
     // first call's creation made, as soon as it exists.
-    let job = started(&server, "deadline").await;
+    let job = server
+        .start_job(common::StartTraining::new("deadline").build())
+        .await;
     assert!(!job.upstream_id.is_empty(), "{job:?}");
     assert_eq!(emulator.stats().count(CREATE_JOB), 1, "created once");
     let tracked = exactly_one_tracked(&emulator, &server, "deadline").await;
@@ -287,7 +278,11 @@ async fn a_caller_hanging_up_mid_upload_does_not_stop_the_creation() {
         .faults()
         .inject(UPLOAD, Fault::Latency { ms: 2000 }, 1);
     let mut client = server.client();
-    let call = tokio::spawn(async move { client.start_training(start_request("hang-up")).await });
+    let call = tokio::spawn(async move {
+        client
+            .start_training(common::StartTraining::new("hang-up").build())
+            .await
+    });
     // Hang up once the upload has reached OpenAI.
     while emulator.stats().count(UPLOAD) == 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -331,7 +326,7 @@ async fn concurrent_calls_with_one_request_id_on_several_connections_make_one_jo
             .unwrap();
         calls.push(tokio::spawn(async move {
             pb::fine_tune_service_client::FineTuneServiceClient::new(channel)
-                .start_training(start_request("concurrent"))
+                .start_training(common::StartTraining::new("concurrent").build())
                 .await
         }));
     }

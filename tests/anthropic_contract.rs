@@ -3,6 +3,9 @@
 //! through a local HTTP server into the real adapter, and what the adapter sends is checked
 //! against the API's shape (headers, system blocks with `cache_control`, `max_tokens`).
 
+use crate::common::anthropic::{Streamed, collect};
+use crate::common::vars;
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -122,30 +125,6 @@ async fn sse_server(body: Vec<u8>) -> MockServer {
         .mount(&server)
         .await;
     server
-}
-
-/// Everything a stream yielded: its deltas, then its end (`Done` or an error).
-struct Streamed {
-    deltas: Vec<String>,
-    end: Result<ChatResponse, UpstreamError>,
-}
-
-async fn collect(adapter: &Anthropic, request: &ChatRequest) -> Streamed {
-    let mut stream = adapter.stream(request).await.expect("the stream starts");
-    let mut deltas = Vec::new();
-    let mut end = None;
-    while let Some(item) = stream.next().await {
-        assert!(end.is_none(), "an item after the end of the stream");
-        match item {
-            Ok(ChatChunk::Delta(d)) => deltas.push(d),
-            Ok(ChatChunk::Done(r)) => end = Some(Ok(r)),
-            Err(e) => end = Some(Err(e)),
-        }
-    }
-    Streamed {
-        deltas,
-        end: end.expect("the stream ends with Done or an error"),
-    }
 }
 
 async fn stream_file(rel: &str) -> Streamed {
@@ -830,14 +809,6 @@ async fn dropping_the_stream_closes_the_connection() {
 
 #[test]
 fn configuration_comes_from_the_variables_and_never_shows_the_key() {
-    let vars = |pairs: &'static [(&'static str, &'static str)]| {
-        move |name: &str| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| (*v).to_owned())
-        }
-    };
     let e = Anthropic::config_from_vars(vars(&[("ANTHROPIC_API_KEY", "  ")])).unwrap_err();
     assert!(e.to_string().contains("ANTHROPIC_API_KEY"), "{e}");
     let config = Anthropic::config_from_vars(vars(&[("ANTHROPIC_API_KEY", KEY)])).unwrap();

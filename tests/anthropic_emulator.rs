@@ -4,6 +4,8 @@
 //! errors (unknown model, missing version header, auth, body validation), and that the
 //! emulator's responses keep the shapes of Anthropic's recorded traffic.
 
+use crate::common::{self, anthropic::collect};
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -12,9 +14,7 @@ use finetune::emulator::{Emulator, EmulatorConfig, Fault};
 use finetune::upstream::RetryPolicy;
 use finetune::upstream::UpstreamError;
 use finetune::upstream::anthropic::{Anthropic, AnthropicConfig};
-use finetune::upstream::chat::{
-    Chat, ChatChunk, ChatMessage, ChatRequest, ChatResponse, ChatRole, SystemBlock,
-};
+use finetune::upstream::chat::{Chat, ChatChunk, ChatMessage, ChatRequest, ChatRole, SystemBlock};
 use futures_util::StreamExt as _;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -37,9 +37,7 @@ async fn start() -> Env {
 }
 
 async fn start_with(config: EmulatorConfig) -> Env {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let emu = Emulator::start(config, listener).await.unwrap();
+    let emu = common::emulator_with(config).await;
     let base = emu.anthropic_base_url();
     assert!(
         base.starts_with("http://127.0.0.1:") && !base.ends_with("/v1"),
@@ -118,29 +116,6 @@ fn block(text: &str, cache: bool) -> SystemBlock {
     SystemBlock {
         text: text.to_owned(),
         cache,
-    }
-}
-
-struct Streamed {
-    deltas: Vec<String>,
-    end: Result<ChatResponse, UpstreamError>,
-}
-
-async fn collect(adapter: &Anthropic, request: &ChatRequest) -> Streamed {
-    let mut stream = adapter.stream(request).await.expect("the stream starts");
-    let mut deltas = Vec::new();
-    let mut end = None;
-    while let Some(item) = stream.next().await {
-        assert!(end.is_none(), "an item after the end of the stream");
-        match item {
-            Ok(ChatChunk::Delta(d)) => deltas.push(d),
-            Ok(ChatChunk::Done(r)) => end = Some(Ok(r)),
-            Err(e) => end = Some(Err(e)),
-        }
-    }
-    Streamed {
-        deltas,
-        end: end.expect("Done or an error ends the stream"),
     }
 }
 

@@ -13,7 +13,6 @@ use finetune::config::ServeConfig;
 use finetune::pb;
 use finetune::pb::fine_tune_service_client::FineTuneServiceClient;
 use tonic::Code;
-use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -38,28 +37,9 @@ fn tokens() -> Tokens {
     }
 }
 
-fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        MetadataValue::try_from(format!("Bearer {token}")).unwrap(),
-    );
-    request
-}
-
-fn reason(status: &tonic::Status) -> String {
-    status
-        .get_details_error_info()
-        .map(|i| i.reason)
-        .unwrap_or_default()
-}
-
 fn validate_request() -> pb::ValidateDatasetRequest {
     pb::ValidateDatasetRequest {
-        training: Some(pb::DatasetSource {
-            source: Some(pb::dataset_source::Source::Content(common::sample_dataset())),
-            file_name: "training-data.jsonl".into(),
-        }),
+        training: common::inline(common::sample_dataset(), "training-data.jsonl"),
         model: "gpt-4o-2024-08-06".into(),
         ..Default::default()
     }
@@ -67,12 +47,8 @@ fn validate_request() -> pb::ValidateDatasetRequest {
 
 fn ask() -> pb::CompleteRequest {
     pb::CompleteRequest {
-        messages: vec![pb::ChatMessage {
-            role: pb::ChatRole::User as i32,
-            content: "Hello".into(),
-        }],
         model: "gpt-4o-mini".into(),
-        ..Default::default()
+        ..common::ask("Hello")
     }
 }
 
@@ -106,32 +82,27 @@ async fn every_rpc_needs_a_token_with_its_role() {
         status.message().contains("authorization: Bearer"),
         "{status:?}"
     );
-    assert_eq!(reason(&status), "TOKEN_MISSING");
+    assert_eq!(common::reason(&status), "TOKEN_MISSING");
     let status = client
-        .validate_dataset(with_token(validate_request(), "ft_not-a-token"))
+        .validate_dataset(common::authed(validate_request(), "ft_not-a-token"))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
     assert!(!status.message().contains("ft_not-a-token"), "never echoed");
-    assert_eq!(reason(&status), "TOKEN_INVALID");
+    assert_eq!(common::reason(&status), "TOKEN_INVALID");
 
     // read: validate and list, but not train or complete.
     client
-        .validate_dataset(with_token(validate_request(), &t.reader))
+        .validate_dataset(common::authed(validate_request(), &t.reader))
         .await
         .unwrap();
     client
-        .list_jobs(with_token(pb::ListJobsRequest::default(), &t.reader))
+        .list_jobs(common::authed(pb::ListJobsRequest::default(), &t.reader))
         .await
         .unwrap();
-    let start = pb::StartTrainingRequest {
-        request_id: "auth-1".into(),
-        training: validate_request().training,
-        model: "gpt-4o-mini-2024-07-18".into(),
-        ..Default::default()
-    };
+    let start = common::StartTraining::new("auth-1").build();
     let status = client
-        .start_training(with_token(start.clone(), &t.reader))
+        .start_training(common::authed(start.clone(), &t.reader))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
@@ -146,14 +117,14 @@ async fn every_rpc_needs_a_token_with_its_role() {
     assert_eq!(info.domain, "finetune.fileengine");
     assert_eq!(info.metadata["role"], "train");
     let status = client
-        .complete(with_token(ask(), &t.reader))
+        .complete(common::authed(ask(), &t.reader))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
 
     // complete: answers, but cannot read jobs.
     let answer = client
-        .complete(with_token(ask(), &t.completer))
+        .complete(common::authed(ask(), &t.completer))
         .await
         .unwrap()
         .into_inner()
@@ -161,21 +132,21 @@ async fn every_rpc_needs_a_token_with_its_role() {
         .unwrap();
     common::prices::assert_cost(&answer, "gpt-4o-mini", false);
     let status = client
-        .list_jobs(with_token(pb::ListJobsRequest::default(), &t.completer))
+        .list_jobs(common::authed(pb::ListJobsRequest::default(), &t.completer))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
 
     // All three roles: trains; nothing was started by the refused calls.
     let job = client
-        .start_training(with_token(start, &t.admin))
+        .start_training(common::authed(start, &t.admin))
         .await
         .unwrap()
         .into_inner()
         .job
         .unwrap();
     let jobs = client
-        .list_jobs(with_token(pb::ListJobsRequest::default(), &t.admin))
+        .list_jobs(common::authed(pb::ListJobsRequest::default(), &t.admin))
         .await
         .unwrap()
         .into_inner()
@@ -270,7 +241,7 @@ async fn tls_serves_tonic_grpcurl_and_the_cli_and_refuses_plaintext() {
         .await
         .unwrap();
     let report = FineTuneServiceClient::new(channel)
-        .validate_dataset(with_token(validate_request(), &t.reader))
+        .validate_dataset(common::authed(validate_request(), &t.reader))
         .await
         .unwrap()
         .into_inner()
@@ -285,7 +256,7 @@ async fn tls_serves_tonic_grpcurl_and_the_cli_and_refuses_plaintext() {
         .await;
     if let Ok(channel) = plaintext {
         let result = FineTuneServiceClient::new(channel)
-            .validate_dataset(with_token(validate_request(), &t.reader))
+            .validate_dataset(common::authed(validate_request(), &t.reader))
             .await;
         assert!(result.is_err(), "plaintext was answered: {result:?}");
     }

@@ -7,13 +7,6 @@ use std::process::{Command, Output};
 
 use common::repo_file;
 
-fn finetune(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_finetune"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
 fn stdout(o: &Output) -> String {
     String::from_utf8(o.stdout.clone()).unwrap()
 }
@@ -21,7 +14,7 @@ fn stdout(o: &Output) -> String {
 #[test]
 fn the_sample_dataset_validates_cleanly() {
     let sample = repo_file("examples/training-data.jsonl");
-    let out = finetune(&["validate", sample.to_str().unwrap()]);
+    let out = common::finetune(None, &["validate", sample.to_str().unwrap()]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -61,7 +54,7 @@ fn errors_print_file_line_code_and_path_and_exit_1() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.jsonl");
     std::fs::write(&path, "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"bot\", \"content\": \"x\"}]}\n").unwrap();
-    let out = finetune(&["validate", path.to_str().unwrap()]);
+    let out = common::finetune(None, &["validate", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let text = stdout(&out);
     let file = path.display();
@@ -82,15 +75,18 @@ fn json_output_has_the_documented_keys() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mixed.jsonl");
     std::fs::write(&path, "not json\n{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"yo\"}]}\n").unwrap();
-    let out = finetune(&[
-        "validate",
-        path.to_str().unwrap(),
-        "--json",
-        "--model",
-        "gpt-4o-mini",
-        "--epochs",
-        "4",
-    ]);
+    let out = common::finetune(
+        None,
+        &[
+            "validate",
+            path.to_str().unwrap(),
+            "--json",
+            "--model",
+            "gpt-4o-mini",
+            "--epochs",
+            "4",
+        ],
+    );
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     for key in [
@@ -140,7 +136,7 @@ fn json_output_has_the_documented_keys() {
 
 #[test]
 fn usage_errors_exit_2_with_a_clear_message() {
-    let out = finetune(&["validate", "/definitely/not/here.jsonl"]);
+    let out = common::finetune(None, &["validate", "/definitely/not/here.jsonl"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -150,20 +146,23 @@ fn usage_errors_exit_2_with_a_clear_message() {
     assert!(out.stdout.is_empty());
 
     let dir = tempfile::tempdir().unwrap();
-    let out = finetune(&["validate", dir.path().to_str().unwrap()]);
+    let out = common::finetune(None, &["validate", dir.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is a directory"));
 
-    let out = finetune(&["validate", "x.jsonl", "--epochs", "0"]);
+    let out = common::finetune(None, &["validate", "x.jsonl", "--epochs", "0"]);
     assert_eq!(out.status.code(), Some(2));
 
     let sample = repo_file("examples/training-data.jsonl");
-    let out = finetune(&[
-        "validate",
-        sample.to_str().unwrap(),
-        "--catalog",
-        "/nope.toml",
-    ]);
+    let out = common::finetune(
+        None,
+        &[
+            "validate",
+            sample.to_str().unwrap(),
+            "--catalog",
+            "/nope.toml",
+        ],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read catalog /nope.toml"));
 }
@@ -171,13 +170,16 @@ fn usage_errors_exit_2_with_a_clear_message() {
 #[test]
 fn a_validation_file_is_checked_for_overlap() {
     let train = repo_file("reference/datasets/openai-dotnet_fine_tuning_sample.jsonl");
-    let out = finetune(&[
-        "validate",
-        train.to_str().unwrap(),
-        "--validation-file",
-        train.to_str().unwrap(),
-        "--json",
-    ]);
+    let out = common::finetune(
+        None,
+        &[
+            "validate",
+            train.to_str().unwrap(),
+            "--validation-file",
+            train.to_str().unwrap(),
+            "--json",
+        ],
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(0), "overlap is a warning");
     assert_eq!(v["counts_by_code"]["validation_overlap"], 10);

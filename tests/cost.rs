@@ -41,9 +41,7 @@ async fn server_for(emulator: &Emulator, dir: &std::path::Path) -> TestServer {
 
 /// Runs the CLI against `addr`; panics with its stderr unless it exits 0.
 fn cli(addr: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_finetune"))
-        .args(args)
-        .env("FINETUNE_ADDR", addr)
+    let out = common::finetune_command(Some(addr), args)
         .env_remove("FINETUNE_CATALOG")
         .current_dir(common::repo_file(""))
         .output()

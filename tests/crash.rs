@@ -7,7 +7,6 @@
 use crate::common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -31,11 +30,7 @@ fn spawn_server(addr: &str, data_dir: &std::path::Path, base_url: &str) -> Child
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("listening on"), "{line}");
+    common::start_line(&mut child, None);
     child
 }
 
@@ -53,18 +48,6 @@ fn client(addr: &str) -> FineTuneServiceClient<Channel> {
     )
 }
 
-fn start_request(request_id: &str) -> pb::StartTrainingRequest {
-    pb::StartTrainingRequest {
-        request_id: request_id.into(),
-        training: Some(pb::DatasetSource {
-            source: Some(pb::dataset_source::Source::Content(common::sample_dataset())),
-            file_name: "training-data.jsonl".into(),
-        }),
-        model: "gpt-4o-mini-2024-07-18".into(),
-        ..Default::default()
-    }
-}
-
 /// What a watcher saw: (sequence, message) of each event, in arrival order, and how many
 /// times its stream broke.
 #[derive(Debug, Default)]
@@ -75,7 +58,9 @@ struct Seen {
 }
 
 /// A watcher as a client library implements one: on a broken stream it calls WatchJob
-/// again with the last sequence it received, until the job ends.
+/// again with the last sequence it received, until the job ends. Not the shared
+/// `TestServer::watch_to_end`: that one fails on a broken stream, and here the server is
+/// killed under the watcher on purpose.
 async fn watch_to_the_end(addr: String, job_id: String) -> Seen {
     let mut seen = Seen::default();
     let mut last = 0;
@@ -142,7 +127,7 @@ async fn two_sigkills_mid_training_lose_and_repeat_no_event() {
     let mut jobs = Vec::new();
     for i in 0..3 {
         let job = client(&addr)
-            .start_training(start_request(&format!("crash-{i}")))
+            .start_training(common::StartTraining::new(&format!("crash-{i}")).build())
             .await
             .unwrap()
             .into_inner()
@@ -225,7 +210,7 @@ async fn a_creation_cut_by_sigkill_is_adopted_after_the_restart() {
     let call_addr = addr.clone();
     let call = tokio::spawn(async move {
         client(&call_addr)
-            .start_training(start_request("cut-creation"))
+            .start_training(common::StartTraining::new("cut-creation").build())
             .await
     });
     // Kill once the create request is on its way.
@@ -253,7 +238,7 @@ async fn a_creation_cut_by_sigkill_is_adopted_after_the_restart() {
     let server = spawn_server(&addr, data_dir.path(), &emulator.base_url());
     // The caller retries with the same request id, as it should after UNAVAILABLE.
     let job = client(&addr)
-        .start_training(start_request("cut-creation"))
+        .start_training(common::StartTraining::new("cut-creation").build())
         .await
         .unwrap()
         .into_inner()

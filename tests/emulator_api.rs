@@ -2,6 +2,8 @@
 //! bodies, chat, faults and stats, and that its responses validate against the schemas of
 //! OpenAI's spec (with the same few relaxations real recorded traffic needs).
 
+use crate::common;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -50,10 +52,7 @@ async fn start(time_scale: f64) -> Env {
 }
 
 async fn start_with(config: EmulatorConfig) -> Env {
-    // reqwest is built without a default TLS provider; it wants one even for plain http.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let emu = Emulator::start(config, listener).await.unwrap();
+    let emu = common::emulator_with(config).await;
     let base = emu.base_url();
     assert!(
         base.starts_with("http://127.0.0.1:") && base.ends_with("/v1"),

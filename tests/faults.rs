@@ -47,12 +47,8 @@ async fn server_for(emulator: &Emulator, poll: f64) -> TestServer {
 
 fn ask() -> pb::CompleteRequest {
     pb::CompleteRequest {
-        messages: vec![pb::ChatMessage {
-            role: pb::ChatRole::User as i32,
-            content: "Build me a landing page with a dark theme".into(),
-        }],
         model: "gpt-4o-mini".into(),
-        ..Default::default()
+        ..common::ask("Build me a landing page with a dark theme")
     }
 }
 
@@ -61,18 +57,6 @@ async fn answered(server: &TestServer) {
     let answer = server.client().complete(ask()).await.unwrap();
     let answer = answer.into_inner().completion.unwrap();
     common::prices::assert_cost(&answer, "gpt-4o-mini", false);
-}
-
-fn start_request(request_id: &str, dataset: Vec<u8>) -> pb::StartTrainingRequest {
-    pb::StartTrainingRequest {
-        request_id: request_id.into(),
-        training: Some(pb::DatasetSource {
-            source: Some(pb::dataset_source::Source::Content(dataset)),
-            file_name: "training-data.jsonl".into(),
-        }),
-        model: "gpt-4o-mini-2024-07-18".into(),
-        ..Default::default()
-    }
 }
 
 /// The sample dataset with its first example's question made unique by `n`, so the
@@ -87,13 +71,6 @@ fn variant(n: usize) -> Vec<u8> {
     let question = format!("{} (variant {n})", user["content"].as_str().unwrap());
     user["content"] = question.into();
     format!("{example}\n{rest}").into_bytes()
-}
-
-fn reason(status: &tonic::Status) -> String {
-    status
-        .get_details_error_info()
-        .map(|i| i.reason)
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,7 +119,7 @@ async fn transient_failures_are_retried_and_persistent_ones_reported_with_their_
         faults.inject(CHAT, fault.clone(), 3);
         let status = server.client().complete(ask()).await.unwrap_err();
         assert_eq!(status.code(), code, "{name} x3: {status:?}");
-        assert_eq!(reason(&status), why, "{name} x3");
+        assert_eq!(common::reason(&status), why, "{name} x3");
         assert!(
             status.message().contains("gave up after 3 attempts"),
             "{name} x3: {}",
@@ -257,7 +234,7 @@ async fn malformed_json_is_an_internal_error_and_not_retried() {
     emulator.faults().inject(CHAT, Fault::MalformedJson, 1);
     let status = server.client().complete(ask()).await.unwrap_err();
     assert_eq!(status.code(), Code::Internal, "{status:?}");
-    assert_eq!(reason(&status), "UPSTREAM_PROTOCOL_ERROR");
+    assert_eq!(common::reason(&status), "UPSTREAM_PROTOCOL_ERROR");
     assert!(
         status.message().contains("unreadable response"),
         "{}",
@@ -330,7 +307,7 @@ async fn lost_create_and_upload_responses_never_duplicate_anything() {
     faults.inject(CREATE_JOB, Fault::LostResponse, 1);
     let started = server
         .client()
-        .start_training(start_request("lost-responses", common::sample_dataset()))
+        .start_training(common::StartTraining::new("lost-responses").build())
         .await
         .unwrap()
         .into_inner();
@@ -367,7 +344,7 @@ async fn the_poller_rides_out_an_upstream_outage_without_losing_an_event() {
     let emulator = common::emulator(60.0).await;
     let server = server_for(&emulator, 0.05).await;
     let job = server
-        .start_job(start_request("outage", common::sample_dataset()))
+        .start_job(common::StartTraining::new("outage").build())
         .await;
     let mut stream = server.watch(&job.id, 0).await;
     let mut sequences = Vec::new();
@@ -485,7 +462,11 @@ async fn a_thousand_randomized_start_training_calls_make_one_job_each() {
                     attempt += 1;
                     match server
                         .client()
-                        .start_training(start_request(&request_id, dataset.clone()))
+                        .start_training(
+                            common::StartTraining::new(&request_id)
+                                .dataset(dataset.clone())
+                                .build(),
+                        )
                         .await
                     {
                         Ok(r) => break Some(r.into_inner().job.unwrap()),

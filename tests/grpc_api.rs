@@ -12,13 +12,6 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use tonic_types::StatusExt;
 
-fn inline(bytes: Vec<u8>, name: &str) -> Option<pb::DatasetSource> {
-    Some(pb::DatasetSource {
-        source: Some(Source::Content(bytes)),
-        file_name: name.into(),
-    })
-}
-
 fn by_id(id: &str) -> Option<pb::DatasetSource> {
     Some(pb::DatasetSource {
         source: Some(Source::DatasetId(id.into())),
@@ -211,7 +204,7 @@ async fn validates_the_sample_dataset_inline() {
     let report = server
         .client()
         .validate_dataset(pb::ValidateDatasetRequest {
-            training: inline(sample_dataset(), "training-data.jsonl"),
+            training: common::inline(sample_dataset(), "training-data.jsonl"),
             ..Default::default()
         })
         .await
@@ -244,7 +237,7 @@ async fn problems_come_back_with_lines_paths_and_counts() {
     let report = server
         .client()
         .validate_dataset(pb::ValidateDatasetRequest {
-            training: inline(data, "bad.jsonl"),
+            training: common::inline(data, "bad.jsonl"),
             model: "gpt-3.5-turbo".into(),
             epochs: Some(2),
             ..Default::default()
@@ -331,7 +324,7 @@ async fn bad_requests_name_the_field() {
 
     let err = client
         .validate_dataset(pb::ValidateDatasetRequest {
-            training: inline(sample_dataset(), ""),
+            training: common::inline(sample_dataset(), ""),
             epochs: Some(51),
             ..Default::default()
         })
@@ -349,7 +342,7 @@ async fn inline_datasets_beyond_tonics_default_4mb_are_accepted() {
     let report = server
         .client()
         .validate_dataset(pb::ValidateDatasetRequest {
-            training: inline(data, "big.jsonl"),
+            training: common::inline(data, "big.jsonl"),
             ..Default::default()
         })
         .await
@@ -584,12 +577,8 @@ async fn not_found_errors_name_what_is_missing_in_their_metadata() {
 async fn without_providers_serving_says_how_to_configure_one() {
     let server = TestServer::start().await;
     let request = pb::CompleteRequest {
-        messages: vec![pb::ChatMessage {
-            role: pb::ChatRole::User as i32,
-            content: "hi".into(),
-        }],
         tier: "pro".into(),
-        ..Default::default()
+        ..common::ask("hi")
     };
     let err = server.client().complete(request).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);

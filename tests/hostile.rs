@@ -12,7 +12,6 @@ use std::process::Command;
 use common::{TestServer, repo_file};
 use finetune::dataset::{self, Catalog, Code, Input, Options, Report, Severity};
 use finetune::pb;
-use finetune::pb::dataset_source::Source;
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 
@@ -502,10 +501,7 @@ async fn validate_dataset_over_grpc_reports_the_same_codes_and_lines() {
     for (name, bytes) in cases {
         let report = client
             .validate_dataset(pb::ValidateDatasetRequest {
-                training: Some(pb::DatasetSource {
-                    source: Some(Source::Content(bytes)),
-                    file_name: name.clone(),
-                }),
+                training: common::inline(bytes, &name),
                 ..Default::default()
             })
             .await

@@ -3,7 +3,6 @@
 
 use crate::common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,10 +11,6 @@ use finetune::emulator::{Emulator, Fault};
 use finetune::pb;
 use finetune::pb::watch_job_response::Item;
 use tokio_stream::StreamExt;
-
-fn reference(name: &str) -> Vec<u8> {
-    std::fs::read(common::repo_file("reference/datasets").join(name)).unwrap()
-}
 
 /// A server that talks to `emulator` as if it were OpenAI.
 async fn server_for(emulator: &Emulator, poll: f64) -> TestServer {
@@ -30,17 +25,13 @@ async fn server_for(emulator: &Emulator, poll: f64) -> TestServer {
 }
 
 fn start_request(request_id: &str) -> pb::StartTrainingRequest {
-    pb::StartTrainingRequest {
-        request_id: request_id.into(),
-        training: Some(pb::DatasetSource {
-            source: Some(pb::dataset_source::Source::Content(reference(
-                "openai-dotnet_fine_tuning_sample.jsonl",
-            ))),
-            file_name: "sample.jsonl".into(),
-        }),
-        model: "gpt-4o-mini".into(),
-        ..Default::default()
-    }
+    common::StartTraining::new(request_id)
+        .dataset(common::reference_dataset(
+            "openai-dotnet_fine_tuning_sample.jsonl",
+        ))
+        .file_name("sample.jsonl")
+        .model("gpt-4o-mini")
+        .build()
 }
 
 fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
@@ -266,11 +257,7 @@ fn spawn_server(addr: &str, data_dir: &std::path::Path, base_url: &str) -> std::
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("listening on"), "{line}");
+    common::start_line(&mut child, None);
     child
 }
 
@@ -344,15 +331,11 @@ async fn a_killed_server_resumes_polling_and_the_cli_watcher_resumes_without_los
 async fn uploads_strip_our_metadata_and_happen_once_per_content() {
     let emulator = common::emulator(300.0).await;
     let server = server_for(&emulator, 0.05).await;
-    let sample = std::fs::read(common::repo_file("examples/training-data.jsonl")).unwrap();
-    let request = |id: &str, suffix: &str| pb::StartTrainingRequest {
-        request_id: id.into(),
-        training: Some(pb::DatasetSource {
-            source: Some(pb::dataset_source::Source::Content(sample.clone())),
-            file_name: "training-data.jsonl".into(),
-        }),
-        suffix: suffix.into(),
-        ..Default::default()
+    let request = |id: &str, suffix: &str| {
+        common::StartTraining::new(id)
+            .model("")
+            .suffix(suffix)
+            .build()
     };
     let first = server.start_job(request("a", "one")).await;
     let second = server.start_job(request("b", "two")).await;
@@ -400,8 +383,10 @@ async fn a_job_created_outside_the_service_is_adopted_by_its_openai_id() {
         .text("purpose", "fine-tune")
         .part(
             "file",
-            reqwest::multipart::Part::bytes(reference("openai-dotnet_fine_tuning_sample.jsonl"))
-                .file_name("outside.jsonl"),
+            reqwest::multipart::Part::bytes(common::reference_dataset(
+                "openai-dotnet_fine_tuning_sample.jsonl",
+            ))
+            .file_name("outside.jsonl"),
         );
     let file: serde_json::Value = http
         .post(format!("{}/files", emulator.base_url()))
@@ -437,18 +422,11 @@ async fn a_job_created_outside_the_service_is_adopted_by_its_openai_id() {
         .unwrap();
     assert_eq!(adopted.upstream_id, upstream_id);
     assert!(adopted.request_id.is_empty());
-    let mut stream = server.watch(&upstream_id, 0).await;
-    let mut last = None;
-    while let Some(item) = tokio::time::timeout(Duration::from_secs(30), stream.next())
-        .await
-        .unwrap()
-    {
-        if let Some(Item::Event(e)) = item.unwrap().item {
-            last = Some(e);
-        }
-    }
+    let items = server
+        .watch_to_end(&upstream_id, 0, Duration::from_secs(30))
+        .await;
     assert_eq!(
-        last.unwrap().job.unwrap().state,
+        common::events(&items).pop().unwrap().job.unwrap().state,
         pb::JobState::Succeeded as i32
     );
     // Adopted once: asking again finds the same job.

@@ -11,15 +11,11 @@ use finetune::auth::{Role, new_token};
 use finetune::pb;
 use tokio_stream::StreamExt;
 use tonic::Code;
-use tonic::metadata::MetadataValue;
 use tonic_types::StatusExt;
 
 fn validate(content: Vec<u8>) -> pb::ValidateDatasetRequest {
     pb::ValidateDatasetRequest {
-        training: Some(pb::DatasetSource {
-            source: Some(pb::dataset_source::Source::Content(content)),
-            file_name: "big.jsonl".into(),
-        }),
+        training: common::inline(content, "big.jsonl"),
         model: "gpt-4o-2024-08-06".into(),
         ..Default::default()
     }
@@ -53,12 +49,11 @@ async fn a_message_over_the_size_limit_names_the_limit_and_the_way_around_it() {
 
 async fn running_job(server: &TestServer) -> String {
     server
-        .start_job(pb::StartTrainingRequest {
-            request_id: "limits".into(),
-            training: validate(common::sample_dataset()).training,
-            model: "gpt-4o-mini-2024-07-18".into(),
-            ..Default::default()
-        })
+        .start_job(
+            common::StartTraining::new("limits")
+                .file_name("big.jsonl")
+                .build(),
+        )
         .await
         .id
 }
@@ -137,24 +132,11 @@ async fn watch_streams_over_the_limit_are_refused_until_one_closes() {
     server.stop().await;
 }
 
-fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        MetadataValue::try_from(format!("Bearer {token}")).unwrap(),
-    );
-    request
-}
-
 fn long_answer() -> pb::StreamCompleteRequest {
     pb::StreamCompleteRequest {
         request: Some(pb::CompleteRequest {
-            messages: vec![pb::ChatMessage {
-                role: pb::ChatRole::User as i32,
-                content: "Write a long answer about ".repeat(30),
-            }],
             model: "gpt-4o-mini".into(),
-            ..Default::default()
+            ..common::ask(&"Write a long answer about ".repeat(30))
         }),
     }
 }
@@ -175,7 +157,7 @@ async fn a_caller_over_its_concurrency_limit_is_refused_and_others_are_not() {
     for _ in 0..2 {
         let mut s = server
             .client()
-            .stream_complete(authed(long_answer(), &busy))
+            .stream_complete(common::authed(long_answer(), &busy))
             .await
             .unwrap()
             .into_inner();
@@ -184,7 +166,7 @@ async fn a_caller_over_its_concurrency_limit_is_refused_and_others_are_not() {
     }
     let status = server
         .client()
-        .list_tiers(authed(pb::ListTiersRequest::default(), &busy))
+        .list_tiers(common::authed(pb::ListTiersRequest::default(), &busy))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
@@ -199,7 +181,7 @@ async fn a_caller_over_its_concurrency_limit_is_refused_and_others_are_not() {
     // Another caller is served meanwhile.
     server
         .client()
-        .list_tiers(authed(pb::ListTiersRequest::default(), &other))
+        .list_tiers(common::authed(pb::ListTiersRequest::default(), &other))
         .await
         .unwrap();
     // When a stream ends (here: the caller drops it), busy is served again.
@@ -208,7 +190,7 @@ async fn a_caller_over_its_concurrency_limit_is_refused_and_others_are_not() {
     for _ in 0..100 {
         match server
             .client()
-            .list_tiers(authed(pb::ListTiersRequest::default(), &busy))
+            .list_tiers(common::authed(pb::ListTiersRequest::default(), &busy))
             .await
         {
             Ok(_) => {

@@ -45,19 +45,13 @@ model = "gpt-4o-mini"
 
 /// An emulator whose jobs stay queued (for about a day of real time) until cancelled.
 async fn emulator() -> Emulator {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    Emulator::start(
-        EmulatorConfig {
-            time_scale: 1000.0,
-            validating_secs: 0.0,
-            queued_secs: 1e8,
-            ..EmulatorConfig::default()
-        },
-        listener,
-    )
+    common::emulator_with(EmulatorConfig {
+        time_scale: 1000.0,
+        validating_secs: 0.0,
+        queued_secs: 1e8,
+        ..EmulatorConfig::default()
+    })
     .await
-    .unwrap()
 }
 
 /// Binds the metrics port before the server starts, so the test knows it.
@@ -173,12 +167,8 @@ fn parse_labels(text: &str) -> BTreeMap<&str, &str> {
 
 fn ask(tier: &str, prompt: &str) -> pb::CompleteRequest {
     pb::CompleteRequest {
-        messages: vec![pb::ChatMessage {
-            role: pb::ChatRole::User as i32,
-            content: prompt.into(),
-        }],
         tier: tier.into(),
-        ..Default::default()
+        ..common::ask(prompt)
     }
 }
 
@@ -192,19 +182,13 @@ async fn answer(client: &mut Client, request: pb::CompleteRequest) -> pb::Comple
         .unwrap()
 }
 
-/// A WatchJob stream from the first event, past its snapshot.
+/// A WatchJob stream from the first event, past its snapshot: once the snapshot has
+/// arrived, the server counts the stream as open.
 async fn watch_from_start(
-    client: &mut Client,
+    server: &TestServer,
     job_id: &str,
 ) -> tonic::Streaming<pb::WatchJobResponse> {
-    let mut stream = client
-        .watch_job(pb::WatchJobRequest {
-            job_id: job_id.into(),
-            after_sequence: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = server.watch(job_id, 0).await;
     let first = stream.next().await.unwrap().unwrap();
     assert!(matches!(first.item, Some(WatchItem::Snapshot(_))));
     stream
@@ -355,22 +339,14 @@ async fn metrics_count_calls_streams_upstream_requests_jobs_and_completions() {
 
     // A training job, watched while queued, then cancelled.
     let job = client
-        .start_training(pb::StartTrainingRequest {
-            request_id: "metrics-1".into(),
-            training: Some(pb::DatasetSource {
-                source: Some(pb::dataset_source::Source::Content(common::sample_dataset())),
-                file_name: "training-data.jsonl".into(),
-            }),
-            model: "gpt-4o-mini-2024-07-18".into(),
-            ..Default::default()
-        })
+        .start_training(common::StartTraining::new("metrics-1").build())
         .await
         .unwrap()
         .into_inner()
         .job
         .unwrap();
-    let mut watch = watch_from_start(&mut client, &job.id).await;
-    let second_watch = watch_from_start(&mut client, &job.id).await;
+    let mut watch = watch_from_start(&server, &job.id).await;
+    let second_watch = watch_from_start(&server, &job.id).await;
 
     let s = Scrape::of(&metrics).await;
     assert_eq!(s.get("finetune_watch_streams_active", &[]), 2.0);

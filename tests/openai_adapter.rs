@@ -1,6 +1,8 @@
 //! Behaviour of the OpenAI adapter beyond the recorded contract: error classification,
 //! Retry-After, tolerant decoding, configuration, headers and the upload paths.
 
+use crate::common::vars;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use finetune::Error;
@@ -614,15 +616,6 @@ async fn requests_carry_auth_org_and_project_headers_and_encode_ids() {
 
 #[test]
 fn configuration_comes_from_the_environment_variables() {
-    let vars = |pairs: &'static [(&'static str, &'static str)]| {
-        move |name: &str| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| (*v).to_owned())
-        }
-    };
-
     let e = OpenAi::config_from_vars(vars(&[])).unwrap_err();
     assert!(matches!(e, Error::Config(_)));
     assert!(e.to_string().contains("OPENAI_API_KEY"), "{e}");

@@ -9,7 +9,6 @@
 
 use crate::common;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::spec::violations;
@@ -32,10 +31,6 @@ const MODEL: &str = "gpt-4o-mini";
 /// How the emulator names the model that answered.
 const SNAPSHOT: &str = "gpt-4o-mini-2024-07-18";
 
-fn reference() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("reference")
-}
-
 /// One exchange per call: these tests check how each response is classified (the
 /// retries have their own tests, tests/faults.rs).
 fn adapter_at(base_url: String, key: &str) -> OpenAi {
@@ -47,19 +42,12 @@ fn adapter_at(base_url: String, key: &str) -> OpenAi {
 }
 
 async fn emulator() -> Emulator {
-    // reqwest is built without a default TLS provider; it wants one even for plain http.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    Emulator::start(
-        EmulatorConfig {
-            api_key: Some(KEY.to_owned()),
-            token_secs: 0.001,
-            ..EmulatorConfig::default()
-        },
-        listener,
-    )
+    common::emulator_with(EmulatorConfig {
+        api_key: Some(KEY.to_owned()),
+        token_secs: 0.001,
+        ..EmulatorConfig::default()
+    })
     .await
-    .unwrap()
 }
 
 fn user(text: &str) -> ChatMessage {
@@ -329,7 +317,8 @@ async fn a_wrong_key_is_an_auth_error_that_never_shows_the_key() {
 
 /// The one entry of a recorded chat session.
 fn recorded(name: &str) -> Value {
-    let file = reference().join(format!("recorded/openai-dotnet/ChatTests/{name}.json"));
+    let file = common::repo_file("reference")
+        .join(format!("recorded/openai-dotnet/ChatTests/{name}.json"));
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     doc["Entries"][0].clone()
 }

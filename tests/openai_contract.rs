@@ -10,7 +10,7 @@
 use crate::common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::spec::{spec, validator, validator_for_schema, violations};
 use finetune::upstream::openai::OpenAi;
@@ -23,10 +23,6 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 const KEY: &str = "sk-test-contract-4f1b9c2d7e";
-
-fn reference() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("reference")
-}
 
 fn adapter(server: &MockServer) -> OpenAi {
     let mut config = OpenAiConfig::new(KEY, format!("{}/v1", server.uri()));
@@ -51,7 +47,7 @@ struct Entry {
 }
 
 fn recorded_entries() -> Vec<Entry> {
-    let root = reference().join("recorded/openai-dotnet");
+    let root = common::repo_file("reference").join("recorded/openai-dotnet");
     let mut files = Vec::new();
     let mut dirs = vec![root.clone()];
     while let Some(dir) = dirs.pop() {

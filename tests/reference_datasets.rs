@@ -1,19 +1,14 @@
 //! Exact token, epoch and cost figures for the real datasets in reference/datasets,
 //! whose expected numbers are published in that folder's README.
 
+use crate::common;
+
 use std::path::PathBuf;
 
 use finetune::dataset::{self, Catalog, Input, Options, Report};
 
-fn reference(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("reference/datasets")
-        .join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
 fn validate(file: &str, model: &str) -> Report {
-    let bytes = reference(file);
+    let bytes = common::reference_dataset(file);
     let options = Options {
         model: model.into(),
         ..Options::default()
@@ -128,8 +123,8 @@ fn dotnet_validation_file_both_encodings() {
 
 #[test]
 fn training_and_validation_together() {
-    let train = reference("openai-dotnet_fine_tuning_sample.jsonl");
-    let valid = reference("openai-dotnet_fine_tuning_sample_validation.jsonl");
+    let train = common::reference_dataset("openai-dotnet_fine_tuning_sample.jsonl");
+    let valid = common::reference_dataset("openai-dotnet_fine_tuning_sample_validation.jsonl");
     let options = Options {
         model: O200K.into(),
         epochs: Some(3),
@@ -205,7 +200,7 @@ fn the_pipelines_thirteen_examples_train_for_seven_epochs() {
 
 /// Tokens of each line, in file order, through the same public API.
 fn per_example(file: &str, model: &str) -> Vec<u64> {
-    let bytes = reference(file);
+    let bytes = common::reference_dataset(file);
     let options = Options {
         model: model.into(),
         ..Options::default()

@@ -41,15 +41,7 @@ impl Server {
             .stderr(append(log))
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(
-            line.contains("listening on"),
-            "no start line: {line:?}; log:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
+        common::start_line(&mut child, Some(log));
         Server { child }
     }
 
@@ -89,14 +81,6 @@ fn append(log: &Path) -> std::fs::File {
         .unwrap()
 }
 
-fn finetune(addr: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_finetune"))
-        .args(args)
-        .env("FINETUNE_ADDR", addr)
-        .output()
-        .unwrap()
-}
-
 fn ok(out: &Output, what: &str) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(
@@ -115,7 +99,7 @@ fn json(out: &Output, what: &str) -> Value {
 
 /// The job as `finetune jobs --json` lists it.
 fn job(addr: &str, id: &str) -> Value {
-    let jobs = json(&finetune(addr, &["jobs", "--json"]), "jobs");
+    let jobs = json(&common::finetune(Some(addr), &["jobs", "--json"]), "jobs");
     jobs["jobs"]
         .as_array()
         .unwrap()
@@ -146,7 +130,7 @@ fn wait_for(addr: &str, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> 
 }
 
 fn train(addr: &str, file: &Path) -> String {
-    let out = finetune(addr, &["train", file.to_str().unwrap(), "--json"]);
+    let out = common::finetune(Some(addr), &["train", file.to_str().unwrap(), "--json"]);
     json(&out, "train")["job"]["id"]
         .as_str()
         .unwrap()
@@ -241,7 +225,7 @@ fn restarts_keep_the_emulators_jobs_models_and_files() {
     let first_file = training_file_id(&addr, &id);
 
     let promoted = json(
-        &finetune(&addr, &["promote", "--tier", "fast", "--json"]),
+        &common::finetune(Some(&addr), &["promote", "--tier", "fast", "--json"]),
         "promote",
     );
     assert_eq!(promoted["model"], model.as_str(), "{promoted}");
@@ -249,7 +233,7 @@ fn restarts_keep_the_emulators_jobs_models_and_files() {
     let server = Server::start(&addr, &data, &log);
 
     let answer = json(
-        &finetune(&addr, &["test", "hello", "--tier", "fast", "--json"]),
+        &common::finetune(Some(&addr), &["test", "hello", "--tier", "fast", "--json"]),
         "test",
     );
     assert_eq!(answer["model"], model.as_str(), "{answer}");
@@ -259,7 +243,7 @@ fn restarts_keep_the_emulators_jobs_models_and_files() {
     // The same dataset again: the emulator kept its upload, so it is reused.
     let again = train(&addr, &sample);
     let watched = ok(
-        &finetune(&addr, &["watch", &again]),
+        &common::finetune(Some(&addr), &["watch", &again]),
         "watch the same dataset",
     );
     assert!(watched.contains("succeeded"), "{watched}");
@@ -272,7 +256,7 @@ fn restarts_keep_the_emulators_jobs_models_and_files() {
     std::fs::write(&other, lines[..lines.len() - 1].join("\n") + "\n").unwrap();
     let third = train(&addr, &other);
     ok(
-        &finetune(&addr, &["watch", &third]),
+        &common::finetune(Some(&addr), &["watch", &third]),
         "watch another dataset",
     );
     assert_ne!(training_file_id(&addr, &third), first_file);

@@ -18,7 +18,7 @@
 use crate::common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -145,21 +145,7 @@ impl Server {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let mut start_line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut start_line)
-            .unwrap();
-        assert!(
-            start_line.starts_with("finetune: listening on "),
-            "unexpected start line {start_line:?}; log:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        let addr = start_line
-            .split_whitespace()
-            .skip_while(|w| *w != "on")
-            .nth(1)
-            .unwrap_or_else(|| panic!("no address in {start_line:?}"))
-            .to_owned();
+        let addr = common::address_on(&common::start_line(&mut child, Some(&log)));
         Server {
             child,
             addr,

@@ -16,7 +16,6 @@ use finetune::emulator::{Emulator, EmulatorConfig};
 use finetune::pb;
 use finetune::pb::fine_tune_service_client::FineTuneServiceClient;
 use tokio_stream::StreamExt;
-use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
@@ -108,31 +107,11 @@ fn spawn_server(dir: &Path, emulator: &Emulator, key: &str, tokens: &str, name: 
     }
 }
 
-fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        MetadataValue::try_from(format!("Bearer {token}")).unwrap(),
-    );
-    request
-}
-
-fn source(bytes: Vec<u8>) -> Option<pb::DatasetSource> {
-    Some(pb::DatasetSource {
-        source: Some(pb::dataset_source::Source::Content(bytes)),
-        file_name: "training-data.jsonl".into(),
-    })
-}
-
 fn ask(prompt: &str, tier: &str, model: &str) -> pb::CompleteRequest {
     pb::CompleteRequest {
-        messages: vec![pb::ChatMessage {
-            role: pb::ChatRole::User as i32,
-            content: prompt.into(),
-        }],
         tier: tier.into(),
         model: model.into(),
-        ..Default::default()
+        ..common::ask(prompt)
     }
 }
 
@@ -148,18 +127,12 @@ fn seen(status: &tonic::Status) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_key_token_dataset_or_prompt_reaches_a_log_an_error_or_a_response() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let emulator = Emulator::start(
-        EmulatorConfig {
-            time_scale: 1000.0,
-            api_key: Some(API_KEY.into()),
-            ..EmulatorConfig::default()
-        },
-        listener,
-    )
-    .await
-    .unwrap();
+    let emulator = common::emulator_with(EmulatorConfig {
+        time_scale: 1000.0,
+        api_key: Some(API_KEY.into()),
+        ..EmulatorConfig::default()
+    })
+    .await;
     let (token, line) = new_token("admin", &[Role::Read, Role::Train, Role::Complete]);
     let dir = tempfile::tempdir().unwrap();
     let mut server = spawn_server(dir.path(), &emulator, API_KEY, &line, "good");
@@ -173,9 +146,9 @@ async fn no_key_token_dataset_or_prompt_reaches_a_log_an_error_or_a_response() {
 
     // Validation of a file with the canary in good and bad lines.
     let report = client
-        .validate_dataset(authed(
+        .validate_dataset(common::authed(
             pb::ValidateDatasetRequest {
-                training: source(dataset()),
+                training: common::inline(dataset(), "training-data.jsonl"),
                 model: "gpt-4o-mini-2024-07-18".into(),
                 ..Default::default()
             },
@@ -189,26 +162,20 @@ async fn no_key_token_dataset_or_prompt_reaches_a_log_an_error_or_a_response() {
 
     // Training refused for the bad lines, then started with the good ones, and watched.
     let refused = client
-        .start_training(authed(
-            pb::StartTrainingRequest {
-                request_id: "secrets-bad".into(),
-                training: source(dataset()),
-                model: "gpt-4o-mini-2024-07-18".into(),
-                ..Default::default()
-            },
+        .start_training(common::authed(
+            common::StartTraining::new("secrets-bad")
+                .dataset(dataset())
+                .build(),
             &token,
         ))
         .await
         .unwrap_err();
     received.push_str(&seen(&refused));
     let started = client
-        .start_training(authed(
-            pb::StartTrainingRequest {
-                request_id: "secrets-good".into(),
-                training: source(good_dataset()),
-                model: "gpt-4o-mini-2024-07-18".into(),
-                ..Default::default()
-            },
+        .start_training(common::authed(
+            common::StartTraining::new("secrets-good")
+                .dataset(good_dataset())
+                .build(),
             &token,
         ))
         .await
@@ -217,7 +184,7 @@ async fn no_key_token_dataset_or_prompt_reaches_a_log_an_error_or_a_response() {
     received.push_str(&format!("{started:?}"));
     let job_id = started.job.unwrap().id;
     let mut watch = client
-        .watch_job(authed(
+        .watch_job(common::authed(
             pb::WatchJobRequest {
                 job_id: job_id.clone(),
                 after_sequence: 0,
@@ -244,12 +211,12 @@ async fn no_key_token_dataset_or_prompt_reaches_a_log_an_error_or_a_response() {
     let prompt = format!("Build a page that says {PROMPT_CANARY}");
     for request in [ask(&prompt, "", "gpt-4o-mini"), ask(&prompt, "pro", "")] {
         let answer = client
-            .complete(authed(request.clone(), &token))
+            .complete(common::authed(request.clone(), &token))
             .await
             .unwrap();
         received.push_str(&format!("{:?}", answer.into_inner()));
         let mut stream = client
-            .stream_complete(authed(
+            .stream_complete(common::authed(
                 pb::StreamCompleteRequest {
                     request: Some(request),
                 },
@@ -265,7 +232,7 @@ async fn no_key_token_dataset_or_prompt_reaches_a_log_an_error_or_a_response() {
 
     // A wrong token, and the CLI with the right one.
     let wrong = client
-        .list_jobs(authed(pb::ListJobsRequest::default(), WRONG_TOKEN))
+        .list_jobs(common::authed(pb::ListJobsRequest::default(), WRONG_TOKEN))
         .await
         .unwrap_err();
     received.push_str(&seen(&wrong));
@@ -290,7 +257,7 @@ async fn no_key_token_dataset_or_prompt_reaches_a_log_an_error_or_a_response() {
         .await
         .unwrap();
     let status = FineTuneServiceClient::new(channel)
-        .complete(authed(ask(&prompt, "", "gpt-4o-mini"), &token))
+        .complete(common::authed(ask(&prompt, "", "gpt-4o-mini"), &token))
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");

@@ -1,7 +1,9 @@
 //! `finetune serve` as operators run it: the start line, health through shutdown,
 //! JSON logs, and the bounded drain on SIGTERM.
 
-use std::io::{BufRead, BufReader, Read};
+use crate::common;
+
+use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -31,15 +33,8 @@ fn spawn(extra_env: &[(&str, &str)]) -> Served {
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut start_line = String::new();
-    stdout.read_line(&mut start_line).unwrap();
-    let addr = start_line
-        .split_whitespace()
-        .skip_while(|w| *w != "on")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no address in {start_line:?}"))
-        .to_owned();
+    let start_line = common::start_line(&mut child, None);
+    let addr = common::address_on(&start_line);
     Served {
         child,
         addr,

@@ -77,13 +77,9 @@ async fn server_for(emulator: &Emulator, dir: &std::path::Path) -> TestServer {
 
 fn ask(tier: &str, prompt: &str, user: &str) -> pb::CompleteRequest {
     pb::CompleteRequest {
-        messages: vec![pb::ChatMessage {
-            role: pb::ChatRole::User as i32,
-            content: prompt.into(),
-        }],
         tier: tier.into(),
         user_id: user.into(),
-        ..Default::default()
+        ..common::ask(prompt)
     }
 }
 
@@ -255,18 +251,14 @@ async fn promotion_switches_fast_to_the_newly_trained_model() {
         fell_back.fallback_reason
     );
 
-    let training = std::fs::read(common::repo_file("examples/training-data.jsonl")).unwrap();
     let job = server
-        .start_job(pb::StartTrainingRequest {
-            request_id: "promote-me".into(),
-            training: Some(pb::DatasetSource {
-                source: Some(pb::dataset_source::Source::Content(training)),
-                file_name: String::new(),
-            }),
-            model: "gpt-4o-mini".into(),
-            suffix: "fe".into(),
-            ..Default::default()
-        })
+        .start_job(
+            common::StartTraining::new("promote-me")
+                .file_name("")
+                .model("gpt-4o-mini")
+                .suffix("fe")
+                .build(),
+        )
         .await;
     // Promoting an unfinished job is refused.
     let early = server
@@ -279,12 +271,9 @@ async fn promotion_switches_fast_to_the_newly_trained_model() {
     if let Err(e) = early {
         assert_eq!(e.code(), Code::FailedPrecondition);
     }
-    let mut watch = server.watch(&job.id, 0).await;
-    while tokio::time::timeout(Duration::from_secs(30), watch.next())
-        .await
-        .unwrap()
-        .is_some()
-    {}
+    server
+        .watch_to_end(&job.id, 0, Duration::from_secs(30))
+        .await;
     let promoted = server
         .client()
         .promote_model(pb::PromoteModelRequest {
@@ -585,14 +574,6 @@ async fn bad_requests_name_the_field() {
     emulator.shutdown().await;
 }
 
-fn cli(addr: &str, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_finetune"))
-        .args(args)
-        .env("FINETUNE_ADDR", addr)
-        .output()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_tests_promotes_and_reports_costs() {
     let emulator = common::emulator(1000.0).await;
@@ -600,8 +581,8 @@ async fn the_cli_tests_promotes_and_reports_costs() {
     let server = server_for(&emulator, dir.path()).await;
     let addr = server.addr.to_string();
     let out = tokio::task::spawn_blocking(move || {
-        let test = cli(
-            &addr,
+        let test = common::finetune(
+            Some(&addr),
             &[
                 "test",
                 "Build me a landing page with dark theme",
@@ -610,8 +591,8 @@ async fn the_cli_tests_promotes_and_reports_costs() {
                 "--json",
             ],
         );
-        let human = cli(
-            &addr,
+        let human = common::finetune(
+            Some(&addr),
             &[
                 "test",
                 "Build me a landing page with dark theme",
@@ -619,12 +600,12 @@ async fn the_cli_tests_promotes_and_reports_costs() {
                 "mini",
             ],
         );
-        let promote = cli(
-            &addr,
+        let promote = common::finetune(
+            Some(&addr),
             &["promote", "--model", "gpt-4o-mini", "--tier", "strict"],
         );
-        let cost = cli(&addr, &["cost", "--json"]);
-        let tiers = cli(&addr, &["tiers"]);
+        let cost = common::finetune(Some(&addr), &["cost", "--json"]);
+        let tiers = common::finetune(Some(&addr), &["tiers"]);
         (test, human, promote, cost, tiers)
     })
     .await
@@ -682,24 +663,17 @@ async fn auto_promotion_serves_a_job_model_as_soon_as_it_succeeds() {
         c.poll_interval_seconds = Some(0.05);
     })
     .await;
-    let training = std::fs::read(common::repo_file("examples/training-data.jsonl")).unwrap();
     let job = server
-        .start_job(pb::StartTrainingRequest {
-            request_id: "auto".into(),
-            training: Some(pb::DatasetSource {
-                source: Some(pb::dataset_source::Source::Content(training)),
-                file_name: String::new(),
-            }),
-            model: "gpt-4o-mini".into(),
-            ..Default::default()
-        })
+        .start_job(
+            common::StartTraining::new("auto")
+                .file_name("")
+                .model("gpt-4o-mini")
+                .build(),
+        )
         .await;
-    let mut watch = server.watch(&job.id, 0).await;
-    while tokio::time::timeout(Duration::from_secs(30), watch.next())
-        .await
-        .unwrap()
-        .is_some()
-    {}
+    server
+        .watch_to_end(&job.id, 0, Duration::from_secs(30))
+        .await;
     let mut fast = String::new();
     for _ in 0..100 {
         let tiers = server

@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 use common::TestServer;
 use finetune::emulator::Emulator;
 use finetune::pb;
-use finetune::pb::watch_job_response::Item;
 use finetune::store::{SqliteStore, Store as _};
-use tokio_stream::StreamExt;
 
 const KEY: &str = "sk-test-stale-upload-4e1f";
 
@@ -41,50 +39,21 @@ fn plain_dataset() -> Vec<u8> {
     out
 }
 
-fn start_request(request_id: &str, content: Vec<u8>) -> pb::StartTrainingRequest {
-    pb::StartTrainingRequest {
-        request_id: request_id.into(),
-        training: Some(pb::DatasetSource {
-            source: Some(pb::dataset_source::Source::Content(content)),
-            file_name: "training-data.jsonl".into(),
-        }),
-        model: "gpt-4o-mini-2024-07-18".into(),
-        ..Default::default()
-    }
-}
-
 /// Trains `content` to the end: the final job and the messages of its events.
 async fn train(server: &TestServer, request_id: &str, content: Vec<u8>) -> (pb::Job, Vec<String>) {
     let job = server
-        .client()
-        .start_training(start_request(request_id, content))
-        .await
-        .unwrap_or_else(|s| panic!("{request_id}: {s:?}"))
-        .into_inner()
-        .job
-        .unwrap();
-    let mut stream = server.watch(&job.id, 0).await;
-    let mut messages = Vec::new();
-    let mut last = None;
-    let deadline = tokio::time::sleep(Duration::from_secs(120));
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            item = stream.next() => match item {
-                Some(Ok(pb::WatchJobResponse { item: Some(Item::Event(e)) })) => {
-                    messages.push(e.message.clone());
-                    if let Some(j) = e.job {
-                        last = Some(j);
-                    }
-                }
-                Some(Ok(_)) => {}
-                Some(Err(s)) => panic!("{request_id}: the watch broke: {s:?}"),
-                None => break,
-            },
-            () = &mut deadline => panic!("{request_id}: no end in 120 s: {messages:#?}"),
-        }
-    }
-    let job = last.unwrap_or(job);
+        .start_job(
+            common::StartTraining::new(request_id)
+                .dataset(content)
+                .build(),
+        )
+        .await;
+    let items = server
+        .watch_to_end(&job.id, 0, Duration::from_secs(120))
+        .await;
+    let events = common::events(&items);
+    let messages: Vec<String> = events.iter().map(|e| e.message.clone()).collect();
+    let job = events.into_iter().rev().find_map(|e| e.job).unwrap_or(job);
     assert_eq!(
         job.state(),
         pb::JobState::Succeeded,

@@ -6,22 +6,13 @@ use crate::common;
 use common::TestServer;
 use finetune::emulator::training_file;
 use finetune::pb;
-use finetune::pb::dataset_source::Source;
 use finetune::pb::watch_job_response::Item;
 use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-fn reference(name: &str) -> Vec<u8> {
-    std::fs::read(common::repo_file("reference/datasets").join(name)).unwrap()
-}
-
-fn inline(bytes: Vec<u8>) -> Option<pb::DatasetSource> {
-    Some(pb::DatasetSource {
-        source: Some(Source::Content(bytes)),
-        file_name: "train.jsonl".into(),
-    })
-}
+/// How long a job of these tests may take to the end of its watch.
+const JOB_TIME: std::time::Duration = std::time::Duration::from_secs(60);
 
 async fn emulated() -> TestServer {
     TestServer::start_with(|c| {
@@ -34,48 +25,13 @@ async fn emulated() -> TestServer {
 }
 
 fn start_request(request_id: &str) -> pb::StartTrainingRequest {
-    pb::StartTrainingRequest {
-        request_id: request_id.into(),
-        training: inline(reference("openai-dotnet_fine_tuning_sample.jsonl")),
-        model: "gpt-4o-mini-2024-07-18".into(),
-        suffix: "file-engine".into(),
-        ..Default::default()
-    }
-}
-
-/// Watches until the stream ends; returns the items.
-async fn watch_all(server: &TestServer, job_id: &str, after: u64) -> Vec<Item> {
-    let mut stream = server
-        .client()
-        .watch_job(pb::WatchJobRequest {
-            job_id: job_id.into(),
-            after_sequence: after,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut items = Vec::new();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-    while let Some(item) = tokio::time::timeout_at(deadline, stream.next())
-        .await
-        .expect("the job finishes in time")
-    {
-        items.push(item.unwrap().item.unwrap());
-    }
-    items
-}
-
-fn events(items: &[Item]) -> Vec<pb::JobEvent> {
-    items
-        .iter()
-        .filter_map(|i| {
-            if let Item::Event(e) = i {
-                Some(e.clone())
-            } else {
-                None
-            }
-        })
-        .collect()
+    common::StartTraining::new(request_id)
+        .dataset(common::reference_dataset(
+            "openai-dotnet_fine_tuning_sample.jsonl",
+        ))
+        .file_name("train.jsonl")
+        .suffix("file-engine")
+        .build()
 }
 
 /// The state changes of a watched log tell the job's lifecycle as a client follows it: each
@@ -142,12 +98,12 @@ async fn a_job_runs_to_success_and_the_watch_stream_tells_all() {
     assert!((job.estimated_cost_usd - report.estimated_cost_usd).abs() < 1e-12);
     assert_eq!(job.estimated_tokens, report.billed_tokens);
 
-    let items = watch_all(&server, &job.id, 0).await;
+    let items = server.watch_to_end(&job.id, 0, JOB_TIME).await;
     assert!(
         matches!(items.first(), Some(Item::Snapshot(j)) if j.id == job.id),
         "the first item is the snapshot"
     );
-    let evs = events(&items);
+    let evs = common::events(&items);
     let sequences: Vec<u64> = evs.iter().map(|e| e.sequence).collect();
     assert_eq!(
         sequences,
@@ -168,7 +124,7 @@ async fn a_job_runs_to_success_and_the_watch_stream_tells_all() {
     // trained_tokens is what OpenAI (the emulator, by its own counting) reported for 10
     // epochs, not the estimate echoed back; the estimate stays beside it.
     let per_epoch = training_file::check_file(
-        &reference("openai-dotnet_fine_tuning_sample.jsonl"),
+        &common::reference_dataset("openai-dotnet_fine_tuning_sample.jsonl"),
         training_file::Method::Supervised,
         training_file::tokenizer_for("gpt-4o-mini-2024-07-18"),
         65_536,
@@ -214,13 +170,13 @@ async fn a_job_runs_to_success_and_the_watch_stream_tells_all() {
 
     // Resume from the middle: exactly the rest.
     let middle = evs[evs.len() / 2].sequence;
-    let rest = events(&watch_all(&server, &job.id, middle).await);
+    let rest = common::events(&server.watch_to_end(&job.id, middle, JOB_TIME).await);
     assert_eq!(
         rest.iter().map(|e| e.sequence).collect::<Vec<_>>(),
         ((middle + 1)..=last.sequence).collect::<Vec<_>>()
     );
     // Resume after the end of a finished job: the snapshot, then the end.
-    let after_end = watch_all(&server, &job.id, last.sequence).await;
+    let after_end = server.watch_to_end(&job.id, last.sequence, JOB_TIME).await;
     assert_eq!(after_end.len(), 1);
 
     let got = server
@@ -286,7 +242,10 @@ async fn the_same_request_id_never_starts_a_second_job() {
 async fn a_dataset_with_errors_is_refused_with_its_problems() {
     let server = emulated().await;
     let mut req = start_request("req-bad");
-    req.training = inline(reference("toy_chat_fine_tuning.jsonl"));
+    req.training = common::inline(
+        common::reference_dataset("toy_chat_fine_tuning.jsonl"),
+        "train.jsonl",
+    );
     let err = server.client().start_training(req).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     let details = err.get_error_details();
@@ -391,8 +350,8 @@ async fn cancel_stops_a_running_job() {
         .job
         .unwrap();
     assert_eq!(cancelled.state, pb::JobState::Cancelled as i32);
-    let items = watch_all(&server, &job.id, 0).await;
-    let last = events(&items).pop().unwrap();
+    let items = server.watch_to_end(&job.id, 0, JOB_TIME).await;
+    let last = common::events(&items).pop().unwrap();
     assert_eq!(last.job.unwrap().state, pb::JobState::Cancelled as i32);
     let err = server
         .client()

@@ -44,16 +44,12 @@ fn stop(child: &mut Child) {
 }
 
 fn finetune(addr: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_finetune"))
-        .args(args)
-        .env("FINETUNE_ADDR", addr)
+    // Unlike `common::finetune`, a FINETUNE_TOKEN of the environment running the tests is
+    // not passed on: the wording compared here must not depend on it.
+    common::finetune_command(Some(addr), args)
         .env_remove("FINETUNE_TOKEN")
         .output()
         .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[test]
@@ -72,16 +68,26 @@ fn a_watched_job_reads_one_line_per_event_and_the_logs_in_a_file_are_plain() {
             "--yes",
         ],
     );
-    assert_eq!(train.status.code(), Some(0), "{}", text(&train.stderr));
-    assert!(
-        text(&train.stdout).contains(": 10 examples, "),
+    assert_eq!(
+        train.status.code(),
+        Some(0),
         "{}",
-        text(&train.stdout)
+        common::text(&train.stderr)
+    );
+    assert!(
+        common::text(&train.stdout).contains(": 10 examples, "),
+        "{}",
+        common::text(&train.stdout)
     );
 
     let watch = finetune(&addr, &["watch"]);
-    let out = text(&watch.stdout);
-    assert_eq!(watch.status.code(), Some(0), "{out}{}", text(&watch.stderr));
+    let out = common::text(&watch.stdout);
+    assert_eq!(
+        watch.status.code(),
+        Some(0),
+        "{out}{}",
+        common::text(&watch.stderr)
+    );
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].starts_with("job job-"), "{out}");
     assert!(lines[0].contains(" validating_files on ") || lines[0].contains(" running on "));
@@ -127,19 +133,19 @@ fn a_watched_job_reads_one_line_per_event_and_the_logs_in_a_file_are_plain() {
     assert!(!last.contains("left"), "{last}");
 
     let jobs = finetune(&addr, &["jobs"]);
-    let listed = text(&jobs.stdout);
+    let listed = common::text(&jobs.stdout);
     assert!(listed.contains(" succeeded "), "{listed}");
     assert!(!listed.contains("JOB_STATE_"), "{listed}");
 
     let missing = finetune(&addr, &["watch", "job-doesnotexist"]);
     assert_eq!(missing.status.code(), Some(2));
     assert_eq!(
-        text(&missing.stderr).trim_end(),
+        common::text(&missing.stderr).trim_end(),
         "finetune watch: not found: job job-doesnotexist (no such job; `finetune jobs` lists them)"
     );
     let cancel = finetune(&addr, &["cancel", "job-doesnotexist"]);
     assert_eq!(
-        text(&cancel.stderr).trim_end(),
+        common::text(&cancel.stderr).trim_end(),
         "finetune cancel: not found: job job-doesnotexist (no such job; `finetune jobs` lists them)"
     );
 

@@ -1,4 +1,5 @@
-//! Shared test harness: an in-process server on 127.0.0.1:0 with its own data directory.
+//! Shared test harness: an in-process server on 127.0.0.1:0 with its own data directory,
+//! and every helper more than one test file uses, once.
 
 #![allow(
     dead_code,
@@ -6,12 +7,18 @@
     reason = "a test helper module: each test binary uses a different part"
 )]
 
+pub mod anthropic;
+pub mod grpc;
 pub mod invariants;
 pub mod prices;
 pub mod spec;
+pub mod training;
+
+pub use grpc::{ask, authed, reason};
+pub use training::{StartTraining, events, inline, reference_dataset};
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use finetune::config::ServeConfig;
 use finetune::pb::fine_tune_service_client::FineTuneServiceClient;
@@ -66,10 +73,11 @@ impl TestServer {
         &self,
         request: finetune::pb::StartTrainingRequest,
     ) -> finetune::pb::Job {
+        let request_id = request.request_id.clone();
         self.client()
             .start_training(request)
             .await
-            .unwrap_or_else(|s| panic!("StartTraining failed: {s:?}"))
+            .unwrap_or_else(|s| panic!("StartTraining {request_id:?} failed: {s:?}"))
             .into_inner()
             .job
             .expect("StartTraining answers with the job")
@@ -89,6 +97,32 @@ impl TestServer {
             .await
             .unwrap_or_else(|s| panic!("WatchJob on {job_id} failed: {s:?}"))
             .into_inner()
+    }
+
+    /// Watches `job_id` after sequence `after` until the server ends the stream: every
+    /// item, in order. Panics on an error item or an empty one, or if the stream is still
+    /// open `within` from now (a job that does not finish). No retry: a broken stream fails.
+    pub async fn watch_to_end(
+        &self,
+        job_id: &str,
+        after: u64,
+        within: std::time::Duration,
+    ) -> Vec<finetune::pb::watch_job_response::Item> {
+        use tokio_stream::StreamExt;
+        let mut stream = self.watch(job_id, after).await;
+        let deadline = tokio::time::Instant::now() + within;
+        let mut items = Vec::new();
+        while let Some(item) = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("the watch of {job_id} did not end within {within:?}: {items:#?}")
+            })
+        {
+            let item = item
+                .unwrap_or_else(|s| panic!("the watch of {job_id} broke: {s:?} after {items:#?}"));
+            items.push(item.item.expect("every watch item carries an item"));
+        }
+        items
     }
 
     /// Triggers a graceful shutdown and waits for it.
@@ -180,32 +214,88 @@ pub async fn upstream_jobs_by_request(
 /// An emulator of OpenAI's and Anthropic's APIs on a free port, its jobs running
 /// `time_scale` times faster than real time.
 pub async fn emulator(time_scale: f64) -> finetune::emulator::Emulator {
+    emulator_with(finetune::emulator::EmulatorConfig {
+        time_scale,
+        ..finetune::emulator::EmulatorConfig::default()
+    })
+    .await
+}
+
+/// An emulator of OpenAI's and Anthropic's APIs on a free port, configured by `config`.
+pub async fn emulator_with(
+    config: finetune::emulator::EmulatorConfig,
+) -> finetune::emulator::Emulator {
     // reqwest (used by tests to play a client outside the service) needs a TLS provider,
     // even for http.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    finetune::emulator::Emulator::start(
-        finetune::emulator::EmulatorConfig {
-            time_scale,
-            ..finetune::emulator::EmulatorConfig::default()
-        },
-        listener,
-    )
-    .await
-    .unwrap()
+    finetune::emulator::Emulator::start(config, listener)
+        .await
+        .unwrap()
 }
 
-/// The address a spawned `finetune serve` listens on, read from its start line
-/// (`finetune: listening on ADDR ...`) on its piped stdout.
-pub fn listening_address(child: &mut std::process::Child) -> String {
+/// Output of a command as text, invalid UTF-8 replaced.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The `finetune` binary with `args`, a client of the server at `addr` (FINETUNE_ADDR)
+/// when given.
+pub fn finetune_command(addr: Option<&str>, args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_finetune"));
+    command.args(args);
+    if let Some(addr) = addr {
+        command.env("FINETUNE_ADDR", addr);
+    }
+    command
+}
+
+/// Runs the `finetune` binary with `args` (see [`finetune_command`]) to its exit.
+pub fn finetune(addr: Option<&str>, args: &[&str]) -> std::process::Output {
+    finetune_command(addr, args)
+        .output()
+        .expect("the binary runs")
+}
+
+/// The first line a spawned `finetune serve` printed on its piped stdout, which must be
+/// its start line (`finetune: listening on ADDR ...`); on any other, panics showing the
+/// server's log file `log`, if it writes one. The stdout pipe stays open.
+pub fn start_line(child: &mut std::process::Child, log: Option<&Path>) -> String {
     use std::io::BufRead;
     let mut line = String::new();
     std::io::BufReader::new(child.stdout.as_mut().expect("stdout piped"))
         .read_line(&mut line)
         .unwrap();
-    line.split_whitespace()
+    assert!(
+        line.starts_with("finetune: listening on "),
+        "unexpected start line {line:?}; log:\n{}",
+        log.and_then(|log| std::fs::read_to_string(log).ok())
+            .unwrap_or_default()
+    );
+    line
+}
+
+/// The address on a start line (`finetune: listening on ADDR ...`).
+pub fn address_on(start_line: &str) -> String {
+    start_line
+        .split_whitespace()
         .skip_while(|w| *w != "on")
         .nth(1)
-        .unwrap_or_else(|| panic!("no address in the start line {line:?}"))
+        .unwrap_or_else(|| panic!("no address in the start line {start_line:?}"))
         .to_owned()
+}
+
+/// The address a spawned `finetune serve` listens on, read from its start line.
+pub fn listening_address(child: &mut std::process::Child) -> String {
+    address_on(&start_line(child, None))
+}
+
+/// A lookup of environment variables that sees only `pairs`.
+pub fn vars(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+    move |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_owned())
+    }
 }
