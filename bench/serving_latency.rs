@@ -31,7 +31,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use clap::Parser;
 use finetune::config::ServeConfig;
-use finetune::emulator::{Emulator, EmulatorConfig};
 use finetune::pb;
 use finetune::pb::fine_tune_service_client::FineTuneServiceClient;
 use finetune::pb::stream_complete_response::Item;
@@ -39,6 +38,7 @@ use finetune::serving::record::percentile;
 use finetune::upstream::OpenAiConfig;
 use finetune::upstream::chat::{Chat, ChatChunk, ChatMessage, ChatRequest, ChatRole};
 use finetune::upstream::openai::OpenAi;
+use finetune_emulator::{Emulator, EmulatorConfig};
 use futures_util::StreamExt;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;

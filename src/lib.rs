@@ -9,7 +9,6 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod dataset;
-pub mod emulator;
 pub mod error;
 pub mod jobs;
 pub mod limits;

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use common::TestServer;
 use finetune::config::ServeConfig;
-use finetune::emulator::{Emulator, EmulatorConfig, Fault};
 use finetune::metrics::http::PreBound;
 use finetune::pb;
 use finetune::pb::stream_complete_response::Item as StreamItem;
 use finetune::pb::watch_job_response::Item as WatchItem;
+use finetune_emulator::{Emulator, EmulatorConfig, Fault};
 use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;

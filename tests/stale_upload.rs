@@ -7,10 +7,10 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use common::TestServer;
-use finetune::emulator::Emulator;
 use finetune::pb;
 use finetune::pb::watch_job_response::Item;
 use finetune::store::{SqliteStore, Store as _};
+use finetune_emulator::Emulator;
 use tokio_stream::StreamExt;
 
 const KEY: &str = "sk-test-stale-upload-4e1f";

@@ -2,29 +2,44 @@
 //! models) and of Anthropic's Messages API (`/v1/messages`, with prompt caching) for tests
 //! and `finetune serve --emulator`. No real training happens: a job walks
 //! its states on an emulated clock, its files are checked and counted by OpenAI's published
-//! rules ([`training_file`], independent of the project's validator), and its answers are
-//! deterministic text.
+//! rules ([`training_file`], independent of the project's validator), its models are its own
+//! table of OpenAI's published facts (`models.rs`), and its answers are deterministic text.
+//! It depends on nothing of the product.
 //!
 //! Shapes follow the recorded traffic in `reference/recorded/openai-dotnet` and the
 //! OpenAPI spec. Faults (rate limits, 5xx, latency, dropped connections, lost responses,
 //! truncated streams, malformed JSON, outages) can be injected in process through
 //! [`FaultControl`] or over HTTP at `/_emulator/faults`.
 
+// Modules by layer; each uses only modules of the layers above it (no import circle):
+// - leaves: api (OpenAI's envelope, ids), clock, config, faults (the knobs), models, net,
+//   prompt_cache, tokens, training_file;
+// - state: files, jobs (and persist, which saves them), app (what every handler shares);
+// - shared by the front layer and the handlers: wire, anthropic_wire;
+// - handlers: file_routes, job_routes, chat, anthropic; the front layer: front;
+// - this file: the router and the server.
 mod anthropic;
+mod anthropic_wire;
 mod api;
+mod app;
 mod chat;
+mod clock;
+mod config;
 mod faults;
+mod file_routes;
 mod files;
+mod front;
+mod job_routes;
 mod jobs;
+mod models;
 mod net;
 mod persist;
+mod prompt_cache;
+mod tokens;
 pub mod training_file;
+mod wire;
 
-use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -33,53 +48,11 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::dataset::Catalog;
-
+pub use app::RECORDED_PER_ROUTE;
+pub use config::EmulatorConfig;
 pub use faults::{Fault, FaultControl, FaultRule, Stats};
 
-/// How the emulator behaves. Durations are in emulated seconds; the emulated clock runs
-/// `time_scale` times faster than the real one.
-#[derive(Debug, Clone)]
-pub struct EmulatorConfig {
-    /// Emulated seconds per real second: 1.0 runs jobs in real time, 100.0 makes a
-    /// 220-second job take 2.2 s. Every timestamp the API returns is on this clock.
-    pub time_scale: f64,
-    /// Organization name: the third segment of `ft:` model names. The `organization_id`
-    /// of jobs is derived from it.
-    pub org: String,
-    /// When set, requests with another bearer key get OpenAI's 401 `invalid_api_key`.
-    /// When unset any bearer key is accepted (a missing header is still a 401).
-    pub api_key: Option<String>,
-    /// Models that can be fine-tuned and chatted with, and their token encodings.
-    pub catalog: Catalog,
-    /// Time a job spends in `validating_files`.
-    pub validating_secs: f64,
-    /// Time a job spends `queued`.
-    pub queued_secs: f64,
-    /// Time per training step.
-    pub step_secs: f64,
-    /// Time between streamed chat chunks.
-    pub token_secs: f64,
-    /// Where the emulator keeps its files, jobs and models across restarts (see
-    /// `persist.rs`); None keeps them in memory only.
-    pub data_dir: Option<PathBuf>,
-}
-
-impl Default for EmulatorConfig {
-    fn default() -> EmulatorConfig {
-        EmulatorConfig {
-            time_scale: 1.0,
-            org: "finetune-emulator".to_owned(),
-            api_key: None,
-            catalog: Catalog::builtin(),
-            validating_secs: 10.0,
-            queued_secs: 10.0,
-            step_secs: 2.0,
-            token_secs: 0.02,
-            data_dir: None,
-        }
-    }
-}
+use app::App;
 
 /// A running emulator. Dropping it leaves the server running until the runtime ends;
 /// call [`Emulator::shutdown`] to stop it.
@@ -93,7 +66,10 @@ pub struct Emulator {
 impl Emulator {
     /// Serves the emulator on `listener` (bind `127.0.0.1:0` for tests) in a spawned task.
     pub async fn start(config: EmulatorConfig, listener: TcpListener) -> std::io::Result<Emulator> {
-        let app = App::new(config)?;
+        let (app, unfinished_checks) = App::new(config)?;
+        for work in unfinished_checks {
+            job_routes::spawn_check(&app, work);
+        }
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let router = router(app.clone());
@@ -130,7 +106,7 @@ impl Emulator {
     /// The JSON bodies of the last requests to `route` (`"POST /v1/messages"`), oldest
     /// first, at most [`RECORDED_PER_ROUTE`]; only routes whose handler records them.
     pub fn last_requests(&self, route: &str) -> Vec<serde_json::Value> {
-        let store = self.app.store.lock().unwrap_or_else(|e| e.into_inner());
+        let store = self.app.lock_store();
         store
             .recorded
             .get(route)
@@ -231,33 +207,42 @@ const JSON_BODY_LIMIT: usize = 64 << 20;
 
 fn router(app: App) -> Router {
     let v1 = Router::new()
-        .route("/v1/files", get(files::list_files))
+        .route("/v1/files", get(file_routes::list_files))
         .route(
             "/v1/files",
-            post(files::create_file).layer(DefaultBodyLimit::max(FILE_BODY_LIMIT)),
+            post(file_routes::create_file).layer(DefaultBodyLimit::max(FILE_BODY_LIMIT)),
         )
         .route(
             "/v1/files/{id}",
-            get(files::get_file).delete(files::delete_file),
+            get(file_routes::get_file).delete(file_routes::delete_file),
         )
-        .route("/v1/files/{id}/content", get(files::file_content))
-        .route("/v1/uploads", post(files::create_upload))
+        .route("/v1/files/{id}/content", get(file_routes::file_content))
+        .route("/v1/uploads", post(file_routes::create_upload))
         .route(
             "/v1/uploads/{id}/parts",
-            post(files::add_part).layer(DefaultBodyLimit::max(PART_BODY_LIMIT)),
+            post(file_routes::add_part).layer(DefaultBodyLimit::max(PART_BODY_LIMIT)),
         )
-        .route("/v1/uploads/{id}/complete", post(files::complete_upload))
-        .route("/v1/uploads/{id}/cancel", post(files::cancel_upload))
+        .route(
+            "/v1/uploads/{id}/complete",
+            post(file_routes::complete_upload),
+        )
+        .route("/v1/uploads/{id}/cancel", post(file_routes::cancel_upload))
         .route(
             "/v1/fine_tuning/jobs",
-            post(jobs::create_job).get(jobs::list_jobs),
+            post(job_routes::create_job).get(job_routes::list_jobs),
         )
-        .route("/v1/fine_tuning/jobs/{id}", get(jobs::get_job))
-        .route("/v1/fine_tuning/jobs/{id}/cancel", post(jobs::cancel_job))
-        .route("/v1/fine_tuning/jobs/{id}/events", get(jobs::list_events))
+        .route("/v1/fine_tuning/jobs/{id}", get(job_routes::get_job))
+        .route(
+            "/v1/fine_tuning/jobs/{id}/cancel",
+            post(job_routes::cancel_job),
+        )
+        .route(
+            "/v1/fine_tuning/jobs/{id}/events",
+            get(job_routes::list_events),
+        )
         .route(
             "/v1/fine_tuning/jobs/{id}/checkpoints",
-            get(jobs::list_checkpoints),
+            get(job_routes::list_checkpoints),
         )
         .route("/v1/chat/completions", post(chat::completions))
         .route("/v1/messages", post(anthropic::messages))
@@ -265,233 +250,22 @@ fn router(app: App) -> Router {
         .route("/v1/models/{id}", get(chat::get_model))
         .route_layer(axum::middleware::from_fn_with_state(
             app.clone(),
-            faults::front,
+            front::front,
         ))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT));
     let admin = Router::new()
         .route(
             "/_emulator/faults",
-            get(faults::admin_get)
-                .post(faults::admin_post)
-                .delete(faults::admin_delete),
+            get(front::admin_get)
+                .post(front::admin_post)
+                .delete(front::admin_delete),
         )
         .route(
             "/_emulator/stats",
-            get(faults::admin_stats).delete(faults::admin_reset_stats),
+            get(front::admin_stats).delete(front::admin_reset_stats),
         );
     v1.merge(admin)
-        .fallback(faults::unknown_route)
-        .method_not_allowed_fallback(faults::unknown_route)
+        .fallback(front::unknown_route)
+        .method_not_allowed_fallback(front::unknown_route)
         .with_state(app)
-}
-
-/// State shared by every handler.
-#[derive(Clone)]
-pub(crate) struct App(Arc<Shared>);
-
-pub(crate) struct Shared {
-    pub(crate) config: EmulatorConfig,
-    pub(crate) org_id: String,
-    pub(crate) clock: Clock,
-    pub(crate) faults: FaultControl,
-    store: Mutex<Store>,
-    disk: Option<persist::Disk>,
-}
-
-impl std::ops::Deref for App {
-    type Target = Shared;
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-impl App {
-    fn new(config: EmulatorConfig) -> std::io::Result<App> {
-        let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
-        if !(config.time_scale.is_finite() && config.time_scale > 0.0) {
-            return Err(invalid("emulator time_scale must be a positive number"));
-        }
-        for d in [
-            config.validating_secs,
-            config.queued_secs,
-            config.step_secs,
-            config.token_secs,
-        ] {
-            if !(d.is_finite() && d >= 0.0) {
-                return Err(invalid("emulator durations must be >= 0"));
-            }
-        }
-        if config.org.is_empty() || config.org.contains(':') {
-            return Err(invalid("emulator org must be non-empty and contain no ':'"));
-        }
-        let org_id = format!("org-{}", api::derived_id(&config.org, 24));
-        let (disk, loaded) = match &config.data_dir {
-            Some(dir) => {
-                let (disk, loaded) = persist::Disk::open(dir)?;
-                (Some(disk), loaded)
-            }
-            None => (None, None),
-        };
-        let mut store = Store::default();
-        let mut anchor = None;
-        if let Some(loaded) = loaded {
-            anchor = Some(loaded.anchor);
-            store.files = loaded.files;
-            store.jobs = loaded.jobs;
-        }
-        let clock = Clock::resume(config.time_scale, anchor);
-        let pending = store.jobs.unfinished_checks(&store.files, clock.now());
-        if let Some(disk) = &disk {
-            tracing::info!(
-                dir = %disk.dir().display(),
-                files = store.files.stored().count(),
-                jobs = store.jobs.len(),
-                "emulator state loaded"
-            );
-        }
-        let app = App(Arc::new(Shared {
-            clock,
-            org_id,
-            faults: FaultControl::default(),
-            store: Mutex::new(store),
-            disk,
-            config,
-        }));
-        for work in pending {
-            jobs::spawn_check(&app, work);
-        }
-        Ok(app)
-    }
-
-    /// Saves the store when the emulator has a data dir. Called after each change with
-    /// the lock still held, so snapshots are written in the order of the changes. A
-    /// failed save is logged, not answered: the change is made, only its durability lags.
-    pub(crate) fn save(&self, store: &Store) {
-        if let Some(disk) = &self.disk {
-            if let Err(e) = disk.save(store, self.clock.anchor()) {
-                tracing::error!(error = %e, "the emulator could not save its state");
-            }
-        }
-    }
-
-    /// [`App::save`], taking the lock.
-    pub(crate) fn save_now(&self) {
-        let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
-        self.save(&store);
-    }
-
-    /// Stores a new file's bytes before it is inserted (a 500 if that fails).
-    pub(crate) fn write_file(&self, id: &str, data: &[u8]) -> Result<(), api::ApiError> {
-        let Some(disk) = &self.disk else {
-            return Ok(());
-        };
-        disk.write_file(id, data).map_err(|e| {
-            tracing::error!(error = %e, "the emulator could not store a file");
-            api::ApiError::new(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "The server had an error while storing the file.",
-            )
-            .kind("server_error")
-        })
-    }
-
-    /// Drops a deleted file's bytes.
-    pub(crate) fn remove_file(&self, id: &str) {
-        if let Some(disk) = &self.disk {
-            if let Err(e) = disk.remove_file(id) {
-                tracing::warn!(error = %e, file_id = %id, "the emulator could not remove a deleted file's bytes");
-            }
-        }
-    }
-
-    /// Keeps a request body for [`Emulator::last_requests`].
-    pub(crate) fn record(&self, route: &str, body: serde_json::Value) {
-        let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
-        let bodies = store.recorded.entry(route.to_owned()).or_default();
-        if bodies.len() == RECORDED_PER_ROUTE {
-            bodies.pop_front();
-        }
-        bodies.push_back(body);
-    }
-
-    /// The store with every job brought up to the emulated time `now` (result files
-    /// published, plans fixed), so reads see a consistent state.
-    pub(crate) fn store_at(&self, now: f64) -> MutexGuard<'_, Store> {
-        let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
-        store.advance(now);
-        store
-    }
-}
-
-/// Everything the emulator holds, in memory.
-#[derive(Default)]
-pub(crate) struct Store {
-    pub(crate) files: files::Files,
-    pub(crate) uploads: files::Uploads,
-    pub(crate) jobs: jobs::Jobs,
-    pub(crate) prompt_cache: anthropic::PromptCache,
-    /// Request bodies by route, oldest first.
-    pub(crate) recorded: BTreeMap<String, VecDeque<serde_json::Value>>,
-}
-
-/// Request bodies kept per route for [`Emulator::last_requests`].
-pub const RECORDED_PER_ROUTE: usize = 16;
-
-impl Store {
-    fn advance(&mut self, now: f64) {
-        let Store { files, jobs, .. } = self;
-        jobs.advance(now, files);
-    }
-}
-
-/// The emulated clock: real time since start, times `scale`, from the emulated time at
-/// start (the real time on a first start; after a restart, where the saved anchor says
-/// emulated time has got to: see `persist.rs`).
-pub(crate) struct Clock {
-    start: Instant,
-    start_wall: f64,
-    start_emulated: f64,
-    scale: f64,
-}
-
-impl Clock {
-    fn resume(scale: f64, anchor: Option<persist::Anchor>) -> Clock {
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        let start_emulated = match anchor {
-            None => wall,
-            Some(a) => a.emulated + (wall - a.wall).max(0.0) * scale,
-        };
-        Clock {
-            start: Instant::now(),
-            start_wall: wall,
-            start_emulated,
-            scale,
-        }
-    }
-
-    /// Emulated unix time in seconds.
-    pub(crate) fn now(&self) -> f64 {
-        self.start_emulated + self.start.elapsed().as_secs_f64() * self.scale
-    }
-
-    /// This moment on both clocks, for the next start to continue from.
-    fn anchor(&self) -> persist::Anchor {
-        let elapsed = self.start.elapsed().as_secs_f64();
-        persist::Anchor {
-            wall: self.start_wall + elapsed,
-            emulated: self.start_emulated + elapsed * self.scale,
-        }
-    }
-
-    /// Real duration of `secs` emulated seconds.
-    pub(crate) fn real(&self, secs: f64) -> std::time::Duration {
-        std::time::Duration::from_secs_f64((secs / self.scale).max(0.0))
-    }
-}
-
-/// Unix seconds of an emulated instant, as the API reports them.
-pub(crate) fn ts(t: f64) -> i64 {
-    t.floor() as i64
 }
