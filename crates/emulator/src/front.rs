@@ -93,44 +93,14 @@ async fn respond(app: &App, route: &str, mut req: Request, next: Next) -> Respon
     };
     tracing::info!(route = %route, ?fault, "injecting a fault");
     // Error faults answer in the envelope of the API the route belongs to.
-    if let Some(id) = &anthropic_id {
-        if let Some(response) = anthropic_fault(app, &fault, id) {
-            return response;
-        }
+    let error = match &anthropic_id {
+        Some(id) => anthropic_fault(app, &fault, id),
+        None => openai_fault(app, &fault),
+    };
+    if let Some(response) = error {
+        return response;
     }
     match fault {
-        Fault::RateLimit { retry_after_ms } => {
-            let secs = retry_after_ms.div_ceil(1000).max(1);
-            let mut e = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!(
-                    "Rate limit reached for requests in organization {} on requests per min (RPM): Limit 3, Used 3, Requested 1. Please try again in {}s. Visit https://platform.openai.com/account/rate-limits to learn more.",
-                    app.org_id, secs
-                ),
-            )
-            .kind("requests")
-            .code("rate_limit_exceeded");
-            e.headers.push(("retry-after", secs.to_string()));
-            e.headers
-                .push(("retry-after-ms", retry_after_ms.to_string()));
-            e.headers
-                .push(("x-ratelimit-remaining-requests", "0".to_owned()));
-            e.headers
-                .push(("x-ratelimit-reset-requests", format!("{secs}s")));
-            e.into_response()
-        }
-        Fault::ServerError => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "The server had an error while processing your request. Sorry about that!",
-        )
-        .kind("server_error")
-        .into_response(),
-        Fault::Unavailable => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "The engine is currently overloaded, please try again later.",
-        )
-        .kind("server_error")
-        .into_response(),
         Fault::Latency { ms } => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             next.run(req).await
@@ -178,7 +148,52 @@ async fn respond(app: &App, route: &str, mut req: Request, next: Next) -> Respon
             );
             Response::from_parts(parts, Body::from(cut))
         }
+        // Answered above, in the route's envelope.
+        Fault::RateLimit { .. } | Fault::ServerError | Fault::Unavailable => {
+            unreachable!("error faults are answered before the match")
+        }
     }
+}
+
+/// OpenAI's answer to an error fault (429, 500, 503), or None for faults that shape a
+/// normal answer instead.
+fn openai_fault(app: &App, fault: &Fault) -> Option<Response> {
+    let response = match *fault {
+        Fault::RateLimit { retry_after_ms } => {
+            let secs = retry_after_ms.div_ceil(1000).max(1);
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "Rate limit reached for requests in organization {} on requests per min (RPM): Limit 3, Used 3, Requested 1. Please try again in {}s. Visit https://platform.openai.com/account/rate-limits to learn more.",
+                    app.org_id, secs
+                ),
+            )
+            .kind("requests")
+            .code("rate_limit_exceeded");
+            e.headers.push(("retry-after", secs.to_string()));
+            e.headers
+                .push(("retry-after-ms", retry_after_ms.to_string()));
+            e.headers
+                .push(("x-ratelimit-remaining-requests", "0".to_owned()));
+            e.headers
+                .push(("x-ratelimit-reset-requests", format!("{secs}s")));
+            e.into_response()
+        }
+        Fault::ServerError => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The server had an error while processing your request. Sorry about that!",
+        )
+        .kind("server_error")
+        .into_response(),
+        Fault::Unavailable => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The engine is currently overloaded, please try again later.",
+        )
+        .kind("server_error")
+        .into_response(),
+        _ => return None,
+    };
+    Some(response)
 }
 
 /// `METHOD /v1/path/{template}`, or the raw path when no route matched.
