@@ -13,9 +13,9 @@ use crate::api::{
 };
 use crate::app::App;
 use crate::clock::ts;
-use crate::files::new_file_id;
+use crate::files::{Files, new_file_id};
 use crate::jobs::{
-    CheckWork, EventObject, Job, Phase, Requested, Timing, method_name, no_such_job,
+    CheckWork, EventObject, Job, Jobs, Phase, Requested, Timing, method_name, no_such_job,
 };
 use crate::models;
 use crate::training_file::Method;
@@ -244,6 +244,43 @@ fn parse_integrations(v: Option<&Value>) -> ApiResult<Vec<Value>> {
     Ok(items.clone())
 }
 
+/// The model a job reports and the base snapshot it trains, by OpenAI's rules: a model
+/// the table says fine-tunes (an alias reports its snapshot), or an `ft:` model of this
+/// organization to continue training.
+fn fine_tuning_base(jobs: &Jobs, model: &str, now: f64, org: &str) -> ApiResult<(String, String)> {
+    let not_available = || {
+        ApiError::invalid(format!(
+            "Model {model} is not available for fine-tuning or does not exist."
+        ))
+        .code("model_not_available")
+    };
+    if model.starts_with("ft:") {
+        let base = jobs
+            .fine_tuned_base(model, now, org)
+            .ok_or_else(not_available)?;
+        return Ok((model.to_owned(), base.to_owned()));
+    }
+    let base = models::find(model)
+        .filter(|m| m.training_context.is_some())
+        .ok_or_else(not_available)?;
+    Ok((base.name.to_owned(), base.name.to_owned()))
+}
+
+/// The bytes of a file a job names as `param`: it must exist and have purpose `fine-tune`.
+fn fine_tune_file(files: &Files, id: &str, param: &'static str, now: f64) -> ApiResult<Bytes> {
+    let file = files
+        .get(id, now)
+        .ok_or_else(|| ApiError::invalid(format!("invalid {param}: {id}")).param(param))?;
+    if file.purpose != "fine-tune" {
+        return Err(ApiError::invalid(format!(
+            "File {id} has purpose '{}', but fine-tuning needs files uploaded with purpose 'fine-tune'.",
+            file.purpose
+        ))
+        .param(param));
+    }
+    Ok(file.data.clone())
+}
+
 /// `POST /fine_tuning/jobs`.
 pub(crate) async fn create_job(State(app): State<App>, body: Bytes) -> ApiResult {
     let map = parse_object(&body)?;
@@ -275,40 +312,8 @@ pub(crate) async fn create_job(State(app): State<App>, body: Bytes) -> ApiResult
 
     let now = app.clock.now();
     let mut store = app.store_at(now);
-    let not_available = || {
-        ApiError::invalid(format!(
-            "Model {model} is not available for fine-tuning or does not exist."
-        ))
-        .code("model_not_available")
-    };
-    let (model_out, base) = if model.starts_with("ft:") {
-        let base = store
-            .jobs
-            .fine_tuned_base(&model, now, &app.config.org)
-            .ok_or_else(not_available)?
-            .to_owned();
-        (model.clone(), base)
-    } else {
-        // Only a model OpenAI fine-tunes (a training context in the table) is accepted.
-        let base = models::find(&model)
-            .filter(|m| m.training_context.is_some())
-            .ok_or_else(not_available)?;
-        (base.name.to_owned(), base.name.to_owned())
-    };
-    let lookup = |id: &str, param: &'static str| -> ApiResult<Bytes> {
-        let file = store
-            .files
-            .get(id, now)
-            .ok_or_else(|| ApiError::invalid(format!("invalid {param}: {id}")).param(param))?;
-        if file.purpose != "fine-tune" {
-            return Err(ApiError::invalid(format!(
-                "File {id} has purpose '{}', but fine-tuning needs files uploaded with purpose 'fine-tune'.",
-                file.purpose
-            ))
-            .param(param));
-        }
-        Ok(file.data.clone())
-    };
+    let (model_out, base) = fine_tuning_base(&store.jobs, &model, now, &app.config.org)?;
+    let lookup = |id: &str, param: &'static str| fine_tune_file(&store.files, id, param, now);
     let training = lookup(&training_file, "training_file")?;
     let validation = match &validation_file {
         Some(id) => Some(lookup(id, "validation_file")?),
