@@ -31,14 +31,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use clap::Parser;
 use finetune::config::ServeConfig;
-use finetune::emulator::{Emulator, EmulatorConfig};
 use finetune::pb;
 use finetune::pb::fine_tune_service_client::FineTuneServiceClient;
 use finetune::pb::stream_complete_response::Item;
-use finetune_core::domain::served::percentile;
 use finetune::upstream::OpenAiConfig;
 use finetune::upstream::chat::{Chat, ChatChunk, ChatMessage, ChatRequest, ChatRole};
 use finetune::upstream::openai::OpenAi;
+use finetune_core::domain::served::percentile;
+use finetune_emulator::{Emulator, EmulatorConfig};
 use futures_util::StreamExt;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;

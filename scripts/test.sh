@@ -59,8 +59,9 @@ scripts/tools.sh
 # Clippy runs inside the one build the tests need: `cargo clippy` is `cargo check` with
 # clippy-driver standing in for rustc on this crate, and clippy-driver builds as well as it
 # checks. A separate clippy step compiled every dependency a second time (metadata only) and
-# this crate twice. Only the workspace's crates go through the wrapper, so the dependencies'
-# build is shared with a plain `cargo build`. Any warning, from rustc or clippy, fails the run.
+# this crate twice. Only the workspace's crates (the finetune package and crates/*) go through
+# the wrapper, so the dependencies' build is shared with a plain `cargo build`. Any warning,
+# from rustc or clippy, fails the run.
 export RUSTC_WORKSPACE_WRAPPER
 RUSTC_WORKSPACE_WRAPPER="$(rustup which clippy-driver 2>/dev/null || command -v clippy-driver || true)"
 # Without it the build would still pass, unlinted: refuse instead.
@@ -95,3 +96,29 @@ clients/typescript/test.sh
 
 step "SDK: Go (clients/go)"
 clients/go/test.sh
+
+# Last, because it replaces target/debug/finetune (the steps above run the default build's).
+# Only the finetune package is rebuilt without the feature; the dependencies are shared.
+step "a build without the emulator feature has no emulator"
+if cargo tree --locked -e normal --no-default-features -p finetune --prefix none | grep -q '^finetune-emulator '; then
+  echo "finetune-emulator is in the dependency tree of the build without the feature"; exit 1
+fi
+build_log=$(mktemp)
+cargo build --locked --no-default-features --bin finetune 2>&1 | tee "$build_log"
+if grep -q '^warning' "$build_log"; then
+  rm -f "$build_log"; echo "the build without the emulator has warnings (rustc or clippy): fix them"; exit 1
+fi
+rm -f "$build_log"
+# A binary that wrongly started a server would be stopped by the timeout (status 124).
+for args in "serve --emulator --addr 127.0.0.1:0 --data-dir $(mktemp -d)" "emulator --addr 127.0.0.1:0"; do
+  set +e
+  out=$(timeout 20 target/debug/finetune $args 2>&1 </dev/null)
+  code=$?
+  set -e
+  if [ "$code" != 2 ] || ! grep -q 'lacks the `emulator` feature' <<<"$out"; then
+    echo "finetune $args: expected exit status 2 and the missing feature named, got $code: $out"; exit 1
+  fi
+done
+echo "serve --emulator and finetune emulator are refused, with exit status 2"
+# Put the default binary back for whoever runs it next.
+cargo build --locked --bin finetune

@@ -11,7 +11,6 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
-pub mod emulator;
 pub mod limits;
 pub mod metrics;
 pub mod pb;

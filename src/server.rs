@@ -18,7 +18,6 @@ use tracing::{info, warn};
 use crate::auth::AuthLayer;
 use crate::config::ServeConfig;
 use crate::dataset::Catalog;
-use crate::emulator::{Emulator, EmulatorConfig};
 use crate::error::Error;
 use crate::jobs::{JobManager, JobsConfig};
 use crate::limits::{Limits, LimitsLayer};
@@ -30,12 +29,31 @@ use crate::serving::tiers::Tiers;
 use crate::serving::{Knowledge, Providers, Serving};
 use crate::store::Store;
 use crate::store::{DatasetStore, SqliteStore};
+#[cfg(feature = "emulator")]
 use crate::upstream::OpenAiConfig;
 use crate::upstream::RetryPolicy;
 use crate::upstream::anthropic::Anthropic;
 use crate::upstream::chat::Chat;
 use crate::upstream::openai::OpenAi;
 use finetune_core::ports::telemetry::Reporter;
+#[cfg(feature = "emulator")]
+use finetune_emulator::{Emulator, EmulatorConfig};
+
+/// Why `--emulator` is refused by a build without the `emulator` cargo feature.
+pub const NO_EMULATOR: &str = "this build of finetune lacks the `emulator` feature, so it has no emulator: \
+     build with the default features (`cargo build`) to use --emulator or `finetune emulator`";
+
+/// What a build without the emulator holds in its place: nothing (`--emulator` is refused
+/// before one could start).
+#[cfg(not(feature = "emulator"))]
+enum Emulator {}
+
+#[cfg(not(feature = "emulator"))]
+impl Emulator {
+    async fn shutdown(self) {
+        match self {}
+    }
+}
 
 /// The fully qualified name health checks use for the service.
 pub use crate::pb::fine_tune_service_server::SERVICE_NAME;
@@ -255,37 +273,11 @@ async fn open_state(
     let mut anthropic: Option<Arc<Anthropic>> = None;
     let mut upstream = Vec::new();
     if config.emulator {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| Error::Io(format!("emulator: {e}")))?;
-        let emulator_config = EmulatorConfig {
-            time_scale: config.emulator_time_scale,
-            catalog: (*catalog).clone(),
-            // Its world lives beside the job store, so a restart finds the files and
-            // models the store remembers.
-            data_dir: Some(config.data_dir.join("emulator")),
-            ..EmulatorConfig::default()
-        };
-        let started = Emulator::start(emulator_config, listener)
-            .await
-            .map_err(|e| Error::Io(format!("emulator: {e}")))?;
-        let base = started.base_url();
-        openai = Some(Arc::new(OpenAi::new(OpenAiConfig {
-            retry: retry.clone(),
-            ..OpenAiConfig::new("sk-emulator", base.clone())
-        })?));
-        let root = base.trim_end_matches("/v1").to_owned();
-        let mut c = Anthropic::config_from_vars(|k| match k {
-            "ANTHROPIC_API_KEY" => Some("sk-ant-emulator".to_owned()),
-            "ANTHROPIC_BASE_URL" => Some(root.clone()),
-            _ => None,
-        })?;
-        c.retry = retry.clone();
-        anthropic = Some(Arc::new(Anthropic::new(c)?));
-        upstream.push(format!(
-            "EMULATOR at {base} (x{} time; no real training or model calls happen)",
-            config.emulator_time_scale
-        ));
+        let (started, emulated_openai, emulated_anthropic, line) =
+            start_emulator(config, &retry).await?;
+        openai = Some(emulated_openai);
+        anthropic = Some(emulated_anthropic);
+        upstream.push(line);
         emulator = Some(started);
     } else {
         if config.openai_api_key.is_some() || std::env::var_os("OPENAI_API_KEY").is_some() {
@@ -380,6 +372,54 @@ async fn open_state(
         metrics,
     };
     Ok((state, upstream.join("; "), emulator))
+}
+
+/// Starts the in-process emulator (`--emulator`) and connects both providers to it.
+/// Returns it, the providers, and the upstream's description for the start line.
+#[cfg(feature = "emulator")]
+async fn start_emulator(
+    config: &ServeConfig,
+    retry: &RetryPolicy,
+) -> Result<(Emulator, Arc<OpenAi>, Arc<Anthropic>, String), Error> {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| Error::Io(format!("emulator: {e}")))?;
+    let emulator_config = EmulatorConfig {
+        time_scale: config.emulator_time_scale,
+        // Its world lives beside the job store, so a restart finds the files and
+        // models the store remembers.
+        data_dir: Some(config.data_dir.join("emulator")),
+        ..EmulatorConfig::default()
+    };
+    let started = Emulator::start(emulator_config, listener)
+        .await
+        .map_err(|e| Error::Io(format!("emulator: {e}")))?;
+    let base = started.base_url();
+    let openai = Arc::new(OpenAi::new(OpenAiConfig {
+        retry: retry.clone(),
+        ..OpenAiConfig::new("sk-emulator", base.clone())
+    })?);
+    let root = base.trim_end_matches("/v1").to_owned();
+    let mut c = Anthropic::config_from_vars(|k| match k {
+        "ANTHROPIC_API_KEY" => Some("sk-ant-emulator".to_owned()),
+        "ANTHROPIC_BASE_URL" => Some(root.clone()),
+        _ => None,
+    })?;
+    c.retry = retry.clone();
+    let anthropic = Arc::new(Anthropic::new(c)?);
+    let line = format!(
+        "EMULATOR at {base} (x{} time; no real training or model calls happen)",
+        config.emulator_time_scale
+    );
+    Ok((started, openai, anthropic, line))
+}
+
+#[cfg(not(feature = "emulator"))]
+async fn start_emulator(
+    _config: &ServeConfig,
+    _retry: &RetryPolicy,
+) -> Result<(Emulator, Arc<OpenAi>, Arc<Anthropic>, String), Error> {
+    Err(Error::Config(NO_EMULATOR.to_owned()))
 }
 
 async fn set_health(health: &HealthReporter, status: ServingStatus) {

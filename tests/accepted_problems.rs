@@ -126,7 +126,7 @@ fn only_safe_codes_and_well_formed_acceptances_are_taken() {
 }
 
 /// A server that trains against the emulator.
-async fn server(emulator: &finetune::emulator::Emulator) -> TestServer {
+async fn server(emulator: &finetune_emulator::Emulator) -> TestServer {
     let base = emulator.base_url();
     TestServer::start_with(move |c| {
         c.openai_base_url = Some(base);

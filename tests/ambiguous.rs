@@ -10,8 +10,8 @@ use crate::common;
 use std::time::Duration;
 
 use common::TestServer;
-use finetune::emulator::{Emulator, Fault};
 use finetune::pb;
+use finetune_emulator::{Emulator, Fault};
 use tonic::Code;
 use tonic_types::StatusExt;
 

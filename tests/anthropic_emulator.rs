@@ -10,11 +10,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use finetune::dataset::{Counter, Encoding};
-use finetune::emulator::{Emulator, EmulatorConfig, Fault};
 use finetune::upstream::RetryPolicy;
 use finetune::upstream::UpstreamError;
 use finetune::upstream::anthropic::{Anthropic, AnthropicConfig};
 use finetune::upstream::chat::{Chat, ChatChunk, ChatMessage, ChatRequest, ChatRole, SystemBlock};
+use finetune_emulator::{Emulator, EmulatorConfig, Fault};
 use futures_util::StreamExt as _;
 use reqwest::StatusCode;
 use serde_json::{Value, json};

@@ -7,7 +7,7 @@ use crate::common;
 
 use common::TestServer;
 use common::prices::{Price, price};
-use finetune::emulator::Emulator;
+use finetune_emulator::Emulator;
 use serde_json::Value;
 
 const TIERS: &str = r#"

@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use finetune::emulator::Fault;
 use finetune::pb;
 use finetune::pb::fine_tune_service_client::FineTuneServiceClient;
 use finetune::pb::watch_job_response::Item;
+use finetune_emulator::Fault;
 use tokio_stream::StreamExt;
 use tonic::transport::{Channel, Endpoint};
 

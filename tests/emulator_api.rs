@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use finetune::dataset::{self, Catalog, Input, Options};
-use finetune::emulator::{Emulator, EmulatorConfig, Fault, training_file};
+use finetune_emulator::{Emulator, EmulatorConfig, Fault, training_file};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};

@@ -15,10 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::TestServer;
-use finetune::emulator::{Emulator, Fault};
 use finetune::pb;
 use finetune::pb::stream_complete_response::Item as StreamItem;
 use finetune::pb::watch_job_response::Item as WatchItem;
+use finetune_emulator::{Emulator, Fault};
 use rand::{Rng, SeedableRng};
 use tokio_stream::StreamExt;
 use tonic::Code;

@@ -7,9 +7,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::TestServer;
-use finetune::emulator::{Emulator, Fault};
 use finetune::pb;
 use finetune::pb::watch_job_response::Item;
+use finetune_emulator::{Emulator, Fault};
 use tokio_stream::StreamExt;
 
 /// A server that talks to `emulator` as if it were OpenAI.

@@ -12,12 +12,12 @@ use crate::common;
 use std::time::Duration;
 
 use common::spec::violations;
-use finetune::emulator::{Emulator, EmulatorConfig, Fault};
 use finetune::upstream::chat::{
     Chat, ChatChunk, ChatMessage, ChatRequest, ChatResponse, ChatRole, ChatStream, SystemBlock,
 };
 use finetune::upstream::openai::OpenAi;
 use finetune::upstream::{OpenAiConfig, RetryPolicy, UpstreamError};
+use finetune_emulator::{Emulator, EmulatorConfig, Fault};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use finetune::dataset::Catalog;
-use finetune::emulator::{Emulator, Fault};
 use finetune::jobs::model::{EventKind, JobEvent, JobState, Method};
 use finetune::jobs::{DatasetFile, JobManager, JobsConfig, StartRequest};
 use finetune::store::{DatasetStore, SqliteStore, Store};
 use finetune::upstream::openai::OpenAi;
 use finetune::upstream::{OpenAiConfig, RetryPolicy};
+use finetune_emulator::{Emulator, Fault};
 use tokio_util::sync::CancellationToken;
 
 const EVENTS_ROUTE: &str = "GET /v1/fine_tuning/jobs/{id}/events";

@@ -12,9 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use finetune::auth::{Role, new_token};
-use finetune::emulator::{Emulator, EmulatorConfig};
 use finetune::pb;
 use finetune::pb::fine_tune_service_client::FineTuneServiceClient;
+use finetune_emulator::{Emulator, EmulatorConfig};
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;

@@ -7,9 +7,9 @@ use crate::common;
 use std::time::Duration;
 
 use common::TestServer;
-use finetune::emulator::Emulator;
 use finetune::pb;
 use finetune::pb::stream_complete_response::Item;
+use finetune_emulator::Emulator;
 use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic_types::StatusExt;

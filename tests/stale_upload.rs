@@ -7,9 +7,9 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use common::TestServer;
-use finetune::emulator::Emulator;
 use finetune::pb;
 use finetune::store::{SqliteStore, Store as _};
+use finetune_emulator::Emulator;
 
 const KEY: &str = "sk-test-stale-upload-4e1f";
 

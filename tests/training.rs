@@ -4,9 +4,9 @@
 use crate::common;
 
 use common::TestServer;
-use finetune::emulator::training_file;
 use finetune::pb;
 use finetune::pb::watch_job_response::Item;
+use finetune_emulator::training_file;
 use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic_types::StatusExt;

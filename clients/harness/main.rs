@@ -21,7 +21,7 @@
 //! - `GET {control}/connections`: `{"open": n, "accepted": m}`.
 //! - `POST {control}/faults`: injects emulator faults, one rule or `{"rules": [...]}`, each
 //!   `{"route": "POST /v1/fine_tuning/jobs", "times": 1, "kind": "malformed_json"}` (the
-//!   kinds and fields of `finetune::emulator::Fault`, snake_case; `route` defaults to every
+//!   kinds and fields of `finetune_emulator::Fault`, snake_case; `route` defaults to every
 //!   route, `times` to 1). Answers the rules still pending: `{"rules": [...]}`.
 //!   `DELETE {control}/faults` removes them all.
 //! - `GET {control}/stats`: the emulator's request counts, `{"total": n, "by_route":
@@ -60,7 +60,7 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use clap::Parser;
 use finetune::config::ServeConfig;
-use finetune::emulator::{Emulator, EmulatorConfig, FaultRule};
+use finetune_emulator::{Emulator, EmulatorConfig, FaultRule};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -264,7 +264,7 @@ async fn add_faults(State(control): State<Control>, Json(faults): Json<Faults>) 
     Json(json!({ "rules": knobs.pending() }))
 }
 
-async fn stats(State(control): State<Control>) -> Json<finetune::emulator::Stats> {
+async fn stats(State(control): State<Control>) -> Json<finetune_emulator::Stats> {
     Json(control.emulator.stats())
 }
 

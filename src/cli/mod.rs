@@ -157,17 +157,18 @@ fn new_token(args: &TokenArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+#[cfg(feature = "emulator")]
 fn emulator(args: EmulatorArgs) -> ExitCode {
     init_tracing(LogFormat::Text, args.log_color);
     if !(args.time_scale.is_finite() && args.time_scale > 0.0) {
         eprintln!("finetune emulator: --time-scale must be a positive number");
         return ExitCode::from(2);
     }
-    let config = crate::emulator::EmulatorConfig {
+    let config = finetune_emulator::EmulatorConfig {
         time_scale: args.time_scale,
         api_key: args.api_key,
         data_dir: args.data_dir,
-        ..crate::emulator::EmulatorConfig::default()
+        ..finetune_emulator::EmulatorConfig::default()
     };
     let runtime = match client::runtime() {
         Ok(rt) => rt,
@@ -176,7 +177,7 @@ fn emulator(args: EmulatorArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(crate::emulator::run_standalone(config, args.addr)) {
+    match runtime.block_on(finetune_emulator::run_standalone(config, args.addr)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("finetune emulator: {e}");
@@ -185,8 +186,19 @@ fn emulator(args: EmulatorArgs) -> ExitCode {
     }
 }
 
+/// A build without the `emulator` feature has no emulator to run: a usage error.
+#[cfg(not(feature = "emulator"))]
+fn emulator(_args: EmulatorArgs) -> ExitCode {
+    eprintln!("finetune emulator: {}", crate::server::NO_EMULATOR);
+    ExitCode::from(2)
+}
+
 fn serve(config: ServeConfig) -> ExitCode {
     init_tracing(config.log_format, config.log_color);
+    if cfg!(not(feature = "emulator")) && config.emulator {
+        eprintln!("finetune serve: {}", crate::server::NO_EMULATOR);
+        return ExitCode::from(2);
+    }
     let runtime = match client::runtime() {
         Ok(rt) => rt,
         Err(e) => {

@@ -201,7 +201,7 @@ pub fn free_addr() -> String {
 
 /// Every upstream job of the emulator, by its `finetune_request_id` metadata.
 pub async fn upstream_jobs_by_request(
-    emulator: &finetune::emulator::Emulator,
+    emulator: &finetune_emulator::Emulator,
 ) -> std::collections::BTreeMap<String, Vec<String>> {
     let api = finetune::upstream::openai::OpenAi::new(finetune::upstream::OpenAiConfig {
         retry: finetune::upstream::RetryPolicy::none(),
@@ -213,23 +213,23 @@ pub async fn upstream_jobs_by_request(
 
 /// An emulator of OpenAI's and Anthropic's APIs on a free port, its jobs running
 /// `time_scale` times faster than real time.
-pub async fn emulator(time_scale: f64) -> finetune::emulator::Emulator {
-    emulator_with(finetune::emulator::EmulatorConfig {
+pub async fn emulator(time_scale: f64) -> finetune_emulator::Emulator {
+    emulator_with(finetune_emulator::EmulatorConfig {
         time_scale,
-        ..finetune::emulator::EmulatorConfig::default()
+        ..finetune_emulator::EmulatorConfig::default()
     })
     .await
 }
 
 /// An emulator of OpenAI's and Anthropic's APIs on a free port, configured by `config`.
 pub async fn emulator_with(
-    config: finetune::emulator::EmulatorConfig,
-) -> finetune::emulator::Emulator {
+    config: finetune_emulator::EmulatorConfig,
+) -> finetune_emulator::Emulator {
     // reqwest (used by tests to play a client outside the service) needs a TLS provider,
     // even for http.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    finetune::emulator::Emulator::start(config, listener)
+    finetune_emulator::Emulator::start(config, listener)
         .await
         .unwrap()
 }

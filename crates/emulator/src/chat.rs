@@ -1,20 +1,20 @@
 //! Chat completions (plain and streamed) and the Models API. Answers are deterministic
 //! text naming the model and echoing the last user message; token counts use the
-//! project's counter with the model's encoding (the cookbook's method for prompts).
+//! model's encoding from the emulator's table (the cookbook's method for prompts).
 
-use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-use tokio_stream::wrappers::ReceiverStream;
 
-use super::api::{self, ApiError, ApiResult, check_int, json, only_keys, opt_int, parse_object};
-use super::faults::Truncate;
-use super::{App, ts};
-use crate::dataset::{Counter, Encoding};
+use crate::api::{self, ApiError, ApiResult, check_int, json, only_keys, opt_int, parse_object};
+use crate::app::{App, ts};
+use crate::jobs::Jobs;
+use crate::models;
+use crate::tokens::Encoding;
+use crate::wire::{Truncate, paced_sse};
 
 /// Request fields the API defines (anything else is "Unrecognized request argument").
 const CHAT_KEYS: &[&str] = &[
@@ -87,14 +87,39 @@ struct ChatRequest {
 fn parse_request(body: &[u8]) -> ApiResult<ChatRequest> {
     let map = parse_object(body)?;
     only_keys(&map, CHAT_KEYS)?;
+    let model = parse_model(&map)?;
+    let messages = parse_messages(&map)?;
+    let (stream, include_usage, include_obfuscation) = parse_stream(&map)?;
+    let max_tokens = parse_max_tokens(&map)?;
+    let n = opt_int(&map, "n", "n", 1, 128)?.unwrap_or(1) as u64;
+    let stop = parse_stop(&map)?;
+    check_sampling(&map)?;
+    Ok(ChatRequest {
+        model,
+        messages,
+        stream,
+        include_usage,
+        include_obfuscation,
+        max_tokens,
+        n,
+        stop,
+    })
+}
+
+/// `model`: a non-empty string.
+fn parse_model(map: &Map<String, Value>) -> ApiResult<String> {
     let model = match map.get("model") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
         Some(other) => return Err(ApiError::wrong_type("model", "a string", other)),
     };
-    let model = model
+    model
         .filter(|m| !m.is_empty())
-        .ok_or_else(|| ApiError::invalid("you must provide a model parameter"))?;
+        .ok_or_else(|| ApiError::invalid("you must provide a model parameter"))
+}
+
+/// `messages`: a non-empty array of objects, each with a known role and a content.
+fn parse_messages(map: &Map<String, Value>) -> ApiResult<Vec<Map<String, Value>>> {
     let messages = match map.get("messages") {
         None | Some(Value::Null) => return Err(ApiError::missing("messages")),
         Some(Value::Array(items)) => items,
@@ -107,47 +132,57 @@ fn parse_request(body: &[u8]) -> ApiResult<ChatRequest> {
         .param("messages")
         .code("empty_array"));
     }
-    let mut parsed = Vec::with_capacity(messages.len());
-    for (i, m) in messages.iter().enumerate() {
-        let Value::Object(m) = m else {
+    messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| parse_message(i, m))
+        .collect()
+}
+
+fn parse_message(i: usize, m: &Value) -> ApiResult<Map<String, Value>> {
+    let Value::Object(m) = m else {
+        return Err(ApiError::wrong_type(
+            &format!("messages[{i}]"),
+            "an object",
+            m,
+        ));
+    };
+    let role = match m.get("role") {
+        Some(Value::String(r)) => r.as_str(),
+        None => return Err(ApiError::missing(&format!("messages[{i}].role"))),
+        Some(other) => {
             return Err(ApiError::wrong_type(
-                &format!("messages[{i}]"),
-                "an object",
-                m,
+                &format!("messages[{i}].role"),
+                "a string",
+                other,
             ));
-        };
-        let role = match m.get("role") {
-            Some(Value::String(r)) => r.as_str(),
-            None => return Err(ApiError::missing(&format!("messages[{i}].role"))),
-            Some(other) => {
-                return Err(ApiError::wrong_type(
-                    &format!("messages[{i}].role"),
-                    "a string",
-                    other,
-                ));
-            }
-        };
-        if !ROLES.contains(&role) {
-            return Err(ApiError::invalid(format!(
-                "Invalid value: '{role}'. Supported values are: 'system', 'assistant', 'user', 'function', 'tool', and 'developer'."
-            ))
-            .param(format!("messages[{i}].role"))
-            .code("invalid_value"));
         }
-        match m.get("content") {
-            None | Some(Value::Null) if role == "assistant" => {}
-            None => return Err(ApiError::missing(&format!("messages[{i}].content"))),
-            Some(Value::String(_) | Value::Array(_)) => {}
-            Some(other) => {
-                return Err(ApiError::wrong_type(
-                    &format!("messages[{i}].content"),
-                    "a string or an array",
-                    other,
-                ));
-            }
-        }
-        parsed.push(m.clone());
+    };
+    if !ROLES.contains(&role) {
+        return Err(ApiError::invalid(format!(
+            "Invalid value: '{role}'. Supported values are: 'system', 'assistant', 'user', 'function', 'tool', and 'developer'."
+        ))
+        .param(format!("messages[{i}].role"))
+        .code("invalid_value"));
     }
+    match m.get("content") {
+        None | Some(Value::Null) if role == "assistant" => {}
+        None => return Err(ApiError::missing(&format!("messages[{i}].content"))),
+        Some(Value::String(_) | Value::Array(_)) => {}
+        Some(other) => {
+            return Err(ApiError::wrong_type(
+                &format!("messages[{i}].content"),
+                "a string or an array",
+                other,
+            ));
+        }
+    }
+    Ok(m.clone())
+}
+
+/// `stream` and `stream_options`: whether to stream, and whether to add the usage chunk
+/// and the `obfuscation` field.
+fn parse_stream(map: &Map<String, Value>) -> ApiResult<(bool, bool, bool)> {
     let stream = match map.get("stream") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
@@ -174,44 +209,53 @@ fn parse_request(body: &[u8]) -> ApiResult<ChatRequest> {
         }
         Some(other) => return Err(ApiError::wrong_type("stream_options", "an object", other)),
     }
+    Ok((stream, include_usage, include_obfuscation))
+}
+
+/// The smaller of `max_completion_tokens` and the deprecated `max_tokens`.
+fn parse_max_tokens(map: &Map<String, Value>) -> ApiResult<Option<u64>> {
     let max_completion = opt_int(
-        &map,
+        map,
         "max_completion_tokens",
         "max_completion_tokens",
         1,
         i64::MAX,
     )?;
-    let max_tokens = opt_int(&map, "max_tokens", "max_tokens", 1, i64::MAX)?;
-    let max_tokens = match (max_completion, max_tokens) {
+    let max_tokens = opt_int(map, "max_tokens", "max_tokens", 1, i64::MAX)?;
+    let least = match (max_completion, max_tokens) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
-    }
-    .map(|v| v as u64);
-    let n = opt_int(&map, "n", "n", 1, 128)?.unwrap_or(1) as u64;
-    let stop = match map.get("stop") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(items)) => {
-            check_int("stop", items.len() as i64, 0, 4).map_err(|_| {
-                ApiError::invalid(format!(
-                    "Invalid 'stop': array too long. Expected an array with maximum length 4, but got an array with length {} instead.",
-                    items.len()
-                ))
-                .param("stop")
-                .code("array_above_max_length")
-            })?;
-            items
-                .iter()
-                .map(|v| match v {
-                    Value::String(s) => Ok(s.clone()),
-                    other => Err(ApiError::wrong_type("stop", "a string", other)),
-                })
-                .collect::<ApiResult<_>>()?
-        }
-        Some(other) => {
-            return Err(ApiError::wrong_type("stop", "a string or an array", other));
-        }
     };
+    Ok(least.map(|v| v as u64))
+}
+
+/// `stop`: a string or up to 4 strings.
+fn parse_stop(map: &Map<String, Value>) -> ApiResult<Vec<String>> {
+    let items = match map.get("stop") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::String(s)) => return Ok(vec![s.clone()]),
+        Some(Value::Array(items)) => items,
+        Some(other) => return Err(ApiError::wrong_type("stop", "a string or an array", other)),
+    };
+    check_int("stop", items.len() as i64, 0, 4).map_err(|_| {
+        ApiError::invalid(format!(
+            "Invalid 'stop': array too long. Expected an array with maximum length 4, but got an array with length {} instead.",
+            items.len()
+        ))
+        .param("stop")
+        .code("array_above_max_length")
+    })?;
+    items
+        .iter()
+        .map(|v| match v {
+            Value::String(s) => Ok(s.clone()),
+            other => Err(ApiError::wrong_type("stop", "a string", other)),
+        })
+        .collect()
+}
+
+/// `temperature`, `top_p` and the penalties: numbers in their ranges.
+fn check_sampling(map: &Map<String, Value>) -> ApiResult<()> {
     for (key, min, max) in [
         ("temperature", 0.0, 2.0),
         ("top_p", 0.0, 1.0),
@@ -233,16 +277,7 @@ fn parse_request(body: &[u8]) -> ApiResult<ChatRequest> {
             Some(other) => return Err(ApiError::wrong_type(key, "a number", other)),
         }
     }
-    Ok(ChatRequest {
-        model,
-        messages: parsed,
-        stream,
-        include_usage,
-        include_obfuscation,
-        max_tokens,
-        n,
-        stop,
-    })
+    Ok(())
 }
 
 /// The text of a message's content: the string, or its text parts joined.
@@ -259,18 +294,18 @@ fn content_text(m: &Map<String, Value>) -> Vec<&str> {
 
 /// Prompt tokens by the cookbook: 3 per message, the tokens of the role, content and name
 /// (+1 for a name), and 3 to prime the reply.
-fn prompt_tokens(messages: &[Map<String, Value>], counter: &mut Counter) -> u64 {
+fn prompt_tokens(messages: &[Map<String, Value>], encoding: Encoding) -> u64 {
     let mut total = 3;
     for m in messages {
         total += 3;
         if let Some(role) = m.get("role").and_then(Value::as_str) {
-            total += counter.count(role);
+            total += encoding.count(role);
         }
         for text in content_text(m) {
-            total += counter.count(text);
+            total += encoding.count(text);
         }
         if let Some(name) = m.get("name").and_then(Value::as_str) {
-            total += counter.count(name) + 1;
+            total += encoding.count(name) + 1;
         }
     }
     total
@@ -297,28 +332,9 @@ fn answer(model: &str, req: &ChatRequest, encoding: Encoding) -> (Vec<String>, &
     if let Some(cut) = req.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
         text.truncate(cut);
     }
-    let bpe = encoding.bpe();
-    let mut tokens = bpe.encode_ordinary(&text);
-    if let Some(max) = req.max_tokens {
-        if tokens.len() as u64 > max {
-            tokens.truncate(max as usize);
-            finish = "length";
-        }
-    }
-    // Join byte pieces until they are whole UTF-8, so no character is split.
-    let mut pieces = Vec::with_capacity(tokens.len());
-    let mut pending: Vec<u8> = Vec::new();
-    for t in tokens {
-        if let Ok(bytes) = bpe.decode_bytes(&[t]) {
-            pending.extend_from_slice(&bytes);
-        }
-        if let Ok(s) = std::str::from_utf8(&pending) {
-            pieces.push(s.to_owned());
-            pending.clear();
-        }
-    }
-    if !pending.is_empty() {
-        pieces.push(String::from_utf8_lossy(&pending).into_owned());
+    let (pieces, cut) = encoding.pieces(&text, req.max_tokens);
+    if cut {
+        finish = "length";
     }
     (pieces, finish)
 }
@@ -384,12 +400,12 @@ pub(crate) async fn completions(State(app): State<App>, req: Request) -> ApiResu
         let store = app.store_at(now);
         resolve_chat_model(&app, &store.jobs, &request.model, now)?
     };
-    let encoding = app.config.catalog.resolve(&base).info.encoding;
+    let known = models::find(&base);
+    let encoding = known.map_or(Encoding::O200kBase, |m| m.encoding);
     // Tokenizing a long prompt is CPU work: keep it off the async workers.
     let answer_model = model.clone();
     let (request, usage, pieces, finish) = tokio::task::spawn_blocking(move || {
-        let mut counter = Counter::new(encoding);
-        let prompt = prompt_tokens(&request.messages, &mut counter);
+        let prompt = prompt_tokens(&request.messages, encoding);
         let (pieces, finish) = answer(&answer_model, &request, encoding);
         let completion = pieces.len() as u64 * request.n;
         (request, Usage::new(prompt, completion), pieces, finish)
@@ -403,6 +419,9 @@ pub(crate) async fn completions(State(app): State<App>, req: Request) -> ApiResu
         )
         .kind("server_error")
     })?;
+    if let Some(m) = known {
+        check_context(m, usage.prompt_tokens)?;
+    }
     let id = format!("chatcmpl-{}", api::random_id(29));
     let created = ts(now);
     let fingerprint = format!(
@@ -491,11 +510,26 @@ pub(crate) async fn completions(State(app): State<App>, req: Request) -> ApiResu
     Ok(response)
 }
 
+/// A prompt longer than the model's context window is refused. The window is the table's
+/// (`reference/openai-api.md` section 6); the error's code and wording are OpenAI's as its
+/// API answers them, which no file in `reference/` records.
+fn check_context(model: &models::Model, prompt_tokens: u64) -> ApiResult<()> {
+    if prompt_tokens <= model.context_window {
+        return Ok(());
+    }
+    Err(ApiError::invalid(format!(
+        "This model's maximum context length is {} tokens. However, your messages resulted in {prompt_tokens} tokens. Please reduce the length of the messages.",
+        model.context_window
+    ))
+    .param("messages")
+    .code("context_length_exceeded"))
+}
+
 /// The model as the response names it, and its base snapshot. Unknown models are the
 /// API's 404 `model_not_found`.
 fn resolve_chat_model(
     app: &App,
-    jobs: &super::jobs::Jobs,
+    jobs: &Jobs,
     model: &str,
     now: f64,
 ) -> ApiResult<(String, String)> {
@@ -504,9 +538,8 @@ fn resolve_chat_model(
             return Ok((model.to_owned(), base.to_owned()));
         }
     } else {
-        let resolved = app.config.catalog.resolve(model);
-        if resolved.known {
-            return Ok((resolved.info.name.clone(), resolved.info.name));
+        if let Some(m) = models::find(model) {
+            return Ok((m.name.to_owned(), m.name.to_owned()));
         }
     }
     Err(ApiError::new(
@@ -653,36 +686,6 @@ fn stream_response(
         .into_response()
 }
 
-/// An SSE body that sends `events` one by one, `token_secs` apart on the emulated clock,
-/// then, with `abort`, breaks off with an error instead of ending cleanly. A client that
-/// leaves early is counted in the stats as an abandoned stream.
-pub(super) fn paced_sse(app: &App, events: Vec<String>, abort: bool) -> Body {
-    let delay = app.clock.real(app.config.token_secs);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
-    let faults = app.faults.clone();
-    tokio::spawn(async move {
-        for (i, event) in events.into_iter().enumerate() {
-            if i > 0 && !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            if tx.send(Ok(Bytes::from(event))).await.is_err() {
-                // The client went away.
-                faults.note_abandoned_stream();
-                return;
-            }
-        }
-        if abort {
-            let _ = tx
-                .send(Err(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionAborted,
-                    "stream cut by an emulator fault",
-                )))
-                .await;
-        }
-    });
-    Body::from_stream(ReceiverStream::new(rx))
-}
-
 /// A `model` object.
 #[derive(Serialize)]
 struct ModelObject {
@@ -695,12 +698,12 @@ struct ModelObject {
 /// When base models are said to have been created (a fixed, plausible date).
 const BASE_MODEL_CREATED: i64 = 1_721_172_741;
 
-fn base_models(app: &App) -> Vec<ModelObject> {
+fn base_models() -> Vec<ModelObject> {
     let mut out = Vec::new();
-    for m in &app.config.catalog.models {
+    for m in models::MODELS {
         for name in std::iter::once(&m.name).chain(m.aliases.iter()) {
             out.push(ModelObject {
-                id: name.clone(),
+                id: (*name).to_owned(),
                 object: "model",
                 created: BASE_MODEL_CREATED,
                 owned_by: "system".to_owned(),
@@ -718,7 +721,7 @@ pub(crate) async fn list_models(State(app): State<App>) -> ApiResult {
         data: Vec<ModelObject>,
     }
     let now = app.clock.now();
-    let mut data = base_models(&app);
+    let mut data = base_models();
     let fine_tuned = app
         .store_at(now)
         .jobs
@@ -738,7 +741,7 @@ pub(crate) async fn list_models(State(app): State<App>) -> ApiResult {
 /// `GET /models/{id}`.
 pub(crate) async fn get_model(State(app): State<App>, Path(id): Path<String>) -> ApiResult {
     let now = app.clock.now();
-    if let Some(m) = base_models(&app).into_iter().find(|m| m.id == id) {
+    if let Some(m) = base_models().into_iter().find(|m| m.id == id) {
         return Ok(json(&m));
     }
     let fine_tuned = app
@@ -759,4 +762,19 @@ pub(crate) async fn get_model(State(app): State<App>, Path(id): Path<String>) ->
     )
     .param("model")
     .code("model_not_found"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prompt_over_the_context_window_is_refused() {
+        let m = models::find("gpt-3.5-turbo-0613").expect("in the table");
+        assert!(check_context(m, 16_385).is_ok());
+        let e = check_context(m, 16_386).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(e.code, Some("context_length_exceeded"));
+        assert!(e.message.contains("16385 tokens"), "{}", e.message);
+    }
 }

@@ -1,25 +1,23 @@
-//! Fine-tuning jobs. A job's whole history is a function of the emulated clock: it is
-//! `validating_files` for `validating_secs`, `queued` for `queued_secs`, then `running`
-//! for `step_secs` per step, then `succeeded`. Nothing runs in the background except the
-//! check of its files against OpenAI's published rules ([`super::training_file`], which
+//! Fine-tuning jobs, as plain state (the handlers are [`crate::job_routes`]). A job's whole
+//! history is a function of the emulated clock: it is `validating_files` for
+//! `validating_secs`, `queued` for `queued_secs`, then `running` for `step_secs` per step,
+//! then `succeeded`. Nothing runs in the background except the
+//! check of its files against OpenAI's published rules ([`crate::training_file`], which
 //! shares nothing with the project's validator), whose result fixes the plan: example
 //! count, epochs, steps and trained tokens.
 
 use std::sync::{Arc, OnceLock};
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use super::api::{
-    self, ApiError, ApiResult, check_len, json, only_keys, opt_int, opt_str, parse_object,
-    query_get, query_limit, req_str,
-};
-use super::files::{Files, StoredFile, new_file_id};
-use super::training_file::{self, Method};
-use super::{App, ts};
+use crate::api::{self, ApiError, ApiResult};
+use crate::clock::ts;
+use crate::files::{Files, StoredFile};
+use crate::models;
+use crate::training_file::{self, Method};
 
 /// Learning-rate multiplier `auto` resolves to (the recorded succeeded job shows 2).
 const AUTO_LEARNING_RATE: f64 = 2.0;
@@ -32,7 +30,7 @@ const CHECKPOINT_EPOCHS: u64 = 3;
 #[derive(Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub(crate) struct Jobs {
-    items: Vec<Job>,
+    pub(crate) items: Vec<Job>,
 }
 
 impl Jobs {
@@ -85,7 +83,7 @@ impl Jobs {
         work
     }
 
-    fn get(&self, id: &str) -> ApiResult<&Job> {
+    pub(crate) fn get(&self, id: &str) -> ApiResult<&Job> {
         self.items
             .iter()
             .find(|j| j.id == id)
@@ -113,7 +111,7 @@ impl Jobs {
     }
 }
 
-fn no_such_job(id: &str) -> ApiError {
+pub(crate) fn no_such_job(id: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         format!("No such fine-tuning job: {id}"),
@@ -139,31 +137,32 @@ pub(crate) struct CheckWork {
     requested: Requested,
 }
 
-/// Checks the job's files in the background, then saves the verdict with the store.
-pub(crate) fn spawn_check(app: &App, work: CheckWork) {
-    let app = app.clone();
-    let training_context = app.config.catalog.resolve(&work.base).info.training_context;
-    tokio::task::spawn_blocking(move || {
+impl CheckWork {
+    /// Checks the files by OpenAI's published rules and records the verdict, ready at
+    /// `now()`. CPU work: the caller runs it off the async workers.
+    pub(crate) fn run(self, now: impl FnOnce() -> f64) {
+        let training_context = models::find(&self.base)
+            .and_then(|m| m.training_context)
+            .unwrap_or(models::FALLBACK_TRAINING_CONTEXT);
         let outcome = check_files(
-            &work.training,
-            work.validation.as_deref(),
-            &work.base,
-            work.method,
-            work.requested,
+            &self.training,
+            self.validation.as_deref(),
+            &self.base,
+            self.method,
+            self.requested,
             training_context,
         );
-        let _ = work.check.set(Checked {
+        let _ = self.check.set(Checked {
             outcome,
-            ready_at: app.clock.now(),
+            ready_at: now(),
         });
-        app.save_now();
-    });
+    }
 }
 
 /// Training examples OpenAI requires [GUIDE]; fewer fail the job with `invalid_n_examples`.
 const MIN_EXAMPLES: u64 = 10;
 
-fn method_name(method: Method) -> &'static str {
+pub(crate) fn method_name(method: Method) -> &'static str {
     match method {
         Method::Supervised => "supervised",
         Method::Dpo => "dpo",
@@ -172,16 +171,16 @@ fn method_name(method: Method) -> &'static str {
 
 /// Hyperparameters as requested; None is `auto`.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
-struct Requested {
-    n_epochs: Option<u32>,
-    batch_size: Option<u32>,
-    learning_rate_multiplier: Option<f64>,
-    beta: Option<f64>,
+pub(crate) struct Requested {
+    pub(crate) n_epochs: Option<u32>,
+    pub(crate) batch_size: Option<u32>,
+    pub(crate) learning_rate_multiplier: Option<f64>,
+    pub(crate) beta: Option<f64>,
 }
 
 /// What validation decided for a job that can train.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Train {
+pub(crate) struct Train {
     epochs: u32,
     batch_size: u32,
     learning_rate_multiplier: f64,
@@ -219,13 +218,13 @@ pub(crate) struct Checked {
 }
 
 /// The job's fixed timeline once validation is over.
-struct Plan {
+pub(crate) struct Plan {
     validated: f64,
     outcome: Outcome,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+pub(crate) enum Phase {
     Validating,
     Queued,
     Running,
@@ -246,17 +245,17 @@ impl Phase {
         }
     }
 
-    fn terminal(self) -> bool {
+    pub(crate) fn terminal(self) -> bool {
         matches!(self, Phase::Succeeded | Phase::Failed | Phase::Cancelled)
     }
 }
 
 /// Phase durations in emulated seconds, fixed when the job is created.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-struct Timing {
-    validating: f64,
-    queued: f64,
-    step: f64,
+pub(crate) struct Timing {
+    pub(crate) validating: f64,
+    pub(crate) queued: f64,
+    pub(crate) step: f64,
 }
 
 /// A job as the emulator keeps it (and saves it, with a data dir): what was asked and
@@ -264,33 +263,33 @@ struct Timing {
 /// these and the clock, so they are not saved.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Job {
-    id: String,
-    created: f64,
+    pub(crate) id: String,
+    pub(crate) created: f64,
     /// The `model` field: the resolved snapshot, or the `ft:` model training continues from.
-    model: String,
+    pub(crate) model: String,
     /// The base snapshot (first segment of the new `ft:` name).
-    base: String,
-    training_file: String,
-    validation_file: Option<String>,
-    suffix: Option<String>,
-    seed: i64,
-    metadata: Option<Map<String, Value>>,
-    integrations: Vec<Value>,
-    method: Method,
-    requested: Requested,
-    timing: Timing,
+    pub(crate) base: String,
+    pub(crate) training_file: String,
+    pub(crate) validation_file: Option<String>,
+    pub(crate) suffix: Option<String>,
+    pub(crate) seed: i64,
+    pub(crate) metadata: Option<Map<String, Value>>,
+    pub(crate) integrations: Vec<Value>,
+    pub(crate) method: Method,
+    pub(crate) requested: Requested,
+    pub(crate) timing: Timing,
     #[serde(with = "saved_check")]
-    check: Arc<OnceLock<Checked>>,
+    pub(crate) check: Arc<OnceLock<Checked>>,
     #[serde(skip)]
-    plan: Option<Plan>,
-    cancelled_at: Option<f64>,
+    pub(crate) plan: Option<Plan>,
+    pub(crate) cancelled_at: Option<f64>,
     /// The 8-character id ending the `ft:` name.
-    model_id: String,
+    pub(crate) model_id: String,
     /// Prefix of event and checkpoint ids.
-    key: String,
-    results_file_id: String,
+    pub(crate) key: String,
+    pub(crate) results_file_id: String,
     #[serde(skip)]
-    results_published: bool,
+    pub(crate) results_published: bool,
 }
 
 /// The file check of a saved job: its verdict once known.
@@ -321,7 +320,7 @@ mod saved_check {
 
 impl Job {
     /// The emulated time the job's history stops at: now, or when it was cancelled.
-    fn horizon(&self, now: f64) -> f64 {
+    pub(crate) fn horizon(&self, now: f64) -> f64 {
         self.cancelled_at.map_or(now, |c| c.min(now))
     }
 
@@ -349,7 +348,7 @@ impl Job {
         self.plan = Some(Plan { validated, outcome });
     }
 
-    fn train(&self) -> Option<(&Plan, &Train)> {
+    pub(crate) fn train(&self) -> Option<(&Plan, &Train)> {
         let plan = self.plan.as_ref()?;
         match &plan.outcome {
             Outcome::Train(t) => Some((plan, t)),
@@ -362,7 +361,7 @@ impl Job {
             .map(|(plan, _)| plan.validated + self.timing.queued)
     }
 
-    fn step_time(&self, step: u64) -> Option<f64> {
+    pub(crate) fn step_time(&self, step: u64) -> Option<f64> {
         Some(self.started()? + step as f64 * self.timing.step)
     }
 
@@ -371,7 +370,7 @@ impl Job {
         self.step_time(train.steps())
     }
 
-    fn phase(&self, now: f64) -> Phase {
+    pub(crate) fn phase(&self, now: f64) -> Phase {
         if self.cancelled_at.is_some_and(|c| c <= now) {
             return Phase::Cancelled;
         }
@@ -395,7 +394,7 @@ impl Job {
         }
     }
 
-    fn check_work(&self, training: Bytes, validation: Option<Bytes>) -> CheckWork {
+    pub(crate) fn check_work(&self, training: Bytes, validation: Option<Bytes>) -> CheckWork {
         CheckWork {
             check: self.check.clone(),
             training,
@@ -417,7 +416,7 @@ impl Job {
     }
 
     /// Steps with a checkpoint: the ends of the last three epochs.
-    fn checkpoint_steps(&self) -> Vec<u64> {
+    pub(crate) fn checkpoint_steps(&self) -> Vec<u64> {
         let Some((_, train)) = self.train() else {
             return Vec::new();
         };
@@ -427,7 +426,7 @@ impl Job {
             .collect()
     }
 
-    fn checkpoint_model(&self, step: u64, org: &str) -> String {
+    pub(crate) fn checkpoint_model(&self, step: u64, org: &str) -> String {
         let final_step = self.train().map_or(0, |(_, t)| t.steps());
         if step == final_step {
             self.model_name(org)
@@ -453,7 +452,7 @@ impl Job {
     }
 
     /// Deterministic, falling metrics for `step` (1-based).
-    fn metrics(&self, train: &Train, step: u64) -> StepMetrics {
+    pub(crate) fn metrics(&self, train: &Train, step: u64) -> StepMetrics {
         let steps = train.steps().max(1) as f64;
         let p = step as f64 / steps;
         let seed = self.seed as u64;
@@ -486,7 +485,7 @@ impl Job {
 
     /// Every event the job has had or will have (given its plan), oldest first, with the
     /// emulated time of each. A cancellation ends the list.
-    fn timeline(&self) -> Vec<(f64, Ev)> {
+    pub(crate) fn timeline(&self) -> Vec<(f64, Ev)> {
         let mut out = vec![(self.created, Ev::Created), (self.created, Ev::Validating)];
         if let Some(plan) = &self.plan {
             match &plan.outcome {
@@ -520,7 +519,7 @@ impl Job {
         format!("ftevent-{}{}", self.key, api::base62(seq as u64, 8))
     }
 
-    fn render_event(&self, seq: usize, at: f64, ev: Ev, org: &str) -> EventObject {
+    pub(crate) fn render_event(&self, seq: usize, at: f64, ev: Ev, org: &str) -> EventObject {
         let empty = || Value::Object(Map::new());
         let (level, message, data, kind) = match ev {
             Ev::Created => (
@@ -645,7 +644,7 @@ impl Job {
         })
     }
 
-    fn render(&self, now: f64, org: &str, org_id: &str) -> JobObject<'_> {
+    pub(crate) fn render(&self, now: f64, org: &str, org_id: &str) -> JobObject<'_> {
         let phase = self.phase(now);
         let horizon = self.horizon(now);
         // Resolved numbers once training has started, as OpenAI shows them.
@@ -742,7 +741,7 @@ impl Job {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Ev {
+pub(crate) enum Ev {
     Created,
     Validating,
     Validated,
@@ -755,13 +754,13 @@ enum Ev {
     Cancelled,
 }
 
-struct StepMetrics {
-    train_loss: f64,
-    train_acc: f64,
-    valid_loss: Option<f64>,
-    valid_acc: Option<f64>,
-    full_valid_loss: Option<f64>,
-    full_valid_acc: Option<f64>,
+pub(crate) struct StepMetrics {
+    pub(crate) train_loss: f64,
+    pub(crate) train_acc: f64,
+    pub(crate) valid_loss: Option<f64>,
+    pub(crate) valid_acc: Option<f64>,
+    pub(crate) full_valid_loss: Option<f64>,
+    pub(crate) full_valid_acc: Option<f64>,
 }
 
 /// A uniform number in [0, 1) from `seed` and `salt` (splitmix64).
@@ -838,7 +837,7 @@ impl Serialize for ErrorField<'_> {
 
 /// `FineTuningJob`, fields in the order OpenAI sends them.
 #[derive(Serialize)]
-struct JobObject<'a> {
+pub(crate) struct JobObject<'a> {
     object: &'static str,
     id: &'a str,
     model: &'a str,
@@ -865,7 +864,7 @@ struct JobObject<'a> {
 }
 
 #[derive(Serialize)]
-struct EventObject {
+pub(crate) struct EventObject {
     object: &'static str,
     id: String,
     created_at: i64,
@@ -874,13 +873,6 @@ struct EventObject {
     data: Value,
     #[serde(rename = "type")]
     kind: &'static str,
-}
-
-#[derive(Serialize)]
-struct List<T> {
-    object: &'static str,
-    data: Vec<T>,
-    has_more: bool,
 }
 
 /// Checks the job's files by OpenAI's published rules ([`training_file`]) and plans the
@@ -936,535 +928,4 @@ fn check_files(
         trained_tokens: train.tokens_per_epoch * u64::from(epochs),
         has_validation: validation.is_some(),
     })
-}
-
-/// Parses one hyperparameter: `"auto"` (None) or a number in range.
-fn hyper_value(
-    v: &Value,
-    param: &str,
-    integer: bool,
-    min: f64,
-    max: f64,
-    min_open: bool,
-) -> ApiResult<Option<f64>> {
-    match v {
-        Value::Null => Ok(None),
-        Value::String(s) if s == "auto" => Ok(None),
-        Value::Number(n) => {
-            let x = n.as_f64().unwrap_or(f64::NAN);
-            if integer && n.as_i64().is_none() {
-                return Err(ApiError::wrong_type(param, "an integer or 'auto'", v));
-            }
-            let below = if min_open { x <= min } else { x < min };
-            if below || x > max || !x.is_finite() {
-                let bound = if min_open {
-                    format!("> {min}")
-                } else {
-                    format!(">= {min}")
-                };
-                return Err(ApiError::invalid(format!(
-                    "Invalid '{param}': expected 'auto' or a number {bound} and <= {max}, but got {x} instead."
-                ))
-                .param(param)
-                .code("invalid_value"));
-            }
-            Ok(Some(x))
-        }
-        other => Err(ApiError::wrong_type(
-            param,
-            if integer {
-                "an integer or 'auto'"
-            } else {
-                "a number or 'auto'"
-            },
-            other,
-        )),
-    }
-}
-
-fn parse_hyper(v: Option<&Value>, prefix: &str, dpo: bool) -> ApiResult<Requested> {
-    let map = match v {
-        None | Some(Value::Null) => return Ok(Requested::default()),
-        Some(Value::Object(m)) => m,
-        Some(other) => return Err(ApiError::wrong_type(prefix, "an object", other)),
-    };
-    let allowed: &[&str] = if dpo {
-        &["beta", "batch_size", "learning_rate_multiplier", "n_epochs"]
-    } else {
-        &["batch_size", "learning_rate_multiplier", "n_epochs"]
-    };
-    if let Some(k) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(ApiError::unknown_argument(&format!("{prefix}.{k}")));
-    }
-    let get = |key: &str, integer, min, max, open| -> ApiResult<Option<f64>> {
-        match map.get(key) {
-            None => Ok(None),
-            Some(v) => hyper_value(v, &format!("{prefix}.{key}"), integer, min, max, open),
-        }
-    };
-    Ok(Requested {
-        n_epochs: get("n_epochs", true, 1.0, 50.0, false)?.map(|x| x as u32),
-        batch_size: get("batch_size", true, 1.0, 256.0, false)?.map(|x| x as u32),
-        learning_rate_multiplier: get("learning_rate_multiplier", false, 0.0, f64::MAX, true)?,
-        beta: if dpo {
-            get("beta", false, 0.0, 2.0, true)?
-        } else {
-            None
-        },
-    })
-}
-
-fn parse_method(
-    method: Option<&Value>,
-    hyperparameters: Option<&Value>,
-    model: &str,
-) -> ApiResult<(Method, Requested)> {
-    let map = match method {
-        None | Some(Value::Null) => {
-            return Ok((
-                Method::Supervised,
-                parse_hyper(hyperparameters, "hyperparameters", false)?,
-            ));
-        }
-        Some(Value::Object(m)) => m,
-        Some(other) => return Err(ApiError::wrong_type("method", "an object", other)),
-    };
-    if let Some(k) = map
-        .keys()
-        .find(|k| !["type", "supervised", "dpo", "reinforcement"].contains(&k.as_str()))
-    {
-        return Err(ApiError::unknown_argument(&format!("method.{k}")));
-    }
-    let kind =
-        opt_str(map, "type", "method.type")?.ok_or_else(|| ApiError::missing("method.type"))?;
-    let body = |name: &str| -> ApiResult<Option<&Value>> {
-        match map.get(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Object(m)) => {
-                if let Some(k) = m.keys().find(|k| k.as_str() != "hyperparameters") {
-                    return Err(ApiError::unknown_argument(&format!("method.{name}.{k}")));
-                }
-                Ok(m.get("hyperparameters"))
-            }
-            Some(other) => Err(ApiError::wrong_type(
-                &format!("method.{name}"),
-                "an object",
-                other,
-            )),
-        }
-    };
-    match kind.as_str() {
-        "supervised" => {
-            let requested = match body("supervised")? {
-                Some(h) => parse_hyper(Some(h), "method.supervised.hyperparameters", false)?,
-                None => parse_hyper(hyperparameters, "hyperparameters", false)?,
-            };
-            Ok((Method::Supervised, requested))
-        }
-        "dpo" => {
-            let requested = parse_hyper(body("dpo")?, "method.dpo.hyperparameters", true)?;
-            Ok((Method::Dpo, requested))
-        }
-        "reinforcement" => Err(ApiError::invalid(format!(
-            "Model {model} does not support the reinforcement fine-tuning method."
-        ))
-        .param("method.type")),
-        other => Err(ApiError::invalid(format!(
-            "Invalid value for 'method.type': expected one of 'supervised', 'dpo' or 'reinforcement', but got '{other}' instead."
-        ))
-        .param("method.type")
-        .code("invalid_value")),
-    }
-}
-
-fn parse_metadata(v: Option<&Value>) -> ApiResult<Option<Map<String, Value>>> {
-    let map = match v {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Object(m)) => m,
-        Some(other) => return Err(ApiError::wrong_type("metadata", "an object", other)),
-    };
-    if map.len() > 16 {
-        return Err(ApiError::invalid(format!(
-            "Invalid 'metadata': too many properties. Expected an object with at most 16 properties, but got an object with {} properties instead.",
-            map.len()
-        ))
-        .param("metadata")
-        .code("object_above_max_size"));
-    }
-    for (k, v) in map {
-        let n = k.chars().count();
-        if n > 64 {
-            return Err(ApiError::invalid(format!(
-                "Invalid 'metadata': keys can be at most 64 characters long, but '{}...' has {n}.",
-                k.chars().take(16).collect::<String>()
-            ))
-            .param("metadata")
-            .code("string_above_max_length"));
-        }
-        match v {
-            Value::String(s) => check_len(&format!("metadata.{k}"), s, 0, 512)?,
-            other => {
-                return Err(ApiError::wrong_type(
-                    &format!("metadata.{k}"),
-                    "a string",
-                    other,
-                ));
-            }
-        }
-    }
-    Ok(Some(map.clone()))
-}
-
-fn parse_integrations(v: Option<&Value>) -> ApiResult<Vec<Value>> {
-    let items = match v {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Array(items)) => items,
-        Some(other) => return Err(ApiError::wrong_type("integrations", "an array", other)),
-    };
-    if items.len() > 5 {
-        return Err(ApiError::invalid(format!(
-            "Invalid 'integrations': array too long. Expected an array with maximum length 5, but got an array with length {} instead.",
-            items.len()
-        ))
-        .param("integrations")
-        .code("array_above_max_length"));
-    }
-    for (i, item) in items.iter().enumerate() {
-        let param = format!("integrations[{i}]");
-        let ok = item.get("type").and_then(Value::as_str) == Some("wandb")
-            && item
-                .get("wandb")
-                .and_then(|w| w.get("project"))
-                .is_some_and(Value::is_string);
-        if !ok {
-            return Err(ApiError::invalid(format!(
-                "Invalid '{param}': expected {{\"type\": \"wandb\", \"wandb\": {{\"project\": ...}}}}."
-            ))
-            .param(param));
-        }
-    }
-    Ok(items.clone())
-}
-
-/// `POST /fine_tuning/jobs`.
-pub(crate) async fn create_job(State(app): State<App>, body: Bytes) -> ApiResult {
-    let map = parse_object(&body)?;
-    only_keys(
-        &map,
-        &[
-            "model",
-            "training_file",
-            "validation_file",
-            "hyperparameters",
-            "suffix",
-            "seed",
-            "integrations",
-            "method",
-            "metadata",
-        ],
-    )?;
-    let model = req_str(&map, "model")?;
-    let training_file = req_str(&map, "training_file")?;
-    let validation_file = opt_str(&map, "validation_file", "validation_file")?;
-    let suffix = opt_str(&map, "suffix", "suffix")?;
-    if let Some(s) = &suffix {
-        check_len("suffix", s, 1, 64)?;
-    }
-    let seed = opt_int(&map, "seed", "seed", 0, 2_147_483_647)?;
-    let metadata = parse_metadata(map.get("metadata"))?;
-    let integrations = parse_integrations(map.get("integrations"))?;
-    let (method, requested) = parse_method(map.get("method"), map.get("hyperparameters"), &model)?;
-
-    let now = app.clock.now();
-    let mut store = app.store_at(now);
-    let not_available = || {
-        ApiError::invalid(format!(
-            "Model {model} is not available for fine-tuning or does not exist."
-        ))
-        .code("model_not_available")
-    };
-    let (model_out, base) = if model.starts_with("ft:") {
-        let base = store
-            .jobs
-            .fine_tuned_base(&model, now, &app.config.org)
-            .ok_or_else(not_available)?
-            .to_owned();
-        (model.clone(), base)
-    } else {
-        let resolved = app.config.catalog.resolve(&model);
-        if !resolved.known || model.is_empty() {
-            return Err(not_available());
-        }
-        (resolved.info.name.clone(), resolved.info.name)
-    };
-    let lookup = |id: &str, param: &'static str| -> ApiResult<Bytes> {
-        let file = store
-            .files
-            .get(id, now)
-            .ok_or_else(|| ApiError::invalid(format!("invalid {param}: {id}")).param(param))?;
-        if file.purpose != "fine-tune" {
-            return Err(ApiError::invalid(format!(
-                "File {id} has purpose '{}', but fine-tuning needs files uploaded with purpose 'fine-tune'.",
-                file.purpose
-            ))
-            .param(param));
-        }
-        Ok(file.data.clone())
-    };
-    let training = lookup(&training_file, "training_file")?;
-    let validation = match &validation_file {
-        Some(id) => Some(lookup(id, "validation_file")?),
-        None => None,
-    };
-
-    let id = format!("ftjob-{}", api::random_id(24));
-    let job = Job {
-        key: api::derived_id(&id, 16),
-        model_id: api::random_id(8),
-        results_file_id: new_file_id(),
-        id,
-        created: now,
-        model: model_out,
-        base,
-        training_file,
-        validation_file,
-        suffix,
-        seed: seed.unwrap_or_else(|| i64::from(rand::random::<u32>() >> 1)),
-        metadata,
-        integrations,
-        method,
-        requested,
-        timing: Timing {
-            validating: app.config.validating_secs,
-            queued: app.config.queued_secs,
-            step: app.config.step_secs,
-        },
-        check: Arc::new(OnceLock::new()),
-        plan: None,
-        cancelled_at: None,
-        results_published: false,
-    };
-    tracing::info!(job_id = %job.id, model = %job.model, "fine-tuning job created");
-    let response = json(&job.render(now, &app.config.org, &app.org_id));
-    let work = job.check_work(training, validation);
-    store.jobs.items.push(job);
-    app.save(&store);
-    drop(store);
-    spawn_check(&app, work);
-    Ok(response)
-}
-
-/// `GET /fine_tuning/jobs`: newest first; `after`, `limit` (default 20), `metadata[k]=v`.
-pub(crate) async fn list_jobs(
-    State(app): State<App>,
-    Query(query): Query<Vec<(String, String)>>,
-) -> ApiResult {
-    let limit = query_limit(&query, 20, 10_000)?;
-    let mut want: Vec<(&str, &str)> = Vec::new();
-    let mut want_none = false;
-    for (k, v) in &query {
-        if let Some(key) = k
-            .strip_prefix("metadata[")
-            .and_then(|r| r.strip_suffix(']'))
-        {
-            want.push((key, v));
-        } else if k == "metadata" && v == "null" {
-            want_none = true;
-        }
-    }
-    let now = app.clock.now();
-    let store = app.store_at(now);
-    let jobs: Vec<&Job> = store
-        .jobs
-        .items
-        .iter()
-        .rev()
-        .filter(|j| {
-            if want_none {
-                return j.metadata.as_ref().is_none_or(Map::is_empty);
-            }
-            want.iter().all(|(k, v)| {
-                j.metadata
-                    .as_ref()
-                    .and_then(|m| m.get(*k))
-                    .and_then(Value::as_str)
-                    == Some(*v)
-            })
-        })
-        .collect();
-    let (page, has_more) = api::page(jobs, query_get(&query, "after"), limit, |j| &j.id);
-    Ok(json(&List {
-        object: "list",
-        data: page
-            .iter()
-            .map(|j| j.render(now, &app.config.org, &app.org_id))
-            .collect(),
-        has_more,
-    }))
-}
-
-/// `GET /fine_tuning/jobs/{id}`.
-pub(crate) async fn get_job(State(app): State<App>, Path(id): Path<String>) -> ApiResult {
-    let now = app.clock.now();
-    let store = app.store_at(now);
-    let job = store.jobs.get(&id)?;
-    Ok(json(&job.render(now, &app.config.org, &app.org_id)))
-}
-
-/// `POST /fine_tuning/jobs/{id}/cancel`: freezes the job's history now.
-pub(crate) async fn cancel_job(State(app): State<App>, Path(id): Path<String>) -> ApiResult {
-    let now = app.clock.now();
-    let mut store = app.store_at(now);
-    let job = store
-        .jobs
-        .items
-        .iter_mut()
-        .find(|j| j.id == id)
-        .ok_or_else(|| no_such_job(&id))?;
-    let phase = job.phase(now);
-    if phase.terminal() {
-        return Err(ApiError::invalid(format!(
-            "Cannot cancel a job that has already {}.",
-            match phase {
-                Phase::Succeeded => "succeeded",
-                Phase::Failed => "failed",
-                _ => "been cancelled",
-            }
-        ))
-        .param("fine_tuning_job_id"));
-    }
-    job.cancelled_at = Some(now);
-    tracing::info!(job_id = %id, "fine-tuning job cancelled");
-    let response = json(&job.render(now, &app.config.org, &app.org_id));
-    app.save(&store);
-    Ok(response)
-}
-
-/// `GET /fine_tuning/jobs/{id}/events`: newest first; `after` pages towards older events.
-pub(crate) async fn list_events(
-    State(app): State<App>,
-    Path(id): Path<String>,
-    Query(query): Query<Vec<(String, String)>>,
-) -> ApiResult {
-    let limit = query_limit(&query, 20, 10_000)?;
-    let now = app.clock.now();
-    let store = app.store_at(now);
-    let job = store.jobs.get(&id)?;
-    let horizon = job.horizon(now);
-    let timeline = job.timeline();
-    let visible = timeline.iter().take_while(|(t, _)| *t <= horizon).count();
-    let start = match query_get(&query, "after") {
-        None => 0,
-        Some(after) => {
-            let seq = after
-                .strip_prefix("ftevent-")
-                .and_then(|rest| rest.strip_prefix(job.key.as_str()))
-                .and_then(api::unbase62)
-                .filter(|&s| (s as usize) < visible);
-            match seq {
-                // Newest first: the event after `seq` is the one before it in time.
-                Some(s) => visible - s as usize,
-                None => visible,
-            }
-        }
-    };
-    let data: Vec<EventObject> = (0..visible)
-        .rev()
-        .skip(start)
-        .take(limit)
-        .map(|seq| {
-            let (at, ev) = timeline[seq];
-            job.render_event(seq, at, ev, &app.config.org)
-        })
-        .collect();
-    let has_more = start + data.len() < visible;
-    Ok(json(&List {
-        object: "list",
-        data,
-        has_more,
-    }))
-}
-
-/// `GET /fine_tuning/jobs/{id}/checkpoints`: newest first; `after`, `limit` (default 10).
-pub(crate) async fn list_checkpoints(
-    State(app): State<App>,
-    Path(id): Path<String>,
-    Query(query): Query<Vec<(String, String)>>,
-) -> ApiResult {
-    #[derive(Serialize)]
-    struct CheckpointMetrics {
-        step: u64,
-        train_loss: f64,
-        train_mean_token_accuracy: f64,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        valid_loss: Option<f64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        valid_mean_token_accuracy: Option<f64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        full_valid_loss: Option<f64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        full_valid_mean_token_accuracy: Option<f64>,
-        #[serde(rename = "type")]
-        kind: &'static str,
-    }
-    #[derive(Serialize)]
-    struct Checkpoint {
-        object: &'static str,
-        id: String,
-        created_at: i64,
-        fine_tuned_model_checkpoint: String,
-        fine_tuning_job_id: String,
-        metrics: CheckpointMetrics,
-        step_number: u64,
-    }
-    #[derive(Serialize)]
-    struct CheckpointList {
-        object: &'static str,
-        data: Vec<Checkpoint>,
-        has_more: bool,
-        first_id: Option<String>,
-        last_id: Option<String>,
-    }
-
-    let limit = query_limit(&query, 10, 10_000)?;
-    let now = app.clock.now();
-    let store = app.store_at(now);
-    let job = store.jobs.get(&id)?;
-    let horizon = job.horizon(now);
-    let mut all: Vec<Checkpoint> = Vec::new();
-    if let Some((_, train)) = job.train() {
-        for step in job.checkpoint_steps() {
-            let Some(at) = job.step_time(step).filter(|&at| at <= horizon) else {
-                continue;
-            };
-            let m = job.metrics(train, step);
-            all.push(Checkpoint {
-                object: "fine_tuning.job.checkpoint",
-                id: format!("ftckpt_{}{}", job.key, api::base62(step, 8)),
-                created_at: ts(at),
-                fine_tuned_model_checkpoint: job.checkpoint_model(step, &app.config.org),
-                fine_tuning_job_id: job.id.clone(),
-                metrics: CheckpointMetrics {
-                    step,
-                    train_loss: m.train_loss,
-                    train_mean_token_accuracy: m.train_acc,
-                    valid_loss: m.valid_loss,
-                    valid_mean_token_accuracy: m.valid_acc,
-                    full_valid_loss: m.full_valid_loss,
-                    full_valid_mean_token_accuracy: m.full_valid_acc,
-                    kind: method_name(job.method),
-                },
-                step_number: step,
-            });
-        }
-    }
-    all.reverse();
-    let (data, has_more) = api::page(all, query_get(&query, "after"), limit, |c| &c.id);
-    Ok(json(&CheckpointList {
-        object: "list",
-        first_id: data.first().map(|c| c.id.clone()),
-        last_id: data.last().map(|c| c.id.clone()),
-        data,
-        has_more,
-    }))
 }

@@ -1,8 +1,8 @@
-//! Fault injection, request counting, auth and the common response headers: the layer in
-//! front of every `/v1` route, plus the `/_emulator` admin endpoints.
+//! The layer in front of every `/v1` route (request counting, outages, auth, injected
+//! faults, the provider's response headers) and the `/_emulator` admin endpoints. It uses
+//! the fault knobs ([`crate::faults`]) and the envelopes ([`crate::wire`],
+//! [`crate::anthropic_wire`]); no handler uses it.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
@@ -14,200 +14,12 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
-use super::App;
-use super::anthropic::{self, RequestId};
-use super::api::{ApiError, json};
-use super::net::ConnHandle;
-
-/// One kind of failure to inject.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Fault {
-    /// HTTP 429 `rate_limit_exceeded` with `Retry-After` (whole seconds, at least 1) and
-    /// `retry-after-ms`; on `/v1/messages`, Anthropic's `rate_limit_error` with
-    /// `retry-after` and `x-should-retry: true`.
-    RateLimit {
-        #[serde(default = "default_retry_after_ms")]
-        retry_after_ms: u64,
-    },
-    /// HTTP 500 `server_error` (Anthropic: `api_error`).
-    ServerError,
-    /// HTTP 503 (the engine is overloaded); on `/v1/messages`, 529 `overloaded_error`.
-    Unavailable,
-    /// Waits `ms` real milliseconds, then answers normally.
-    Latency { ms: u64 },
-    /// Closes the connection without a response and without doing the work.
-    DropConnection,
-    /// Does the work (e.g. creates the job), then closes the connection without the response.
-    LostResponse,
-    /// A streamed chat completion stops after `after_chunks` chunks with no `[DONE]`:
-    /// cleanly, or with `abort` by breaking the chunked body.
-    TruncateStream {
-        after_chunks: u32,
-        #[serde(default)]
-        abort: bool,
-    },
-    /// Answers 200 with a JSON body cut in half.
-    MalformedJson,
-    /// A streamed `/v1/messages` answer sends `after_chunks` events (never `message_stop`),
-    /// then `event: error` with `overloaded_error` after the 200; a plain one gets the
-    /// comparable 529. Other routes answer normally.
-    ErrorEvent {
-        #[serde(default)]
-        after_chunks: u32,
-    },
-}
-
-fn default_retry_after_ms() -> u64 {
-    1000
-}
-
-/// A fault for the next `times` requests that match `route`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FaultRule {
-    /// `METHOD /v1/path/{template}` as in [`Stats`] (e.g. `POST /v1/fine_tuning/jobs`,
-    /// `GET /v1/fine_tuning/jobs/{id}`), or `*` for every route.
-    #[serde(default = "any_route")]
-    pub route: String,
-    /// Matching requests still to fail.
-    #[serde(default = "one")]
-    pub times: u32,
-    #[serde(flatten)]
-    pub fault: Fault,
-}
-
-fn any_route() -> String {
-    "*".to_owned()
-}
-
-fn one() -> u32 {
-    1
-}
-
-/// Request counts by route, `METHOD /v1/path/{template}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stats {
-    pub total: u64,
-    pub by_route: BTreeMap<String, u64>,
-    /// Streamed responses whose client went away before the end (a cancelled upstream
-    /// request, as the provider would see it).
-    #[serde(default)]
-    pub abandoned_streams: u64,
-}
-
-impl Stats {
-    /// Requests counted for `route` (e.g. `"POST /v1/fine_tuning/jobs"`).
-    pub fn count(&self, route: &str) -> u64 {
-        self.by_route.get(route).copied().unwrap_or(0)
-    }
-}
-
-/// The emulator's fault knobs; clones share state.
-#[derive(Clone, Default)]
-pub struct FaultControl(Arc<Mutex<Knobs>>);
-
-#[derive(Default)]
-struct Knobs {
-    rules: Vec<FaultRule>,
-    down_until: Option<Instant>,
-    stats: Stats,
-}
-
-impl FaultControl {
-    /// Fails the next `times` requests to `route` (`"*"` for any) with `fault`.
-    pub fn inject(&self, route: &str, fault: Fault, times: u32) {
-        self.add(FaultRule {
-            route: route.to_owned(),
-            times,
-            fault,
-        });
-    }
-
-    /// Adds a rule after the existing ones; the first matching rule wins.
-    pub fn add(&self, rule: FaultRule) {
-        if rule.times > 0 {
-            self.lock().rules.push(rule);
-        }
-    }
-
-    /// Answers every `/v1` request with 503 for `duration` (real time).
-    pub fn upstream_down(&self, duration: Duration) {
-        self.lock().down_until = Some(Instant::now() + duration);
-    }
-
-    /// Removes every rule and ends an outage.
-    pub fn clear(&self) {
-        let mut k = self.lock();
-        k.rules.clear();
-        k.down_until = None;
-    }
-
-    /// Rules with requests left to fail.
-    pub fn pending(&self) -> Vec<FaultRule> {
-        self.lock().rules.clone()
-    }
-
-    /// Time left of an outage, if one is on.
-    pub fn down_remaining(&self) -> Option<Duration> {
-        let mut k = self.lock();
-        match k.down_until {
-            Some(t) if t > Instant::now() => Some(t - Instant::now()),
-            Some(_) => {
-                k.down_until = None;
-                None
-            }
-            None => None,
-        }
-    }
-
-    /// A snapshot of the request counts.
-    pub fn stats(&self) -> Stats {
-        self.lock().stats.clone()
-    }
-
-    /// Counts a streamed response whose client disconnected before its end.
-    pub(crate) fn note_abandoned_stream(&self) {
-        self.lock().stats.abandoned_streams += 1;
-    }
-
-    /// Sets every request count back to zero.
-    pub fn reset_stats(&self) {
-        self.lock().stats = Stats::default();
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Knobs> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn count(&self, route: &str) {
-        let mut k = self.lock();
-        k.stats.total += 1;
-        *k.stats.by_route.entry(route.to_owned()).or_default() += 1;
-    }
-
-    /// The fault for this request, consuming one use of the first matching rule.
-    fn take(&self, route: &str) -> Option<Fault> {
-        let mut k = self.lock();
-        let i = k
-            .rules
-            .iter()
-            .position(|r| r.route == "*" || r.route == route)?;
-        let rule = &mut k.rules[i];
-        rule.times -= 1;
-        let fault = rule.fault.clone();
-        if rule.times == 0 {
-            k.rules.remove(i);
-        }
-        Some(fault)
-    }
-}
-
-/// Tells the chat handler to cut its stream short.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Truncate {
-    pub(crate) after_chunks: u32,
-    pub(crate) abort: bool,
-}
+use crate::anthropic_wire::{self, AnthropicError};
+use crate::api::{ApiError, json};
+use crate::app::App;
+use crate::faults::{Fault, FaultRule};
+use crate::net::ConnHandle;
+use crate::wire::{self, ErrorEvent, RequestId, Truncate};
 
 /// Marks a request already counted, so the fallback does not count it again.
 #[derive(Clone, Copy)]
@@ -221,17 +33,17 @@ pub(crate) async fn front(State(app): State<App>, mut req: Request, next: Next) 
     let route = route_key(&req);
     app.faults.count(&route);
     req.extensions_mut().insert(Counted);
-    let is_anthropic = anthropic::serves(&route);
+    let is_anthropic = anthropic_wire::serves(&route);
     let request_id = if is_anthropic {
-        anthropic::new_request_id()
+        wire::anthropic_request_id()
     } else {
-        format!("req_{}", super::api::random_hex())
+        wire::openai_request_id()
     };
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let span = tracing::debug_span!("emulator", route = %route, request_id = %request_id);
     let mut response = respond(&app, &route, req, next).instrument(span).await;
     if is_anthropic {
-        anthropic::finish_headers(&app, &request_id, response.headers_mut());
+        anthropic_wire::finish_headers(&app, &request_id, response.headers_mut());
         return response;
     }
     let headers = response.headers_mut();
@@ -251,13 +63,13 @@ pub(crate) async fn front(State(app): State<App>, mut req: Request, next: Next) 
 }
 
 async fn respond(app: &App, route: &str, mut req: Request, next: Next) -> Response {
-    let anthropic_id = anthropic::serves(route)
+    let anthropic_id = anthropic_wire::serves(route)
         .then(|| req.extensions().get::<RequestId>().map(|r| r.0.clone()))
         .flatten();
     if let Some(left) = app.faults.down_remaining() {
         tracing::debug!(route, "emulated outage");
         if let Some(id) = &anthropic_id {
-            return anthropic::outage(left, id);
+            return anthropic_wire::outage(left, id);
         }
         let mut e = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -269,7 +81,7 @@ async fn respond(app: &App, route: &str, mut req: Request, next: Next) -> Respon
         return e.into_response();
     }
     if let Some(id) = &anthropic_id {
-        if let Err(e) = anthropic::authenticate(app, &req) {
+        if let Err(e) = anthropic_wire::authenticate(app, &req) {
             return e.into_response_with(Some(id));
         }
     } else if let Err(e) = authenticate(app, &req) {
@@ -281,12 +93,72 @@ async fn respond(app: &App, route: &str, mut req: Request, next: Next) -> Respon
     };
     tracing::info!(route = %route, ?fault, "injecting a fault");
     // Error faults answer in the envelope of the API the route belongs to.
-    if let Some(id) = &anthropic_id {
-        if let Some(response) = anthropic::fault_response(app, &fault, id) {
-            return response;
-        }
+    let error = match &anthropic_id {
+        Some(id) => anthropic_fault(app, &fault, id),
+        None => openai_fault(app, &fault),
+    };
+    if let Some(response) = error {
+        return response;
     }
     match fault {
+        Fault::Latency { ms } => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            next.run(req).await
+        }
+        Fault::DropConnection => {
+            if let Some(ConnectInfo(c)) = conn {
+                c.kill();
+            }
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+        Fault::LostResponse => {
+            let response = next.run(req).await;
+            // Read the whole body first so the work behind a streamed answer is done too.
+            let _ = axum::body::to_bytes(response.into_body(), usize::MAX).await;
+            if let Some(ConnectInfo(c)) = conn {
+                c.kill();
+            }
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+        Fault::TruncateStream {
+            after_chunks,
+            abort,
+        } => {
+            req.extensions_mut().insert(Truncate {
+                after_chunks,
+                abort,
+            });
+            next.run(req).await
+        }
+        Fault::ErrorEvent { after_chunks } => {
+            req.extensions_mut().insert(ErrorEvent { after_chunks });
+            next.run(req).await
+        }
+        Fault::MalformedJson => {
+            let response = next.run(req).await;
+            let (mut parts, body) = response.into_parts();
+            let bytes = axum::body::to_bytes(body, usize::MAX)
+                .await
+                .unwrap_or_default();
+            let cut = Bytes::copy_from_slice(&bytes[..bytes.len() / 2]);
+            parts.headers.remove(header::CONTENT_LENGTH);
+            parts.headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            Response::from_parts(parts, Body::from(cut))
+        }
+        // Answered above, in the route's envelope.
+        Fault::RateLimit { .. } | Fault::ServerError | Fault::Unavailable => {
+            unreachable!("error faults are answered before the match")
+        }
+    }
+}
+
+/// OpenAI's answer to an error fault (429, 500, 503), or None for faults that shape a
+/// normal answer instead.
+fn openai_fault(app: &App, fault: &Fault) -> Option<Response> {
+    let response = match *fault {
         Fault::RateLimit { retry_after_ms } => {
             let secs = retry_after_ms.div_ceil(1000).max(1);
             let mut e = ApiError::new(
@@ -319,55 +191,9 @@ async fn respond(app: &App, route: &str, mut req: Request, next: Next) -> Respon
         )
         .kind("server_error")
         .into_response(),
-        Fault::Latency { ms } => {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            next.run(req).await
-        }
-        Fault::DropConnection => {
-            if let Some(ConnectInfo(c)) = conn {
-                c.kill();
-            }
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
-        Fault::LostResponse => {
-            let response = next.run(req).await;
-            // Read the whole body first so the work behind a streamed answer is done too.
-            let _ = axum::body::to_bytes(response.into_body(), usize::MAX).await;
-            if let Some(ConnectInfo(c)) = conn {
-                c.kill();
-            }
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
-        Fault::TruncateStream {
-            after_chunks,
-            abort,
-        } => {
-            req.extensions_mut().insert(Truncate {
-                after_chunks,
-                abort,
-            });
-            next.run(req).await
-        }
-        Fault::ErrorEvent { after_chunks } => {
-            req.extensions_mut()
-                .insert(anthropic::ErrorEvent { after_chunks });
-            next.run(req).await
-        }
-        Fault::MalformedJson => {
-            let response = next.run(req).await;
-            let (mut parts, body) = response.into_parts();
-            let bytes = axum::body::to_bytes(body, usize::MAX)
-                .await
-                .unwrap_or_default();
-            let cut = Bytes::copy_from_slice(&bytes[..bytes.len() / 2]);
-            parts.headers.remove(header::CONTENT_LENGTH);
-            parts.headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            Response::from_parts(parts, Body::from(cut))
-        }
-    }
+        _ => return None,
+    };
+    Some(response)
 }
 
 /// `METHOD /v1/path/{template}`, or the raw path when no route matched.
@@ -502,6 +328,22 @@ pub(crate) async fn admin_reset_stats(State(app): State<App>) -> Response {
     json(&app.faults.stats())
 }
 
+/// Anthropic's answer to an error fault (429, 500, 529), or None for faults that shape a normal
+/// answer instead.
+fn anthropic_fault(app: &App, fault: &Fault, request_id: &str) -> Option<Response> {
+    let error = match fault {
+        Fault::RateLimit { retry_after_ms } => anthropic_wire::rate_limited(app, *retry_after_ms),
+        Fault::ServerError => AnthropicError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "api_error",
+            "Internal server error",
+        ),
+        Fault::Unavailable => AnthropicError::overloaded(),
+        _ => return None,
+    };
+    Some(error.into_response_with(Some(request_id)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -516,25 +358,6 @@ mod tests {
         assert!(!m.contains("0123456789"));
         assert_eq!(mask_key("sk-short"), "sk******");
         assert_eq!(mask_key(""), "");
-    }
-
-    #[test]
-    fn rules_match_routes_and_run_out() {
-        let f = FaultControl::default();
-        f.inject("POST /v1/fine_tuning/jobs", Fault::ServerError, 2);
-        assert_eq!(f.take("GET /v1/fine_tuning/jobs"), None);
-        assert_eq!(
-            f.take("POST /v1/fine_tuning/jobs"),
-            Some(Fault::ServerError)
-        );
-        assert_eq!(
-            f.take("POST /v1/fine_tuning/jobs"),
-            Some(Fault::ServerError)
-        );
-        assert_eq!(f.take("POST /v1/fine_tuning/jobs"), None);
-        f.inject("*", Fault::Unavailable, 1);
-        assert_eq!(f.take("GET /v1/models"), Some(Fault::Unavailable));
-        assert!(f.pending().is_empty());
     }
 
     #[test]

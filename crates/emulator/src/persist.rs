@@ -23,19 +23,12 @@ use std::path::{Path, PathBuf};
 use axum::body::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::Store;
-use super::files::{Files, StoredFile};
-use super::jobs::Jobs;
+use crate::clock::Anchor;
+use crate::files::{Files, StoredFile};
+use crate::jobs::Jobs;
 
 /// Format of `state.json`; another number is refused, not guessed at.
 const VERSION: u32 = 1;
-
-/// A wall time and the emulated time at that moment, both unix seconds.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub(crate) struct Anchor {
-    pub(crate) wall: f64,
-    pub(crate) emulated: f64,
-}
 
 #[derive(Serialize, Deserialize)]
 struct FileRecord {
@@ -169,13 +162,12 @@ impl Disk {
 
     /// Writes the whole store over the last snapshot. Files a job published (its results)
     /// are left out: they are derived from the job and published again after a restart.
-    pub(crate) fn save(&self, store: &Store, anchor: Anchor) -> std::io::Result<()> {
-        let results = store.jobs.results_file_ids();
+    pub(crate) fn save(&self, files: &Files, jobs: &Jobs, anchor: Anchor) -> std::io::Result<()> {
+        let results = jobs.results_file_ids();
         let snapshot = Snapshot {
             version: VERSION,
             clock: anchor,
-            files: store
-                .files
+            files: files
                 .stored()
                 .filter(|f| !results.contains(f.id.as_str()))
                 .map(|f| FileRecord {
@@ -187,8 +179,8 @@ impl Disk {
                     expires_at: f.expires_at,
                 })
                 .collect(),
-            deleted: store.files.deleted().clone(),
-            jobs: &store.jobs,
+            deleted: files.deleted().clone(),
+            jobs,
         };
         let json = serde_json::to_vec(&snapshot)?;
         write_atomic(&self.dir, &self.state, &json)

@@ -10,20 +10,19 @@
 //! Error messages quoted by the reference are used verbatim; the others are written in
 //! the API's style (`field: problem`) and are not known to match it word for word.
 
-use std::collections::HashMap;
-use std::time::{Duration, UNIX_EPOCH};
-
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use super::App;
-use super::api::random_id;
-use super::faults::{Fault, Truncate};
-use crate::dataset::{Counter, Encoding};
+use crate::anthropic_wire::AnthropicError;
+use crate::api::random_id;
+use crate::app::App;
+use crate::prompt_cache::Breakpoint;
+use crate::tokens::Encoding;
+use crate::wire::{ErrorEvent, RequestId, Truncate};
 
 /// The route this module serves, as fault rules and stats name it.
 pub(crate) const ROUTE: &str = "POST /v1/messages";
@@ -38,10 +37,6 @@ const MAX_BREAKPOINTS: usize = 4;
 /// sends from its 2.x releases; what it changes on the wire is not in the stored
 /// references, so it is answered like `2023-06-01`.
 const VERSIONS: &[&str] = &["2023-06-01", "2023-01-01", "2026-10-21"];
-/// Emulated rate limits, reported in the `anthropic-ratelimit-*` headers.
-const LIMIT_REQUESTS: u64 = 4000;
-const LIMIT_INPUT_TOKENS: u64 = 2_000_000;
-const LIMIT_OUTPUT_TOKENS: u64 = 400_000;
 
 /// Top-level request fields the API defines (others are "Extra inputs are not permitted").
 const REQUEST_KEYS: &[&str] = &[
@@ -126,310 +121,6 @@ fn find_model(name: &str) -> Option<&'static ModelSpec> {
         .find(|m| m.id == name || m.aliases.contains(&name))
 }
 
-// ---- Errors, auth, faults and headers (used by the front layer) -------------------
-
-/// The request id of a request, set by the front layer (`request-id`, `request_id`).
-#[derive(Clone)]
-pub(crate) struct RequestId(pub(crate) String);
-
-/// Tells the handler to end its stream with an `event: error` (overloaded) after
-/// `after_chunks` events.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ErrorEvent {
-    pub(crate) after_chunks: u32,
-}
-
-/// Whether `route` (`METHOD /path`) belongs to Anthropic's API rather than OpenAI's.
-pub(crate) fn serves(route: &str) -> bool {
-    route
-        .split_once(' ')
-        .is_some_and(|(_, path)| path == "/v1/messages" || path.starts_with("/v1/messages/"))
-}
-
-/// A request id as Anthropic forms them (`req_011C` and 20 letters and digits).
-pub(crate) fn new_request_id() -> String {
-    format!("req_011C{}", random_id(20))
-}
-
-/// An error answered in Anthropic's envelope.
-#[derive(Debug)]
-pub(crate) struct AnthropicError {
-    status: StatusCode,
-    kind: &'static str,
-    message: String,
-    headers: Vec<(&'static str, String)>,
-}
-
-impl AnthropicError {
-    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> AnthropicError {
-        AnthropicError {
-            status,
-            kind,
-            message: message.into(),
-            headers: Vec::new(),
-        }
-    }
-
-    /// A 400 `invalid_request_error`.
-    fn invalid(message: impl Into<String>) -> AnthropicError {
-        AnthropicError::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
-    }
-
-    fn overloaded() -> AnthropicError {
-        AnthropicError::new(overloaded_status(), "overloaded_error", "Overloaded")
-    }
-
-    /// The response, with `request_id` in the body as the API echoes it.
-    pub(crate) fn into_response_with(self, request_id: Option<&str>) -> Response {
-        let body = json!({
-            "type": "error",
-            "error": {"type": self.kind, "message": self.message},
-            "request_id": request_id,
-        });
-        let mut response = (
-            self.status,
-            [(header::CONTENT_TYPE, "application/json")],
-            body.to_string(),
-        )
-            .into_response();
-        let headers = response.headers_mut();
-        // The SDKs obey x-should-retry before their own status rules.
-        let retryable = matches!(self.status.as_u16(), 408 | 409 | 429 | 500..);
-        if retryable {
-            headers.insert("x-should-retry", HeaderValue::from_static("true"));
-        }
-        for (name, value) in self.headers {
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                headers.insert(name, v);
-            }
-        }
-        response
-    }
-}
-
-fn overloaded_status() -> StatusCode {
-    StatusCode::from_u16(529).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
-}
-
-/// Key auth: `x-api-key`, or `Authorization: Bearer` (how the official Python SDK sends
-/// API keys since its 2.x releases); both at once, or neither, is a 401, and so is a key
-/// other than the configured one (any non-empty key is accepted when none is configured).
-pub(crate) fn authenticate(app: &App, req: &Request) -> Result<(), AnthropicError> {
-    let header = |name: &str| {
-        req.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-    };
-    let api_key = header("x-api-key");
-    let bearer = header("authorization").and_then(|v| {
-        v.strip_prefix("Bearer ")
-            .or_else(|| v.strip_prefix("bearer "))
-            .map(str::trim)
-    });
-    let message = match (api_key, bearer) {
-        (None, None) => "x-api-key header is required",
-        (Some(_), Some(_)) => {
-            "Provide either the x-api-key header or an Authorization header, not both"
-        }
-        (Some(key), None) | (None, Some(key)) => match &app.config.api_key {
-            Some(expected) if expected != key => "invalid x-api-key",
-            _ => return Ok(()),
-        },
-    };
-    Err(AnthropicError::new(
-        StatusCode::UNAUTHORIZED,
-        "authentication_error",
-        message,
-    ))
-}
-
-/// The answer during an emulated outage: 529 overloaded, with `retry-after`.
-pub(crate) fn outage(left: Duration, request_id: &str) -> Response {
-    let mut e = AnthropicError::overloaded();
-    e.headers
-        .push(("retry-after", left.as_secs().max(1).to_string()));
-    e.into_response_with(Some(request_id))
-}
-
-/// The answer to an error fault (429, 500, 529), or None for faults that shape a normal
-/// answer instead.
-pub(crate) fn fault_response(app: &App, fault: &Fault, request_id: &str) -> Option<Response> {
-    let error = match fault {
-        Fault::RateLimit { retry_after_ms } => rate_limited(app, *retry_after_ms),
-        Fault::ServerError => AnthropicError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "api_error",
-            "Internal server error",
-        ),
-        Fault::Unavailable => AnthropicError::overloaded(),
-        _ => return None,
-    };
-    Some(error.into_response_with(Some(request_id)))
-}
-
-/// An injected 429: `retry-after` in whole seconds (at least 1), the limit exhausted.
-fn rate_limited(app: &App, retry_after_ms: u64) -> AnthropicError {
-    let secs = retry_after_ms.div_ceil(1000).max(1);
-    let mut e = AnthropicError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limit_error",
-        format!(
-            "This request would exceed your organization's rate limit of {LIMIT_REQUESTS} requests per minute (org: {}, emulated). For details, refer to: https://docs.claude.com/en/api/rate-limits. You can see the response headers for current usage. Please reduce the prompt length or the maximum tokens requested, or try again later.",
-            organization_id(app)
-        ),
-    );
-    e.headers.push(("retry-after", secs.to_string()));
-    e.headers
-        .push(("anthropic-ratelimit-requests-remaining", "0".to_owned()));
-    e.headers.push((
-        "anthropic-ratelimit-requests-reset",
-        rfc3339(app.clock.now() + secs as f64),
-    ));
-    e
-}
-
-/// Headers of every Messages response: `request-id`, the organization and the
-/// `anthropic-ratelimit-*` family (those a handler or fault set are kept).
-pub(crate) fn finish_headers(app: &App, request_id: &str, headers: &mut HeaderMap) {
-    let now = app.clock.now();
-    let minute = rfc3339(now + 60.0);
-    let values = [
-        ("request-id", request_id.to_owned()),
-        ("anthropic-organization-id", organization_id(app)),
-        (
-            "anthropic-ratelimit-requests-limit",
-            LIMIT_REQUESTS.to_string(),
-        ),
-        (
-            "anthropic-ratelimit-requests-remaining",
-            (LIMIT_REQUESTS - 1).to_string(),
-        ),
-        ("anthropic-ratelimit-requests-reset", rfc3339(now + 1.0)),
-        (
-            "anthropic-ratelimit-input-tokens-limit",
-            LIMIT_INPUT_TOKENS.to_string(),
-        ),
-        (
-            "anthropic-ratelimit-input-tokens-remaining",
-            LIMIT_INPUT_TOKENS.to_string(),
-        ),
-        ("anthropic-ratelimit-input-tokens-reset", minute.clone()),
-        (
-            "anthropic-ratelimit-output-tokens-limit",
-            LIMIT_OUTPUT_TOKENS.to_string(),
-        ),
-        (
-            "anthropic-ratelimit-output-tokens-remaining",
-            LIMIT_OUTPUT_TOKENS.to_string(),
-        ),
-        ("anthropic-ratelimit-output-tokens-reset", minute.clone()),
-        (
-            "anthropic-ratelimit-tokens-limit",
-            (LIMIT_INPUT_TOKENS + LIMIT_OUTPUT_TOKENS).to_string(),
-        ),
-        (
-            "anthropic-ratelimit-tokens-remaining",
-            (LIMIT_INPUT_TOKENS + LIMIT_OUTPUT_TOKENS).to_string(),
-        ),
-        ("anthropic-ratelimit-tokens-reset", minute),
-    ];
-    for (name, value) in values {
-        if !headers.contains_key(name) {
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                headers.insert(name, v);
-            }
-        }
-    }
-}
-
-/// A stable uuid for the emulated organization.
-fn organization_id(app: &App) -> String {
-    let h = hex::encode(Sha256::digest(app.config.org.as_bytes()));
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
-
-/// RFC 3339 UTC to the second of an emulated unix time, as the `*-reset` headers give it.
-fn rfc3339(unix: f64) -> String {
-    let t = UNIX_EPOCH + Duration::from_secs_f64(unix.max(0.0));
-    humantime::format_rfc3339_seconds(t).to_string()
-}
-
-// ---- Prompt cache -----------------------------------------------------------------
-
-/// Cached prefixes by content hash (model included), with their emulated expiry.
-#[derive(Default)]
-pub(crate) struct PromptCache {
-    entries: HashMap<[u8; 32], Entry>,
-}
-
-#[derive(Clone, Copy)]
-struct Entry {
-    expires: f64,
-    ttl: f64,
-}
-
-/// A `cache_control` breakpoint: the prefix up to and including its block.
-struct Breakpoint {
-    prefix_tokens: u64,
-    digest: [u8; 32],
-    ttl_secs: f64,
-}
-
-/// What caching did for one request, in tokens.
-#[derive(Default, Clone, Copy)]
-struct CacheOutcome {
-    read: u64,
-    write_5m: u64,
-    write_1h: u64,
-}
-
-impl PromptCache {
-    /// Reads the longest live cached prefix, then writes every longer breakpoint. A read
-    /// restarts its entry's lifetime; entries live from the start of the request.
-    fn apply(&mut self, breakpoints: &[Breakpoint], now: f64) -> CacheOutcome {
-        self.entries.retain(|_, e| e.expires > now);
-        let mut outcome = CacheOutcome::default();
-        let hit = breakpoints
-            .iter()
-            .rposition(|b| self.entries.contains_key(&b.digest));
-        if let Some(i) = hit {
-            let b = &breakpoints[i];
-            if let Some(e) = self.entries.get_mut(&b.digest) {
-                e.expires = now + e.ttl;
-            }
-            outcome.read = b.prefix_tokens;
-        }
-        let mut covered = outcome.read;
-        let first_new = hit.map_or(0, |i| i + 1);
-        for b in &breakpoints[first_new..] {
-            let tokens = b.prefix_tokens.saturating_sub(covered);
-            covered = covered.max(b.prefix_tokens);
-            if b.ttl_secs > 300.0 {
-                outcome.write_1h += tokens;
-            } else {
-                outcome.write_5m += tokens;
-            }
-            self.entries.insert(
-                b.digest,
-                Entry {
-                    expires: now + b.ttl_secs,
-                    ttl: b.ttl_secs,
-                },
-            );
-        }
-        outcome
-    }
-}
-
 // ---- The request --------------------------------------------------------------------
 
 /// A piece of the prompt in render order (tools, system, messages): what it adds to the
@@ -456,7 +147,7 @@ pub(crate) async fn messages(State(app): State<App>, req: Request) -> Response {
         .extensions()
         .get::<RequestId>()
         .map(|r| r.0.clone())
-        .unwrap_or_else(new_request_id);
+        .unwrap_or_else(crate::wire::anthropic_request_id);
     match handle(&app, req).await {
         Ok(response) => response,
         Err(e) => e.into_response_with(Some(&request_id)),
@@ -519,7 +210,7 @@ async fn handle(app: &App, req: Request) -> Result<Response, AnthropicError> {
         )
     })?;
     let cache = {
-        let mut store = app.store.lock().unwrap_or_else(|e| e.into_inner());
+        let mut store = app.lock_store();
         store.prompt_cache.apply(&counted.breakpoints, now)
     };
     let written = cache.write_5m + cache.write_1h;
@@ -614,23 +305,7 @@ fn parse_request(value: Value) -> Result<MessagesRequest, AnthropicError> {
             ));
         }
     };
-    let max_tokens = match map.get("max_tokens") {
-        None => return Err(AnthropicError::invalid("max_tokens: Field required")),
-        Some(Value::Number(n)) => n.as_i64().ok_or_else(|| {
-            AnthropicError::invalid("max_tokens: Input should be a valid integer")
-        })?,
-        Some(_) => {
-            return Err(AnthropicError::invalid(
-                "max_tokens: Input should be a valid integer",
-            ));
-        }
-    };
-    // 0 is allowed: it pre-warms the prompt cache and generates nothing.
-    if max_tokens < 0 {
-        return Err(AnthropicError::invalid(
-            "max_tokens: Input should be greater than or equal to 0",
-        ));
-    }
+    let max_tokens = parse_max_tokens(&map)?;
     let messages = match map.get("messages") {
         None => return Err(AnthropicError::invalid("messages: Field required")),
         Some(Value::Array(items)) => items,
@@ -649,21 +324,70 @@ fn parse_request(value: Value) -> Result<MessagesRequest, AnthropicError> {
             ));
         }
     };
-    let stop_sequences = match map.get("stop_sequences") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|s| s.as_str().map(str::to_owned))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| {
-                AnthropicError::invalid("stop_sequences: Input should be a list of strings")
-            })?,
+    let stop_sequences = parse_stop_sequences(&map)?;
+    check_metadata(&map)?;
+    if stream && max_tokens == 0 {
+        return Err(AnthropicError::invalid(
+            "max_tokens: 0 cannot be combined with stream: true",
+        ));
+    }
+    let sampling = check_sampling(&map)?;
+
+    // The model is checked after the body's shape, as the API reports a bad body first.
+    let model = resolve_model(model_name, max_tokens, &sampling)?;
+    let (units, last_user_text) = prompt_units(&map, messages, model)?;
+    Ok(MessagesRequest {
+        model,
+        max_tokens: max_tokens as u64,
+        stream,
+        stop_sequences,
+        units,
+        last_user_text,
+    })
+}
+
+/// `max_tokens`: required, an integer >= 0 (0 pre-warms the prompt cache and generates
+/// nothing).
+fn parse_max_tokens(map: &Map<String, Value>) -> Result<i64, AnthropicError> {
+    let max_tokens = match map.get("max_tokens") {
+        None => return Err(AnthropicError::invalid("max_tokens: Field required")),
+        Some(Value::Number(n)) => n.as_i64().ok_or_else(|| {
+            AnthropicError::invalid("max_tokens: Input should be a valid integer")
+        })?,
+        Some(_) => {
+            return Err(AnthropicError::invalid(
+                "max_tokens: Input should be a valid integer",
+            ));
+        }
+    };
+    if max_tokens < 0 {
+        return Err(AnthropicError::invalid(
+            "max_tokens: Input should be greater than or equal to 0",
+        ));
+    }
+    Ok(max_tokens)
+}
+
+/// `stop_sequences`: a list of strings.
+fn parse_stop_sequences(map: &Map<String, Value>) -> Result<Vec<String>, AnthropicError> {
+    let items = match map.get("stop_sequences") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
         Some(_) => {
             return Err(AnthropicError::invalid(
                 "stop_sequences: Input should be a valid list",
             ));
         }
     };
+    items
+        .iter()
+        .map(|s| s.as_str().map(str::to_owned))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| AnthropicError::invalid("stop_sequences: Input should be a list of strings"))
+}
+
+/// `metadata`: an object holding at most `user_id`, a string.
+fn check_metadata(map: &Map<String, Value>) -> Result<(), AnthropicError> {
     match map.get("metadata") {
         None | Some(Value::Null) => {}
         Some(Value::Object(m)) => {
@@ -687,14 +411,15 @@ fn parse_request(value: Value) -> Result<MessagesRequest, AnthropicError> {
             ));
         }
     }
-    if stream && max_tokens == 0 {
-        return Err(AnthropicError::invalid(
-            "max_tokens: 0 cannot be combined with stream: true",
-        ));
-    }
-    let sampling = check_sampling(&map)?;
+    Ok(())
+}
 
-    // The model is checked after the body's shape, as the API reports a bad body first.
+/// The model a request names, checked against what it asks of it (`max_tokens`, sampling).
+fn resolve_model(
+    model_name: &str,
+    max_tokens: i64,
+    sampling: &Sampling,
+) -> Result<&'static ModelSpec, AnthropicError> {
     let Some(model) = find_model(model_name) else {
         return Err(AnthropicError::new(
             StatusCode::NOT_FOUND,
@@ -719,7 +444,16 @@ fn parse_request(value: Value) -> Result<MessagesRequest, AnthropicError> {
             "temperature and top_p cannot both be specified for this model. Please use only one.",
         ));
     }
+    Ok(model)
+}
 
+/// The prompt as cacheable units in the API's order (tools, system, messages), with the
+/// cache breakpoints, and the last user message's text.
+fn prompt_units(
+    map: &Map<String, Value>,
+    messages: &[Value],
+    model: &'static ModelSpec,
+) -> Result<(Vec<Unit>, String), AnthropicError> {
     let mut units = Vec::new();
     if let Some(tools) = map.get("tools") {
         let Value::Array(tools) = tools else {
@@ -777,14 +511,7 @@ fn parse_request(value: Value) -> Result<MessagesRequest, AnthropicError> {
             "A maximum of {MAX_BREAKPOINTS} blocks with cache_control may be provided. Found {breakpoints}."
         )));
     }
-    Ok(MessagesRequest {
-        model,
-        max_tokens: max_tokens as u64,
-        stream,
-        stop_sequences,
-        units,
-        last_user_text,
-    })
+    Ok((units, last_user_text))
 }
 
 /// Which sampling parameters a request sets, and which of them to non-default values.
@@ -1025,7 +752,6 @@ struct Answer {
 /// Counts the prompt unit by unit (o200k_base as a stand-in for Claude's tokenizer) and
 /// hashes its prefixes; only breakpoints whose prefix reaches the model's minimum cache.
 fn count(request: &MessagesRequest) -> Counted {
-    let mut counter = Counter::new(Encoding::O200kBase);
     let mut hasher = Sha256::new();
     // Caches are model-scoped.
     hasher.update(request.model.id.as_bytes());
@@ -1033,7 +759,7 @@ fn count(request: &MessagesRequest) -> Counted {
     let mut total = 0;
     let mut breakpoints = Vec::new();
     for unit in &request.units {
-        total += counter.count(&unit.text);
+        total += Encoding::O200kBase.count(&unit.text);
         hasher.update(&unit.key);
         if let Some(ttl_secs) = unit.breakpoint {
             if total >= request.model.min_cacheable {
@@ -1074,27 +800,10 @@ fn answer(request: &MessagesRequest) -> Answer {
         stop_reason = "stop_sequence";
         stop_sequence = Some(s.clone());
     }
-    let bpe = Encoding::O200kBase.bpe();
-    let mut tokens = bpe.encode_ordinary(&text);
-    if tokens.len() as u64 > request.max_tokens {
-        tokens.truncate(request.max_tokens as usize);
+    let (pieces, cut) = Encoding::O200kBase.pieces(&text, Some(request.max_tokens));
+    if cut {
         stop_reason = "max_tokens";
         stop_sequence = None;
-    }
-    // Join byte pieces until they are whole UTF-8, so no character is split.
-    let mut pieces = Vec::with_capacity(tokens.len());
-    let mut pending: Vec<u8> = Vec::new();
-    for t in tokens {
-        if let Ok(bytes) = bpe.decode_bytes(&[t]) {
-            pending.extend_from_slice(&bytes);
-        }
-        if let Ok(s) = std::str::from_utf8(&pending) {
-            pieces.push(s.to_owned());
-            pending.clear();
-        }
-    }
-    if !pending.is_empty() {
-        pieces.push(String::from_utf8_lossy(&pending).into_owned());
     }
     Answer {
         pieces,
@@ -1235,7 +944,7 @@ fn stream_response(
             (header::CONTENT_TYPE, "text/event-stream; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        super::chat::paced_sse(app, events, abort),
+        crate::wire::paced_sse(app, events, abort),
     )
         .into_response()
 }
@@ -1243,48 +952,6 @@ fn stream_response(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn bp(tokens: u64, tag: u8, ttl: f64) -> Breakpoint {
-        Breakpoint {
-            prefix_tokens: tokens,
-            digest: [tag; 32],
-            ttl_secs: ttl,
-        }
-    }
-
-    #[test]
-    fn cache_writes_then_reads_then_expires() {
-        let mut cache = PromptCache::default();
-        let bps = [bp(2000, 1, 300.0)];
-        let first = cache.apply(&bps, 0.0);
-        assert_eq!((first.read, first.write_5m), (0, 2000));
-        let second = cache.apply(&bps, 299.0);
-        assert_eq!((second.read, second.write_5m), (2000, 0));
-        // The read restarted the entry's lifetime.
-        let third = cache.apply(&bps, 598.0);
-        assert_eq!(third.read, 2000);
-        let expired = cache.apply(&bps, 598.0 + 300.5);
-        assert_eq!((expired.read, expired.write_5m), (0, 2000));
-    }
-
-    #[test]
-    fn cache_reads_the_longest_live_prefix_and_writes_the_rest() {
-        let mut cache = PromptCache::default();
-        cache.apply(&[bp(1500, 1, 300.0)], 0.0);
-        let both = [bp(1500, 1, 300.0), bp(4000, 2, 3600.0)];
-        let out = cache.apply(&both, 1.0);
-        assert_eq!((out.read, out.write_5m, out.write_1h), (1500, 0, 2500));
-        let again = cache.apply(&both, 2.0);
-        assert_eq!((again.read, again.write_1h), (4000, 0));
-    }
-
-    #[test]
-    fn routes_of_anthropic() {
-        assert!(serves("POST /v1/messages"));
-        assert!(serves("POST /v1/messages/count_tokens"));
-        assert!(!serves("POST /v1/chat/completions"));
-        assert!(!serves("POST /v1/messagesx"));
-    }
 
     #[test]
     fn sse_pads_before_the_last_brace() {
