@@ -575,6 +575,54 @@ impl Walker<'_> {
             );
             return counts;
         };
+        let known = self.role(m, path, roles, &mut counts);
+        seen.note(known);
+
+        if let Some(role) = known {
+            self.keys(m, path, role, roles);
+        }
+
+        if let Some(name) = m.get("name") {
+            match name {
+                Value::String(s) => counts.tokens += self.counter.count(s) + TOKENS_PER_NAME,
+                other => {
+                    let found = type_name(other);
+                    self.p.push(
+                        format!("{path}.name"),
+                        Code::MessageUnrecognizedKey,
+                        format!("name must be a string, found {found}"),
+                    );
+                }
+            }
+        }
+
+        let trained = self.weight(m, path, known, roles);
+
+        let has_calls = known == Some("assistant")
+            && (m.contains_key("tool_calls") || m.contains_key("function_call"));
+        let call_tokens = self.calls(m, path, known);
+        counts.tokens += call_tokens;
+        counts.tokens += self.answers(m, path, known);
+
+        let content_tokens = self.content(m.get("content"), path, known, has_calls);
+        counts.tokens += content_tokens;
+        if let Some(Value::String(r)) = m.get("refusal") {
+            counts.tokens += self.text(&format!("{path}.refusal"), r);
+        }
+        if known == Some("assistant") && trained {
+            counts.assistant_tokens += content_tokens + call_tokens;
+        }
+        counts
+    }
+
+    /// The message's role, counted, when it is one `roles` allows (problems for the rest).
+    fn role<'m>(
+        &mut self,
+        m: &'m Map<String, Value>,
+        path: &str,
+        roles: Roles,
+        counts: &mut Counts,
+    ) -> Option<&'m str> {
         let role = match m.get("role") {
             Some(Value::String(r)) => {
                 counts.tokens += self.counter.count(r);
@@ -598,7 +646,7 @@ impl Walker<'_> {
                 None
             }
         };
-        let known = match (role, roles) {
+        match (role, roles) {
             (Some("system" | "user" | "assistant" | "tool"), Roles::Conversation) => role,
             (Some("assistant"), Roles::PreferenceOutput) => role,
             (Some("function"), Roles::Conversation) => {
@@ -637,75 +685,70 @@ impl Walker<'_> {
                 None
             }
             (None, _) => None,
+        }
+    }
+
+    /// Keys a `role` message may not carry.
+    fn keys(&mut self, m: &Map<String, Value>, path: &str, role: &str, roles: Roles) {
+        let allowed: &[&str] = match role {
+            "assistant" if roles == Roles::PreferenceOutput => &[
+                "role",
+                "content",
+                "name",
+                "tool_calls",
+                "function_call",
+                "refusal",
+            ],
+            "assistant" => &[
+                "role",
+                "content",
+                "name",
+                "weight",
+                "tool_calls",
+                "function_call",
+                "refusal",
+            ],
+            "tool" => &["role", "content", "tool_call_id"],
+            _ => &["role", "content", "name"],
         };
-        seen.note(known);
-
-        if let Some(role) = known {
-            let allowed: &[&str] = match role {
-                "assistant" if roles == Roles::PreferenceOutput => &[
-                    "role",
-                    "content",
-                    "name",
-                    "tool_calls",
-                    "function_call",
-                    "refusal",
-                ],
-                "assistant" => &[
-                    "role",
-                    "content",
-                    "name",
-                    "weight",
-                    "tool_calls",
-                    "function_call",
-                    "refusal",
-                ],
-                "tool" => &["role", "content", "tool_call_id"],
-                _ => &["role", "content", "name"],
-            };
-            for key in m.keys().filter(|k| !allowed.contains(&k.as_str())) {
-                if key == "weight" && roles == Roles::PreferenceOutput {
-                    self.p.push(
-                        format!("{path}.weight"),
-                        Code::InvalidWeight,
-                        "weight is not allowed in a preference output: both outputs are always trained on",
-                    );
-                } else if key == "weight" {
-                    self.p.push(
-                        format!("{path}.weight"),
-                        Code::InvalidWeight,
-                        format!("weight is only allowed on assistant messages, not {role}"),
-                    );
-                } else {
-                    let key = path_key(key);
-                    self.p.push(
-                        format!("{path}.{key}"),
-                        Code::MessageUnrecognizedKey,
-                        format!(
-                            "`{key}` is not allowed in a {role} message (allowed: {})",
-                            allowed.join(", ")
-                        ),
-                    );
-                }
+        for key in m.keys().filter(|k| !allowed.contains(&k.as_str())) {
+            if key == "weight" && roles == Roles::PreferenceOutput {
+                self.p.push(
+                    format!("{path}.weight"),
+                    Code::InvalidWeight,
+                    "weight is not allowed in a preference output: both outputs are always trained on",
+                );
+            } else if key == "weight" {
+                self.p.push(
+                    format!("{path}.weight"),
+                    Code::InvalidWeight,
+                    format!("weight is only allowed on assistant messages, not {role}"),
+                );
+            } else {
+                let key = path_key(key);
+                self.p.push(
+                    format!("{path}.{key}"),
+                    Code::MessageUnrecognizedKey,
+                    format!(
+                        "`{key}` is not allowed in a {role} message (allowed: {})",
+                        allowed.join(", ")
+                    ),
+                );
             }
         }
+    }
 
-        if let Some(name) = m.get("name") {
-            match name {
-                Value::String(s) => counts.tokens += self.counter.count(s) + TOKENS_PER_NAME,
-                other => {
-                    let found = type_name(other);
-                    self.p.push(
-                        format!("{path}.name"),
-                        Code::MessageUnrecognizedKey,
-                        format!("name must be a string, found {found}"),
-                    );
-                }
-            }
-        }
-
+    /// Whether an assistant message is trained on (its `weight`, checked).
+    fn weight(
+        &mut self,
+        m: &Map<String, Value>,
+        path: &str,
+        known: Option<&str>,
+        roles: Roles,
+    ) -> bool {
         // The spec's `weight` is an integer 0 or 1; as in JSON Schema, an integer-valued number
         // (`1.0`) is that integer, and a string (`"1"`) is not.
-        let trained = match m.get("weight") {
+        match m.get("weight") {
             None => true,
             Some(w) if known == Some("assistant") && roles == Roles::Conversation => {
                 match w.as_f64() {
@@ -722,10 +765,11 @@ impl Walker<'_> {
                 }
             }
             Some(_) => true,
-        };
+        }
+    }
 
-        let has_calls = known == Some("assistant")
-            && (m.contains_key("tool_calls") || m.contains_key("function_call"));
+    /// The tokens of an assistant message's tool and function calls, checked.
+    fn calls(&mut self, m: &Map<String, Value>, path: &str, known: Option<&str>) -> u64 {
         // A trained assistant message teaches its tool calls as much as its text.
         let mut call_tokens = 0;
         if let Some(calls) = m.get("tool_calls").filter(|_| known == Some("assistant")) {
@@ -746,12 +790,16 @@ impl Walker<'_> {
                 Code::InvalidToolCall,
             );
         }
-        counts.tokens += call_tokens;
+        call_tokens
+    }
+
+    /// What a tool or function message must name of the call it answers; the tokens of the
+    /// tool call id.
+    fn answers(&mut self, m: &Map<String, Value>, path: &str, known: Option<&str>) -> u64 {
+        let mut tokens = 0;
         if known == Some("tool") {
             match m.get("tool_call_id") {
-                Some(Value::String(id)) if !id.is_empty() => {
-                    counts.tokens += self.counter.count(id)
-                }
+                Some(Value::String(id)) if !id.is_empty() => tokens += self.counter.count(id),
                 Some(_) => self.p.push(
                     format!("{path}.tool_call_id"),
                     Code::MessageMissingKey,
@@ -771,16 +819,7 @@ impl Walker<'_> {
                 "a function message needs the `name` of the function",
             );
         }
-
-        let content_tokens = self.content(m.get("content"), path, known, has_calls);
-        counts.tokens += content_tokens;
-        if let Some(Value::String(r)) = m.get("refusal") {
-            counts.tokens += self.text(&format!("{path}.refusal"), r);
-        }
-        if known == Some("assistant") && trained {
-            counts.assistant_tokens += content_tokens + call_tokens;
-        }
-        counts
+        tokens
     }
 
     /// Checks `content` and returns its tokens.

@@ -220,60 +220,9 @@ pub fn validate(
         None => None,
     };
 
-    // Whole-dataset findings.
-    let mut dataset_sink = Sink::new(max_problems);
     let n = train.tokens.len() as u64;
-    let whole = |sink: &mut Sink, code: Code, message: String| {
-        sink.add(Role::Training, 0, String::new(), code, message)
-    };
-    if !model.known {
-        whole(
-            &mut dataset_sink,
-            Code::UnknownModel,
-            format!(
-                "model \"{}\" is not in the catalog: assumed {} and a {}-token context, no price",
-                model.requested,
-                encoding.name(),
-                context_tokens
-            ),
-        );
-    }
-    if n < MIN_EXAMPLES {
-        whole(
-            &mut dataset_sink,
-            Code::TooFewExamples,
-            match (n, train.size_bytes) {
-                (0, 0) => format!(
-                    "the file is empty: OpenAI requires at least {MIN_EXAMPLES} training examples"
-                ),
-                _ => format!(
-                    "{n} training example{}: OpenAI requires at least {MIN_EXAMPLES}",
-                    if n == 1 { "" } else { "s" }
-                ),
-            },
-        );
-    } else if n < ADVISED_EXAMPLES {
-        whole(
-            &mut dataset_sink,
-            Code::FewExamples,
-            format!("{n} training examples: 50-100 or more usually train noticeably better"),
-        );
-    }
-    let intents = intent_rows(&train, options.min_examples_per_intent);
-    for row in intents.iter().filter(|r| r.below_minimum) {
-        whole(
-            &mut dataset_sink,
-            Code::IntentBelowMinimum,
-            format!(
-                "intent \"{}\" has {} example{}, fewer than the minimum of {}",
-                check::truncate(&row.intent, 60),
-                row.examples,
-                if row.examples == 1 { "" } else { "s" },
-                options.min_examples_per_intent
-            ),
-        );
-    }
-
+    let mut dataset_sink = Sink::new(max_problems);
+    let intents = whole_dataset_findings(&mut dataset_sink, &model, &train, options);
     let (epochs, epochs_auto, epochs_explanation) = match options.epochs {
         Some(e) => (e, false, format!("requested: {e}")),
         None => {
@@ -328,6 +277,70 @@ pub fn validate(
         min_examples_per_intent: options.min_examples_per_intent,
         intents,
     })
+}
+
+/// The findings about the dataset as a whole (the model, the number of examples, the
+/// intents), into `dataset_sink`; returns the intent rows of the report.
+fn whole_dataset_findings(
+    dataset_sink: &mut Sink,
+    model: &Resolved,
+    train: &FileScan,
+    options: &Options,
+) -> Vec<IntentRow> {
+    let n = train.tokens.len() as u64;
+    let (encoding, context_tokens) = (model.info.encoding, model.info.training_context);
+    let whole = |sink: &mut Sink, code: Code, message: String| {
+        sink.add(Role::Training, 0, String::new(), code, message)
+    };
+    if !model.known {
+        whole(
+            dataset_sink,
+            Code::UnknownModel,
+            format!(
+                "model \"{}\" is not in the catalog: assumed {} and a {}-token context, no price",
+                model.requested,
+                encoding.name(),
+                context_tokens
+            ),
+        );
+    }
+    if n < MIN_EXAMPLES {
+        whole(
+            dataset_sink,
+            Code::TooFewExamples,
+            match (n, train.size_bytes) {
+                (0, 0) => format!(
+                    "the file is empty: OpenAI requires at least {MIN_EXAMPLES} training examples"
+                ),
+                _ => format!(
+                    "{n} training example{}: OpenAI requires at least {MIN_EXAMPLES}",
+                    if n == 1 { "" } else { "s" }
+                ),
+            },
+        );
+    } else if n < ADVISED_EXAMPLES {
+        whole(
+            dataset_sink,
+            Code::FewExamples,
+            format!("{n} training examples: 50-100 or more usually train noticeably better"),
+        );
+    }
+    let intents = intent_rows(train, options.min_examples_per_intent);
+    for row in intents.iter().filter(|r| r.below_minimum) {
+        whole(
+            dataset_sink,
+            Code::IntentBelowMinimum,
+            format!(
+                "intent \"{}\" has {} example{}, fewer than the minimum of {}",
+                check::truncate(&row.intent, 60),
+                row.examples,
+                if row.examples == 1 { "" } else { "s" },
+                options.min_examples_per_intent
+            ),
+        );
+    }
+
+    intents
 }
 
 fn merge_counts(a: &Sink, b: &Sink) -> BTreeMap<&'static str, u64> {
