@@ -14,7 +14,8 @@ use finetune::upstream::RetryPolicy;
 use finetune::upstream::UpstreamError;
 use finetune::upstream::anthropic::{API_VERSION, Anthropic, AnthropicConfig};
 use finetune::upstream::chat::{
-    Chat, ChatChunk, ChatMessage, ChatRequest, ChatResponse, ChatRole, ChatUsage, SystemBlock,
+    Chat, ChatChunk, ChatMessage, ChatRequest, ChatResponse, ChatRole, ChatUsage, FinishReason,
+    SystemBlock,
 };
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
@@ -175,7 +176,7 @@ async fn check_message(status: u16, headers: &Value, body: &Value) -> ChatRespon
         .unwrap_or_else(|e| panic!("{e}"));
     let (text, stop, usage) = expected(body);
     assert_eq!(got.text, text);
-    assert_eq!(got.finish_reason, stop);
+    assert_eq!(got.raw_finish_reason, stop);
     assert_eq!(got.usage, usage);
     assert_eq!(got.id, body["id"].as_str().unwrap());
     assert_eq!(got.model, body["model"].as_str().unwrap());
@@ -220,7 +221,7 @@ async fn every_reference_file_decodes_through_the_adapter() {
                 assert_eq!(done.text, "Hello there!");
                 assert_eq!(done.id, "msg_4QpJur2dWWDjF6C758FbBw5vm12BaVipnK");
                 assert_eq!(done.model, "claude-3-opus-latest");
-                assert_eq!(done.finish_reason, "end_turn");
+                assert_eq!(done.raw_finish_reason, "end_turn");
                 // message_start's input count survives a message_delta without it.
                 assert_eq!(done.usage, usage(11, 6, 0, 0));
                 cov.streams += 1;
@@ -245,7 +246,7 @@ async fn every_reference_file_decodes_through_the_adapter() {
                 assert_eq!(done.text, "[12345,67890]");
                 assert_eq!(done.id, "msg_013nnniYDrJDocdy5nrMU7cH");
                 assert_eq!(done.model, "claude-sonnet-4-5-20250929");
-                assert_eq!(done.finish_reason, "end_turn");
+                assert_eq!(done.raw_finish_reason, "end_turn");
                 assert_eq!(done.usage, usage(135, 10, 0, 0));
                 cov.streams += 1;
             }
@@ -254,7 +255,7 @@ async fn every_reference_file_decodes_through_the_adapter() {
                 assert!(s.deltas.is_empty(), "{:?}", s.deltas);
                 let done = s.end.unwrap();
                 assert_eq!(
-                    (done.text.as_str(), done.finish_reason.as_str()),
+                    (done.text.as_str(), done.raw_finish_reason.as_str()),
                     ("", "refusal")
                 );
                 assert_eq!(done.usage, usage(20, 0, 0, 0));
@@ -267,7 +268,8 @@ async fn every_reference_file_decodes_through_the_adapter() {
                 let done = s.end.unwrap();
                 assert_eq!(done.text, "Hi");
                 assert_eq!(done.model, "claude-fable-5");
-                assert_eq!(done.finish_reason, "refusal");
+                assert_eq!(done.raw_finish_reason, "refusal");
+                assert_eq!(done.finish_reason, FinishReason::ContentFilter);
                 assert_eq!(done.usage, usage(28, 106, 0, 0));
                 cov.streams += 1;
             }
@@ -279,7 +281,8 @@ async fn every_reference_file_decodes_through_the_adapter() {
                     ["I", "'ll check the current weather in Paris for you."]
                 );
                 let done = s.end.unwrap();
-                assert_eq!(done.finish_reason, "tool_use");
+                assert_eq!(done.raw_finish_reason, "tool_use");
+                assert_eq!(done.finish_reason, FinishReason::Other);
                 assert_eq!(done.usage, usage(377, 65, 0, 0));
                 cov.streams += 1;
             }
@@ -317,7 +320,7 @@ async fn py_nonstream(file: &str, cov: &mut Coverage) {
         r#"{"product_name": "Green Tea", "price": 5.50, "quantity": 2}"#
     );
     assert_eq!(got.model, "claude-sonnet-4-5-20250929");
-    assert_eq!(got.finish_reason, "end_turn");
+    assert_eq!(got.raw_finish_reason, "end_turn");
     assert_eq!(got.usage, usage(249, 26, 0, 0));
     // We send the headers the official SDK sent in the recording.
     let sent = &server.received_requests().await.unwrap()[0];
@@ -405,7 +408,7 @@ async fn py_toolrunner(file: &str, cov: &mut Coverage) {
     );
     assert_eq!(got[0].usage, usage(3182, 237, 0, 0));
     assert_eq!(
-        (got[1].text.as_str(), got[1].finish_reason.as_str()),
+        (got[1].text.as_str(), got[1].raw_finish_reason.as_str()),
         ("", "tool_use")
     );
     assert_eq!(got[1].usage, usage(0, 0, 0, 0));
@@ -431,7 +434,7 @@ async fn ts_toolrunner(file: &str, cov: &mut Coverage) {
         first.text,
         "I'll use the test_tool with the value \"test\" as requested, then provide a final response."
     );
-    assert_eq!(first.finish_reason, "tool_use");
+    assert_eq!(first.raw_finish_reason, "tool_use");
     assert_eq!(first.usage, usage(415, 76, 0, 0));
 }
 

@@ -167,7 +167,7 @@ async fn plain_and_streamed_answers_agree() {
         "{}",
         plain.text
     );
-    assert_eq!(plain.finish_reason, "end_turn");
+    assert_eq!(plain.raw_finish_reason, "end_turn");
     assert_eq!(plain.usage.output_tokens, tokens(&plain.text));
     assert_eq!(
         plain.usage.input_tokens,

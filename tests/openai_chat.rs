@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use common::spec::violations;
 use finetune::upstream::chat::{
-    Chat, ChatChunk, ChatMessage, ChatRequest, ChatResponse, ChatRole, ChatStream, SystemBlock,
+    Chat, ChatChunk, ChatMessage, ChatRequest, ChatResponse, ChatRole, ChatStream, FinishReason,
+    SystemBlock,
 };
 use finetune::upstream::openai::OpenAi;
 use finetune::upstream::{OpenAiConfig, RetryPolicy, UpstreamError};
@@ -153,7 +154,7 @@ async fn plain_and_streamed_answers_agree() {
     let plain = api.complete(&req).await.expect("complete");
     assert!(plain.id.starts_with("chatcmpl-"), "{plain:?}");
     assert_eq!(plain.model, SNAPSHOT);
-    assert_eq!(plain.finish_reason, "stop");
+    assert_eq!(plain.raw_finish_reason, "stop");
     assert!(
         plain
             .text
@@ -175,7 +176,7 @@ async fn plain_and_streamed_answers_agree() {
     assert_eq!(deltas.concat(), plain.text);
     assert_eq!(streamed.text, plain.text);
     assert_eq!(streamed.usage, plain.usage, "the usage chunk arrived");
-    assert_eq!(streamed.finish_reason, "stop");
+    assert_eq!(streamed.raw_finish_reason, "stop");
     assert_eq!(streamed.model, SNAPSHOT);
     assert!(streamed.id.starts_with("chatcmpl-"));
     assert_eq!(emu.stats().count(ROUTE), 2);
@@ -190,11 +191,13 @@ async fn token_limit_and_stop_sequences_reach_the_model() {
     let mut limited = minimal(MODEL, "Tell me everything about pizza.");
     limited.max_tokens = 3;
     let plain = api.complete(&limited).await.unwrap();
-    assert_eq!(plain.finish_reason, "length");
+    assert_eq!(plain.raw_finish_reason, "length");
+    assert_eq!(plain.finish_reason, FinishReason::Length);
     assert_eq!(plain.usage.output_tokens, 3);
     let (deltas, streamed) = stream_of(&api, &limited).await;
     assert_eq!(deltas.len(), 3);
-    assert_eq!(streamed.finish_reason, "length");
+    assert_eq!(streamed.raw_finish_reason, "length");
+    assert_eq!(streamed.finish_reason, FinishReason::Length);
     assert_eq!(streamed.usage.output_tokens, 3);
     assert_eq!(streamed.text, plain.text);
 
@@ -400,7 +403,7 @@ async fn the_recorded_hello_world_chat_decodes() {
     assert_eq!(response.id, "chatcmpl-D8dUjRkJNE7oAraZr6I7Jy8l3f2eU");
     assert_eq!(response.model, SNAPSHOT);
     assert_eq!(response.text, "Hello! How can I assist you today?");
-    assert_eq!(response.finish_reason, "stop");
+    assert_eq!(response.raw_finish_reason, "stop");
     assert_eq!(
         (
             response.usage.input_tokens,
@@ -473,7 +476,7 @@ async fn the_recorded_716_event_stream_decodes() {
     assert_eq!(done.text.len(), 3300);
     assert_eq!(done.id, "chatcmpl-D8dUAJuyyWxWUFRdcu8FB6Vi6yfLu");
     assert_eq!(done.model, SNAPSHOT);
-    assert_eq!(done.finish_reason, "stop");
+    assert_eq!(done.raw_finish_reason, "stop");
     assert_eq!(
         (
             done.usage.input_tokens,
@@ -595,7 +598,7 @@ async fn any_split_of_the_bytes_decodes_the_same() {
     let (deltas, done) = stream_of(&adapter_at(base, KEY), &minimal("m", "Hallo")).await;
     assert_eq!(deltas, ["Grüße aus 東京 🍕", " und Neapel"]);
     assert_eq!(done.text, "Grüße aus 東京 🍕 und Neapel");
-    assert_eq!(done.finish_reason, "stop");
+    assert_eq!(done.raw_finish_reason, "stop");
     assert_eq!(
         (
             done.usage.input_tokens,
@@ -707,7 +710,10 @@ async fn in_stream_errors_end_the_stream_with_an_error() {
 
     let (deltas, end) = run("null-error").await;
     assert_eq!(deltas, ["fine"]);
-    assert_eq!(end.expect("a null error is no error").finish_reason, "stop");
+    assert_eq!(
+        end.expect("a null error is no error").raw_finish_reason,
+        "stop"
+    );
 
     let (_, end) = run("not-json").await;
     let e = end.expect_err("not JSON");

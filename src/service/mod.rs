@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::info;
 
 use crate::dataset::{self, Catalog, Input};
-use crate::error::Error;
+use crate::error::{Error, Precondition};
 use crate::jobs::{DatasetFile, JobManager, StartRequest};
 use crate::pb;
 use crate::pb::fine_tune_service_server::FineTuneService;
@@ -39,7 +39,7 @@ impl AppState {
         self.jobs.as_ref().ok_or_else(|| {
             Error::FailedPrecondition {
                 message: "training is not configured: set OPENAI_API_KEY (and OPENAI_BASE_URL if needed), or run `finetune serve --emulator` for offline development".to_owned(),
-                reason: "PROVIDER_NOT_CONFIGURED",
+                reason: Precondition::ProviderNotConfigured,
                 violations: Vec::new(),
             }
             .into_status()
@@ -403,7 +403,7 @@ impl FineTuneService for Service {
                     _ => {
                         return Err(Error::FailedPrecondition {
                             message: format!("job {} has not succeeded (it is {}); only a finished model can be promoted", job.id, job.state.as_str()),
-                            reason: "JOB_NOT_SUCCEEDED",
+                            reason: Precondition::JobNotSucceeded,
                             violations: Vec::new(),
                         }
                         .into_status());

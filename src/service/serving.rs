@@ -4,6 +4,7 @@ use crate::error::Error;
 use crate::pb;
 use crate::serving::tiers::ProviderKind;
 use crate::serving::{CompleteRequest, Completion, TierStats, TierView, Turn};
+use finetune_core::ports::chat::FinishReason;
 
 /// The serving request of `r`; `deadline` is the caller's (see [`deadline`]).
 pub(super) fn request(
@@ -58,11 +59,11 @@ pub(super) fn deadline(metadata: &tonic::metadata::MetadataMap) -> Option<tokio:
 }
 
 pub(super) fn completion(c: Completion) -> pb::Completion {
-    let finish_reason = match c.finish_reason.as_str() {
-        "stop" | "end_turn" | "stop_sequence" => pb::FinishReason::Stop,
-        "length" | "max_tokens" => pb::FinishReason::Length,
-        "content_filter" | "refusal" => pb::FinishReason::ContentFilter,
-        _ => pb::FinishReason::Unspecified,
+    let finish_reason = match c.finish_reason {
+        FinishReason::Stop => pb::FinishReason::Stop,
+        FinishReason::Length => pb::FinishReason::Length,
+        FinishReason::ContentFilter => pb::FinishReason::ContentFilter,
+        FinishReason::Other => pb::FinishReason::Unspecified,
     };
     pb::Completion {
         response_id: c.response_id,
@@ -71,7 +72,7 @@ pub(super) fn completion(c: Completion) -> pb::Completion {
         tier: c.tier,
         arm: c.arm,
         finish_reason: finish_reason as i32,
-        raw_finish_reason: c.finish_reason,
+        raw_finish_reason: c.raw_finish_reason,
         usage: Some(pb::Usage {
             prompt_tokens: c.input_tokens,
             completion_tokens: c.output_tokens,

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::error::{Error, UpstreamError};
+use crate::error::{Error, Refusal, UpstreamError};
 
 /// The ErrorInfo domain of every error this service returns.
 pub const ERROR_DOMAIN: &str = "finetune.fileengine";
@@ -75,23 +75,12 @@ fn upstream_code(e: &UpstreamError) -> Code {
     match e {
         UpstreamError::RateLimited { .. } => Code::ResourceExhausted,
         UpstreamError::Unavailable { .. } | UpstreamError::Unconfirmed { .. } => Code::Unavailable,
-        // A refused parameter of the caller's (model, suffix, hyperparameters) is their
-        // argument; anything else (file state, quota, conflicts) is a precondition.
-        UpstreamError::Rejected { status: 422, .. } => Code::InvalidArgument,
-        UpstreamError::Rejected { status: 409, .. } => Code::Aborted,
-        UpstreamError::Rejected { param: Some(p), .. }
-            if matches!(
-                p.as_str(),
-                "model" | "suffix" | "seed" | "hyperparameters" | "method" | "metadata"
-            ) || p.starts_with("method.")
-                || p.starts_with("hyperparameters.") =>
-        {
-            Code::InvalidArgument
-        }
-        UpstreamError::Rejected { code: Some(c), .. } if c == "model_not_available" => {
-            Code::InvalidArgument
-        }
-        UpstreamError::Rejected { .. } => Code::FailedPrecondition,
+        // The adapter decided what the refusal was about.
+        UpstreamError::Rejected { refusal, .. } => match refusal {
+            Refusal::Argument => Code::InvalidArgument,
+            Refusal::Precondition => Code::FailedPrecondition,
+            Refusal::Conflict => Code::Aborted,
+        },
         UpstreamError::NotFound { .. } => Code::NotFound,
         // The service's own key was refused: not the caller's credentials.
         UpstreamError::Auth { .. } => Code::FailedPrecondition,
@@ -127,5 +116,230 @@ pub trait IntoStatus {
 impl IntoStatus for Error {
     fn into_status(self) -> Status {
         status(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::error::{Missing, Precondition};
+
+    fn rejected(status: u16, refusal: Refusal) -> Error {
+        Error::Upstream(UpstreamError::Rejected {
+            provider: "openai",
+            status,
+            code: None,
+            param: None,
+            refusal,
+            message: "no".to_owned(),
+        })
+    }
+
+    fn precondition(reason: Precondition) -> Error {
+        Error::FailedPrecondition {
+            message: "not now".to_owned(),
+            reason,
+            violations: Vec::new(),
+        }
+    }
+
+    /// Every kind of error, with the code and ErrorInfo reason clients rely on.
+    #[test]
+    fn every_error_maps_to_its_code_and_reason() {
+        let provider = "openai";
+        let message = || "m".to_owned();
+        let cases: Vec<(Error, Code, &str)> = vec![
+            (
+                Error::invalid("tier", "bad"),
+                Code::InvalidArgument,
+                "INVALID_ARGUMENT",
+            ),
+            (
+                Error::NotFound {
+                    what: "job x".to_owned(),
+                    missing: Missing::Job("x".to_owned()),
+                },
+                Code::NotFound,
+                "JOB_NOT_FOUND",
+            ),
+            (
+                Error::DataLoss(message()),
+                Code::DataLoss,
+                "UPLOAD_MISMATCH",
+            ),
+            (
+                Error::ResourceExhausted(message()),
+                Code::ResourceExhausted,
+                "LIMIT_EXCEEDED",
+            ),
+            (Error::Io(message()), Code::Internal, "STORAGE_ERROR"),
+            (
+                Error::Config(message()),
+                Code::Internal,
+                "CONFIGURATION_ERROR",
+            ),
+            (
+                precondition(Precondition::DatasetInvalid),
+                Code::FailedPrecondition,
+                "DATASET_INVALID",
+            ),
+            (
+                precondition(Precondition::JobFinished),
+                Code::FailedPrecondition,
+                "JOB_FINISHED",
+            ),
+            (
+                precondition(Precondition::JobCreating),
+                Code::FailedPrecondition,
+                "JOB_CREATING",
+            ),
+            (
+                precondition(Precondition::JobNotSucceeded),
+                Code::FailedPrecondition,
+                "JOB_NOT_SUCCEEDED",
+            ),
+            (
+                precondition(Precondition::TierPinned),
+                Code::FailedPrecondition,
+                "TIER_PINNED",
+            ),
+            (
+                precondition(Precondition::TierHasNoModel),
+                Code::FailedPrecondition,
+                "TIER_HAS_NO_MODEL",
+            ),
+            (
+                precondition(Precondition::ProviderNotConfigured),
+                Code::FailedPrecondition,
+                "PROVIDER_NOT_CONFIGURED",
+            ),
+            (
+                Error::AlreadyExists {
+                    request_id: "r".to_owned(),
+                    job_id: "j".to_owned(),
+                },
+                Code::AlreadyExists,
+                "REQUEST_ID_REUSED",
+            ),
+            (Error::Cancelled(message()), Code::Cancelled, "CANCELLED"),
+            (
+                Error::Unavailable(message()),
+                Code::Unavailable,
+                "SHUTTING_DOWN",
+            ),
+            (
+                Error::OutcomeUnknown {
+                    message: message(),
+                    retry_after: Duration::from_secs(1),
+                },
+                Code::Unavailable,
+                "UPSTREAM_OUTCOME_UNKNOWN",
+            ),
+            (
+                Error::Upstream(UpstreamError::RateLimited {
+                    provider,
+                    message: message(),
+                    retry_after: None,
+                }),
+                Code::ResourceExhausted,
+                "UPSTREAM_RATE_LIMITED",
+            ),
+            (
+                Error::Upstream(UpstreamError::Unavailable {
+                    provider,
+                    status: Some(503),
+                    message: message(),
+                }),
+                Code::Unavailable,
+                "UPSTREAM_UNAVAILABLE",
+            ),
+            (
+                rejected(400, Refusal::Argument),
+                Code::InvalidArgument,
+                "UPSTREAM_REJECTED",
+            ),
+            (
+                rejected(400, Refusal::Precondition),
+                Code::FailedPrecondition,
+                "UPSTREAM_REJECTED",
+            ),
+            (
+                rejected(409, Refusal::Conflict),
+                Code::Aborted,
+                "UPSTREAM_REJECTED",
+            ),
+            (
+                Error::Upstream(UpstreamError::NotFound {
+                    provider,
+                    message: message(),
+                }),
+                Code::NotFound,
+                "UPSTREAM_NOT_FOUND",
+            ),
+            (
+                Error::Upstream(UpstreamError::Auth {
+                    provider,
+                    status: 401,
+                    message: message(),
+                }),
+                Code::FailedPrecondition,
+                "UPSTREAM_AUTH_FAILED",
+            ),
+            (
+                Error::Upstream(UpstreamError::Protocol {
+                    provider,
+                    message: message(),
+                }),
+                Code::Internal,
+                "UPSTREAM_PROTOCOL_ERROR",
+            ),
+            (
+                Error::Upstream(UpstreamError::Local {
+                    provider,
+                    message: message(),
+                }),
+                Code::Internal,
+                "LOCAL_IO_ERROR",
+            ),
+            (
+                Error::Upstream(UpstreamError::Unconfirmed {
+                    provider,
+                    message: message(),
+                }),
+                Code::Unavailable,
+                "UPSTREAM_OUTCOME_UNKNOWN",
+            ),
+        ];
+        for (err, code, reason) in cases {
+            let described = format!("{err:?}");
+            let got = status(err);
+            assert_eq!(got.code(), code, "{described}");
+            let info = got
+                .get_details_error_info()
+                .expect("every status has ErrorInfo");
+            assert_eq!(info.reason, reason, "{described}");
+            assert_eq!(info.domain, ERROR_DOMAIN);
+        }
+    }
+
+    /// The status carries the refusal's HTTP status and the provider's code and param,
+    /// whatever the adapter made of them.
+    #[test]
+    fn a_refusal_keeps_the_providers_words_in_metadata() {
+        let got = status(Error::Upstream(UpstreamError::Rejected {
+            provider: "openai",
+            status: 400,
+            code: Some("invalid_value".to_owned()),
+            param: Some("suffix".to_owned()),
+            refusal: Refusal::Argument,
+            message: "bad suffix".to_owned(),
+        }));
+        let info = got.get_details_error_info().expect("ErrorInfo");
+        assert_eq!(info.metadata["provider"], "openai");
+        assert_eq!(info.metadata["http_status"], "400");
+        assert_eq!(info.metadata["upstream_code"], "invalid_value");
+        assert_eq!(info.metadata["upstream_param"], "suffix");
     }
 }

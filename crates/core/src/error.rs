@@ -28,7 +28,7 @@ pub enum Error {
     #[error("{message}")]
     FailedPrecondition {
         message: String,
-        reason: &'static str,
+        reason: Precondition,
         violations: Vec<(String, String, String)>,
     },
     /// A request id was reused with different parameters; `job_id` holds it.
@@ -53,6 +53,41 @@ pub enum Error {
     /// A provider call failed.
     #[error("{0}")]
     Upstream(UpstreamError),
+}
+
+/// Which precondition failed: callers branch on it, and its ErrorInfo reason
+/// ([`Precondition::reason`]) is what a client reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// The dataset has errors that were not accepted.
+    DatasetInvalid,
+    /// The job has already reached a terminal state.
+    JobFinished,
+    /// The job is still being created upstream (it has no provider id yet).
+    JobCreating,
+    /// The job has not succeeded, so it has no model to promote.
+    JobNotSucceeded,
+    /// The tier's model is fixed in the tiers file, so it cannot be promoted to.
+    TierPinned,
+    /// The tier has neither a configured nor a promoted model.
+    TierHasNoModel,
+    /// The provider the request needs has no key configured.
+    ProviderNotConfigured,
+}
+
+impl Precondition {
+    /// The ErrorInfo reason of a FAILED_PRECONDITION for it.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Precondition::DatasetInvalid => "DATASET_INVALID",
+            Precondition::JobFinished => "JOB_FINISHED",
+            Precondition::JobCreating => "JOB_CREATING",
+            Precondition::JobNotSucceeded => "JOB_NOT_SUCCEEDED",
+            Precondition::TierPinned => "TIER_PINNED",
+            Precondition::TierHasNoModel => "TIER_HAS_NO_MODEL",
+            Precondition::ProviderNotConfigured => "PROVIDER_NOT_CONFIGURED",
+        }
+    }
 }
 
 /// What a NOT_FOUND names: its ErrorInfo reason and the metadata key holding the id, so a
@@ -104,7 +139,7 @@ impl Error {
             Error::ResourceExhausted(_) => "LIMIT_EXCEEDED",
             Error::Io(_) => "STORAGE_ERROR",
             Error::Config(_) => "CONFIGURATION_ERROR",
-            Error::FailedPrecondition { reason, .. } => reason,
+            Error::FailedPrecondition { reason, .. } => reason.reason(),
             Error::AlreadyExists { .. } => "REQUEST_ID_REUSED",
             Error::Unavailable(_) => "SHUTTING_DOWN",
             Error::Cancelled(_) => "CANCELLED",
@@ -141,13 +176,15 @@ pub enum UpstreamError {
         status: Option<u16>,
         message: String,
     },
-    /// Other 4xx (400, 408, 409, 422, ...): the request was refused; `code`/`param` are the provider's.
+    /// Other 4xx (400, 408, 409, 422, ...): the request was refused; `code`/`param` are the
+    /// provider's, `refusal` what the adapter made of them.
     #[error("{provider} rejected the request: {message}")]
     Rejected {
         provider: &'static str,
         status: u16,
         code: Option<String>,
         param: Option<String>,
+        refusal: Refusal,
         message: String,
     },
     /// 404.
@@ -183,6 +220,19 @@ pub enum UpstreamError {
         provider: &'static str,
         message: String,
     },
+}
+
+/// What a provider's refusal was about, as the adapter that knows the provider's
+/// parameters and error codes classified it; the server maps each to its own status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Something the caller chose (a model, a suffix, hyperparameters) was refused.
+    Argument,
+    /// The provider's state does not allow the request (a file's state, quota, billing,
+    /// a timeout), or the provider did not say which parameter it refused.
+    Precondition,
+    /// The request conflicts with a concurrent change (HTTP 409); trying again may work.
+    Conflict,
 }
 
 impl UpstreamError {

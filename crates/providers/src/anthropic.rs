@@ -21,14 +21,15 @@ use tokio_util::bytes::Bytes;
 use finetune_core::ports::UpstreamError;
 use finetune_core::ports::chat::{
     Chat, ChatChunk, ChatMessage, ChatRequest, ChatResponse, ChatRole, ChatStream, ChatUsage,
+    FinishReason,
 };
 use finetune_core::ports::retry::{Failure, RetryPolicy, attempt_timeout};
 /// Anthropic key shapes.
 const KEY_SHAPES: &str = r"\bsk-ant-[A-Za-z0-9_\-]{4,}";
 
 use crate::http::{
-    Redactor, describe_content, describe_json_error, install_crypto_provider, send_once,
-    transport_error, truncate,
+    Redactor, describe_content, describe_json_error, install_crypto_provider, refusal_of_status,
+    send_once, transport_error, truncate,
 };
 use finetune_core::error::Error;
 
@@ -253,6 +254,8 @@ impl Anthropic {
                 status: code,
                 code: kind.map(|k| self.redactor.clean(&k)),
                 param: None,
+                // Anthropic names no parameter: the status is all there is to go on.
+                refusal: refusal_of_status(code),
                 message,
             },
             _ => UpstreamError::Protocol {
@@ -310,7 +313,8 @@ impl Chat for Anthropic {
             id: message.id,
             model: message.model,
             text,
-            finish_reason: message.stop_reason.unwrap_or_default(),
+            finish_reason: finish_reason(message.stop_reason.as_deref()),
+            raw_finish_reason: message.stop_reason.unwrap_or_default(),
             usage: message.usage.normalise(),
         })
     }
@@ -490,7 +494,8 @@ impl Decoder {
                     id: std::mem::take(&mut self.id),
                     model: std::mem::take(&mut self.model),
                     text: std::mem::take(&mut self.text),
-                    finish_reason: self.stop_reason.take().unwrap_or_default(),
+                    finish_reason: finish_reason(self.stop_reason.as_deref()),
+                    raw_finish_reason: self.stop_reason.take().unwrap_or_default(),
                     usage: self.usage.normalise(),
                 })))
             }
@@ -513,6 +518,18 @@ fn missing(event: &str, field: &str) -> UpstreamError {
     UpstreamError::Protocol {
         provider: PROVIDER,
         message: format!("{event} without {field}"),
+    }
+}
+
+/// The neutral finish reason of a Messages `stop_reason`.
+fn finish_reason(stop_reason: Option<&str>) -> FinishReason {
+    match stop_reason {
+        Some("end_turn" | "stop_sequence") => FinishReason::Stop,
+        Some("max_tokens") => FinishReason::Length,
+        // The safety classifiers stopped the answer: content withheld.
+        Some("refusal") => FinishReason::ContentFilter,
+        // tool_use, pause_turn, model_context_window_exceeded, anything newer, or none.
+        _ => FinishReason::Other,
     }
 }
 
@@ -568,6 +585,7 @@ fn stream_error(error: &WireError, redactor: &Redactor) -> UpstreamError {
             status,
             code: Some(redactor.clean(&error.kind)),
             param: None,
+            refusal: refusal_of_status(status),
             message,
         },
     }
@@ -852,4 +870,28 @@ fn is_plain_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_reasons_are_normalised_and_unknown_ones_are_other() {
+        let cases = [
+            (Some("end_turn"), FinishReason::Stop),
+            (Some("stop_sequence"), FinishReason::Stop),
+            (Some("max_tokens"), FinishReason::Length),
+            (Some("refusal"), FinishReason::ContentFilter),
+            (Some("tool_use"), FinishReason::Other),
+            (Some("pause_turn"), FinishReason::Other),
+            // OpenAI's words mean nothing from Anthropic.
+            (Some("stop"), FinishReason::Other),
+            (Some("a_reason_from_next_year"), FinishReason::Other),
+            (None, FinishReason::Other),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(finish_reason(raw), want, "{raw:?}");
+        }
+    }
 }

@@ -8,8 +8,8 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
-use finetune_core::ports::UpstreamError;
 use finetune_core::ports::retry::{Failure, RetryPolicy};
+use finetune_core::ports::{Refusal, UpstreamError};
 
 /// Provider messages are cut to this many characters: enough for any real one.
 pub(crate) const MAX_MESSAGE_CHARS: usize = 1000;
@@ -38,6 +38,16 @@ impl Redactor {
         };
         let text = self.patterns.replace_all(&text, "<redacted>");
         truncate(&text, MAX_MESSAGE_CHARS)
+    }
+}
+
+/// What a 4xx refusal is about when all we know is its HTTP status: 422 is the request's
+/// content, 409 a conflict with another change, anything else the provider's state.
+pub(crate) fn refusal_of_status(status: u16) -> Refusal {
+    match status {
+        422 => Refusal::Argument,
+        409 => Refusal::Conflict,
+        _ => Refusal::Precondition,
     }
 }
 
@@ -294,6 +304,15 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_refusal_by_status_alone_is_a_precondition_but_for_422_and_409() {
+        assert_eq!(refusal_of_status(422), Refusal::Argument);
+        assert_eq!(refusal_of_status(409), Refusal::Conflict);
+        for status in [400, 402, 405, 408, 413, 415] {
+            assert_eq!(refusal_of_status(status), Refusal::Precondition, "{status}");
+        }
+    }
+
     #[tokio::test]
     async fn does_not_retry_a_refusal_or_a_should_retry_false() {
         let calls = AtomicU32::new(0);
@@ -302,6 +321,7 @@ mod tests {
             status: 400,
             code: None,
             param: None,
+            refusal: Refusal::Precondition,
             message: "bad".into(),
         };
         let _ = fast()
@@ -334,6 +354,7 @@ mod tests {
             status: 400,
             code: None,
             param: None,
+            refusal: Refusal::Precondition,
             message: "try again".into(),
         };
         let result = fast()

@@ -31,17 +31,17 @@ use crate::types::{
     ApiError, Checkpoint, CreateJobRequest, ErrorEnvelope, FileObject, Job, JobEvent, Page,
     UploadObject, UploadPart,
 };
-use finetune_core::ports::UpstreamError;
 use finetune_core::ports::chat::{
-    Chat, ChatChunk, ChatRequest, ChatResponse, ChatRole, ChatStream, ChatUsage,
+    Chat, ChatChunk, ChatRequest, ChatResponse, ChatRole, ChatStream, ChatUsage, FinishReason,
 };
 use finetune_core::ports::retry::{Failure, RetryPolicy, attempt_timeout};
+use finetune_core::ports::{Refusal, UpstreamError};
 /// OpenAI key shapes, and OpenAI's masked echo of a key (`sk-abc****wxyz`).
 const KEY_SHAPES: &str = r"[A-Za-z0-9_\-]*\*{3,}[A-Za-z0-9_\-]*|\bsk-[A-Za-z0-9_\-]{6,}";
 
 use crate::http::{
     Redactor, create_transport_error, describe_content, describe_json_error,
-    install_crypto_provider, send_once, transport_error, truncate, unconfirmed,
+    install_crypto_provider, refusal_of_status, send_once, transport_error, truncate, unconfirmed,
 };
 use finetune_core::error::Error;
 
@@ -445,11 +445,14 @@ impl OpenAi {
             // 400/408/409/422 and any other refusal (405, 413, 415...).
             400..=499 => {
                 let api = api.unwrap_or_default();
+                let upstream_code = api.code.map(|c| self.redactor.clean(&c));
+                let param = api.param.map(|p| self.redactor.clean(&p));
                 UpstreamError::Rejected {
                     provider: PROVIDER,
                     status: code,
-                    code: api.code.map(|c| self.redactor.clean(&c)),
-                    param: api.param.map(|p| self.redactor.clean(&p)),
+                    refusal: refusal(code, upstream_code.as_deref(), param.as_deref()),
+                    code: upstream_code,
+                    param,
                     message,
                 }
             }
@@ -848,9 +851,21 @@ impl WireCompletion {
             id: self.id,
             model: self.model,
             text: choice.message.and_then(|m| m.content).unwrap_or_default(),
-            finish_reason: choice.finish_reason.unwrap_or_default(),
+            finish_reason: finish_reason(choice.finish_reason.as_deref()),
+            raw_finish_reason: choice.finish_reason.unwrap_or_default(),
             usage,
         })
+    }
+}
+
+/// The neutral finish reason of a chat completion's `finish_reason`.
+fn finish_reason(raw: Option<&str>) -> FinishReason {
+    match raw {
+        Some("stop") => FinishReason::Stop,
+        Some("length") => FinishReason::Length,
+        Some("content_filter") => FinishReason::ContentFilter,
+        // tool_calls, function_call (never requested here), anything newer, or none.
+        _ => FinishReason::Other,
     }
 }
 
@@ -1013,7 +1028,8 @@ impl ChatEvents {
             id: std::mem::take(&mut self.id),
             model: std::mem::take(&mut self.model),
             text: std::mem::take(&mut self.text),
-            finish_reason: self.finish_reason.take().unwrap_or_default(),
+            finish_reason: finish_reason(self.finish_reason.as_deref()),
+            raw_finish_reason: self.finish_reason.take().unwrap_or_default(),
             usage,
         }
     }
@@ -1185,5 +1201,91 @@ fn decode_api_error(body: &[u8]) -> Option<ApiError> {
             code: text(error.get("code")),
         }),
         _ => None,
+    }
+}
+
+/// What an OpenAI refusal is about. A refused parameter the caller chose (the base
+/// model, suffix, seed, hyperparameters, method, metadata) or a model OpenAI does not
+/// offer is the caller's argument; anything else (a file's state, quota, billing) is a
+/// precondition, unless the status says more (see [`refusal_of_status`]).
+fn refusal(status: u16, code: Option<&str>, param: Option<&str>) -> Refusal {
+    let callers = |p: &str| {
+        matches!(
+            p,
+            "model" | "suffix" | "seed" | "hyperparameters" | "method" | "metadata"
+        ) || p.starts_with("method.")
+            || p.starts_with("hyperparameters.")
+    };
+    match refusal_of_status(status) {
+        Refusal::Precondition if param.is_some_and(callers) => Refusal::Argument,
+        Refusal::Precondition if code == Some("model_not_available") => Refusal::Argument,
+        by_status => by_status,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finish_reasons_are_normalised_and_unknown_ones_are_other() {
+        let cases = [
+            (Some("stop"), FinishReason::Stop),
+            (Some("length"), FinishReason::Length),
+            (Some("content_filter"), FinishReason::ContentFilter),
+            (Some("tool_calls"), FinishReason::Other),
+            (Some("function_call"), FinishReason::Other),
+            // Anthropic's words mean nothing from OpenAI.
+            (Some("end_turn"), FinishReason::Other),
+            (Some("a_reason_from_next_year"), FinishReason::Other),
+            (None, FinishReason::Other),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(finish_reason(raw), want, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn refusals_are_classified_by_status_param_and_code() {
+        let cases = [
+            (400, None, Some("suffix"), Refusal::Argument),
+            (400, None, Some("model"), Refusal::Argument),
+            (400, None, Some("seed"), Refusal::Argument),
+            (400, None, Some("metadata"), Refusal::Argument),
+            (
+                400,
+                None,
+                Some("hyperparameters.n_epochs"),
+                Refusal::Argument,
+            ),
+            (
+                400,
+                None,
+                Some("method.dpo.hyperparameters.beta"),
+                Refusal::Argument,
+            ),
+            (400, Some("model_not_available"), None, Refusal::Argument),
+            (
+                400,
+                Some("invalid_file_status"),
+                Some("training_file"),
+                Refusal::Precondition,
+            ),
+            (400, Some("quota_exceeded"), None, Refusal::Precondition),
+            (400, None, Some("methodical"), Refusal::Precondition),
+            (413, None, None, Refusal::Precondition),
+            (408, None, None, Refusal::Precondition),
+            (422, None, Some("training_file"), Refusal::Argument),
+            // A conflict stays a conflict whatever parameter it names.
+            (409, None, Some("model"), Refusal::Conflict),
+            (409, Some("model_not_available"), None, Refusal::Conflict),
+        ];
+        for (status, code, param, want) in cases {
+            assert_eq!(
+                refusal(status, code, param),
+                want,
+                "{status} {code:?} {param:?}"
+            );
+        }
     }
 }

@@ -31,7 +31,7 @@ use crate::dataset::{self, Catalog, Format, Input, Options, Report};
 use crate::domain::job::{
     EventKind, Hyperparameters, Job, JobState, Method, NewEvent, now_millis, state_event,
 };
-use crate::error::{Error, Missing};
+use crate::error::{Error, Missing, Precondition};
 use crate::ports::retry::Failure;
 use crate::ports::{FineTuning, NewJob, RemoteFile, RemoteJob, RetryPolicy, UpstreamError};
 use crate::store::{DatasetStore, JobPage, Recorded, Reservation, Store};
@@ -538,7 +538,7 @@ impl JobManager {
             );
             return Err(Error::FailedPrecondition {
                 message,
-                reason: "DATASET_INVALID",
+                reason: Precondition::DatasetInvalid,
                 violations,
             });
         }
@@ -866,7 +866,7 @@ impl JobManager {
                     job.id,
                     job.state.as_str()
                 ),
-                reason: "JOB_FINISHED",
+                reason: Precondition::JobFinished,
                 violations: Vec::new(),
             });
         }
@@ -876,7 +876,7 @@ impl JobManager {
                     "job {} is still being created; cancel it in a moment",
                     job.id
                 ),
-                reason: "JOB_CREATING",
+                reason: Precondition::JobCreating,
                 violations: Vec::new(),
             });
         };

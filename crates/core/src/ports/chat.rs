@@ -70,10 +70,28 @@ pub struct ChatResponse {
     pub model: String,
     /// The text of the answer: text content only (thinking blocks are skipped).
     pub text: String,
-    /// The provider's raw stop reason: `stop`, `length`, `content_filter` (OpenAI);
-    /// `end_turn`, `max_tokens`, `stop_sequence`, `refusal` (Anthropic); ...
-    pub finish_reason: String,
+    /// Why generation stopped, as the adapter normalised it.
+    pub finish_reason: FinishReason,
+    /// The provider's own stop reason, kept for callers who need the detail: `stop`,
+    /// `length`, `content_filter`, `tool_calls` (OpenAI); `end_turn`, `max_tokens`,
+    /// `stop_sequence`, `refusal`, `tool_use` (Anthropic); empty when none was sent.
+    pub raw_finish_reason: String,
     pub usage: ChatUsage,
+}
+
+/// Why generation stopped, in provider-neutral terms; each adapter maps its provider's
+/// stop reasons onto it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// A natural end or a stop sequence.
+    Stop,
+    /// The output token limit was reached.
+    Length,
+    /// The provider withheld content (a content filter, or a safety refusal).
+    ContentFilter,
+    /// A reason without a neutral meaning here (tool calls, a paused turn, one this
+    /// version does not know) or none at all: the raw reason says which.
+    Other,
 }
 
 /// One item of a streamed completion.

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::domain::job::{EventKind, Hyperparameters, JobError, JobState, Method, Metrics};
-pub use crate::error::UpstreamError;
+pub use crate::error::{Refusal, UpstreamError};
 
 /// What the training lifecycle needs from a fine-tuning provider, in the core's own
 /// terms: the adapter translates its wire format (OpenAI's statuses, event kinds, `"auto"`

@@ -16,10 +16,10 @@ use crate::dataset::{Catalog, Counter, Encoding};
 use crate::domain::job::now_millis;
 use crate::domain::served::Served;
 pub use crate::domain::served::TierStats;
-use crate::error::{Error, Missing};
+use crate::error::{Error, Missing, Precondition};
 use crate::ports::UpstreamError;
 use crate::ports::chat::{
-    Chat, ChatChunk, ChatMessage, ChatRequest, ChatResponse, ChatRole, SystemBlock,
+    Chat, ChatChunk, ChatMessage, ChatRequest, ChatResponse, ChatRole, FinishReason, SystemBlock,
 };
 use crate::ports::telemetry::Reporter;
 use crate::store::Store;
@@ -56,7 +56,7 @@ pub struct CompleteRequest {
 }
 
 /// The answer and its accounting.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
     pub response_id: String,
     pub text: String,
@@ -64,7 +64,9 @@ pub struct Completion {
     pub provider: String,
     pub tier: String,
     pub arm: String,
-    pub finish_reason: String,
+    pub finish_reason: FinishReason,
+    /// The provider's own stop reason (see [`ChatResponse::raw_finish_reason`]).
+    pub raw_finish_reason: String,
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub cached_tokens: u64,
@@ -260,7 +262,7 @@ impl Serving {
                     "tier {tier} is pinned to {} in the tiers file; leave its model empty to serve promoted models",
                     spec.model
                 ),
-                reason: "TIER_PINNED",
+                reason: Precondition::TierPinned,
                 violations: Vec::new(),
             });
         }
@@ -356,7 +358,7 @@ impl Serving {
                     "tier {} has no model yet: train one and promote it (finetune promote JOB --tier {}), or configure a fallback tier",
                     tier.name, tier.name
                 ),
-                reason: "TIER_HAS_NO_MODEL",
+                reason: Precondition::TierHasNoModel,
                 violations: Vec::new(),
             });
         };
@@ -372,7 +374,7 @@ impl Serving {
                 kind.as_str(),
                 kind.as_str().to_uppercase()
             ),
-            reason: "PROVIDER_NOT_CONFIGURED",
+            reason: Precondition::ProviderNotConfigured,
             violations: Vec::new(),
         })?;
         let mut system = Vec::new();
@@ -423,7 +425,7 @@ impl Serving {
         let fallback = self.tiers.get(tier.fallback.as_deref()?)?.clone();
         let reason = match err {
             Error::FailedPrecondition {
-                reason: "TIER_HAS_NO_MODEL",
+                reason: Precondition::TierHasNoModel,
                 ..
             } => format!("tier {} has no model yet", tier.name),
             Error::Upstream(UpstreamError::NotFound { message, .. }) => {
@@ -581,6 +583,7 @@ impl Serving {
                 route.tier.name.clone()
             },
             finish_reason: response.finish_reason,
+            raw_finish_reason: response.raw_finish_reason,
             input_tokens: usage.input_tokens,
             output_tokens: usage.output_tokens,
             cached_tokens: usage.cache_read_tokens,
