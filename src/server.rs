@@ -19,7 +19,7 @@ use crate::auth::AuthLayer;
 use crate::config::ServeConfig;
 use crate::dataset::Catalog;
 use crate::error::Error;
-use crate::jobs::{JobManager, JobsConfig};
+use crate::jobs::{JobManager, JobReader, JobsConfig};
 use crate::limits::{Limits, LimitsLayer};
 use crate::metrics::Metrics;
 use crate::pb;
@@ -318,24 +318,28 @@ async fn open_state(
         }
     }
 
+    let jobs_config = JobsConfig {
+        poll_interval: config.poll_interval(),
+        heartbeat: std::time::Duration::from_secs_f64(config.heartbeat_seconds),
+        retry: retry.clone(),
+        reconcile_interval: std::time::Duration::from_secs_f64(config.reconcile_interval_seconds),
+    };
+    // The job history is read from the store alone, so it is served with no provider too;
+    // with one, through the manager's reader, whose watchers its writes wake.
     let jobs = openai.clone().map(|provider| {
-        let jobs_config = JobsConfig {
-            poll_interval: config.poll_interval(),
-            heartbeat: std::time::Duration::from_secs_f64(config.heartbeat_seconds),
-            retry: retry.clone(),
-            reconcile_interval: std::time::Duration::from_secs_f64(
-                config.reconcile_interval_seconds,
-            ),
-        };
         JobManager::new(
             store.clone(),
             provider,
             catalog.clone(),
             datasets.clone(),
-            jobs_config,
-            draining,
+            jobs_config.clone(),
+            draining.clone(),
         )
     });
+    let history = match &jobs {
+        Some(jobs) => jobs.reader().clone(),
+        None => JobReader::new(store.clone(), jobs_config.heartbeat, draining),
+    };
     let providers = Providers {
         openai: openai.map(|o| o as Arc<dyn Chat>),
         anthropic: anthropic.map(|a| a as Arc<dyn Chat>),
@@ -367,6 +371,7 @@ async fn open_state(
         catalog,
         datasets,
         max_dataset_bytes: config.max_dataset_bytes,
+        history,
         jobs,
         serving,
         metrics,

@@ -19,6 +19,7 @@ mod differential;
 mod emulator_api;
 mod faults;
 mod grpc_api;
+mod history;
 mod hostile;
 mod lifecycle;
 mod limits;

@@ -16,17 +16,23 @@ use tracing::info;
 
 use crate::dataset::{self, Catalog, Input};
 use crate::error::{Error, Precondition};
-use crate::jobs::{DatasetFile, JobManager, StartRequest};
+use crate::jobs::{DatasetFile, JobManager, JobReader, Lookup, StartRequest};
 use crate::pb;
 use crate::pb::fine_tune_service_server::FineTuneService;
 use crate::store::{DatasetStore, Expected};
+use finetune_core::domain::job::Job;
 
 /// Everything the handlers share.
 pub struct AppState {
     pub catalog: Arc<Catalog>,
     pub datasets: DatasetStore,
     pub max_dataset_bytes: u64,
-    /// The training lifecycle; None when no provider is configured.
+    /// The job history in the store: what GetJob, ListJobs and WatchJob read. It needs
+    /// no provider. With one, it is the manager's reader (`JobManager::reader`), so its
+    /// watchers wake on the manager's writes.
+    pub history: JobReader,
+    /// The writes of the training lifecycle (start, cancel, adopt); None when no
+    /// provider is configured.
     pub jobs: Option<Arc<JobManager>>,
     /// Tiers, promotion and completions.
     pub serving: Arc<crate::serving::Serving>,
@@ -35,10 +41,12 @@ pub struct AppState {
 }
 
 impl AppState {
-    fn jobs(&self) -> Result<&Arc<JobManager>, Status> {
+    /// The job manager, for `what` (a write); without a provider, FAILED_PRECONDITION
+    /// saying how to configure one.
+    fn jobs(&self, what: &str) -> Result<&Arc<JobManager>, Status> {
         self.jobs.as_ref().ok_or_else(|| {
             Error::FailedPrecondition {
-                message: "training is not configured: set OPENAI_API_KEY (and OPENAI_BASE_URL if needed), or run `finetune serve --emulator` for offline development".to_owned(),
+                message: format!("{what} needs a provider, and none is configured: set OPENAI_API_KEY (and OPENAI_BASE_URL if needed), or run `finetune serve --emulator` for offline development"),
                 reason: Precondition::ProviderNotConfigured,
                 violations: Vec::new(),
             }
@@ -56,6 +64,22 @@ pub struct Service {
 impl Service {
     pub fn new(state: Arc<AppState>) -> Service {
         Service { state }
+    }
+
+    /// The job `id` names, read from the store. An id the store does not hold may name a
+    /// job made outside the service: that one is adopted (the proto promises it for GetJob
+    /// and WatchJob; PromoteModel by job id does the same), which takes a provider. A job
+    /// the store holds is never written or looked up upstream here.
+    async fn job(&self, id: &str) -> Result<Job, Status> {
+        match self.state.history.lookup(id).await.map_err(status)? {
+            Lookup::Stored(job) => Ok(*job),
+            Lookup::Outside => {
+                let what = format!(
+                    "job {id} is not stored here; adopting it as a job made outside the service"
+                );
+                self.state.jobs(&what)?.adopt(id).await.map_err(status)
+            }
+        }
     }
 
     /// Stores or finds a dataset source as a file, for training.
@@ -225,7 +249,7 @@ impl FineTuneService for Service {
         &self,
         request: Request<pb::StartTrainingRequest>,
     ) -> Result<Response<pb::StartTrainingResponse>, Status> {
-        let manager = self.state.jobs()?.clone();
+        let manager = self.state.jobs("training")?.clone();
         let req = request.into_inner();
         let accepted = convert::accepted_problems(&req.accepted_problems, req.validation.is_some())
             .map_err(status)?;
@@ -266,12 +290,7 @@ impl FineTuneService for Service {
         &self,
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::GetJobResponse>, Status> {
-        let job = self
-            .state
-            .jobs()?
-            .resolve(&request.into_inner().job_id)
-            .await
-            .map_err(status)?;
+        let job = self.job(&request.into_inner().job_id).await?;
         Ok(Response::new(pb::GetJobResponse {
             job: Some(jobs::job(&job)),
         }))
@@ -286,7 +305,7 @@ impl FineTuneService for Service {
         let token = Some(req.page_token.as_str()).filter(|t| !t.is_empty());
         let page = self
             .state
-            .jobs()?
+            .history
             .list(state, token, req.page_size)
             .await
             .map_err(status)?;
@@ -302,7 +321,7 @@ impl FineTuneService for Service {
     ) -> Result<Response<pb::CancelJobResponse>, Status> {
         let job = self
             .state
-            .jobs()?
+            .jobs("cancelling a job")?
             .cancel(&request.into_inner().job_id)
             .await
             .map_err(status)?;
@@ -318,12 +337,8 @@ impl FineTuneService for Service {
         request: Request<pb::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
         let req = request.into_inner();
-        let rx = self
-            .state
-            .jobs()?
-            .watch(&req.job_id, req.after_sequence)
-            .await
-            .map_err(status)?;
+        let job = self.job(&req.job_id).await?;
+        let rx = self.state.history.watch(job, req.after_sequence);
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
             .map(|item| item.map(jobs::watch_item).map_err(status));
         let stream = self.state.metrics.watch_stream(stream);
@@ -395,7 +410,7 @@ impl FineTuneService for Service {
         let req = request.into_inner();
         let (model, job_id) = match req.source {
             Some(pb::promote_model_request::Source::JobId(id)) => {
-                let job = self.state.jobs()?.resolve(&id).await.map_err(status)?;
+                let job = self.job(&id).await?;
                 match (&job.state, &job.fine_tuned_model) {
                     (finetune_core::domain::job::JobState::Succeeded, Some(model)) => {
                         (model.clone(), Some(job.id.clone()))

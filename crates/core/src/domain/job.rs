@@ -151,11 +151,20 @@ pub struct Job {
     pub accepted_problems: Vec<Acceptance>,
 }
 
+/// How this service's job ids begin (a provider's ids look otherwise).
+const JOB_ID_PREFIX: &str = "job-";
+
+/// Whether `id` has the form of this service's job ids, so that a store that lacks it
+/// knows no provider holds it either.
+pub fn is_service_job_id(id: &str) -> bool {
+    id.starts_with(JOB_ID_PREFIX)
+}
+
 impl Job {
     /// A job being created: a new id, the given model and method, everything else empty.
     pub fn creating(model: String, method: Method, now: i64) -> Job {
         Job {
-            id: format!("job-{}", uuid::Uuid::new_v4().simple()),
+            id: format!("{JOB_ID_PREFIX}{}", uuid::Uuid::new_v4().simple()),
             upstream_id: None,
             request_id: None,
             state: JobState::Creating,

@@ -26,16 +26,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, warn};
 
 use super::poller::{Poller, SuccessHook, WRITE_ATTEMPTS, apply_remote, with_state_changes};
-use super::watch::{Hub, WatchItem, Watchers};
+use super::reader::{JobReader, Lookup, not_found};
+use super::watch::Hub;
 use crate::dataset::{self, Catalog, Format, Input, Options, Report};
 use crate::domain::job::{
-    EventKind, Hyperparameters, Job, JobState, Method, NewEvent, now_millis, state_event,
+    EventKind, Hyperparameters, Job, Method, NewEvent, now_millis, state_event,
 };
 use crate::error::{Error, Missing, Precondition};
 use crate::ports::retry::Failure;
 use crate::ports::{FineTuning, NewJob, RemoteFile, RemoteJob, RetryPolicy, UpstreamError};
-use crate::store::{DatasetStore, JobPage, Recorded, Reservation, Store};
-use tokio::sync::mpsc;
+use crate::store::{DatasetStore, Recorded, Reservation, Store};
 
 /// Metadata keys this service writes on OpenAI jobs.
 pub const META_REQUEST_ID: &str = "finetune_request_id";
@@ -143,6 +143,8 @@ pub struct Started {
     pub report: Option<Report>,
 }
 
+/// The writes of the training lifecycle, which need a provider: starting, polling,
+/// cancelling and adopting jobs. Reads go through its [`JobReader`].
 pub struct JobManager {
     store: Arc<dyn Store>,
     provider: Arc<dyn FineTuning>,
@@ -151,7 +153,7 @@ pub struct JobManager {
     hub: Arc<Hub>,
     config: JobsConfig,
     poller: Arc<Poller>,
-    watchers: Arc<Watchers>,
+    reader: JobReader,
     /// Creations in progress, by job id: one task per job, joined by repeated calls.
     creations: Mutex<HashMap<String, CreationTask>>,
     shutdown: CancellationToken,
@@ -166,7 +168,8 @@ impl JobManager {
         config: JobsConfig,
         shutdown: CancellationToken,
     ) -> Arc<JobManager> {
-        let hub = Arc::new(Hub::default());
+        let reader = JobReader::new(store.clone(), config.heartbeat, shutdown.clone());
+        let hub = reader.hub().clone();
         let poller = Arc::new(Poller {
             store: store.clone(),
             provider: provider.clone(),
@@ -177,12 +180,6 @@ impl JobManager {
             on_success: OnceLock::new(),
             tasks: Mutex::new(HashMap::new()),
         });
-        let watchers = Arc::new(Watchers {
-            store: store.clone(),
-            hub: hub.clone(),
-            heartbeat: config.heartbeat,
-            shutdown: shutdown.clone(),
-        });
         Arc::new(JobManager {
             store,
             provider,
@@ -191,10 +188,16 @@ impl JobManager {
             hub,
             config,
             poller,
-            watchers,
+            reader,
             creations: Mutex::new(HashMap::new()),
             shutdown,
         })
+    }
+
+    /// The reader of the jobs this manager writes: its watchers wake on the manager's
+    /// writes.
+    pub fn reader(&self) -> &JobReader {
+        &self.reader
     }
 
     /// Sets what happens when a job succeeds (once; later calls are ignored).
@@ -787,27 +790,20 @@ impl JobManager {
         result
     }
 
-    /// How many jobs the store holds in each state (states with none are left out).
+    /// How many jobs the store holds in each state (see [`JobReader::count_by_state`]).
     pub async fn count_by_state(&self) -> Result<Vec<(String, u64)>, Error> {
-        self.store.count_by_state().await
+        self.reader.count_by_state().await
     }
 
-    /// Finds a job by this service's id or OpenAI's, adopting unknown OpenAI jobs.
-    pub async fn resolve(self: &Arc<Self>, id: &str) -> Result<Job, Error> {
-        if id.is_empty() {
-            return Err(Error::invalid("job_id", "required"));
-        }
-        if let Some(job) = self.store.get(id).await? {
-            return Ok(job);
-        }
-        if let Some(job) = self.store.get_by_upstream(id).await? {
-            return Ok(job);
-        }
+    /// Adopts a job made outside the service, by the provider's id (OpenAI's
+    /// `ftjob-...`): stores it, records its history so far, and polls it while it runs.
+    /// Adopting it again gives the same job. This is the one way a job the store does not
+    /// hold comes into it; callers reach it when [`JobReader::lookup`] answers
+    /// [`Lookup::Outside`].
+    pub async fn adopt(self: &Arc<Self>, upstream_id: &str) -> Result<Job, Error> {
+        let id = upstream_id;
         if !self.provider.is_job_id(id) {
-            return Err(Error::NotFound {
-                what: format!("job {id}"),
-                missing: Missing::Job(id.to_owned()),
-            });
+            return Err(not_found(id));
         }
         let remote = self.provider.get_job(id).await.map_err(|e| match e {
             UpstreamError::NotFound { .. } => Error::NotFound {
@@ -828,6 +824,7 @@ impl JobManager {
         };
         let stored = self.store.adopt(&job).await?;
         if stored.id != job.id {
+            // Adopted already (by another call, or earlier).
             return Ok(stored);
         }
         let adopted = self.attach_upstream(stored, &remote, &[]).await?;
@@ -843,22 +840,13 @@ impl JobManager {
             .ok_or_else(|| Error::Io("adopted job vanished".to_owned()))
     }
 
-    pub async fn list(
-        &self,
-        state: Option<JobState>,
-        page_token: Option<&str>,
-        page_size: u32,
-    ) -> Result<JobPage, Error> {
-        let size = match page_size {
-            0 => 20,
-            n if n > 100 => return Err(Error::invalid("page_size", "must be at most 100")),
-            n => n,
-        };
-        self.store.list(state, page_token, size).await
-    }
-
+    /// Cancels the job `id` names (this service's id or the provider's); a job made
+    /// outside the service is adopted first.
     pub async fn cancel(self: &Arc<Self>, id: &str) -> Result<Job, Error> {
-        let job = self.resolve(id).await?;
+        let job = match self.reader.lookup(id).await? {
+            Lookup::Stored(job) => *job,
+            Lookup::Outside => self.adopt(id).await?,
+        };
         if job.state.is_terminal() {
             return Err(Error::FailedPrecondition {
                 message: format!(
@@ -911,17 +899,6 @@ impl JobManager {
     /// returns whether the job is finished.
     pub async fn poll_once(&self, job_id: &str) -> Result<bool, Error> {
         self.poller.poll_once(job_id).await
-    }
-
-    /// Streams a job from `after` (exclusive). The stream ends after the terminal
-    /// state event, or with UNAVAILABLE when the server shuts down.
-    pub async fn watch(
-        self: &Arc<Self>,
-        job_ref: &str,
-        after: u64,
-    ) -> Result<mpsc::Receiver<Result<WatchItem, Error>>, Error> {
-        let job = self.resolve(job_ref).await?;
-        Ok(self.watchers.start(job, after))
     }
 
     /// Stops every poller (on shutdown); jobs go on upstream.

@@ -1,10 +1,12 @@
-//! The training lifecycle: starting jobs safely, one poller per active job, and the
-//! watch hub that fans events out to any number of watchers.
+//! The training lifecycle: reading the job history from the store (no provider needed),
+//! starting jobs safely, one poller per active job, adopting jobs made outside the
+//! service, and the watch hub that fans events out to any number of watchers.
 
 mod manager;
 /// The job records, under the name they had here.
 pub use crate::domain::job as model;
 mod poller;
+mod reader;
 mod watch;
 
 pub use manager::{
@@ -12,4 +14,5 @@ pub use manager::{
     jobs_by_request_id,
 };
 pub use poller::SuccessHook;
+pub use reader::{JobReader, Lookup};
 pub use watch::WatchItem;
