@@ -1,19 +1,31 @@
-//! Configuration of `finetune serve`: flags, then environment, then defaults.
-//! Secrets (provider API keys, in later releases) come only from the environment.
+//! Configuration of `finetune serve`, read here and nowhere else: each setting comes from
+//! its flag, else its environment variable, else the config file (`--config`, TOML), else
+//! its default. The provider API keys come only from the environment (never a flag or a
+//! file), and the adapters are handed plain settings: they read no environment.
 
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{ArgAction, Args, Command, Parser, ValueEnum};
+use serde::Serialize;
+use toml::Spanned;
+
+use crate::upstream::OpenAiConfig;
+use crate::upstream::RetryPolicy;
+use crate::upstream::anthropic::AnthropicConfig;
 
 /// Largest gRPC message accepted or sent: bounds inline datasets.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// Largest dataset UploadDataset stores (OpenAI's Uploads API takes up to 8 GB).
 pub const DEFAULT_MAX_DATASET_BYTES: u64 = 2 << 30;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
     Text,
@@ -22,7 +34,8 @@ pub enum LogFormat {
 }
 
 /// When text logs are coloured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogColor {
     /// Only when stderr is a terminal (not when it is redirected to a file or a pipe).
     Auto,
@@ -70,9 +83,24 @@ impl From<&str> for Secret {
     }
 }
 
-/// Settings of the server.
-#[derive(Debug, Clone, Args)]
+/// Settings of the server. Serialized, they are a config file (`--print-config`).
+#[derive(Debug, Clone, Args, Serialize)]
+#[command(after_help = AFTER_HELP)]
+#[serde(rename_all = "kebab-case")]
 pub struct ServeConfig {
+    /// TOML file of settings: keys are the flags' names without the dashes
+    /// (`data-dir = "/var/lib/finetune"`). A flag or variable beats the file; the file
+    /// beats the defaults. An unknown key is an error.
+    #[arg(long = "config", env = "FINETUNE_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
+
+    /// Print the settings these flags, variables and file give, as a config file
+    /// (without the API keys), and exit.
+    #[arg(long)]
+    #[serde(skip)]
+    pub print_config: bool,
+
     /// Address to listen on (port 0 picks a free port, printed at start).
     #[arg(long, env = "FINETUNE_ADDR", default_value = "127.0.0.1:50051")]
     pub addr: SocketAddr,
@@ -137,8 +165,27 @@ pub struct ServeConfig {
     #[arg(long, env = "OPENAI_BASE_URL")]
     pub openai_base_url: Option<String>,
 
-    /// The OpenAI key, for embedding and tests; the command line never takes it.
+    /// OpenAI organization id, sent as OpenAI-Organization (OPENAI_ORGANIZATION is read
+    /// too, when nothing else sets it).
+    #[arg(long, env = "OPENAI_ORG_ID")]
+    pub openai_organization: Option<String>,
+
+    /// OpenAI project id, sent as OpenAI-Project.
+    #[arg(long, env = "OPENAI_PROJECT_ID")]
+    pub openai_project: Option<String>,
+
+    /// Datasets larger than this many bytes go to OpenAI through the Uploads API, in parts.
+    #[arg(
+        long,
+        env = "FINETUNE_UPLOAD_THRESHOLD_BYTES",
+        default_value_t = OpenAiConfig::DEFAULT_UPLOAD_THRESHOLD_BYTES
+    )]
+    pub upload_threshold_bytes: u64,
+
+    /// The OpenAI key: from OPENAI_API_KEY ([`ServeConfig::with_keys_from`]) or set by an
+    /// embedder; never a flag or a file key.
     #[arg(skip)]
+    #[serde(skip)]
     pub openai_api_key: Option<Secret>,
 
     /// Anthropic's API base URL [default: https://api.anthropic.com]. The key is read
@@ -146,8 +193,10 @@ pub struct ServeConfig {
     #[arg(long, env = "ANTHROPIC_BASE_URL")]
     pub anthropic_base_url: Option<String>,
 
-    /// The Anthropic key, for embedding and tests; the command line never takes it.
+    /// The Anthropic key: from ANTHROPIC_API_KEY or set by an embedder; never a flag or a
+    /// file key.
     #[arg(skip)]
+    #[serde(skip)]
     pub anthropic_api_key: Option<Secret>,
 
     /// Tiers file replacing the shipped data/tiers.toml.
@@ -218,6 +267,7 @@ pub struct ServeConfig {
     /// Whether to print the one "listening on" line on stdout (the CLI does; embedders
     /// that own stdout, such as the SDK test harness, do not).
     #[arg(skip = true)]
+    #[serde(skip)]
     pub announce: bool,
 
     /// Address of the HTTP listener for Prometheus metrics (GET /metrics) and a health
@@ -228,6 +278,7 @@ pub struct ServeConfig {
     /// A listener already bound for the metrics endpoint, used instead of metrics_addr
     /// (for embedders and tests that need the port before the server starts).
     #[arg(skip)]
+    #[serde(skip)]
     pub metrics_listener: PreBound,
 }
 
@@ -239,6 +290,8 @@ impl ServeConfig {
     /// A configuration for tests and embedding: loopback, ephemeral port, given data dir.
     pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> ServeConfig {
         ServeConfig {
+            config_file: None,
+            print_config: false,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.into(),
             log_format: LogFormat::Text,
@@ -265,6 +318,9 @@ impl ServeConfig {
             upstream_retry_delay_ms: 500,
             upstream_retry_max_delay_ms: 8000,
             openai_base_url: None,
+            openai_organization: None,
+            openai_project: None,
+            upload_threshold_bytes: OpenAiConfig::DEFAULT_UPLOAD_THRESHOLD_BYTES,
             openai_api_key: None,
             anthropic_base_url: None,
             anthropic_api_key: None,
@@ -301,6 +357,13 @@ impl ServeConfig {
         if let Some(p) = self.poll_interval_seconds {
             positive("--poll-interval-seconds", p)?;
         }
+        // clap ties the two flags together, but not values from the file: without this, a
+        // file naming only one would serve plaintext.
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(crate::Error::Config(
+                "tls-cert and tls-key go together: give both, or neither for plaintext".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -318,21 +381,256 @@ impl ServeConfig {
     }
 
     /// The retry policy of every upstream call.
-    pub fn retry_policy(&self) -> crate::upstream::RetryPolicy {
-        crate::upstream::RetryPolicy {
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
             max_retries: self.upstream_max_retries,
             min_delay: Duration::from_millis(self.upstream_retry_delay_ms),
             max_delay: Duration::from_millis(
                 self.upstream_retry_max_delay_ms
                     .max(self.upstream_retry_delay_ms),
             ),
-            ..crate::upstream::RetryPolicy::default()
+            ..RetryPolicy::default()
         }
     }
 
     pub fn poll_interval(&self) -> Duration {
         let default = if self.emulator { 1.0 } else { 30.0 };
         Duration::from_secs_f64(self.poll_interval_seconds.unwrap_or(default))
+    }
+
+    /// These settings with the provider API keys that `var` gives (`finetune serve` passes
+    /// the process environment): OPENAI_API_KEY and ANTHROPIC_API_KEY, the only source of a
+    /// key. A key an embedder set stays. OPENAI_ORGANIZATION, the other name of
+    /// OPENAI_ORG_ID, fills the organization when nothing else did. Blank values are unset.
+    pub fn with_keys_from(mut self, var: impl Fn(&str) -> Option<String>) -> ServeConfig {
+        let get = |name: &str| {
+            var(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        self.openai_api_key = self
+            .openai_api_key
+            .or_else(|| get("OPENAI_API_KEY").map(Secret));
+        self.anthropic_api_key = self
+            .anthropic_api_key
+            .or_else(|| get("ANTHROPIC_API_KEY").map(Secret));
+        self.openai_organization = self
+            .openai_organization
+            .or_else(|| get("OPENAI_ORGANIZATION"));
+        self
+    }
+
+    /// [`ServeConfig::with_keys_from`] the process environment.
+    pub fn with_process_keys(self) -> ServeConfig {
+        self.with_keys_from(|name| std::env::var(name).ok())
+    }
+
+    /// The OpenAI adapter's settings, when there is an OpenAI key.
+    pub fn openai(&self, retry: &RetryPolicy) -> Option<OpenAiConfig> {
+        let key = self.openai_api_key.as_ref()?;
+        let base_url = non_blank(&self.openai_base_url).unwrap_or(OpenAiConfig::DEFAULT_BASE_URL);
+        Some(OpenAiConfig {
+            organization: non_blank(&self.openai_organization).map(str::to_owned),
+            project: non_blank(&self.openai_project).map(str::to_owned),
+            upload_threshold_bytes: self.upload_threshold_bytes,
+            retry: retry.clone(),
+            ..OpenAiConfig::new(key.expose(), base_url.trim_end_matches('/'))
+        })
+    }
+
+    /// The Anthropic adapter's settings, when there is an Anthropic key.
+    pub fn anthropic(&self, retry: &RetryPolicy) -> Option<AnthropicConfig> {
+        let key = self.anthropic_api_key.as_ref()?;
+        let base_url =
+            non_blank(&self.anthropic_base_url).unwrap_or(AnthropicConfig::DEFAULT_BASE_URL);
+        Some(AnthropicConfig {
+            retry: retry.clone(),
+            ..AnthropicConfig::new(key.expose(), base_url)
+        })
+    }
+
+    /// The settings as a config file (`--print-config`): every setting but the keys, which
+    /// only the comment says are set.
+    pub fn to_toml(&self) -> Result<String, crate::Error> {
+        let body = toml::to_string(self)
+            .map_err(|e| crate::Error::Config(format!("cannot write the settings: {e}")))?;
+        let set = |key: &Option<Secret>| if key.is_some() { "set" } else { "not set" };
+        Ok(format!(
+            "# finetune serve settings. API keys never go in this file: OPENAI_API_KEY is {}, \
+             ANTHROPIC_API_KEY is {}.\n{body}",
+            set(&self.openai_api_key),
+            set(&self.anthropic_api_key),
+        ))
+    }
+}
+
+fn non_blank(value: &Option<String>) -> Option<&str> {
+    value.as_deref().map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// The end of `finetune serve --help`: where settings come from.
+const AFTER_HELP: &str = "Each setting comes from its flag, else its environment variable, \
+else the --config file, else its default. Provider API keys are read only from the \
+environment (OPENAI_API_KEY, ANTHROPIC_API_KEY): never from a flag or a file.";
+
+/// The subcommand whose settings a config file may hold.
+const SERVE: &str = "serve";
+
+/// The process's command line as `P` (the `finetune` CLI): [`try_parse_from`], exiting
+/// with clap's usage message (code 2) on an error.
+pub fn parse<P: Parser>() -> P {
+    try_parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
+}
+
+/// Parses `args` as `P`; `finetune serve`'s settings come from the flag, else the
+/// environment variable, else the `--config` file, else the default.
+///
+/// clap gives flags → environment → defaults. The file's values become the defaults of a
+/// second parse, so clap keeps that order and checks file values with the flags' parsers.
+pub fn try_parse_from<P: Parser>(
+    args: impl IntoIterator<Item = impl Into<OsString>>,
+) -> Result<P, clap::Error> {
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let matches = P::command().try_get_matches_from(&args)?;
+    let file = matches
+        .subcommand_matches(SERVE)
+        .and_then(|serve| serve.get_one::<PathBuf>("config_file"));
+    let Some(path) = file else {
+        return P::from_arg_matches(&matches);
+    };
+    let command = P::command();
+    let serve = command
+        .find_subcommand(SERVE)
+        .expect("the CLI has a serve command");
+    let file = SettingsFile::read(path, serve)
+        .map_err(|message| file_error(ErrorKind::InvalidValue, message))?;
+    let mut command = command.mut_subcommand(SERVE, |serve| file.apply(serve));
+    let matches = command
+        .try_get_matches_from_mut(&args)
+        .map_err(|e| file.blame(e))?;
+    P::from_arg_matches(&matches)
+}
+
+/// The settings of a config file, checked against `finetune serve`'s flags.
+struct SettingsFile {
+    path: PathBuf,
+    settings: Vec<FileSetting>,
+}
+
+struct FileSetting {
+    /// The flag's clap id.
+    id: String,
+    /// The key as written: the flag's long name.
+    key: String,
+    values: Vec<String>,
+    line: usize,
+}
+
+impl SettingsFile {
+    /// Reads `path`; an error names the file, the line and the key.
+    fn read(path: &Path, serve: &Command) -> Result<SettingsFile, String> {
+        let shown = path.display();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the config file {shown}: {e}"))?;
+        let table: BTreeMap<Spanned<String>, toml::Value> =
+            toml::from_str(&text).map_err(|e| format!("config file {shown}: {e}"))?;
+        // In the file's order, so the first wrong key reported is the first in the file.
+        let mut entries: Vec<_> = table.into_iter().collect();
+        entries.sort_by_key(|(key, _)| key.span().start);
+        let mut settings = Vec::with_capacity(entries.len());
+        for (key, value) in entries {
+            let line = text[..key.span().start].matches('\n').count() + 1;
+            let key = key.into_inner();
+            let at = format!("config file {shown}, line {line}");
+            if key.replace('_', "-").contains("api-key") {
+                return Err(format!(
+                    "{at}: `{key}`: API keys are read only from the environment \
+                     (OPENAI_API_KEY, ANTHROPIC_API_KEY), never from a file"
+                ));
+            }
+            let arg = setting_named(serve, &key).ok_or_else(|| {
+                let hint = setting_named(serve, &key.replace('_', "-"))
+                    .map(|_| format!(" (did you mean `{}`?)", key.replace('_', "-")))
+                    .unwrap_or_default();
+                format!(
+                    "{at}: unknown key `{key}`{hint}; the keys are the flags of \
+                     `finetune serve --help` without the dashes"
+                )
+            })?;
+            let values = match value {
+                toml::Value::Array(items) if matches!(arg.get_action(), ArgAction::Append) => {
+                    items.into_iter().map(scalar).collect()
+                }
+                value => scalar(value).map(|v| vec![v]),
+            }
+            .map_err(|what| format!("{at}: `{key}` {what}"))?;
+            settings.push(FileSetting {
+                id: arg.get_id().to_string(),
+                key,
+                values,
+                line,
+            });
+        }
+        Ok(SettingsFile {
+            path: path.to_owned(),
+            settings,
+        })
+    }
+
+    /// `serve` with the file's values as its defaults.
+    fn apply(&self, mut serve: Command) -> Command {
+        for s in &self.settings {
+            serve = serve.mut_arg(&s.id, |arg| arg.default_values(s.values.clone()));
+        }
+        serve
+    }
+
+    /// `error` from the parse with the file's defaults; the first parse accepted the flags
+    /// and variables, so a bad value here is the file's: say which line.
+    fn blame(&self, error: clap::Error) -> clap::Error {
+        let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) else {
+            return error;
+        };
+        let flag = arg.trim_start_matches('-').split([' ', '=']).next();
+        let Some(s) = self.settings.iter().find(|s| Some(s.key.as_str()) == flag) else {
+            return error;
+        };
+        let reason = std::error::Error::source(&error)
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        let message = format!(
+            "config file {}, line {}: invalid value {:?} for `{}`{reason}",
+            self.path.display(),
+            s.line,
+            s.values.join(","),
+            s.key
+        );
+        file_error(error.kind(), message)
+    }
+}
+
+/// A usage error (exit code 2) about the config file: the message alone, since the
+/// command's usage line would not help.
+fn file_error(kind: ErrorKind, message: String) -> clap::Error {
+    clap::Error::raw(kind, format!("{message}\n"))
+}
+
+/// The setting whose flag is `--{key}` (not `--config` itself, nor an action like --help).
+fn setting_named<'a>(serve: &'a Command, key: &str) -> Option<&'a clap::Arg> {
+    serve.get_arguments().find(|a| {
+        a.get_long() == Some(key)
+            && !matches!(a.get_id().as_str(), "config_file" | "print_config" | "help")
+    })
+}
+
+/// A TOML value as the text a flag would take.
+fn scalar(value: toml::Value) -> Result<String, &'static str> {
+    match value {
+        toml::Value::String(s) => Ok(s),
+        toml::Value::Integer(i) => Ok(i.to_string()),
+        toml::Value::Float(f) => Ok(f.to_string()),
+        toml::Value::Boolean(b) => Ok(b.to_string()),
+        _ => Err("must be a string, a number or a boolean"),
     }
 }
 

@@ -2,8 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    finetune::cli::run(finetune::cli::Cli::parse())
+    // The config module layers `serve`'s config file under the flags and variables.
+    finetune::cli::run(finetune::config::parse::<finetune::cli::Cli>())
 }

@@ -33,6 +33,8 @@ use crate::store::{DatasetStore, SqliteStore};
 use crate::upstream::OpenAiConfig;
 use crate::upstream::RetryPolicy;
 use crate::upstream::anthropic::Anthropic;
+#[cfg(feature = "emulator")]
+use crate::upstream::anthropic::AnthropicConfig;
 use crate::upstream::chat::Chat;
 use crate::upstream::openai::OpenAi;
 use finetune_core::ports::telemetry::Reporter;
@@ -280,34 +282,11 @@ async fn open_state(
         upstream.push(line);
         emulator = Some(started);
     } else {
-        if config.openai_api_key.is_some() || std::env::var_os("OPENAI_API_KEY").is_some() {
-            let mut c = OpenAi::config_from_vars(|k| match k {
-                "OPENAI_API_KEY" if config.openai_api_key.is_some() => config
-                    .openai_api_key
-                    .as_ref()
-                    .map(|k| k.expose().to_owned()),
-                "OPENAI_BASE_URL" if config.openai_base_url.is_some() => {
-                    config.openai_base_url.clone()
-                }
-                _ => std::env::var(k).ok(),
-            })?;
-            c.base_url = c.base_url.trim_end_matches('/').to_owned();
-            c.retry = retry.clone();
+        if let Some(c) = config.openai(&retry) {
             upstream.push(format!("OpenAI at {}", c.base_url));
             openai = Some(Arc::new(OpenAi::new(c)?));
         }
-        if config.anthropic_api_key.is_some() || std::env::var_os("ANTHROPIC_API_KEY").is_some() {
-            let mut c = Anthropic::config_from_vars(|k| match k {
-                "ANTHROPIC_API_KEY" if config.anthropic_api_key.is_some() => config
-                    .anthropic_api_key
-                    .as_ref()
-                    .map(|k| k.expose().to_owned()),
-                "ANTHROPIC_BASE_URL" if config.anthropic_base_url.is_some() => {
-                    config.anthropic_base_url.clone()
-                }
-                _ => std::env::var(k).ok(),
-            })?;
-            c.retry = retry.clone();
+        if let Some(c) = config.anthropic(&retry) {
             upstream.push("Anthropic".to_owned());
             anthropic = Some(Arc::new(Anthropic::new(c)?));
         }
@@ -405,13 +384,10 @@ async fn start_emulator(
         ..OpenAiConfig::new("sk-emulator", base.clone())
     })?);
     let root = base.trim_end_matches("/v1").to_owned();
-    let mut c = Anthropic::config_from_vars(|k| match k {
-        "ANTHROPIC_API_KEY" => Some("sk-ant-emulator".to_owned()),
-        "ANTHROPIC_BASE_URL" => Some(root.clone()),
-        _ => None,
-    })?;
-    c.retry = retry.clone();
-    let anthropic = Arc::new(Anthropic::new(c)?);
+    let anthropic = Arc::new(Anthropic::new(AnthropicConfig {
+        retry: retry.clone(),
+        ..AnthropicConfig::new("sk-ant-emulator", root)
+    })?);
     let line = format!(
         "EMULATOR at {base} (x{} time; no real training or model calls happen)",
         config.emulator_time_scale

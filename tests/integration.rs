@@ -12,6 +12,7 @@ mod anthropic_contract;
 mod anthropic_emulator;
 mod auth;
 mod cli;
+mod config;
 mod cost;
 mod crash;
 mod dataset_codes;

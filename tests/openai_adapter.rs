@@ -1,8 +1,6 @@
 //! Behaviour of the OpenAI adapter beyond the recorded contract: error classification,
 //! Retry-After, tolerant decoding, configuration, headers and the upload paths.
 
-use crate::common::vars;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use finetune::Error;
@@ -612,60 +610,6 @@ async fn requests_carry_auth_org_and_project_headers_and_encode_ids() {
         received[2].url.path(),
         "/v1/fine_tuning/jobs/ftjob-abc/cancel"
     );
-}
-
-#[test]
-fn configuration_comes_from_the_environment_variables() {
-    let e = OpenAi::config_from_vars(vars(&[])).unwrap_err();
-    assert!(matches!(e, Error::Config(_)));
-    assert!(e.to_string().contains("OPENAI_API_KEY"), "{e}");
-    assert!(OpenAi::config_from_vars(vars(&[("OPENAI_API_KEY", "  ")])).is_err());
-
-    let c = OpenAi::config_from_vars(vars(&[("OPENAI_API_KEY", "sk-test")])).unwrap();
-    assert_eq!(c.api_key, "sk-test");
-    assert_eq!(c.base_url, OpenAiConfig::DEFAULT_BASE_URL);
-    assert_eq!((c.organization, c.project), (None, None));
-    assert_eq!(
-        c.upload_threshold_bytes,
-        OpenAiConfig::new("k", "u").upload_threshold_bytes
-    );
-
-    let c = OpenAi::config_from_vars(vars(&[
-        ("OPENAI_API_KEY", "sk-test"),
-        ("OPENAI_BASE_URL", "http://127.0.0.1:9/v1/"),
-        ("OPENAI_ORGANIZATION", "org-b"),
-        ("OPENAI_ORG_ID", "org-a"),
-        ("OPENAI_PROJECT_ID", "proj_c"),
-        ("FINETUNE_UPLOAD_THRESHOLD_BYTES", "1048576"),
-    ]))
-    .unwrap();
-    assert_eq!(c.base_url, "http://127.0.0.1:9/v1/");
-    assert_eq!(
-        c.organization.as_deref(),
-        Some("org-a"),
-        "OPENAI_ORG_ID wins"
-    );
-    assert_eq!(c.project.as_deref(), Some("proj_c"));
-    assert_eq!(c.upload_threshold_bytes, 1 << 20);
-    assert!(OpenAi::new(c).is_ok());
-
-    let c = OpenAi::config_from_vars(vars(&[
-        ("OPENAI_API_KEY", "sk-test"),
-        ("OPENAI_ORGANIZATION", "org-b"),
-    ]))
-    .unwrap();
-    assert_eq!(c.organization.as_deref(), Some("org-b"));
-
-    let e = OpenAi::config_from_vars(vars(&[
-        ("OPENAI_API_KEY", "sk-test-secret"),
-        ("FINETUNE_UPLOAD_THRESHOLD_BYTES", "lots"),
-    ]))
-    .unwrap_err();
-    assert!(
-        e.to_string().contains("FINETUNE_UPLOAD_THRESHOLD_BYTES"),
-        "{e}"
-    );
-    assert!(!e.to_string().contains("sk-test-secret"));
 }
 
 #[test]

@@ -194,6 +194,19 @@ fn emulator(_args: EmulatorArgs) -> ExitCode {
 }
 
 fn serve(config: ServeConfig) -> ExitCode {
+    let config = config.with_process_keys();
+    if config.print_config {
+        return match config.to_toml() {
+            Ok(text) => {
+                outln!("{}", text.trim_end());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("finetune serve: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     init_tracing(config.log_format, config.log_color);
     if cfg!(not(feature = "emulator")) && config.emulator {
         eprintln!("finetune serve: {}", crate::server::NO_EMULATOR);

@@ -42,7 +42,8 @@ pub const API_VERSION: &str = "2023-06-01";
 /// Connecting never waits longer than this, whatever the call's deadline.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Where and how to reach Anthropic. The key comes only from the environment.
+/// Where and how to reach Anthropic. The caller gives every setting (the server reads them
+/// in its configuration); the adapter reads no environment.
 #[derive(Clone)]
 pub struct AnthropicConfig {
     pub api_key: String,
@@ -136,36 +137,6 @@ impl Anthropic {
             retry: config.retry,
             redactor: Arc::new(Redactor::new(key, KEY_SHAPES)),
         })
-    }
-
-    /// A client configured from the process environment (see [`Anthropic::config_from_vars`]).
-    pub fn from_env() -> Result<Anthropic, Error> {
-        Anthropic::new(Anthropic::config_from_vars(|name| {
-            std::env::var(name).ok()
-        })?)
-    }
-
-    /// The configuration the variables give: `ANTHROPIC_API_KEY` (required) and
-    /// `ANTHROPIC_BASE_URL` (the API root, default `https://api.anthropic.com`). Empty
-    /// values count as unset. `var` looks a variable up, so tests need not touch the
-    /// process environment.
-    pub fn config_from_vars(
-        var: impl Fn(&str) -> Option<String>,
-    ) -> Result<AnthropicConfig, Error> {
-        let get = |name: &str| {
-            var(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        let api_key = get("ANTHROPIC_API_KEY").ok_or_else(|| {
-            Error::Config(
-                "ANTHROPIC_API_KEY is not set: export the Anthropic API key to answer with Claude"
-                    .into(),
-            )
-        })?;
-        let base_url =
-            get("ANTHROPIC_BASE_URL").unwrap_or_else(|| AnthropicConfig::DEFAULT_BASE_URL.into());
-        Ok(AnthropicConfig::new(api_key, base_url))
     }
 
     /// Sends the request, retrying as the policy says (a stream only until it opens);

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use finetune_core::ports::retry::RetryPolicy;
 
-/// Where and how to reach OpenAI. The key comes only from the environment.
+/// Where and how to reach OpenAI. The caller gives every setting (the server reads them
+/// in its configuration); the adapter reads no environment.
 #[derive(Clone)]
 pub struct OpenAiConfig {
     pub api_key: String,
@@ -50,6 +51,8 @@ impl std::fmt::Debug for OpenAiConfig {
 
 impl OpenAiConfig {
     pub const DEFAULT_BASE_URL: &'static str = "https://api.openai.com/v1";
+    /// Files above this size go through the Uploads API in parts.
+    pub const DEFAULT_UPLOAD_THRESHOLD_BYTES: u64 = 256 << 20;
 
     pub fn new(api_key: impl Into<String>, base_url: impl Into<String>) -> OpenAiConfig {
         OpenAiConfig {
@@ -57,7 +60,7 @@ impl OpenAiConfig {
             base_url: base_url.into(),
             organization: None,
             project: None,
-            upload_threshold_bytes: 256 << 20,
+            upload_threshold_bytes: OpenAiConfig::DEFAULT_UPLOAD_THRESHOLD_BYTES,
             part_size_bytes: 64 << 20,
             timeout: Duration::from_secs(600),
             retry: RetryPolicy::default(),

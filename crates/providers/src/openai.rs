@@ -135,41 +135,6 @@ impl OpenAi {
         })
     }
 
-    /// A client configured from the process environment (see [`OpenAi::config_from_vars`]).
-    pub fn from_env() -> Result<OpenAi, Error> {
-        OpenAi::new(OpenAi::config_from_vars(|name| std::env::var(name).ok())?)
-    }
-
-    /// The configuration the variables give: `OPENAI_API_KEY` (required),
-    /// `OPENAI_BASE_URL`, `OPENAI_ORG_ID` (or `OPENAI_ORGANIZATION`), `OPENAI_PROJECT_ID`
-    /// and `FINETUNE_UPLOAD_THRESHOLD_BYTES`. Empty values count as unset. `var` looks a
-    /// variable up, so tests need not touch the process environment.
-    pub fn config_from_vars(var: impl Fn(&str) -> Option<String>) -> Result<OpenAiConfig, Error> {
-        let get = |name: &str| {
-            var(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        let api_key = get("OPENAI_API_KEY").ok_or_else(|| {
-            Error::Config(
-                "OPENAI_API_KEY is not set: export the OpenAI API key to train on OpenAI".into(),
-            )
-        })?;
-        let base_url =
-            get("OPENAI_BASE_URL").unwrap_or_else(|| OpenAiConfig::DEFAULT_BASE_URL.into());
-        let mut config = OpenAiConfig::new(api_key, base_url);
-        config.organization = get("OPENAI_ORG_ID").or_else(|| get("OPENAI_ORGANIZATION"));
-        config.project = get("OPENAI_PROJECT_ID");
-        if let Some(raw) = get("FINETUNE_UPLOAD_THRESHOLD_BYTES") {
-            config.upload_threshold_bytes = raw.parse().map_err(|_| {
-                Error::Config(format!(
-                    "FINETUNE_UPLOAD_THRESHOLD_BYTES must be a whole number of bytes, got {raw:?}"
-                ))
-            })?;
-        }
-        Ok(config)
-    }
-
     /// `GET /files/{id}`.
     pub async fn get_file(&self, id: &str) -> Result<FileObject, UpstreamError> {
         self.call(self.http.get(self.url(&["files", id])), "file")
