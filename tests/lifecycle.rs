@@ -481,3 +481,73 @@ fn train_asks_before_spending_and_refuses_silently_without_a_terminal() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was started"));
 }
+
+/// OpenAI takes at most 16 metadata pairs on a job and the service writes two of its own,
+/// so a caller may set 14: they reach OpenAI beside the service's keys, and a 15th is
+/// refused before anything is uploaded, naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_takes_fourteen_metadata_pairs_beside_the_services_two() {
+    use tonic_types::StatusExt;
+    let emulator = common::emulator(300.0).await;
+    let server = server_for(&emulator, 1.0).await;
+    let upstream = |path: String| {
+        let url = format!("{}{path}", emulator.base_url());
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth("sk-test-lifecycle")
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let pairs = |n: usize| -> std::collections::HashMap<String, String> {
+        (0..n)
+            .map(|i| (format!("key{i:02}"), format!("value {i}")))
+            .collect()
+    };
+
+    let mut over = start_request("meta-15");
+    over.metadata = pairs(15);
+    let err = server.client().start_training(over).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let details = err.get_error_details();
+    let violation = &details
+        .bad_request()
+        .expect("a BadRequest")
+        .field_violations[0];
+    assert_eq!(violation.field, "metadata");
+    assert!(
+        violation.description.contains("at most 14"),
+        "{}",
+        violation.description
+    );
+    let listed = upstream("/fine_tuning/jobs".to_owned()).await;
+    assert_eq!(
+        listed["data"],
+        serde_json::json!([]),
+        "nothing reached OpenAI"
+    );
+
+    let mut full = start_request("meta-14");
+    full.metadata = pairs(14);
+    let job = server.start_job(full.clone()).await;
+    assert_eq!(
+        job.metadata, full.metadata,
+        "the job keeps the caller's pairs"
+    );
+    let remote = upstream(format!("/fine_tuning/jobs/{}", job.upstream_id)).await;
+    let held = remote["metadata"]
+        .as_object()
+        .expect("OpenAI's job has metadata");
+    assert_eq!(held.len(), 16, "{held:?}");
+    for (key, value) in &full.metadata {
+        assert_eq!(held[key], value.as_str(), "{key}");
+    }
+    assert_eq!(held["finetune_request_id"], "meta-14");
+    assert_eq!(held["finetune_job_id"], job.id.as_str());
+    server.stop().await;
+}

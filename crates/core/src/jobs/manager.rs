@@ -40,8 +40,10 @@ use crate::store::{DatasetStore, Recorded, Reservation, Store};
 /// Metadata keys this service writes on OpenAI jobs.
 pub const META_REQUEST_ID: &str = "finetune_request_id";
 pub const META_JOB_ID: &str = "finetune_job_id";
-/// OpenAI allows 16 metadata pairs; two are ours.
-const MAX_USER_METADATA: usize = 14;
+/// The most metadata pairs OpenAI takes on a fine-tuning job (its `Metadata` schema).
+const OPENAI_MAX_METADATA: usize = 16;
+/// What a caller may set: OpenAI's limit less the keys this service writes on every job.
+const MAX_USER_METADATA: usize = OPENAI_MAX_METADATA - [META_REQUEST_ID, META_JOB_ID].len();
 /// How long a caller is asked to wait before repeating a StartTraining whose outcome
 /// could not be confirmed (RetryInfo).
 const OUTCOME_RETRY_AFTER: Duration = Duration::from_secs(2);
@@ -991,7 +993,7 @@ fn message_event(message: String) -> NewEvent {
 }
 
 fn check_request(req: &StartRequest) -> Result<(), Error> {
-    if req.request_id.is_empty() || req.request_id.len() > 128 {
+    if req.request_id.is_empty() || req.request_id.chars().count() > 128 {
         return Err(Error::invalid(
             "request_id",
             "required, 1 to 128 characters (a UUID is a good choice)",
@@ -1037,7 +1039,10 @@ fn check_request(req: &StartRequest) -> Result<(), Error> {
     if req.metadata.len() > MAX_USER_METADATA {
         return Err(Error::invalid(
             "metadata",
-            format!("at most {MAX_USER_METADATA} pairs (OpenAI allows 16; two are the service's)"),
+            format!(
+                "at most {MAX_USER_METADATA} pairs, got {} (OpenAI allows {OPENAI_MAX_METADATA}; {META_REQUEST_ID} and {META_JOB_ID} are the service's)",
+                req.metadata.len()
+            ),
         ));
     }
     for (k, v) in &req.metadata {
@@ -1145,5 +1150,48 @@ fn unusable(file: &RemoteFile, now: i64) -> Option<String> {
         ))
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(request_id: &str) -> StartRequest {
+        let file = DatasetFile {
+            path: PathBuf::from("train.jsonl"),
+            sha256: "0".repeat(64),
+            name: "train.jsonl".to_owned(),
+        };
+        StartRequest {
+            request_id: request_id.to_owned(),
+            training: file,
+            validation: None,
+            model: "gpt-4o-mini".to_owned(),
+            method: Method::Supervised,
+            hyperparameters: Hyperparameters::default(),
+            suffix: None,
+            seed: None,
+            metadata: BTreeMap::new(),
+            accepted: Vec::new(),
+        }
+    }
+
+    fn refused_field(req: &StartRequest) -> Option<String> {
+        match check_request(req) {
+            Ok(()) => None,
+            Err(Error::InvalidArgument { field, .. }) => Some(field),
+            Err(other) => panic!("not INVALID_ARGUMENT: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn request_ids_are_measured_in_characters() {
+        // 128 two-byte characters are 256 bytes: the contract counts characters.
+        assert_eq!(refused_field(&request(&"é".repeat(128))), None);
+        assert_eq!(
+            refused_field(&request(&"é".repeat(129))).as_deref(),
+            Some("request_id")
+        );
     }
 }

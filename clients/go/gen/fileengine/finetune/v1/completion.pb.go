@@ -313,7 +313,8 @@ type Usage struct {
 	// cached_tokens is the part of prompt_tokens read from the prompt cache.
 	CachedTokens uint64 `protobuf:"varint,3,opt,name=cached_tokens,json=cachedTokens,proto3" json:"cached_tokens,omitempty"`
 	// knowledge_tokens is the part of prompt_tokens the knowledge injection
-	// added (0 for tiers without injection).
+	// added (0 for tiers without injection), counted as Tier.knowledge_tokens
+	// is: in o200k_base, so an estimate for models with another tokenizer.
 	KnowledgeTokens uint64 `protobuf:"varint,4,opt,name=knowledge_tokens,json=knowledgeTokens,proto3" json:"knowledge_tokens,omitempty"`
 	// cache_write_tokens is the part of prompt_tokens written to the prompt
 	// cache by this request (billed at the model's cache-write price; 0 for
@@ -397,7 +398,8 @@ type Completion struct {
 	Text string `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
 	// model is the provider's model that served the request.
 	Model string `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
-	// tier is the tier that served it (after any fallback).
+	// tier is the tier that served it (after any fallback); `model:NAME` for a
+	// request that named a model instead of a tier.
 	Tier string `protobuf:"bytes,4,opt,name=tier,proto3" json:"tier,omitempty"`
 	// arm is the A/B arm (a tier name) chosen for the user when the requested
 	// tier is a split; empty otherwise.
@@ -408,8 +410,9 @@ type Completion struct {
 	RawFinishReason string `protobuf:"bytes,7,opt,name=raw_finish_reason,json=rawFinishReason,proto3" json:"raw_finish_reason,omitempty"`
 	// usage counts tokens.
 	Usage *Usage `protobuf:"bytes,8,opt,name=usage,proto3" json:"usage,omitempty"`
-	// cost_usd is the request's cost in USD from the shipped price table
-	// (cache reads and writes at their own prices when the usage reports them).
+	// cost_usd is the request's cost in USD at the server's catalog prices (see
+	// InferencePrice; cache reads and writes at their own prices when the usage
+	// reports them), 0 when the catalog has no price for the model.
 	CostUsd float64 `protobuf:"fixed64,9,opt,name=cost_usd,json=costUsd,proto3" json:"cost_usd,omitempty"`
 	// provider is `openai` or `anthropic`.
 	Provider string `protobuf:"bytes,10,opt,name=provider,proto3" json:"provider,omitempty"`
@@ -549,16 +552,19 @@ func (x *Completion) GetLatencyMs() float64 {
 // CompleteRequest asks a tier or model for one answer.
 type CompleteRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// messages is the conversation, oldest first. At least one user message.
+	// messages is the conversation, oldest first. At least one user message,
+	// and the last message is the user's.
 	Messages []*ChatMessage `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
 	// tier names a configured route (for example `fast` or `pro`). Exactly one
 	// of tier and model; empty both means tier `fast`.
 	Tier string `protobuf:"bytes,2,opt,name=tier,proto3" json:"tier,omitempty"`
-	// model calls a model directly, bypassing tiers.
+	// model calls a model directly, bypassing tiers: Anthropic for names
+	// starting with `claude`, OpenAI for any other.
 	Model string `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
 	// temperature is 0..2; unset means the provider's default.
 	Temperature *float64 `protobuf:"fixed64,4,opt,name=temperature,proto3,oneof" json:"temperature,omitempty"`
-	// max_output_tokens caps the answer; 0 means the tier's default.
+	// max_output_tokens caps the answer; 0 means the tier's default (4096 for a
+	// direct model call).
 	MaxOutputTokens uint32 `protobuf:"varint,5,opt,name=max_output_tokens,json=maxOutputTokens,proto3" json:"max_output_tokens,omitempty"`
 	// stop lists up to 4 stop sequences.
 	Stop []string `protobuf:"bytes,6,rep,name=stop,proto3" json:"stop,omitempty"`
@@ -891,13 +897,18 @@ type Tier struct {
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// provider serves the tier; unspecified for split tiers.
 	Provider Provider `protobuf:"varint,2,opt,name=provider,proto3,enum=fileengine.finetune.v1.Provider" json:"provider,omitempty"`
-	// model is the model the tier calls now (the promoted one for `fast`); empty
-	// when no model is available yet.
+	// model is the model the tier calls now: the tiers file's, or, for a tier
+	// the tiers file leaves without a model, the one promoted to it; empty when
+	// no model is available yet.
 	Model string `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
 	// inject_knowledge says whether the knowledge base is sent as the system prompt.
 	InjectKnowledge bool `protobuf:"varint,4,opt,name=inject_knowledge,json=injectKnowledge,proto3" json:"inject_knowledge,omitempty"`
-	// knowledge_tokens is the size of the knowledge base in this tier's encoding
-	// (0 without injection).
+	// knowledge_tokens is the size of the knowledge base in tokens of
+	// o200k_base, whatever the tier's model (0 without injection). It is exact
+	// for the gpt-4o and gpt-4.1 families and an estimate for others, Claude
+	// included, whose provider's own count is in Usage.prompt_tokens. One
+	// encoding keeps the figure the same across tiers and promotions, so tiers
+	// compare side by side.
 	KnowledgeTokens uint64 `protobuf:"varint,5,opt,name=knowledge_tokens,json=knowledgeTokens,proto3" json:"knowledge_tokens,omitempty"`
 	// fallback is the tier used when this one cannot answer; empty for none.
 	Fallback string `protobuf:"bytes,6,opt,name=fallback,proto3" json:"fallback,omitempty"`
@@ -1090,7 +1101,8 @@ func (x *ListTiersResponse) GetTiers() []*Tier {
 // PromoteModelRequest makes a model the one a tier serves.
 type PromoteModelRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// tier is the plain (not split) tier to change. Required.
+	// tier is the plain (not split) tier to change. Required. A tier pinned to a
+	// model in the tiers file is FAILED_PRECONDITION (reason TIER_PINNED).
 	Tier string `protobuf:"bytes,1,opt,name=tier,proto3" json:"tier,omitempty"`
 	// source is the model to promote.
 	//
@@ -1397,7 +1409,8 @@ func (x *GetTierStatsRequest) GetTier() string {
 	return ""
 }
 
-// LatencyStats are latencies in milliseconds.
+// LatencyStats are latencies in milliseconds, nearest-rank percentiles of the
+// answered requests.
 type LatencyStats struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// p50_ms is the median.
@@ -1464,7 +1477,8 @@ func (x *LatencyStats) GetP99Ms() float64 {
 // TierStats are one tier's (or arm's) figures since the store was created.
 type TierStats struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// tier is the tier that served.
+	// tier is the tier that served (`model:NAME` for requests that named a
+	// model).
 	Tier string `protobuf:"bytes,1,opt,name=tier,proto3" json:"tier,omitempty"`
 	// split is the split tier the requests came through (for example `auto`,
 	// whose arms are `fast` and `pro`), or empty for direct requests to the tier.
@@ -1483,7 +1497,8 @@ type TierStats struct {
 	OutputTokens uint64 `protobuf:"varint,8,opt,name=output_tokens,json=outputTokens,proto3" json:"output_tokens,omitempty"`
 	// cached_tokens is the sum of prompt tokens read from cache.
 	CachedTokens uint64 `protobuf:"varint,9,opt,name=cached_tokens,json=cachedTokens,proto3" json:"cached_tokens,omitempty"`
-	// knowledge_tokens is the sum of tokens the knowledge injection added.
+	// knowledge_tokens is the sum of tokens the knowledge injection added (in
+	// o200k_base, as Tier.knowledge_tokens).
 	KnowledgeTokens uint64 `protobuf:"varint,10,opt,name=knowledge_tokens,json=knowledgeTokens,proto3" json:"knowledge_tokens,omitempty"`
 	// cost_usd is the total cost.
 	CostUsd float64 `protobuf:"fixed64,11,opt,name=cost_usd,json=costUsd,proto3" json:"cost_usd,omitempty"`

@@ -327,7 +327,8 @@ type isDatasetSource_Source interface {
 
 type DatasetSource_Content struct {
 	// content is the whole JSONL file inline. It must fit in one gRPC message:
-	// the server accepts messages up to 64 MiB; use UploadDataset beyond that.
+	// the server accepts messages up to 64 MiB by default (its
+	// --max-message-bytes); use UploadDataset beyond that.
 	Content []byte `protobuf:"bytes,1,opt,name=content,proto3,oneof"`
 }
 
@@ -609,9 +610,12 @@ func (x *Distribution) GetP90() float64 {
 	return 0
 }
 
-// TokenStats are exact token counts with the model's encoding, by the OpenAI
+// TokenStats are token counts with the model's encoding, by the OpenAI
 // cookbook's method: per message 3 tokens plus the tokens of each string
-// value, 1 more per `name`, and 3 per example to prime the reply.
+// value, 1 more per `name`, and 3 per example to prime the reply. Text is
+// counted exactly. Two parts are estimates, as OpenAI does not publish how it
+// counts them: an image counts 85 tokens (its `detail: low` cost), and a
+// `tools` or `functions` definition the tokens of its JSON text.
 type TokenStats struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// encoding is the tiktoken encoding used, `o200k_base` or `cl100k_base`.
@@ -1139,7 +1143,8 @@ type ValidateDatasetRequest struct {
 	// and for overlap with training.
 	Validation *DatasetSource `protobuf:"bytes,2,opt,name=validation,proto3" json:"validation,omitempty"`
 	// model is the base model the dataset is for; it selects the encoding, the
-	// training context and the price. Default `gpt-4o-2024-08-06`.
+	// training context and the price. Default: the catalog's default_model
+	// (data/models.toml or the server's --catalog file).
 	Model string `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
 	// epochs is the number of epochs to estimate for (1..50); unset means
 	// OpenAI's automatic rule.

@@ -30,7 +30,9 @@ type JobState int32
 const (
 	// JOB_STATE_UNSPECIFIED: unknown upstream status; see Job.upstream_status.
 	JobState_JOB_STATE_UNSPECIFIED JobState = 0
-	// JOB_STATE_VALIDATING_FILES: OpenAI is checking the uploaded files.
+	// JOB_STATE_VALIDATING_FILES: OpenAI is checking the uploaded files, or
+	// (while Job.upstream_id is empty) this service is uploading them and
+	// creating the job upstream.
 	JobState_JOB_STATE_VALIDATING_FILES JobState = 1
 	// JOB_STATE_QUEUED: waiting for training capacity.
 	JobState_JOB_STATE_QUEUED JobState = 2
@@ -359,8 +361,8 @@ func (x *JobError) GetParam() string {
 // Job is a training job started through this service.
 type Job struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// id is this service's job id (`ftjob_...` style ids belong to OpenAI and
-	// are in upstream_id).
+	// id is this service's job id (`job-` and 32 hex digits); OpenAI's own id
+	// (`ftjob-...`) is upstream_id.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// upstream_id is OpenAI's fine-tuning job id, once known.
 	UpstreamId string `protobuf:"bytes,2,opt,name=upstream_id,json=upstreamId,proto3" json:"upstream_id,omitempty"`
@@ -398,9 +400,13 @@ type Job struct {
 	ActualCostUsd float64 `protobuf:"fixed64,15,opt,name=actual_cost_usd,json=actualCostUsd,proto3" json:"actual_cost_usd,omitempty"`
 	// error is set when the job failed.
 	Error *JobError `protobuf:"bytes,16,opt,name=error,proto3" json:"error,omitempty"`
-	// metadata is the caller's key/value metadata, also sent to OpenAI.
+	// metadata is the caller's key/value metadata (StartTrainingRequest.metadata),
+	// also sent to OpenAI, whose copy adds this service's `finetune_request_id`
+	// and `finetune_job_id`. For a job adopted from OpenAI it is the metadata
+	// OpenAI holds.
 	Metadata map[string]string `protobuf:"bytes,17,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	// create_time is when this service accepted the job.
+	// create_time is when this service accepted the job; for a job adopted from
+	// OpenAI, when OpenAI created it.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// update_time is when the job last changed.
 	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
@@ -845,7 +851,8 @@ type JobEvent struct {
 	// kind classifies the event.
 	Kind JobEventKind `protobuf:"varint,3,opt,name=kind,proto3,enum=fileengine.finetune.v1.JobEventKind" json:"kind,omitempty"`
 	// create_time is when the event happened upstream, on OpenAI's clock (or
-	// here, for state changes this service observed).
+	// here, for events this service recorded itself: state changes it observed
+	// and its own messages).
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// level is OpenAI's level: `info`, `warn` or `error`.
 	Level string `protobuf:"bytes,5,opt,name=level,proto3" json:"level,omitempty"`
@@ -968,7 +975,7 @@ func (x *JobEvent) GetCheckpoint() *Checkpoint {
 type StartTrainingRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// request_id is the client's idempotency key (for example a UUID), 1..128
-	// characters. Repeating a request with the same request_id returns the job
+	// characters (not bytes). Repeating a request with the same request_id returns the job
 	// the first one created instead of starting another; reusing it with
 	// different parameters is ALREADY_EXISTS. Required.
 	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
@@ -977,7 +984,8 @@ type StartTrainingRequest struct {
 	Training *DatasetSource `protobuf:"bytes,2,opt,name=training,proto3" json:"training,omitempty"`
 	// validation is an optional validation dataset.
 	Validation *DatasetSource `protobuf:"bytes,3,opt,name=validation,proto3" json:"validation,omitempty"`
-	// model is the base model. Default `gpt-4o-2024-08-06`.
+	// model is the base model. Default: the catalog's default_model
+	// (data/models.toml or the server's --catalog file).
 	Model string `protobuf:"bytes,4,opt,name=model,proto3" json:"model,omitempty"`
 	// method is the training method. Default supervised.
 	Method TrainingMethod `protobuf:"varint,5,opt,name=method,proto3,enum=fileengine.finetune.v1.TrainingMethod" json:"method,omitempty"`
@@ -987,7 +995,12 @@ type StartTrainingRequest struct {
 	Suffix string `protobuf:"bytes,7,opt,name=suffix,proto3" json:"suffix,omitempty"`
 	// seed makes training reproducible when set.
 	Seed *int64 `protobuf:"varint,8,opt,name=seed,proto3,oneof" json:"seed,omitempty"`
-	// metadata is up to 16 key/value pairs stored on the job here and upstream.
+	// metadata is up to 14 key/value pairs (keys 1..64 characters, values up to
+	// 512) stored on the job here and upstream. OpenAI allows 16 per job and
+	// this service writes two of its own (`finetune_request_id`,
+	// `finetune_job_id`), so keys starting with `finetune_` are reserved. More
+	// pairs, or a key or value out of bounds, is INVALID_ARGUMENT naming the
+	// field (`metadata`, or `metadata.<key>`).
 	Metadata map[string]string `protobuf:"bytes,9,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// accepted_problems are problems the caller has reviewed and accepts (only
 	// `possible_secret` today): they no longer block training, stay in the report
@@ -1247,7 +1260,7 @@ func (x *GetJobResponse) GetJob() *Job {
 	return nil
 }
 
-// ListJobsRequest pages through jobs, newest first.
+// ListJobsRequest pages through jobs, newest (by create_time) first.
 type ListJobsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// page_size is the maximum number of jobs to return, 1..100; 0 means 20.
@@ -1370,7 +1383,7 @@ func (x *ListJobsResponse) GetNextPageToken() string {
 // CancelJobRequest names the job to cancel.
 type CancelJobRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// job_id is this service's job id or an OpenAI job id.
+	// job_id is this service's job id or an OpenAI job id (adopted as in GetJob).
 	JobId         string `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1417,7 +1430,9 @@ func (x *CancelJobRequest) GetJobId() string {
 type CancelJobResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// job is the job snapshot; its state becomes JOB_STATE_CANCELLED once
-	// OpenAI confirms. Cancelling a terminal job is FAILED_PRECONDITION.
+	// OpenAI confirms. Cancelling a terminal job is FAILED_PRECONDITION (reason
+	// JOB_FINISHED), and so is cancelling one still being created, which has no
+	// upstream_id yet (reason JOB_CREATING).
 	Job           *Job `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1636,7 +1651,8 @@ func (*WatchJobResponse_Heartbeat) isWatchJobResponse_Item() {}
 // Heartbeat is sent on a WatchJob stream after an interval without events.
 type Heartbeat struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// last_sequence is the latest sequence sent on this stream so far.
+	// last_sequence is the latest sequence sent on this stream so far
+	// (after_sequence before the first event): the position to resume from.
 	LastSequence uint64 `protobuf:"varint,1,opt,name=last_sequence,json=lastSequence,proto3" json:"last_sequence,omitempty"`
 	// time is the server's clock.
 	Time          *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`

@@ -42,8 +42,10 @@ const (
 // dataset, train a model on it, follow the job, and serve completions.
 //
 // Errors carry google.rpc.ErrorInfo (domain `finetune.fileengine`, reason in
-// UPPER_SNAKE_CASE), google.rpc.BadRequest for invalid fields and
-// google.rpc.RetryInfo when the upstream provider asks to slow down.
+// UPPER_SNAKE_CASE), google.rpc.BadRequest for invalid fields,
+// google.rpc.PreconditionFailure for a dataset's problems (DATASET_INVALID)
+// and google.rpc.RetryInfo when the upstream provider asks to slow down or a
+// StartTraining outcome is not confirmed yet (UPSTREAM_OUTCOME_UNKNOWN).
 //
 // ErrorInfo.metadata names what the error is about (an id or a name as the
 // request gave it). Its keys, by reason:
@@ -55,7 +57,8 @@ const (
 //   - TOKEN_MISSING, TOKEN_MALFORMED, TOKEN_INVALID, ROLE_MISSING: `method`
 //     (the RPC) and `role` (the role it needs).
 //   - LIMIT_EXCEEDED: `limit`, the server setting (none for a dataset's size).
-//   - UPSTREAM_* and LOCAL_IO_ERROR of a provider call: `provider`.
+//   - UPSTREAM_* and LOCAL_IO_ERROR of a provider call: `provider` (not for an
+//     UPSTREAM_OUTCOME_UNKNOWN of StartTraining's own look-up).
 //   - UPSTREAM_REJECTED: also `http_status`, `upstream_code`, `upstream_param`.
 //
 // Other reasons carry no metadata; a key with nothing to say is left out.
@@ -69,12 +72,14 @@ type FineTuneServiceClient interface {
 	// again is cheap and returns the same id.
 	UploadDataset(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadDatasetRequest, UploadDatasetResponse], error)
 	// StartTraining validates the dataset, uploads it to the provider once and
-	// creates a fine-tuning job. It returns at once; follow the job with
-	// WatchJob or GetJob. Idempotent per request_id.
+	// creates a fine-tuning job. It returns once the provider holds the job,
+	// without waiting for training; follow the job with WatchJob or GetJob.
+	// Idempotent per request_id.
 	StartTraining(ctx context.Context, in *StartTrainingRequest, opts ...grpc.CallOption) (*StartTrainingResponse, error)
 	// GetJob returns the latest snapshot of a job.
 	GetJob(ctx context.Context, in *GetJobRequest, opts ...grpc.CallOption) (*GetJobResponse, error)
-	// ListJobs pages through jobs started through this service, newest first.
+	// ListJobs pages through the jobs this service holds, newest first: those
+	// started through it and those adopted from OpenAI (see GetJobRequest).
 	ListJobs(ctx context.Context, in *ListJobsRequest, opts ...grpc.CallOption) (*ListJobsResponse, error)
 	// CancelJob cancels a job that has not finished.
 	CancelJob(ctx context.Context, in *CancelJobRequest, opts ...grpc.CallOption) (*CancelJobResponse, error)
@@ -263,8 +268,10 @@ func (c *fineTuneServiceClient) GetTierStats(ctx context.Context, in *GetTierSta
 // dataset, train a model on it, follow the job, and serve completions.
 //
 // Errors carry google.rpc.ErrorInfo (domain `finetune.fileengine`, reason in
-// UPPER_SNAKE_CASE), google.rpc.BadRequest for invalid fields and
-// google.rpc.RetryInfo when the upstream provider asks to slow down.
+// UPPER_SNAKE_CASE), google.rpc.BadRequest for invalid fields,
+// google.rpc.PreconditionFailure for a dataset's problems (DATASET_INVALID)
+// and google.rpc.RetryInfo when the upstream provider asks to slow down or a
+// StartTraining outcome is not confirmed yet (UPSTREAM_OUTCOME_UNKNOWN).
 //
 // ErrorInfo.metadata names what the error is about (an id or a name as the
 // request gave it). Its keys, by reason:
@@ -276,7 +283,8 @@ func (c *fineTuneServiceClient) GetTierStats(ctx context.Context, in *GetTierSta
 //   - TOKEN_MISSING, TOKEN_MALFORMED, TOKEN_INVALID, ROLE_MISSING: `method`
 //     (the RPC) and `role` (the role it needs).
 //   - LIMIT_EXCEEDED: `limit`, the server setting (none for a dataset's size).
-//   - UPSTREAM_* and LOCAL_IO_ERROR of a provider call: `provider`.
+//   - UPSTREAM_* and LOCAL_IO_ERROR of a provider call: `provider` (not for an
+//     UPSTREAM_OUTCOME_UNKNOWN of StartTraining's own look-up).
 //   - UPSTREAM_REJECTED: also `http_status`, `upstream_code`, `upstream_param`.
 //
 // Other reasons carry no metadata; a key with nothing to say is left out.
@@ -290,12 +298,14 @@ type FineTuneServiceServer interface {
 	// again is cheap and returns the same id.
 	UploadDataset(grpc.ClientStreamingServer[UploadDatasetRequest, UploadDatasetResponse]) error
 	// StartTraining validates the dataset, uploads it to the provider once and
-	// creates a fine-tuning job. It returns at once; follow the job with
-	// WatchJob or GetJob. Idempotent per request_id.
+	// creates a fine-tuning job. It returns once the provider holds the job,
+	// without waiting for training; follow the job with WatchJob or GetJob.
+	// Idempotent per request_id.
 	StartTraining(context.Context, *StartTrainingRequest) (*StartTrainingResponse, error)
 	// GetJob returns the latest snapshot of a job.
 	GetJob(context.Context, *GetJobRequest) (*GetJobResponse, error)
-	// ListJobs pages through jobs started through this service, newest first.
+	// ListJobs pages through the jobs this service holds, newest first: those
+	// started through it and those adopted from OpenAI (see GetJobRequest).
 	ListJobs(context.Context, *ListJobsRequest) (*ListJobsResponse, error)
 	// CancelJob cancels a job that has not finished.
 	CancelJob(context.Context, *CancelJobRequest) (*CancelJobResponse, error)

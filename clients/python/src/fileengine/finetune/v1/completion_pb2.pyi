@@ -182,7 +182,8 @@ class Usage(_message.Message):
     """cached_tokens is the part of prompt_tokens read from the prompt cache."""
     knowledge_tokens: _builtins.int
     """knowledge_tokens is the part of prompt_tokens the knowledge injection
-    added (0 for tiers without injection).
+    added (0 for tiers without injection), counted as Tier.knowledge_tokens
+    is: in o200k_base, so an estimate for models with another tokenizer.
     """
     cache_write_tokens: _builtins.int
     """cache_write_tokens is the part of prompt_tokens written to the prompt
@@ -232,7 +233,9 @@ class Completion(_message.Message):
     model: _builtins.str
     """model is the provider's model that served the request."""
     tier: _builtins.str
-    """tier is the tier that served it (after any fallback)."""
+    """tier is the tier that served it (after any fallback); `model:NAME` for a
+    request that named a model instead of a tier.
+    """
     arm: _builtins.str
     """arm is the A/B arm (a tier name) chosen for the user when the requested
     tier is a split; empty otherwise.
@@ -242,8 +245,9 @@ class Completion(_message.Message):
     raw_finish_reason: _builtins.str
     """raw_finish_reason is the provider's own reason string."""
     cost_usd: _builtins.float
-    """cost_usd is the request's cost in USD from the shipped price table
-    (cache reads and writes at their own prices when the usage reports them).
+    """cost_usd is the request's cost in USD at the server's catalog prices (see
+    InferencePrice; cache reads and writes at their own prices when the usage
+    reports them), 0 when the catalog has no price for the model.
     """
     provider: _builtins.str
     """provider is `openai` or `anthropic`."""
@@ -304,16 +308,22 @@ class CompleteRequest(_message.Message):
     of tier and model; empty both means tier `fast`.
     """
     model: _builtins.str
-    """model calls a model directly, bypassing tiers."""
+    """model calls a model directly, bypassing tiers: Anthropic for names
+    starting with `claude`, OpenAI for any other.
+    """
     temperature: _builtins.float
     """temperature is 0..2; unset means the provider's default."""
     max_output_tokens: _builtins.int
-    """max_output_tokens caps the answer; 0 means the tier's default."""
+    """max_output_tokens caps the answer; 0 means the tier's default (4096 for a
+    direct model call).
+    """
     user_id: _builtins.str
     """user_id keeps a user on one arm of an A/B split."""
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]:
-        """messages is the conversation, oldest first. At least one user message."""
+        """messages is the conversation, oldest first. At least one user message,
+        and the last message is the user's.
+        """
 
     @_builtins.property
     def stop(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -468,14 +478,19 @@ class Tier(_message.Message):
     provider: Global___Provider.ValueType
     """provider serves the tier; unspecified for split tiers."""
     model: _builtins.str
-    """model is the model the tier calls now (the promoted one for `fast`); empty
-    when no model is available yet.
+    """model is the model the tier calls now: the tiers file's, or, for a tier
+    the tiers file leaves without a model, the one promoted to it; empty when
+    no model is available yet.
     """
     inject_knowledge: _builtins.bool
     """inject_knowledge says whether the knowledge base is sent as the system prompt."""
     knowledge_tokens: _builtins.int
-    """knowledge_tokens is the size of the knowledge base in this tier's encoding
-    (0 without injection).
+    """knowledge_tokens is the size of the knowledge base in tokens of
+    o200k_base, whatever the tier's model (0 without injection). It is exact
+    for the gpt-4o and gpt-4.1 families and an estimate for others, Claude
+    included, whose provider's own count is in Usage.prompt_tokens. One
+    encoding keeps the figure the same across tiers and promotions, so tiers
+    compare side by side.
     """
     fallback: _builtins.str
     """fallback is the tier used when this one cannot answer; empty for none."""
@@ -559,7 +574,9 @@ class PromoteModelRequest(_message.Message):
     JOB_ID_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     tier: _builtins.str
-    """tier is the plain (not split) tier to change. Required."""
+    """tier is the plain (not split) tier to change. Required. A tier pinned to a
+    model in the tiers file is FAILED_PRECONDITION (reason TIER_PINNED).
+    """
     job_id: _builtins.str
     """job_id is a succeeded training job whose fine-tuned model is promoted.
     A job that has not succeeded is FAILED_PRECONDITION.
@@ -691,7 +708,9 @@ Global___GetTierStatsRequest: _TypeAlias = GetTierStatsRequest  # noqa: Y015
 
 @_typing.final
 class LatencyStats(_message.Message):
-    """LatencyStats are latencies in milliseconds."""
+    """LatencyStats are latencies in milliseconds, nearest-rank percentiles of the
+    answered requests.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -743,7 +762,9 @@ class TierStats(_message.Message):
     CACHE_WRITE_TOKENS_FIELD_NUMBER: _builtins.int
     PRICE_FIELD_NUMBER: _builtins.int
     tier: _builtins.str
-    """tier is the tier that served."""
+    """tier is the tier that served (`model:NAME` for requests that named a
+    model).
+    """
     split: _builtins.str
     """split is the split tier the requests came through (for example `auto`,
     whose arms are `fast` and `pro`), or empty for direct requests to the tier.
@@ -761,7 +782,9 @@ class TierStats(_message.Message):
     cached_tokens: _builtins.int
     """cached_tokens is the sum of prompt tokens read from cache."""
     knowledge_tokens: _builtins.int
-    """knowledge_tokens is the sum of tokens the knowledge injection added."""
+    """knowledge_tokens is the sum of tokens the knowledge injection added (in
+    o200k_base, as Tier.knowledge_tokens).
+    """
     cost_usd: _builtins.float
     """cost_usd is the total cost."""
     cost_per_request_usd: _builtins.float

@@ -148,7 +148,8 @@ class DatasetSource(_message.Message):
     FILE_NAME_FIELD_NUMBER: _builtins.int
     content: _builtins.bytes
     """content is the whole JSONL file inline. It must fit in one gRPC message:
-    the server accepts messages up to 64 MiB; use UploadDataset beyond that.
+    the server accepts messages up to 64 MiB by default (its
+    --max-message-bytes); use UploadDataset beyond that.
     """
     dataset_id: _builtins.str
     """dataset_id is the id returned by UploadDataset (lowercase hex SHA-256 of
@@ -317,9 +318,12 @@ Global___Distribution: _TypeAlias = Distribution  # noqa: Y015
 
 @_typing.final
 class TokenStats(_message.Message):
-    """TokenStats are exact token counts with the model's encoding, by the OpenAI
+    """TokenStats are token counts with the model's encoding, by the OpenAI
     cookbook's method: per message 3 tokens plus the tokens of each string
-    value, 1 more per `name`, and 3 per example to prime the reply.
+    value, 1 more per `name`, and 3 per example to prime the reply. Text is
+    counted exactly. Two parts are estimates, as OpenAI does not publish how it
+    counts them: an image counts 85 tokens (its `detail: low` cost), and a
+    `tools` or `functions` definition the tokens of its JSON text.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -605,7 +609,8 @@ class ValidateDatasetRequest(_message.Message):
     ACCEPTED_PROBLEMS_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """model is the base model the dataset is for; it selects the encoding, the
-    training context and the price. Default `gpt-4o-2024-08-06`.
+    training context and the price. Default: the catalog's default_model
+    (data/models.toml or the server's --catalog file).
     """
     epochs: _builtins.int
     """epochs is the number of epochs to estimate for (1..50); unset means

@@ -30,7 +30,10 @@ class _JobStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobState.Val
     JOB_STATE_UNSPECIFIED: _JobState.ValueType  # 0
     """JOB_STATE_UNSPECIFIED: unknown upstream status; see Job.upstream_status."""
     JOB_STATE_VALIDATING_FILES: _JobState.ValueType  # 1
-    """JOB_STATE_VALIDATING_FILES: OpenAI is checking the uploaded files."""
+    """JOB_STATE_VALIDATING_FILES: OpenAI is checking the uploaded files, or
+    (while Job.upstream_id is empty) this service is uploading them and
+    creating the job upstream.
+    """
     JOB_STATE_QUEUED: _JobState.ValueType  # 2
     """JOB_STATE_QUEUED: waiting for training capacity."""
     JOB_STATE_RUNNING: _JobState.ValueType  # 3
@@ -53,7 +56,10 @@ class JobState(_JobState, metaclass=_JobStateEnumTypeWrapper):
 JOB_STATE_UNSPECIFIED: JobState.ValueType  # 0
 """JOB_STATE_UNSPECIFIED: unknown upstream status; see Job.upstream_status."""
 JOB_STATE_VALIDATING_FILES: JobState.ValueType  # 1
-"""JOB_STATE_VALIDATING_FILES: OpenAI is checking the uploaded files."""
+"""JOB_STATE_VALIDATING_FILES: OpenAI is checking the uploaded files, or
+(while Job.upstream_id is empty) this service is uploading them and
+creating the job upstream.
+"""
 JOB_STATE_QUEUED: JobState.ValueType  # 2
 """JOB_STATE_QUEUED: waiting for training capacity."""
 JOB_STATE_RUNNING: JobState.ValueType  # 3
@@ -278,8 +284,8 @@ class Job(_message.Message):
     ACCEPTED_PROBLEMS_FIELD_NUMBER: _builtins.int
     ESTIMATED_TOKENS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """id is this service's job id (`ftjob_...` style ids belong to OpenAI and
-    are in upstream_id).
+    """id is this service's job id (`job-` and 32 hex digits); OpenAI's own id
+    (`ftjob-...`) is upstream_id.
     """
     upstream_id: _builtins.str
     """upstream_id is OpenAI's fine-tuning job id, once known."""
@@ -340,11 +346,17 @@ class Job(_message.Message):
 
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """metadata is the caller's key/value metadata, also sent to OpenAI."""
+        """metadata is the caller's key/value metadata (StartTrainingRequest.metadata),
+        also sent to OpenAI, whose copy adds this service's `finetune_request_id`
+        and `finetune_job_id`. For a job adopted from OpenAI it is the metadata
+        OpenAI holds.
+        """
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
-        """create_time is when this service accepted the job."""
+        """create_time is when this service accepted the job; for a job adopted from
+        OpenAI, when OpenAI created it.
+        """
 
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
@@ -557,7 +569,8 @@ class JobEvent(_message.Message):
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """create_time is when the event happened upstream, on OpenAI's clock (or
-        here, for state changes this service observed).
+        here, for events this service recorded itself: state changes it observed
+        and its own messages).
         """
 
     @_builtins.property
@@ -632,12 +645,14 @@ class StartTrainingRequest(_message.Message):
     ACCEPTED_PROBLEMS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """request_id is the client's idempotency key (for example a UUID), 1..128
-    characters. Repeating a request with the same request_id returns the job
+    characters (not bytes). Repeating a request with the same request_id returns the job
     the first one created instead of starting another; reusing it with
     different parameters is ALREADY_EXISTS. Required.
     """
     model: _builtins.str
-    """model is the base model. Default `gpt-4o-2024-08-06`."""
+    """model is the base model. Default: the catalog's default_model
+    (data/models.toml or the server's --catalog file).
+    """
     method: Global___TrainingMethod.ValueType
     """method is the training method. Default supervised."""
     suffix: _builtins.str
@@ -660,7 +675,13 @@ class StartTrainingRequest(_message.Message):
 
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """metadata is up to 16 key/value pairs stored on the job here and upstream."""
+        """metadata is up to 14 key/value pairs (keys 1..64 characters, values up to
+        512) stored on the job here and upstream. OpenAI allows 16 per job and
+        this service writes two of its own (`finetune_request_id`,
+        `finetune_job_id`), so keys starting with `finetune_` are reserved. More
+        pairs, or a key or value out of bounds, is INVALID_ARGUMENT naming the
+        field (`metadata`, or `metadata.<key>`).
+        """
 
     @_builtins.property
     def accepted_problems(self) -> _containers.RepeatedCompositeFieldContainer[_dataset_pb2.AcceptedProblem]:
@@ -775,7 +796,7 @@ Global___GetJobResponse: _TypeAlias = GetJobResponse  # noqa: Y015
 
 @_typing.final
 class ListJobsRequest(_message.Message):
-    """ListJobsRequest pages through jobs, newest first."""
+    """ListJobsRequest pages through jobs, newest (by create_time) first."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -841,7 +862,7 @@ class CancelJobRequest(_message.Message):
 
     JOB_ID_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
-    """job_id is this service's job id or an OpenAI job id."""
+    """job_id is this service's job id or an OpenAI job id (adopted as in GetJob)."""
     def __init__(
         self,
         *,
@@ -865,7 +886,9 @@ class CancelJobResponse(_message.Message):
     @_builtins.property
     def job(self) -> Global___Job:
         """job is the job snapshot; its state becomes JOB_STATE_CANCELLED once
-        OpenAI confirms. Cancelling a terminal job is FAILED_PRECONDITION.
+        OpenAI confirms. Cancelling a terminal job is FAILED_PRECONDITION (reason
+        JOB_FINISHED), and so is cancelling one still being created, which has no
+        upstream_id yet (reason JOB_CREATING).
         """
 
     def __init__(
@@ -970,7 +993,9 @@ class Heartbeat(_message.Message):
     LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
     TIME_FIELD_NUMBER: _builtins.int
     last_sequence: _builtins.int
-    """last_sequence is the latest sequence sent on this stream so far."""
+    """last_sequence is the latest sequence sent on this stream so far
+    (after_sequence before the first event): the position to resume from.
+    """
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
         """time is the server's clock."""

@@ -32,8 +32,10 @@ class FineTuneServiceStub:
     dataset, train a model on it, follow the job, and serve completions.
 
     Errors carry google.rpc.ErrorInfo (domain `finetune.fileengine`, reason in
-    UPPER_SNAKE_CASE), google.rpc.BadRequest for invalid fields and
-    google.rpc.RetryInfo when the upstream provider asks to slow down.
+    UPPER_SNAKE_CASE), google.rpc.BadRequest for invalid fields,
+    google.rpc.PreconditionFailure for a dataset's problems (DATASET_INVALID)
+    and google.rpc.RetryInfo when the upstream provider asks to slow down or a
+    StartTraining outcome is not confirmed yet (UPSTREAM_OUTCOME_UNKNOWN).
 
     ErrorInfo.metadata names what the error is about (an id or a name as the
     request gave it). Its keys, by reason:
@@ -45,7 +47,8 @@ class FineTuneServiceStub:
     - TOKEN_MISSING, TOKEN_MALFORMED, TOKEN_INVALID, ROLE_MISSING: `method`
     (the RPC) and `role` (the role it needs).
     - LIMIT_EXCEEDED: `limit`, the server setting (none for a dataset's size).
-    - UPSTREAM_* and LOCAL_IO_ERROR of a provider call: `provider`.
+    - UPSTREAM_* and LOCAL_IO_ERROR of a provider call: `provider` (not for an
+    UPSTREAM_OUTCOME_UNKNOWN of StartTraining's own look-up).
     - UPSTREAM_REJECTED: also `http_status`, `upstream_code`, `upstream_param`.
     Other reasons carry no metadata; a key with nothing to say is left out.
     """
@@ -128,8 +131,10 @@ class FineTuneServiceServicer:
     dataset, train a model on it, follow the job, and serve completions.
 
     Errors carry google.rpc.ErrorInfo (domain `finetune.fileengine`, reason in
-    UPPER_SNAKE_CASE), google.rpc.BadRequest for invalid fields and
-    google.rpc.RetryInfo when the upstream provider asks to slow down.
+    UPPER_SNAKE_CASE), google.rpc.BadRequest for invalid fields,
+    google.rpc.PreconditionFailure for a dataset's problems (DATASET_INVALID)
+    and google.rpc.RetryInfo when the upstream provider asks to slow down or a
+    StartTraining outcome is not confirmed yet (UPSTREAM_OUTCOME_UNKNOWN).
 
     ErrorInfo.metadata names what the error is about (an id or a name as the
     request gave it). Its keys, by reason:
@@ -141,7 +146,8 @@ class FineTuneServiceServicer:
     - TOKEN_MISSING, TOKEN_MALFORMED, TOKEN_INVALID, ROLE_MISSING: `method`
     (the RPC) and `role` (the role it needs).
     - LIMIT_EXCEEDED: `limit`, the server setting (none for a dataset's size).
-    - UPSTREAM_* and LOCAL_IO_ERROR of a provider call: `provider`.
+    - UPSTREAM_* and LOCAL_IO_ERROR of a provider call: `provider` (not for an
+    UPSTREAM_OUTCOME_UNKNOWN of StartTraining's own look-up).
     - UPSTREAM_REJECTED: also `http_status`, `upstream_code`, `upstream_param`.
     Other reasons carry no metadata; a key with nothing to say is left out.
     """
@@ -166,8 +172,9 @@ class FineTuneServiceServicer:
 
     def StartTraining(self, request, context):
         """StartTraining validates the dataset, uploads it to the provider once and
-        creates a fine-tuning job. It returns at once; follow the job with
-        WatchJob or GetJob. Idempotent per request_id.
+        creates a fine-tuning job. It returns once the provider holds the job,
+        without waiting for training; follow the job with WatchJob or GetJob.
+        Idempotent per request_id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -181,7 +188,8 @@ class FineTuneServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListJobs(self, request, context):
-        """ListJobs pages through jobs started through this service, newest first.
+        """ListJobs pages through the jobs this service holds, newest first: those
+        started through it and those adopted from OpenAI (see GetJobRequest).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -326,8 +334,10 @@ class FineTuneService:
     dataset, train a model on it, follow the job, and serve completions.
 
     Errors carry google.rpc.ErrorInfo (domain `finetune.fileengine`, reason in
-    UPPER_SNAKE_CASE), google.rpc.BadRequest for invalid fields and
-    google.rpc.RetryInfo when the upstream provider asks to slow down.
+    UPPER_SNAKE_CASE), google.rpc.BadRequest for invalid fields,
+    google.rpc.PreconditionFailure for a dataset's problems (DATASET_INVALID)
+    and google.rpc.RetryInfo when the upstream provider asks to slow down or a
+    StartTraining outcome is not confirmed yet (UPSTREAM_OUTCOME_UNKNOWN).
 
     ErrorInfo.metadata names what the error is about (an id or a name as the
     request gave it). Its keys, by reason:
@@ -339,7 +349,8 @@ class FineTuneService:
     - TOKEN_MISSING, TOKEN_MALFORMED, TOKEN_INVALID, ROLE_MISSING: `method`
     (the RPC) and `role` (the role it needs).
     - LIMIT_EXCEEDED: `limit`, the server setting (none for a dataset's size).
-    - UPSTREAM_* and LOCAL_IO_ERROR of a provider call: `provider`.
+    - UPSTREAM_* and LOCAL_IO_ERROR of a provider call: `provider` (not for an
+    UPSTREAM_OUTCOME_UNKNOWN of StartTraining's own look-up).
     - UPSTREAM_REJECTED: also `http_status`, `upstream_code`, `upstream_param`.
     Other reasons carry no metadata; a key with nothing to say is left out.
     """

@@ -33,8 +33,10 @@ class FineTuneServiceStub:
     dataset, train a model on it, follow the job, and serve completions.
 
     Errors carry google.rpc.ErrorInfo (domain `finetune.fileengine`, reason in
-    UPPER_SNAKE_CASE), google.rpc.BadRequest for invalid fields and
-    google.rpc.RetryInfo when the upstream provider asks to slow down.
+    UPPER_SNAKE_CASE), google.rpc.BadRequest for invalid fields,
+    google.rpc.PreconditionFailure for a dataset's problems (DATASET_INVALID)
+    and google.rpc.RetryInfo when the upstream provider asks to slow down or a
+    StartTraining outcome is not confirmed yet (UPSTREAM_OUTCOME_UNKNOWN).
 
     ErrorInfo.metadata names what the error is about (an id or a name as the
     request gave it). Its keys, by reason:
@@ -46,7 +48,8 @@ class FineTuneServiceStub:
     - TOKEN_MISSING, TOKEN_MALFORMED, TOKEN_INVALID, ROLE_MISSING: `method`
       (the RPC) and `role` (the role it needs).
     - LIMIT_EXCEEDED: `limit`, the server setting (none for a dataset's size).
-    - UPSTREAM_* and LOCAL_IO_ERROR of a provider call: `provider`.
+    - UPSTREAM_* and LOCAL_IO_ERROR of a provider call: `provider` (not for an
+      UPSTREAM_OUTCOME_UNKNOWN of StartTraining's own look-up).
     - UPSTREAM_REJECTED: also `http_status`, `upstream_code`, `upstream_param`.
     Other reasons carry no metadata; a key with nothing to say is left out.
     """
@@ -67,13 +70,16 @@ class FineTuneServiceStub:
     """
     StartTraining: _grpc.UnaryUnaryMultiCallable[_job_pb2.StartTrainingRequest, _job_pb2.StartTrainingResponse]
     """StartTraining validates the dataset, uploads it to the provider once and
-    creates a fine-tuning job. It returns at once; follow the job with
-    WatchJob or GetJob. Idempotent per request_id.
+    creates a fine-tuning job. It returns once the provider holds the job,
+    without waiting for training; follow the job with WatchJob or GetJob.
+    Idempotent per request_id.
     """
     GetJob: _grpc.UnaryUnaryMultiCallable[_job_pb2.GetJobRequest, _job_pb2.GetJobResponse]
     """GetJob returns the latest snapshot of a job."""
     ListJobs: _grpc.UnaryUnaryMultiCallable[_job_pb2.ListJobsRequest, _job_pb2.ListJobsResponse]
-    """ListJobs pages through jobs started through this service, newest first."""
+    """ListJobs pages through the jobs this service holds, newest first: those
+    started through it and those adopted from OpenAI (see GetJobRequest).
+    """
     CancelJob: _grpc.UnaryUnaryMultiCallable[_job_pb2.CancelJobRequest, _job_pb2.CancelJobResponse]
     """CancelJob cancels a job that has not finished."""
     WatchJob: _grpc.UnaryStreamMultiCallable[_job_pb2.WatchJobRequest, _job_pb2.WatchJobResponse]
@@ -101,8 +107,10 @@ class FineTuneServiceAsyncStub(FineTuneServiceStub):
     dataset, train a model on it, follow the job, and serve completions.
 
     Errors carry google.rpc.ErrorInfo (domain `finetune.fileengine`, reason in
-    UPPER_SNAKE_CASE), google.rpc.BadRequest for invalid fields and
-    google.rpc.RetryInfo when the upstream provider asks to slow down.
+    UPPER_SNAKE_CASE), google.rpc.BadRequest for invalid fields,
+    google.rpc.PreconditionFailure for a dataset's problems (DATASET_INVALID)
+    and google.rpc.RetryInfo when the upstream provider asks to slow down or a
+    StartTraining outcome is not confirmed yet (UPSTREAM_OUTCOME_UNKNOWN).
 
     ErrorInfo.metadata names what the error is about (an id or a name as the
     request gave it). Its keys, by reason:
@@ -114,7 +122,8 @@ class FineTuneServiceAsyncStub(FineTuneServiceStub):
     - TOKEN_MISSING, TOKEN_MALFORMED, TOKEN_INVALID, ROLE_MISSING: `method`
       (the RPC) and `role` (the role it needs).
     - LIMIT_EXCEEDED: `limit`, the server setting (none for a dataset's size).
-    - UPSTREAM_* and LOCAL_IO_ERROR of a provider call: `provider`.
+    - UPSTREAM_* and LOCAL_IO_ERROR of a provider call: `provider` (not for an
+      UPSTREAM_OUTCOME_UNKNOWN of StartTraining's own look-up).
     - UPSTREAM_REJECTED: also `http_status`, `upstream_code`, `upstream_param`.
     Other reasons carry no metadata; a key with nothing to say is left out.
     """
@@ -132,13 +141,16 @@ class FineTuneServiceAsyncStub(FineTuneServiceStub):
     """
     StartTraining: _aio.UnaryUnaryMultiCallable[_job_pb2.StartTrainingRequest, _job_pb2.StartTrainingResponse]  # type: ignore[assignment]
     """StartTraining validates the dataset, uploads it to the provider once and
-    creates a fine-tuning job. It returns at once; follow the job with
-    WatchJob or GetJob. Idempotent per request_id.
+    creates a fine-tuning job. It returns once the provider holds the job,
+    without waiting for training; follow the job with WatchJob or GetJob.
+    Idempotent per request_id.
     """
     GetJob: _aio.UnaryUnaryMultiCallable[_job_pb2.GetJobRequest, _job_pb2.GetJobResponse]  # type: ignore[assignment]
     """GetJob returns the latest snapshot of a job."""
     ListJobs: _aio.UnaryUnaryMultiCallable[_job_pb2.ListJobsRequest, _job_pb2.ListJobsResponse]  # type: ignore[assignment]
-    """ListJobs pages through jobs started through this service, newest first."""
+    """ListJobs pages through the jobs this service holds, newest first: those
+    started through it and those adopted from OpenAI (see GetJobRequest).
+    """
     CancelJob: _aio.UnaryUnaryMultiCallable[_job_pb2.CancelJobRequest, _job_pb2.CancelJobResponse]  # type: ignore[assignment]
     """CancelJob cancels a job that has not finished."""
     WatchJob: _aio.UnaryStreamMultiCallable[_job_pb2.WatchJobRequest, _job_pb2.WatchJobResponse]  # type: ignore[assignment]
@@ -165,8 +177,10 @@ class FineTuneServiceServicer(metaclass=_abc_1.ABCMeta):
     dataset, train a model on it, follow the job, and serve completions.
 
     Errors carry google.rpc.ErrorInfo (domain `finetune.fileengine`, reason in
-    UPPER_SNAKE_CASE), google.rpc.BadRequest for invalid fields and
-    google.rpc.RetryInfo when the upstream provider asks to slow down.
+    UPPER_SNAKE_CASE), google.rpc.BadRequest for invalid fields,
+    google.rpc.PreconditionFailure for a dataset's problems (DATASET_INVALID)
+    and google.rpc.RetryInfo when the upstream provider asks to slow down or a
+    StartTraining outcome is not confirmed yet (UPSTREAM_OUTCOME_UNKNOWN).
 
     ErrorInfo.metadata names what the error is about (an id or a name as the
     request gave it). Its keys, by reason:
@@ -178,7 +192,8 @@ class FineTuneServiceServicer(metaclass=_abc_1.ABCMeta):
     - TOKEN_MISSING, TOKEN_MALFORMED, TOKEN_INVALID, ROLE_MISSING: `method`
       (the RPC) and `role` (the role it needs).
     - LIMIT_EXCEEDED: `limit`, the server setting (none for a dataset's size).
-    - UPSTREAM_* and LOCAL_IO_ERROR of a provider call: `provider`.
+    - UPSTREAM_* and LOCAL_IO_ERROR of a provider call: `provider` (not for an
+      UPSTREAM_OUTCOME_UNKNOWN of StartTraining's own look-up).
     - UPSTREAM_REJECTED: also `http_status`, `upstream_code`, `upstream_param`.
     Other reasons carry no metadata; a key with nothing to say is left out.
     """
@@ -212,8 +227,9 @@ class FineTuneServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_job_pb2.StartTrainingResponse, _abc.Awaitable[_job_pb2.StartTrainingResponse]]:
         """StartTraining validates the dataset, uploads it to the provider once and
-        creates a fine-tuning job. It returns at once; follow the job with
-        WatchJob or GetJob. Idempotent per request_id.
+        creates a fine-tuning job. It returns once the provider holds the job,
+        without waiting for training; follow the job with WatchJob or GetJob.
+        Idempotent per request_id.
         """
 
     @_abc_1.abstractmethod
@@ -230,7 +246,9 @@ class FineTuneServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_pb2.ListJobsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_pb2.ListJobsResponse, _abc.Awaitable[_job_pb2.ListJobsResponse]]:
-        """ListJobs pages through jobs started through this service, newest first."""
+        """ListJobs pages through the jobs this service holds, newest first: those
+        started through it and those adopted from OpenAI (see GetJobRequest).
+        """
 
     @_abc_1.abstractmethod
     def CancelJob(

@@ -70,7 +70,8 @@ export type Usage = Message<"fileengine.finetune.v1.Usage"> & {
 
   /**
    * knowledge_tokens is the part of prompt_tokens the knowledge injection
-   * added (0 for tiers without injection).
+   * added (0 for tiers without injection), counted as Tier.knowledge_tokens
+   * is: in o200k_base, so an estimate for models with another tokenizer.
    *
    * @generated from field: uint64 knowledge_tokens = 4;
    */
@@ -121,7 +122,8 @@ export type Completion = Message<"fileengine.finetune.v1.Completion"> & {
   model: string;
 
   /**
-   * tier is the tier that served it (after any fallback).
+   * tier is the tier that served it (after any fallback); `model:NAME` for a
+   * request that named a model instead of a tier.
    *
    * @generated from field: string tier = 4;
    */
@@ -157,8 +159,9 @@ export type Completion = Message<"fileengine.finetune.v1.Completion"> & {
   usage?: Usage | undefined;
 
   /**
-   * cost_usd is the request's cost in USD from the shipped price table
-   * (cache reads and writes at their own prices when the usage reports them).
+   * cost_usd is the request's cost in USD at the server's catalog prices (see
+   * InferencePrice; cache reads and writes at their own prices when the usage
+   * reports them), 0 when the catalog has no price for the model.
    *
    * @generated from field: double cost_usd = 9;
    */
@@ -209,7 +212,8 @@ export const CompletionSchema: GenMessage<Completion> = /*@__PURE__*/
  */
 export type CompleteRequest = Message<"fileengine.finetune.v1.CompleteRequest"> & {
   /**
-   * messages is the conversation, oldest first. At least one user message.
+   * messages is the conversation, oldest first. At least one user message,
+   * and the last message is the user's.
    *
    * @generated from field: repeated fileengine.finetune.v1.ChatMessage messages = 1;
    */
@@ -224,7 +228,8 @@ export type CompleteRequest = Message<"fileengine.finetune.v1.CompleteRequest"> 
   tier: string;
 
   /**
-   * model calls a model directly, bypassing tiers.
+   * model calls a model directly, bypassing tiers: Anthropic for names
+   * starting with `claude`, OpenAI for any other.
    *
    * @generated from field: string model = 3;
    */
@@ -238,7 +243,8 @@ export type CompleteRequest = Message<"fileengine.finetune.v1.CompleteRequest"> 
   temperature?: number | undefined;
 
   /**
-   * max_output_tokens caps the answer; 0 means the tier's default.
+   * max_output_tokens caps the answer; 0 means the tier's default (4096 for a
+   * direct model call).
    *
    * @generated from field: uint32 max_output_tokens = 5;
    */
@@ -397,8 +403,9 @@ export type Tier = Message<"fileengine.finetune.v1.Tier"> & {
   provider: Provider;
 
   /**
-   * model is the model the tier calls now (the promoted one for `fast`); empty
-   * when no model is available yet.
+   * model is the model the tier calls now: the tiers file's, or, for a tier
+   * the tiers file leaves without a model, the one promoted to it; empty when
+   * no model is available yet.
    *
    * @generated from field: string model = 3;
    */
@@ -412,8 +419,12 @@ export type Tier = Message<"fileengine.finetune.v1.Tier"> & {
   injectKnowledge: boolean;
 
   /**
-   * knowledge_tokens is the size of the knowledge base in this tier's encoding
-   * (0 without injection).
+   * knowledge_tokens is the size of the knowledge base in tokens of
+   * o200k_base, whatever the tier's model (0 without injection). It is exact
+   * for the gpt-4o and gpt-4.1 families and an estimate for others, Claude
+   * included, whose provider's own count is in Usage.prompt_tokens. One
+   * encoding keeps the figure the same across tiers and promotions, so tiers
+   * compare side by side.
    *
    * @generated from field: uint64 knowledge_tokens = 5;
    */
@@ -498,7 +509,8 @@ export const ListTiersResponseSchema: GenMessage<ListTiersResponse> = /*@__PURE_
  */
 export type PromoteModelRequest = Message<"fileengine.finetune.v1.PromoteModelRequest"> & {
   /**
-   * tier is the plain (not split) tier to change. Required.
+   * tier is the plain (not split) tier to change. Required. A tier pinned to a
+   * model in the tiers file is FAILED_PRECONDITION (reason TIER_PINNED).
    *
    * @generated from field: string tier = 1;
    */
@@ -644,7 +656,8 @@ export const GetTierStatsRequestSchema: GenMessage<GetTierStatsRequest> = /*@__P
   messageDesc(file_fileengine_finetune_v1_completion, 15);
 
 /**
- * LatencyStats are latencies in milliseconds.
+ * LatencyStats are latencies in milliseconds, nearest-rank percentiles of the
+ * answered requests.
  *
  * @generated from message fileengine.finetune.v1.LatencyStats
  */
@@ -685,7 +698,8 @@ export const LatencyStatsSchema: GenMessage<LatencyStats> = /*@__PURE__*/
  */
 export type TierStats = Message<"fileengine.finetune.v1.TierStats"> & {
   /**
-   * tier is the tier that served.
+   * tier is the tier that served (`model:NAME` for requests that named a
+   * model).
    *
    * @generated from field: string tier = 1;
    */
@@ -749,7 +763,8 @@ export type TierStats = Message<"fileengine.finetune.v1.TierStats"> & {
   cachedTokens: bigint;
 
   /**
-   * knowledge_tokens is the sum of tokens the knowledge injection added.
+   * knowledge_tokens is the sum of tokens the knowledge injection added (in
+   * o200k_base, as Tier.knowledge_tokens).
    *
    * @generated from field: uint64 knowledge_tokens = 10;
    */

@@ -27,7 +27,8 @@ export type DatasetSource = Message<"fileengine.finetune.v1.DatasetSource"> & {
   source: {
     /**
      * content is the whole JSONL file inline. It must fit in one gRPC message:
-     * the server accepts messages up to 64 MiB; use UploadDataset beyond that.
+     * the server accepts messages up to 64 MiB by default (its
+     * --max-message-bytes); use UploadDataset beyond that.
      *
      * @generated from field: bytes content = 1;
      */
@@ -228,9 +229,12 @@ export const DistributionSchema: GenMessage<Distribution> = /*@__PURE__*/
   messageDesc(file_fileengine_finetune_v1_dataset, 3);
 
 /**
- * TokenStats are exact token counts with the model's encoding, by the OpenAI
+ * TokenStats are token counts with the model's encoding, by the OpenAI
  * cookbook's method: per message 3 tokens plus the tokens of each string
- * value, 1 more per `name`, and 3 per example to prime the reply.
+ * value, 1 more per `name`, and 3 per example to prime the reply. Text is
+ * counted exactly. Two parts are estimates, as OpenAI does not publish how it
+ * counts them: an image counts 85 tokens (its `detail: low` cost), and a
+ * `tools` or `functions` definition the tokens of its JSON text.
  *
  * @generated from message fileengine.finetune.v1.TokenStats
  */
@@ -584,7 +588,8 @@ export type ValidateDatasetRequest = Message<"fileengine.finetune.v1.ValidateDat
 
   /**
    * model is the base model the dataset is for; it selects the encoding, the
-   * training context and the price. Default `gpt-4o-2024-08-06`.
+   * training context and the price. Default: the catalog's default_model
+   * (data/models.toml or the server's --catalog file).
    *
    * @generated from field: string model = 3;
    */

@@ -100,8 +100,8 @@ export const JobErrorSchema: GenMessage<JobError> = /*@__PURE__*/
  */
 export type Job = Message<"fileengine.finetune.v1.Job"> & {
   /**
-   * id is this service's job id (`ftjob_...` style ids belong to OpenAI and
-   * are in upstream_id).
+   * id is this service's job id (`job-` and 32 hex digits); OpenAI's own id
+   * (`ftjob-...`) is upstream_id.
    *
    * @generated from field: string id = 1;
    */
@@ -219,14 +219,18 @@ export type Job = Message<"fileengine.finetune.v1.Job"> & {
   error?: JobError | undefined;
 
   /**
-   * metadata is the caller's key/value metadata, also sent to OpenAI.
+   * metadata is the caller's key/value metadata (StartTrainingRequest.metadata),
+   * also sent to OpenAI, whose copy adds this service's `finetune_request_id`
+   * and `finetune_job_id`. For a job adopted from OpenAI it is the metadata
+   * OpenAI holds.
    *
    * @generated from field: map<string, string> metadata = 17;
    */
   metadata: { [key: string]: string };
 
   /**
-   * create_time is when this service accepted the job.
+   * create_time is when this service accepted the job; for a job adopted from
+   * OpenAI, when OpenAI created it.
    *
    * @generated from field: google.protobuf.Timestamp create_time = 18;
    */
@@ -454,7 +458,8 @@ export type JobEvent = Message<"fileengine.finetune.v1.JobEvent"> & {
 
   /**
    * create_time is when the event happened upstream, on OpenAI's clock (or
-   * here, for state changes this service observed).
+   * here, for events this service recorded itself: state changes it observed
+   * and its own messages).
    *
    * @generated from field: google.protobuf.Timestamp create_time = 4;
    */
@@ -519,7 +524,7 @@ export const JobEventSchema: GenMessage<JobEvent> = /*@__PURE__*/
 export type StartTrainingRequest = Message<"fileengine.finetune.v1.StartTrainingRequest"> & {
   /**
    * request_id is the client's idempotency key (for example a UUID), 1..128
-   * characters. Repeating a request with the same request_id returns the job
+   * characters (not bytes). Repeating a request with the same request_id returns the job
    * the first one created instead of starting another; reusing it with
    * different parameters is ALREADY_EXISTS. Required.
    *
@@ -543,7 +548,8 @@ export type StartTrainingRequest = Message<"fileengine.finetune.v1.StartTraining
   validation?: DatasetSource | undefined;
 
   /**
-   * model is the base model. Default `gpt-4o-2024-08-06`.
+   * model is the base model. Default: the catalog's default_model
+   * (data/models.toml or the server's --catalog file).
    *
    * @generated from field: string model = 4;
    */
@@ -578,7 +584,12 @@ export type StartTrainingRequest = Message<"fileengine.finetune.v1.StartTraining
   seed?: bigint | undefined;
 
   /**
-   * metadata is up to 16 key/value pairs stored on the job here and upstream.
+   * metadata is up to 14 key/value pairs (keys 1..64 characters, values up to
+   * 512) stored on the job here and upstream. OpenAI allows 16 per job and
+   * this service writes two of its own (`finetune_request_id`,
+   * `finetune_job_id`), so keys starting with `finetune_` are reserved. More
+   * pairs, or a key or value out of bounds, is INVALID_ARGUMENT naming the
+   * field (`metadata`, or `metadata.<key>`).
    *
    * @generated from field: map<string, string> metadata = 9;
    */
@@ -675,7 +686,7 @@ export const GetJobResponseSchema: GenMessage<GetJobResponse> = /*@__PURE__*/
   messageDesc(file_fileengine_finetune_v1_job, 9);
 
 /**
- * ListJobsRequest pages through jobs, newest first.
+ * ListJobsRequest pages through jobs, newest (by create_time) first.
  *
  * @generated from message fileengine.finetune.v1.ListJobsRequest
  */
@@ -745,7 +756,7 @@ export const ListJobsResponseSchema: GenMessage<ListJobsResponse> = /*@__PURE__*
  */
 export type CancelJobRequest = Message<"fileengine.finetune.v1.CancelJobRequest"> & {
   /**
-   * job_id is this service's job id or an OpenAI job id.
+   * job_id is this service's job id or an OpenAI job id (adopted as in GetJob).
    *
    * @generated from field: string job_id = 1;
    */
@@ -767,7 +778,9 @@ export const CancelJobRequestSchema: GenMessage<CancelJobRequest> = /*@__PURE__*
 export type CancelJobResponse = Message<"fileengine.finetune.v1.CancelJobResponse"> & {
   /**
    * job is the job snapshot; its state becomes JOB_STATE_CANCELLED once
-   * OpenAI confirms. Cancelling a terminal job is FAILED_PRECONDITION.
+   * OpenAI confirms. Cancelling a terminal job is FAILED_PRECONDITION (reason
+   * JOB_FINISHED), and so is cancelling one still being created, which has no
+   * upstream_id yet (reason JOB_CREATING).
    *
    * @generated from field: fileengine.finetune.v1.Job job = 1;
    */
@@ -875,7 +888,8 @@ export const WatchJobResponseSchema: GenMessage<WatchJobResponse> = /*@__PURE__*
  */
 export type Heartbeat = Message<"fileengine.finetune.v1.Heartbeat"> & {
   /**
-   * last_sequence is the latest sequence sent on this stream so far.
+   * last_sequence is the latest sequence sent on this stream so far
+   * (after_sequence before the first event): the position to resume from.
    *
    * @generated from field: uint64 last_sequence = 1;
    */
@@ -912,7 +926,9 @@ export enum JobState {
   UNSPECIFIED = 0,
 
   /**
-   * JOB_STATE_VALIDATING_FILES: OpenAI is checking the uploaded files.
+   * JOB_STATE_VALIDATING_FILES: OpenAI is checking the uploaded files, or
+   * (while Job.upstream_id is empty) this service is uploading them and
+   * creating the job upstream.
    *
    * @generated from enum value: JOB_STATE_VALIDATING_FILES = 1;
    */

@@ -22,8 +22,10 @@ export const file_fileengine_finetune_v1_service: GenFile = /*@__PURE__*/
  * dataset, train a model on it, follow the job, and serve completions.
  *
  * Errors carry google.rpc.ErrorInfo (domain `finetune.fileengine`, reason in
- * UPPER_SNAKE_CASE), google.rpc.BadRequest for invalid fields and
- * google.rpc.RetryInfo when the upstream provider asks to slow down.
+ * UPPER_SNAKE_CASE), google.rpc.BadRequest for invalid fields,
+ * google.rpc.PreconditionFailure for a dataset's problems (DATASET_INVALID)
+ * and google.rpc.RetryInfo when the upstream provider asks to slow down or a
+ * StartTraining outcome is not confirmed yet (UPSTREAM_OUTCOME_UNKNOWN).
  *
  * ErrorInfo.metadata names what the error is about (an id or a name as the
  * request gave it). Its keys, by reason:
@@ -35,7 +37,8 @@ export const file_fileengine_finetune_v1_service: GenFile = /*@__PURE__*/
  * - TOKEN_MISSING, TOKEN_MALFORMED, TOKEN_INVALID, ROLE_MISSING: `method`
  *   (the RPC) and `role` (the role it needs).
  * - LIMIT_EXCEEDED: `limit`, the server setting (none for a dataset's size).
- * - UPSTREAM_* and LOCAL_IO_ERROR of a provider call: `provider`.
+ * - UPSTREAM_* and LOCAL_IO_ERROR of a provider call: `provider` (not for an
+ *   UPSTREAM_OUTCOME_UNKNOWN of StartTraining's own look-up).
  * - UPSTREAM_REJECTED: also `http_status`, `upstream_code`, `upstream_param`.
  * Other reasons carry no metadata; a key with nothing to say is left out.
  *
@@ -68,8 +71,9 @@ export const FineTuneService: GenService<{
   },
   /**
    * StartTraining validates the dataset, uploads it to the provider once and
-   * creates a fine-tuning job. It returns at once; follow the job with
-   * WatchJob or GetJob. Idempotent per request_id.
+   * creates a fine-tuning job. It returns once the provider holds the job,
+   * without waiting for training; follow the job with WatchJob or GetJob.
+   * Idempotent per request_id.
    *
    * @generated from rpc fileengine.finetune.v1.FineTuneService.StartTraining
    */
@@ -89,7 +93,8 @@ export const FineTuneService: GenService<{
     output: typeof GetJobResponseSchema;
   },
   /**
-   * ListJobs pages through jobs started through this service, newest first.
+   * ListJobs pages through the jobs this service holds, newest first: those
+   * started through it and those adopted from OpenAI (see GetJobRequest).
    *
    * @generated from rpc fileengine.finetune.v1.FineTuneService.ListJobs
    */
