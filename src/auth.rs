@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::error::Error;
+use finetune_core::error::Error;
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,9 +15,9 @@ use clap::{ArgAction, Args, Command, Parser, ValueEnum};
 use serde::Serialize;
 use toml::Spanned;
 
-use crate::upstream::OpenAiConfig;
-use crate::upstream::RetryPolicy;
-use crate::upstream::anthropic::AnthropicConfig;
+use finetune_core::ports::RetryPolicy;
+use finetune_providers::OpenAiConfig;
+use finetune_providers::anthropic::AnthropicConfig;
 
 /// Largest gRPC message accepted or sent: bounds inline datasets.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
@@ -338,12 +338,12 @@ impl ServeConfig {
     }
 
     /// Validates the settings that clap cannot.
-    pub fn check(&self) -> Result<(), crate::Error> {
+    pub fn check(&self) -> Result<(), finetune_core::Error> {
         let positive = |name: &str, v: f64| {
             if v.is_finite() && v > 0.0 {
                 Ok(())
             } else {
-                Err(crate::Error::Config(format!(
+                Err(finetune_core::Error::Config(format!(
                     "{name} must be a positive number of seconds, got {v}"
                 )))
             }
@@ -360,7 +360,7 @@ impl ServeConfig {
         // clap ties the two flags together, but not values from the file: without this, a
         // file naming only one would serve plaintext.
         if self.tls_cert.is_some() != self.tls_key.is_some() {
-            return Err(crate::Error::Config(
+            return Err(finetune_core::Error::Config(
                 "tls-cert and tls-key go together: give both, or neither for plaintext".into(),
             ));
         }
@@ -369,7 +369,7 @@ impl ServeConfig {
 
     /// The configured tokens (file and environment together); `None` when there are none,
     /// and then the server is open.
-    pub fn tokens(&self) -> Result<Option<crate::auth::Tokens>, crate::Error> {
+    pub fn tokens(&self) -> Result<Option<crate::auth::Tokens>, finetune_core::Error> {
         let mut tokens = crate::auth::Tokens::parse("", "")?;
         if let Some(path) = &self.auth_tokens_file {
             tokens = crate::auth::Tokens::load(path)?;
@@ -451,9 +451,9 @@ impl ServeConfig {
 
     /// The settings as a config file (`--print-config`): every setting but the keys, which
     /// only the comment says are set.
-    pub fn to_toml(&self) -> Result<String, crate::Error> {
+    pub fn to_toml(&self) -> Result<String, finetune_core::Error> {
         let body = toml::to_string(self)
-            .map_err(|e| crate::Error::Config(format!("cannot write the settings: {e}")))?;
+            .map_err(|e| finetune_core::Error::Config(format!("cannot write the settings: {e}")))?;
         let set = |key: &Option<Secret>| if key.is_some() { "set" } else { "not set" };
         Ok(format!(
             "# finetune serve settings. API keys never go in this file: OPENAI_API_KEY is {}, \

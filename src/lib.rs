@@ -16,19 +16,3 @@ pub mod metrics;
 pub mod pb;
 pub mod server;
 pub mod service;
-
-pub use finetune_core::ports::telemetry;
-pub use finetune_core::{Error, dataset, error, jobs, serving};
-
-/// The provider ports of the core and their adapters, under the path they had before the
-/// workspace (tests, benchmarks and the SDK harness use it).
-pub mod upstream {
-    pub use finetune_core::ports::*;
-    pub use finetune_providers::{OpenAiConfig, anthropic, openai, parse_retry_after, types};
-}
-
-/// The store port and its SQLite adapter, under the path they had before the workspace.
-pub mod store {
-    pub use finetune_core::store::*;
-    pub use finetune_store_sqlite::SqliteStore;
-}

@@ -17,29 +17,30 @@ use tracing::{info, warn};
 
 use crate::auth::AuthLayer;
 use crate::config::ServeConfig;
-use crate::dataset::Catalog;
-use crate::error::Error;
-use crate::jobs::{JobManager, JobReader, JobsConfig};
 use crate::limits::{Limits, LimitsLayer};
 use crate::metrics::Metrics;
 use crate::pb;
 use crate::pb::fine_tune_service_server::FineTuneServiceServer;
 use crate::service::{AppState, Service};
-use crate::serving::tiers::Tiers;
-use crate::serving::{Knowledge, Providers, Serving};
-use crate::store::Store;
-use crate::store::{DatasetStore, SqliteStore};
-#[cfg(feature = "emulator")]
-use crate::upstream::OpenAiConfig;
-use crate::upstream::RetryPolicy;
-use crate::upstream::anthropic::Anthropic;
-#[cfg(feature = "emulator")]
-use crate::upstream::anthropic::AnthropicConfig;
-use crate::upstream::chat::Chat;
-use crate::upstream::openai::OpenAi;
+use finetune_core::dataset::Catalog;
+use finetune_core::error::Error;
+use finetune_core::jobs::{JobManager, JobReader, JobsConfig};
+use finetune_core::ports::RetryPolicy;
+use finetune_core::ports::chat::Chat;
 use finetune_core::ports::telemetry::Reporter;
+use finetune_core::serving::tiers::Tiers;
+use finetune_core::serving::{Knowledge, Providers, Serving};
+use finetune_core::store::DatasetStore;
+use finetune_core::store::Store;
 #[cfg(feature = "emulator")]
 use finetune_emulator::{Emulator, EmulatorConfig};
+#[cfg(feature = "emulator")]
+use finetune_providers::OpenAiConfig;
+use finetune_providers::anthropic::Anthropic;
+#[cfg(feature = "emulator")]
+use finetune_providers::anthropic::AnthropicConfig;
+use finetune_providers::openai::OpenAi;
+use finetune_store_sqlite::SqliteStore;
 
 /// Why `--emulator` is refused by a build without the `emulator` cargo feature.
 pub const NO_EMULATOR: &str = "this build of finetune lacks the `emulator` feature, so it has no emulator: \

@@ -9,13 +9,13 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use finetune::upstream::RetryPolicy;
-use finetune::upstream::UpstreamError;
-use finetune::upstream::anthropic::{API_VERSION, Anthropic, AnthropicConfig};
-use finetune::upstream::chat::{
+use finetune_core::ports::RetryPolicy;
+use finetune_core::ports::UpstreamError;
+use finetune_core::ports::chat::{
     Chat, ChatChunk, ChatMessage, ChatRequest, ChatResponse, ChatRole, ChatUsage, FinishReason,
     SystemBlock,
 };
+use finetune_providers::anthropic::{API_VERSION, Anthropic, AnthropicConfig};
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

@@ -9,12 +9,14 @@ use crate::common::{self, anthropic::collect};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use finetune::dataset::{Counter, Encoding};
-use finetune::upstream::RetryPolicy;
-use finetune::upstream::UpstreamError;
-use finetune::upstream::anthropic::{Anthropic, AnthropicConfig};
-use finetune::upstream::chat::{Chat, ChatChunk, ChatMessage, ChatRequest, ChatRole, SystemBlock};
+use finetune_core::dataset::{Counter, Encoding};
+use finetune_core::ports::RetryPolicy;
+use finetune_core::ports::UpstreamError;
+use finetune_core::ports::chat::{
+    Chat, ChatChunk, ChatMessage, ChatRequest, ChatRole, SystemBlock,
+};
 use finetune_emulator::{Emulator, EmulatorConfig, Fault};
+use finetune_providers::anthropic::{Anthropic, AnthropicConfig};
 use futures_util::StreamExt as _;
 use reqwest::StatusCode;
 use serde_json::{Value, json};

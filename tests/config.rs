@@ -10,8 +10,9 @@ use std::process::Output;
 use clap::CommandFactory;
 use finetune::cli::Cli;
 use finetune::config::ServeConfig;
-use finetune::upstream::openai::OpenAi;
-use finetune::upstream::{OpenAiConfig, RetryPolicy};
+use finetune_core::ports::RetryPolicy;
+use finetune_providers::OpenAiConfig;
+use finetune_providers::openai::OpenAi;
 
 const KEY: &str = "sk-proj-CONFIGCANARY0123456789abcdef";
 

@@ -166,7 +166,7 @@ fn check(addr: &str) {
     assert!(
         tiers.contains(&format!(
             "pro      anthropic claude-sonnet-5-5, knowledge base injected: {} tokens",
-            finetune::dataset::render::thousands(knowledge)
+            finetune_core::dataset::render::thousands(knowledge)
         )),
         "{tiers}"
     );
@@ -294,7 +294,7 @@ fn check(addr: &str) {
         "pro: 2 requests to claude-sonnet-5-5",
         &format!(
             "pro sends its {}-token knowledge base with every request",
-            finetune::dataset::render::thousands(knowledge)
+            finetune_core::dataset::render::thousands(knowledge)
         ),
         &format!("fast costs ${saving:.6} less per request than pro"),
         "What drives it, per request (pro minus fast): ",
@@ -318,7 +318,7 @@ fn check(addr: &str) {
     assert_eq!(table["mix"]["requests"], 1);
     let (prompt, output) = (fast.input as f64, fast.output as f64);
     let models = table["models"].as_array().unwrap();
-    let catalog = finetune::dataset::Catalog::builtin();
+    let catalog = finetune_core::dataset::Catalog::builtin();
     assert_eq!(models.len(), catalog.models.len());
     let pro_row = &table["injected_tiers"][0];
     assert_eq!(pro_row["source"], "served");

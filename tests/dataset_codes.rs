@@ -1,6 +1,6 @@
 //! Every problem code, with the line number and JSON path a user needs to fix it.
 
-use finetune::dataset::{
+use finetune_core::dataset::{
     self, Catalog, Code, Format, Input, Options, Problem, Report, Role, Severity,
 };
 

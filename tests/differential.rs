@@ -1,5 +1,5 @@
 //! The validator against the emulator's own reading of OpenAI's rules
-//! (`finetune_emulator::training_file`, which shares no code with `finetune::dataset`), over
+//! (`finetune_emulator::training_file`, which shares no code with `finetune_core::dataset`), over
 //! the hostile corpus, the fuzz corpus when present (`fuzz/corpus/`), the reference and example
 //! datasets and the audited spec cases (`tests/differential/*.jsonl`). Each file either gets
 //! the same verdict from both (accept or reject, leaving aside the 10-example minimum both
@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use finetune::dataset::{self, Catalog, Code, Input, Options, Report, Severity};
+use finetune_core::dataset::{self, Catalog, Code, Input, Options, Report, Severity};
 use finetune_emulator::training_file::{self, Method, Rejected};
 use serde::Deserialize;
 

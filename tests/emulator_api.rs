@@ -7,7 +7,7 @@ use crate::common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use finetune::dataset::{self, Catalog, Input, Options};
+use finetune_core::dataset::{self, Catalog, Input, Options};
 use finetune_emulator::{Emulator, EmulatorConfig, Fault, training_file};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;

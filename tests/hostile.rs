@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{TestServer, repo_file};
-use finetune::dataset::{self, Catalog, Code, Input, Options, Report, Severity};
 use finetune::pb;
+use finetune_core::dataset::{self, Catalog, Code, Input, Options, Report, Severity};
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 

@@ -141,7 +141,7 @@ async fn the_cli_trains_and_watches_a_job_to_its_model() {
     let change = (tokens as f64 - estimated as f64) / estimated as f64 * 100.0;
     let want = format!(
         "succeeded: {model} (trained {} tokens, ${cost:.2}; estimate 123,844 tokens, $3.10: {change:+.1}%)",
-        finetune::dataset::render::thousands(tokens)
+        finetune_core::dataset::render::thousands(tokens)
     );
     assert_eq!(last, want, "{stdout}");
 

@@ -465,7 +465,7 @@ async fn unknown_paths_share_one_label() {
 struct Stoppable {
     channel: tonic::transport::Channel,
     stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), finetune::Error>>,
+    task: tokio::task::JoinHandle<Result<(), finetune_core::Error>>,
     _dir: tempfile::TempDir,
 }
 

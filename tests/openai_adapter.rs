@@ -3,11 +3,12 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use finetune::Error;
-use finetune::upstream::openai::OpenAi;
-use finetune::upstream::parse_retry_after;
-use finetune::upstream::types::{AutoOr, AutoTag};
-use finetune::upstream::{OpenAiConfig, RetryPolicy, UpstreamError};
+use finetune_core::Error;
+use finetune_core::ports::{RetryPolicy, UpstreamError};
+use finetune_providers::OpenAiConfig;
+use finetune_providers::openai::OpenAi;
+use finetune_providers::parse_retry_after;
+use finetune_providers::types::{AutoOr, AutoTag};
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path, path_regex};
@@ -852,7 +853,7 @@ async fn a_completed_upload_without_a_file_is_a_protocol_error() {
 async fn a_create_whose_answer_is_lost_may_have_taken_effect_a_refusal_did_nothing() {
     let server = MockServer::start().await;
     let api = adapter(&server);
-    let request = finetune::upstream::types::CreateJobRequest {
+    let request = finetune_providers::types::CreateJobRequest {
         model: "gpt-4o-mini-2024-07-18".into(),
         training_file: "file-abc".into(),
         validation_file: None,

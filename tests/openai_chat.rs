@@ -12,13 +12,14 @@ use crate::common;
 use std::time::Duration;
 
 use common::spec::violations;
-use finetune::upstream::chat::{
+use finetune_core::ports::chat::{
     Chat, ChatChunk, ChatMessage, ChatRequest, ChatResponse, ChatRole, ChatStream, FinishReason,
     SystemBlock,
 };
-use finetune::upstream::openai::OpenAi;
-use finetune::upstream::{OpenAiConfig, RetryPolicy, UpstreamError};
+use finetune_core::ports::{RetryPolicy, UpstreamError};
 use finetune_emulator::{Emulator, EmulatorConfig, Fault};
+use finetune_providers::OpenAiConfig;
+use finetune_providers::openai::OpenAi;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -13,11 +13,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use common::spec::{spec, validator, validator_for_schema, violations};
-use finetune::upstream::openai::OpenAi;
-use finetune::upstream::types::{
+use finetune_core::ports::UpstreamError;
+use finetune_providers::OpenAiConfig;
+use finetune_providers::openai::OpenAi;
+use finetune_providers::types::{
     AutoOr, AutoTag, CreateJobRequest, Hyperparameters, Method, MethodParams,
 };
-use finetune::upstream::{OpenAiConfig, UpstreamError};
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
@@ -280,12 +281,12 @@ fn call_for(entry: &Entry) -> Option<(String, String, Call)> {
 }
 
 async fn perform(api: &OpenAi, call: Call, dir: &Path) -> Result<Decoded, UpstreamError> {
-    let job = |j: finetune::upstream::types::Job| Decoded::Job {
+    let job = |j: finetune_providers::types::Job| Decoded::Job {
         failed: j.failure().is_some(),
         id: j.id,
         status: j.status,
     };
-    let upload = |u: finetune::upstream::types::UploadObject| Decoded::Upload {
+    let upload = |u: finetune_providers::types::UploadObject| Decoded::Upload {
         id: u.id,
         status: u.status,
         file: u.file.map(|f| f.id),

@@ -7,13 +7,15 @@ use crate::common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use finetune::dataset::Catalog;
-use finetune::jobs::model::{EventKind, JobEvent, JobState, Method};
-use finetune::jobs::{DatasetFile, JobManager, JobsConfig, StartRequest};
-use finetune::store::{DatasetStore, SqliteStore, Store};
-use finetune::upstream::openai::OpenAi;
-use finetune::upstream::{OpenAiConfig, RetryPolicy};
+use finetune_core::dataset::Catalog;
+use finetune_core::jobs::model::{EventKind, JobEvent, JobState, Method};
+use finetune_core::jobs::{DatasetFile, JobManager, JobsConfig, StartRequest};
+use finetune_core::ports::RetryPolicy;
+use finetune_core::store::{DatasetStore, Store};
 use finetune_emulator::{Emulator, Fault};
+use finetune_providers::OpenAiConfig;
+use finetune_providers::openai::OpenAi;
+use finetune_store_sqlite::SqliteStore;
 use tokio_util::sync::CancellationToken;
 
 const EVENTS_ROUTE: &str = "GET /v1/fine_tuning/jobs/{id}/events";

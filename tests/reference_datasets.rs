@@ -5,7 +5,7 @@ use crate::common;
 
 use std::path::PathBuf;
 
-use finetune::dataset::{self, Catalog, Input, Options, Report};
+use finetune_core::dataset::{self, Catalog, Input, Options, Report};
 
 fn validate(file: &str, model: &str) -> Report {
     let bytes = common::reference_dataset(file);

@@ -287,8 +287,9 @@ fn standalone(dir: &Path) -> Child {
 
 #[tokio::test]
 async fn the_standalone_emulator_keeps_its_files_in_its_data_dir() {
-    use finetune::upstream::openai::OpenAi;
-    use finetune::upstream::{OpenAiConfig, RetryPolicy};
+    use finetune_core::ports::RetryPolicy;
+    use finetune_providers::OpenAiConfig;
+    use finetune_providers::openai::OpenAi;
 
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();

@@ -12,7 +12,7 @@
 //! the figures:
 //! `cargo test --test integration secret_corpus:: -- --nocapture`
 
-use finetune::dataset::find_secret;
+use finetune_core::dataset::find_secret;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

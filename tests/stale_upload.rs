@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use common::TestServer;
 use finetune::pb;
-use finetune::store::{SqliteStore, Store as _};
+use finetune_core::store::Store as _;
 use finetune_emulator::Emulator;
+use finetune_store_sqlite::SqliteStore;
 
 const KEY: &str = "sk-test-stale-upload-4e1f";
 

@@ -2,8 +2,9 @@
 //! (SQLite now, PostgreSQL later) runs the same checks: `record` is a compare-and-set on
 //! the job's version, and a finished job takes no further write.
 
-use finetune::jobs::model::{EventKind, Job, JobState, Method, NewEvent, now_millis};
-use finetune::store::{Recorded, Reservation, SqliteStore, Store};
+use finetune_core::jobs::model::{EventKind, Job, JobState, Method, NewEvent, now_millis};
+use finetune_core::store::{Recorded, Reservation, Store};
+use finetune_store_sqlite::SqliteStore;
 
 fn message(text: &str, upstream_id: Option<&str>) -> NewEvent {
     NewEvent {

@@ -186,7 +186,7 @@ struct Server {
 
 struct Running {
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), finetune::Error>>,
+    task: tokio::task::JoinHandle<Result<(), finetune_core::Error>>,
 }
 
 impl Server {
@@ -277,7 +277,8 @@ async fn clear_faults(State(control): State<Control>) -> Json<Value> {
 async fn upstream_jobs(
     State(control): State<Control>,
 ) -> Result<Json<Value>, (axum::http::StatusCode, String)> {
-    use finetune::upstream::{OpenAiConfig, RetryPolicy, openai::OpenAi};
+    use finetune_core::ports::RetryPolicy;
+    use finetune_providers::{OpenAiConfig, openai::OpenAi};
     let failed = |e: &dyn std::fmt::Display| {
         (
             axum::http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -289,7 +290,7 @@ async fn upstream_jobs(
         ..OpenAiConfig::new("sk-harness-list", control.emulator.base_url())
     })
     .map_err(|e| failed(&e))?;
-    let by_request = finetune::jobs::jobs_by_request_id(&api)
+    let by_request = finetune_core::jobs::jobs_by_request_id(&api)
         .await
         .map_err(|e| failed(&e))?;
     Ok(Json(json!({ "by_request": by_request })))

@@ -7,7 +7,7 @@
 
 use std::sync::OnceLock;
 
-use finetune::dataset::{self, Catalog, Input, Options};
+use finetune_core::dataset::{self, Catalog, Input, Options};
 use libfuzzer_sys::fuzz_target;
 
 #[path = "../../tests/common/invariants.rs"]

@@ -10,8 +10,10 @@ use serde_json::{Value, json};
 
 use super::client::{Connection, describe};
 use super::words::count;
-use crate::dataset::{self, Catalog, Input, Options, TokenPrices as Price, render::thousands};
 use crate::pb;
+use finetune_core::dataset::{
+    self, Catalog, Input, Options, TokenPrices as Price, render::thousands,
+};
 
 #[derive(Debug, Args)]
 pub struct CostArgs {

@@ -9,8 +9,8 @@ use serde_json::json;
 
 use super::client::{Connection, describe};
 use super::words::user_name;
-use crate::dataset::render::thousands;
 use crate::pb;
+use finetune_core::dataset::render::thousands;
 
 #[derive(Debug, Args)]
 pub struct TestArgs {

@@ -9,8 +9,8 @@ use serde_json::json;
 
 use super::client::{Connection, describe};
 use super::words::count;
-use crate::dataset::{self, Acceptance, Catalog, Input, Options, render};
 use crate::pb;
+use finetune_core::dataset::{self, Acceptance, Catalog, Input, Options, render};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum MethodArg {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::dataset::{self, Acceptance, Catalog, Input, Options, render};
+use finetune_core::dataset::{self, Acceptance, Catalog, Input, Options, render};
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {

@@ -13,9 +13,9 @@ use tonic::Code;
 
 use super::client::{Connection, describe, time};
 use super::words::user_name;
-use crate::dataset::render::thousands;
 use crate::pb;
 use crate::pb::watch_job_response::Item;
+use finetune_core::dataset::render::thousands;
 use render::{Progress, Render};
 
 #[derive(Debug, Args)]

@@ -85,7 +85,7 @@ fn hint(reason: &str) -> Option<&'static str> {
 /// Thousands are separated, as in every other figure the CLI prints (`1,234 requests`).
 pub(crate) fn count(n: u64, one: &str, many: &str) -> String {
     let noun = if n == 1 { one } else { many };
-    format!("{} {noun}", crate::dataset::render::thousands(n))
+    format!("{} {noun}", finetune_core::dataset::render::thousands(n))
 }
 
 /// A proto enum value as users write it: `JOB_STATE_SUCCEEDED` is `succeeded`,

@@ -24,9 +24,9 @@ use tonic_health::pb::health_server::Health;
 use tonic_health::server::{HealthReporter, HealthService};
 use tracing::{info, warn};
 
-use crate::error::Error;
 use crate::pb::fine_tune_service_server::SERVICE_NAME;
 use crate::service::AppState;
+use finetune_core::error::Error;
 
 /// The running listener; dropping it closes the port.
 #[derive(Debug)]

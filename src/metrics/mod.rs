@@ -22,7 +22,7 @@ use prometheus::{
 
 pub use grpc::{GrpcMetrics, GrpcMetricsLayer};
 
-use crate::upstream::chat::ChatUsage;
+use finetune_core::ports::chat::ChatUsage;
 
 /// The `method` label of a path that is not one of the server's RPCs (a bounded label
 /// set: a caller cannot create series by inventing paths).

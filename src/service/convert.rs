@@ -1,10 +1,10 @@
 //! Conversions between protobuf messages and the core's types.
 
-use crate::dataset::{
+use crate::pb;
+use finetune_core::dataset::{
     self, Acceptance, Distribution, FileSummary, Format, Options, Report, Role, Severity,
 };
-use crate::error::Error;
-use crate::pb;
+use finetune_core::error::Error;
 
 /// Validation options from a request; zero values mean the documented defaults.
 pub(super) fn options(req: &pb::ValidateDatasetRequest) -> Result<Options, Error> {

@@ -2,12 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use crate::error::Error;
-use crate::jobs::WatchItem;
 use crate::pb;
 use finetune_core::domain::job::{
     Checkpoint, EventKind, Hyperparameters, Job, JobEvent, JobState, Method, Metrics,
 };
+use finetune_core::error::Error;
+use finetune_core::jobs::WatchItem;
 
 pub(super) fn timestamp(millis: i64) -> prost_types::Timestamp {
     prost_types::Timestamp {

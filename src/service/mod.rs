@@ -14,13 +14,13 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::info;
 
-use crate::dataset::{self, Catalog, Input};
-use crate::error::{Error, Precondition};
-use crate::jobs::{DatasetFile, JobManager, JobReader, Lookup, StartRequest};
 use crate::pb;
 use crate::pb::fine_tune_service_server::FineTuneService;
-use crate::store::{DatasetStore, Expected};
+use finetune_core::dataset::{self, Catalog, Input};
 use finetune_core::domain::job::Job;
+use finetune_core::error::{Error, Precondition};
+use finetune_core::jobs::{DatasetFile, JobManager, JobReader, Lookup, StartRequest};
+use finetune_core::store::{DatasetStore, Expected};
 
 /// Everything the handlers share.
 pub struct AppState {
@@ -35,7 +35,7 @@ pub struct AppState {
     /// provider is configured.
     pub jobs: Option<Arc<JobManager>>,
     /// Tiers, promotion and completions.
-    pub serving: Arc<crate::serving::Serving>,
+    pub serving: Arc<finetune_core::serving::Serving>,
     /// This server's metrics registry.
     pub metrics: crate::metrics::Metrics,
 }
@@ -378,8 +378,8 @@ impl FineTuneService for Service {
             use pb::stream_complete_response::Item;
             item.map(|i| pb::StreamCompleteResponse {
                 item: Some(match i {
-                    crate::serving::StreamItem::Delta(text) => Item::Delta(text),
-                    crate::serving::StreamItem::Done(c) => {
+                    finetune_core::serving::StreamItem::Delta(text) => Item::Delta(text),
+                    finetune_core::serving::StreamItem::Done(c) => {
                         Item::Completion(serving::completion(*c))
                     }
                 }),

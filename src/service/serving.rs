@@ -1,10 +1,10 @@
 //! Conversions between the serving core and protobuf.
 
-use crate::error::Error;
 use crate::pb;
-use crate::serving::tiers::ProviderKind;
-use crate::serving::{CompleteRequest, Completion, TierStats, TierView, Turn};
+use finetune_core::error::Error;
 use finetune_core::ports::chat::FinishReason;
+use finetune_core::serving::tiers::ProviderKind;
+use finetune_core::serving::{CompleteRequest, Completion, TierStats, TierView, Turn};
 
 /// The serving request of `r`; `deadline` is the caller's (see [`deadline`]).
 pub(super) fn request(

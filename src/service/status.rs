@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::error::{Error, Refusal, UpstreamError};
+use finetune_core::error::{Error, Refusal, UpstreamError};
 
 /// The ErrorInfo domain of every error this service returns.
 pub const ERROR_DOMAIN: &str = "finetune.fileengine";
@@ -124,7 +124,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::error::{Missing, Precondition};
+    use finetune_core::error::{Missing, Precondition};
 
     fn rejected(status: u16, refusal: Refusal) -> Error {
         Error::Upstream(UpstreamError::Rejected {

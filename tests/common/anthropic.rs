@@ -1,9 +1,9 @@
 //! Reading the Anthropic adapter's answer stream, for the tests against recorded traffic
 //! and against the emulator.
 
-use finetune::upstream::UpstreamError;
-use finetune::upstream::anthropic::Anthropic;
-use finetune::upstream::chat::{Chat as _, ChatChunk, ChatRequest, ChatResponse};
+use finetune_core::ports::UpstreamError;
+use finetune_core::ports::chat::{Chat as _, ChatChunk, ChatRequest, ChatResponse};
+use finetune_providers::anthropic::Anthropic;
 use futures_util::StreamExt as _;
 
 /// Everything a stream yielded: its deltas, then its end (`Done` or an error).

@@ -1,7 +1,7 @@
 //! What must hold of any validation report, whatever the input: shared by tests/hostile.rs
 //! and the fuzz target (fuzz/fuzz_targets/validate.rs).
 
-use finetune::dataset::{Report, Role, render};
+use finetune_core::dataset::{Report, Role, render};
 
 /// Panics, naming `what`, when `report` contradicts itself or its text form is unsafe to print.
 pub fn assert_consistent(report: &Report, what: &str) {

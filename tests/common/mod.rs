@@ -30,7 +30,7 @@ pub struct TestServer {
     pub channel: Channel,
     pub data_dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<Result<(), finetune::Error>>>,
+    task: Option<tokio::task::JoinHandle<Result<(), finetune_core::Error>>>,
 }
 
 impl TestServer {
@@ -203,12 +203,12 @@ pub fn free_addr() -> String {
 pub async fn upstream_jobs_by_request(
     emulator: &finetune_emulator::Emulator,
 ) -> std::collections::BTreeMap<String, Vec<String>> {
-    let api = finetune::upstream::openai::OpenAi::new(finetune::upstream::OpenAiConfig {
-        retry: finetune::upstream::RetryPolicy::none(),
-        ..finetune::upstream::OpenAiConfig::new("sk-test-list", emulator.base_url())
+    let api = finetune_providers::openai::OpenAi::new(finetune_providers::OpenAiConfig {
+        retry: finetune_core::ports::RetryPolicy::none(),
+        ..finetune_providers::OpenAiConfig::new("sk-test-list", emulator.base_url())
     })
     .unwrap();
-    finetune::jobs::jobs_by_request_id(&api).await.unwrap()
+    finetune_core::jobs::jobs_by_request_id(&api).await.unwrap()
 }
 
 /// An emulator of OpenAI's and Anthropic's APIs on a free port, its jobs running
