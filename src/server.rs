@@ -2,10 +2,12 @@
 //! graceful shutdown with a bounded drain.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
@@ -149,25 +151,11 @@ pub async fn serve(
                 let _ = stop_rx.await;
             },
         );
-    let mut server = tokio::spawn(server);
+    let server = tokio::spawn(server);
 
     set_health(&health, ServingStatus::Serving).await;
-    // The one line users and test harnesses read to learn where the server is.
     if config.announce {
-        println!(
-            "finetune: listening on {addr} (gRPC{}, reflection on, {}); data dir {}; upstream: {upstream}",
-            if config.tls_cert.is_some() {
-                " over TLS"
-            } else {
-                ""
-            },
-            if auth {
-                "bearer tokens required"
-            } else {
-                "no authentication"
-            },
-            config.data_dir.display()
-        );
+        announce(&config, addr, auth, &upstream);
     }
     let _metrics = crate::metrics::http::start(
         crate::metrics::http::Listen {
@@ -188,6 +176,45 @@ pub async fn serve(
     }
     info!(%addr, data_dir = %config.data_dir.display(), "serving");
 
+    let served = run_until_shutdown(
+        &config, server, shutdown, &health, &draining, &state, stop_tx,
+    )
+    .await;
+    if let Some(emulator) = emulator {
+        emulator.shutdown().await;
+    }
+    served
+}
+
+/// The one line users and test harnesses read to learn where the server is.
+fn announce(config: &ServeConfig, addr: SocketAddr, auth: bool, upstream: &str) {
+    println!(
+        "finetune: listening on {addr} (gRPC{}, reflection on, {}); data dir {}; upstream: {upstream}",
+        if config.tls_cert.is_some() {
+            " over TLS"
+        } else {
+            ""
+        },
+        if auth {
+            "bearer tokens required"
+        } else {
+            "no authentication"
+        },
+        config.data_dir.display()
+    );
+}
+
+/// Serves until `shutdown` completes (or the server fails), then drains: NOT_SERVING, the
+/// watch streams and pollers stopped, and at most `config.drain()` for the calls left.
+async fn run_until_shutdown(
+    config: &ServeConfig,
+    mut server: JoinHandle<Result<(), tonic::transport::Error>>,
+    shutdown: impl Future<Output = ()>,
+    health: &HealthReporter,
+    draining: &CancellationToken,
+    state: &AppState,
+    stop_tx: tokio::sync::oneshot::Sender<()>,
+) -> Result<(), Error> {
     tokio::select! {
         result = &mut server => {
             return result
@@ -200,7 +227,7 @@ pub async fn serve(
         drain_seconds = config.drain_seconds,
         "shutdown requested: NOT_SERVING, draining"
     );
-    set_health(&health, ServingStatus::NotServing).await;
+    set_health(health, ServingStatus::NotServing).await;
     // Ends watch streams (clients resume elsewhere) and stops pollers; jobs go on upstream.
     draining.cancel();
     if let Some(jobs) = &state.jobs {
@@ -221,9 +248,6 @@ pub async fn serve(
                 "drain timed out: closed the remaining calls"
             );
         }
-    }
-    if let Some(emulator) = emulator {
-        emulator.shutdown().await;
     }
     Ok(())
 }
@@ -271,32 +295,12 @@ async fn open_state(
         ..config.retry_policy()
     };
 
-    let mut emulator = None;
-    let mut openai: Option<Arc<OpenAi>> = None;
-    let mut anthropic: Option<Arc<Anthropic>> = None;
-    let mut upstream = Vec::new();
-    if config.emulator {
-        let (started, emulated_openai, emulated_anthropic, line) =
-            start_emulator(config, &retry).await?;
-        openai = Some(emulated_openai);
-        anthropic = Some(emulated_anthropic);
-        upstream.push(line);
-        emulator = Some(started);
-    } else {
-        if let Some(c) = config.openai(&retry) {
-            upstream.push(format!("OpenAI at {}", c.base_url));
-            openai = Some(Arc::new(OpenAi::new(c)?));
-        }
-        if let Some(c) = config.anthropic(&retry) {
-            upstream.push("Anthropic".to_owned());
-            anthropic = Some(Arc::new(Anthropic::new(c)?));
-        }
-        if upstream.is_empty() {
-            upstream.push(
-                "none (set OPENAI_API_KEY / ANTHROPIC_API_KEY, or use --emulator)".to_owned(),
-            );
-        }
-    }
+    let Connected {
+        openai,
+        anthropic,
+        emulator,
+        upstream,
+    } = connect_providers(config, &retry).await?;
 
     let jobs_config = JobsConfig {
         poll_interval: config.poll_interval(),
@@ -333,19 +337,8 @@ async fn open_state(
         Reporter::new(metrics.clone()),
     )
     .await?;
-    if let (Some(jobs), Some(tier)) = (&jobs, serving.auto_promote_tier()) {
-        let serving = serving.clone();
-        let tier = tier.to_owned();
-        jobs.set_on_success(Box::new(move |job| {
-            let (serving, tier, job) = (serving.clone(), tier.clone(), job.clone());
-            tokio::spawn(async move {
-                if let Some(model) = &job.fine_tuned_model {
-                    if let Err(e) = serving.promote(&tier, model, Some(&job.id)).await {
-                        warn!(job_id = %job.id, error = %e, "auto-promotion failed");
-                    }
-                }
-            });
-        }));
+    if let Some(jobs) = &jobs {
+        auto_promote(jobs, &serving);
     }
     let state = AppState {
         catalog,
@@ -356,7 +349,73 @@ async fn open_state(
         serving,
         metrics,
     };
-    Ok((state, upstream.join("; "), emulator))
+    Ok((state, upstream, emulator))
+}
+
+/// The providers the server talks to, and the upstream's description for the start line.
+struct Connected {
+    openai: Option<Arc<OpenAi>>,
+    anthropic: Option<Arc<Anthropic>>,
+    emulator: Option<Emulator>,
+    upstream: String,
+}
+
+/// Connects the providers the configuration names: the in-process emulator for both
+/// (`--emulator`), else OpenAI and Anthropic where their keys are set.
+async fn connect_providers(config: &ServeConfig, retry: &RetryPolicy) -> Result<Connected, Error> {
+    let mut emulator = None;
+    let mut openai: Option<Arc<OpenAi>> = None;
+    let mut anthropic: Option<Arc<Anthropic>> = None;
+    let mut upstream = Vec::new();
+    if config.emulator {
+        let (started, emulated_openai, emulated_anthropic, line) =
+            start_emulator(config, retry).await?;
+        openai = Some(emulated_openai);
+        anthropic = Some(emulated_anthropic);
+        upstream.push(line);
+        emulator = Some(started);
+    } else {
+        if let Some(c) = config.openai(retry) {
+            upstream.push(format!("OpenAI at {}", c.base_url));
+            openai = Some(Arc::new(OpenAi::new(c)?));
+        }
+        if let Some(c) = config.anthropic(retry) {
+            upstream.push("Anthropic".to_owned());
+            anthropic = Some(Arc::new(Anthropic::new(c)?));
+        }
+        if upstream.is_empty() {
+            upstream.push(
+                "none (set OPENAI_API_KEY / ANTHROPIC_API_KEY, or use --emulator)".to_owned(),
+            );
+        }
+    }
+
+    Ok(Connected {
+        openai,
+        anthropic,
+        emulator,
+        upstream: upstream.join("; "),
+    })
+}
+
+/// With a tier set to follow training (auto-promotion), each job that succeeds is promoted
+/// to it as soon as it is recorded.
+fn auto_promote(jobs: &JobManager, serving: &Arc<Serving>) {
+    let Some(tier) = serving.auto_promote_tier() else {
+        return;
+    };
+    let serving = serving.clone();
+    let tier = tier.to_owned();
+    jobs.set_on_success(Box::new(move |job| {
+        let (serving, tier, job) = (serving.clone(), tier.clone(), job.clone());
+        tokio::spawn(async move {
+            if let Some(model) = &job.fine_tuned_model {
+                if let Err(e) = serving.promote(&tier, model, Some(&job.id)).await {
+                    warn!(job_id = %job.id, error = %e, "auto-promotion failed");
+                }
+            }
+        });
+    }));
 }
 
 /// Starts the in-process emulator (`--emulator`) and connects both providers to it.
