@@ -24,22 +24,22 @@ var File_fileengine_finetune_v1_service_proto protoreflect.FileDescriptor
 
 const file_fileengine_finetune_v1_service_proto_rawDesc = "" +
 	"\n" +
-	"$fileengine/finetune/v1/service.proto\x12\x16fileengine.finetune.v1\x1a'fileengine/finetune/v1/completion.proto\x1a$fileengine/finetune/v1/dataset.proto\x1a fileengine/finetune/v1/job.proto2\xd9\n" +
+	"$fileengine/finetune/v1/service.proto\x12\x16fileengine.finetune.v1\x1a'fileengine/finetune/v1/completion.proto\x1a$fileengine/finetune/v1/dataset.proto\x1a fileengine/finetune/v1/job.proto2\xf7\n" +
 	"\n" +
-	"\x0fFineTuneService\x12r\n" +
-	"\x0fValidateDataset\x12..fileengine.finetune.v1.ValidateDatasetRequest\x1a/.fileengine.finetune.v1.ValidateDatasetResponse\x12n\n" +
+	"\x0fFineTuneService\x12w\n" +
+	"\x0fValidateDataset\x12..fileengine.finetune.v1.ValidateDatasetRequest\x1a/.fileengine.finetune.v1.ValidateDatasetResponse\"\x03\x90\x02\x01\x12n\n" +
 	"\rUploadDataset\x12,.fileengine.finetune.v1.UploadDatasetRequest\x1a-.fileengine.finetune.v1.UploadDatasetResponse(\x01\x12l\n" +
-	"\rStartTraining\x12,.fileengine.finetune.v1.StartTrainingRequest\x1a-.fileengine.finetune.v1.StartTrainingResponse\x12W\n" +
-	"\x06GetJob\x12%.fileengine.finetune.v1.GetJobRequest\x1a&.fileengine.finetune.v1.GetJobResponse\x12]\n" +
-	"\bListJobs\x12'.fileengine.finetune.v1.ListJobsRequest\x1a(.fileengine.finetune.v1.ListJobsResponse\x12`\n" +
-	"\tCancelJob\x12(.fileengine.finetune.v1.CancelJobRequest\x1a).fileengine.finetune.v1.CancelJobResponse\x12_\n" +
-	"\bWatchJob\x12'.fileengine.finetune.v1.WatchJobRequest\x1a(.fileengine.finetune.v1.WatchJobResponse0\x01\x12]\n" +
+	"\rStartTraining\x12,.fileengine.finetune.v1.StartTrainingRequest\x1a-.fileengine.finetune.v1.StartTrainingResponse\x12\\\n" +
+	"\x06GetJob\x12%.fileengine.finetune.v1.GetJobRequest\x1a&.fileengine.finetune.v1.GetJobResponse\"\x03\x90\x02\x02\x12b\n" +
+	"\bListJobs\x12'.fileengine.finetune.v1.ListJobsRequest\x1a(.fileengine.finetune.v1.ListJobsResponse\"\x03\x90\x02\x01\x12`\n" +
+	"\tCancelJob\x12(.fileengine.finetune.v1.CancelJobRequest\x1a).fileengine.finetune.v1.CancelJobResponse\x12d\n" +
+	"\bWatchJob\x12'.fileengine.finetune.v1.WatchJobRequest\x1a(.fileengine.finetune.v1.WatchJobResponse\"\x03\x90\x02\x020\x01\x12]\n" +
 	"\bComplete\x12'.fileengine.finetune.v1.CompleteRequest\x1a(.fileengine.finetune.v1.CompleteResponse\x12q\n" +
-	"\x0eStreamComplete\x12-.fileengine.finetune.v1.StreamCompleteRequest\x1a..fileengine.finetune.v1.StreamCompleteResponse0\x01\x12`\n" +
-	"\tListTiers\x12(.fileengine.finetune.v1.ListTiersRequest\x1a).fileengine.finetune.v1.ListTiersResponse\x12i\n" +
+	"\x0eStreamComplete\x12-.fileengine.finetune.v1.StreamCompleteRequest\x1a..fileengine.finetune.v1.StreamCompleteResponse0\x01\x12e\n" +
+	"\tListTiers\x12(.fileengine.finetune.v1.ListTiersRequest\x1a).fileengine.finetune.v1.ListTiersResponse\"\x03\x90\x02\x01\x12i\n" +
 	"\fPromoteModel\x12+.fileengine.finetune.v1.PromoteModelRequest\x1a,.fileengine.finetune.v1.PromoteModelResponse\x12o\n" +
-	"\x0eRecordFeedback\x12-.fileengine.finetune.v1.RecordFeedbackRequest\x1a..fileengine.finetune.v1.RecordFeedbackResponse\x12i\n" +
-	"\fGetTierStats\x12+.fileengine.finetune.v1.GetTierStatsRequest\x1a,.fileengine.finetune.v1.GetTierStatsResponseB\xf5\x01\n" +
+	"\x0eRecordFeedback\x12-.fileengine.finetune.v1.RecordFeedbackRequest\x1a..fileengine.finetune.v1.RecordFeedbackResponse\x12n\n" +
+	"\fGetTierStats\x12+.fileengine.finetune.v1.GetTierStatsRequest\x1a,.fileengine.finetune.v1.GetTierStatsResponse\"\x03\x90\x02\x01B\xf5\x01\n" +
 	"\x1acom.fileengine.finetune.v1B\fServiceProtoP\x01ZOgithub.com/fileengine/finetune/clients/go/gen/fileengine/finetune/v1;finetunev1\xa2\x02\x03FFX\xaa\x02\x16Fileengine.Finetune.V1\xca\x02\x16Fileengine\\Finetune\\V1\xe2\x02\"Fileengine\\Finetune\\V1\\GPBMetadata\xea\x02\x18Fileengine::Finetune::V1b\x06proto3"
 
 var file_fileengine_finetune_v1_service_proto_goTypes = []any{

@@ -76,7 +76,9 @@ type FineTuneServiceClient interface {
 	// without waiting for training; follow the job with WatchJob or GetJob.
 	// Idempotent per request_id.
 	StartTraining(ctx context.Context, in *StartTrainingRequest, opts ...grpc.CallOption) (*StartTrainingResponse, error)
-	// GetJob returns the latest snapshot of a job.
+	// GetJob returns the latest snapshot of a job. It reads what the service
+	// holds; an OpenAI id it does not hold yet is adopted (once: repeating the
+	// call changes nothing more), hence IDEMPOTENT rather than NO_SIDE_EFFECTS.
 	GetJob(ctx context.Context, in *GetJobRequest, opts ...grpc.CallOption) (*GetJobResponse, error)
 	// ListJobs pages through the jobs this service holds, newest first: those
 	// started through it and those adopted from OpenAI (see GetJobRequest).
@@ -84,6 +86,7 @@ type FineTuneServiceClient interface {
 	// CancelJob cancels a job that has not finished.
 	CancelJob(ctx context.Context, in *CancelJobRequest, opts ...grpc.CallOption) (*CancelJobResponse, error)
 	// WatchJob streams a job's events from a resume position until the job ends.
+	// Like GetJob, it adopts an OpenAI id the service does not hold yet.
 	WatchJob(ctx context.Context, in *WatchJobRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchJobResponse], error)
 	// Complete answers a conversation from a tier or model.
 	Complete(ctx context.Context, in *CompleteRequest, opts ...grpc.CallOption) (*CompleteResponse, error)
@@ -302,7 +305,9 @@ type FineTuneServiceServer interface {
 	// without waiting for training; follow the job with WatchJob or GetJob.
 	// Idempotent per request_id.
 	StartTraining(context.Context, *StartTrainingRequest) (*StartTrainingResponse, error)
-	// GetJob returns the latest snapshot of a job.
+	// GetJob returns the latest snapshot of a job. It reads what the service
+	// holds; an OpenAI id it does not hold yet is adopted (once: repeating the
+	// call changes nothing more), hence IDEMPOTENT rather than NO_SIDE_EFFECTS.
 	GetJob(context.Context, *GetJobRequest) (*GetJobResponse, error)
 	// ListJobs pages through the jobs this service holds, newest first: those
 	// started through it and those adopted from OpenAI (see GetJobRequest).
@@ -310,6 +315,7 @@ type FineTuneServiceServer interface {
 	// CancelJob cancels a job that has not finished.
 	CancelJob(context.Context, *CancelJobRequest) (*CancelJobResponse, error)
 	// WatchJob streams a job's events from a resume position until the job ends.
+	// Like GetJob, it adopts an OpenAI id the service does not hold yet.
 	WatchJob(*WatchJobRequest, grpc.ServerStreamingServer[WatchJobResponse]) error
 	// Complete answers a conversation from a tier or model.
 	Complete(context.Context, *CompleteRequest) (*CompleteResponse, error)

@@ -27,13 +27,25 @@ from fileengine.finetune.v1 import dataset_pb2 as fileengine_dot_finetune_dot_v1
 from fileengine.finetune.v1 import job_pb2 as fileengine_dot_finetune_dot_v1_dot_job__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$fileengine/finetune/v1/service.proto\x12\x16\x66ileengine.finetune.v1\x1a\'fileengine/finetune/v1/completion.proto\x1a$fileengine/finetune/v1/dataset.proto\x1a fileengine/finetune/v1/job.proto2\xd9\n\n\x0f\x46ineTuneService\x12r\n\x0fValidateDataset\x12..fileengine.finetune.v1.ValidateDatasetRequest\x1a/.fileengine.finetune.v1.ValidateDatasetResponse\x12n\n\rUploadDataset\x12,.fileengine.finetune.v1.UploadDatasetRequest\x1a-.fileengine.finetune.v1.UploadDatasetResponse(\x01\x12l\n\rStartTraining\x12,.fileengine.finetune.v1.StartTrainingRequest\x1a-.fileengine.finetune.v1.StartTrainingResponse\x12W\n\x06GetJob\x12%.fileengine.finetune.v1.GetJobRequest\x1a&.fileengine.finetune.v1.GetJobResponse\x12]\n\x08ListJobs\x12\'.fileengine.finetune.v1.ListJobsRequest\x1a(.fileengine.finetune.v1.ListJobsResponse\x12`\n\tCancelJob\x12(.fileengine.finetune.v1.CancelJobRequest\x1a).fileengine.finetune.v1.CancelJobResponse\x12_\n\x08WatchJob\x12\'.fileengine.finetune.v1.WatchJobRequest\x1a(.fileengine.finetune.v1.WatchJobResponse0\x01\x12]\n\x08\x43omplete\x12\'.fileengine.finetune.v1.CompleteRequest\x1a(.fileengine.finetune.v1.CompleteResponse\x12q\n\x0eStreamComplete\x12-.fileengine.finetune.v1.StreamCompleteRequest\x1a..fileengine.finetune.v1.StreamCompleteResponse0\x01\x12`\n\tListTiers\x12(.fileengine.finetune.v1.ListTiersRequest\x1a).fileengine.finetune.v1.ListTiersResponse\x12i\n\x0cPromoteModel\x12+.fileengine.finetune.v1.PromoteModelRequest\x1a,.fileengine.finetune.v1.PromoteModelResponse\x12o\n\x0eRecordFeedback\x12-.fileengine.finetune.v1.RecordFeedbackRequest\x1a..fileengine.finetune.v1.RecordFeedbackResponse\x12i\n\x0cGetTierStats\x12+.fileengine.finetune.v1.GetTierStatsRequest\x1a,.fileengine.finetune.v1.GetTierStatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$fileengine/finetune/v1/service.proto\x12\x16\x66ileengine.finetune.v1\x1a\'fileengine/finetune/v1/completion.proto\x1a$fileengine/finetune/v1/dataset.proto\x1a fileengine/finetune/v1/job.proto2\xf7\n\n\x0f\x46ineTuneService\x12w\n\x0fValidateDataset\x12..fileengine.finetune.v1.ValidateDatasetRequest\x1a/.fileengine.finetune.v1.ValidateDatasetResponse\"\x03\x90\x02\x01\x12n\n\rUploadDataset\x12,.fileengine.finetune.v1.UploadDatasetRequest\x1a-.fileengine.finetune.v1.UploadDatasetResponse(\x01\x12l\n\rStartTraining\x12,.fileengine.finetune.v1.StartTrainingRequest\x1a-.fileengine.finetune.v1.StartTrainingResponse\x12\\\n\x06GetJob\x12%.fileengine.finetune.v1.GetJobRequest\x1a&.fileengine.finetune.v1.GetJobResponse\"\x03\x90\x02\x02\x12\x62\n\x08ListJobs\x12\'.fileengine.finetune.v1.ListJobsRequest\x1a(.fileengine.finetune.v1.ListJobsResponse\"\x03\x90\x02\x01\x12`\n\tCancelJob\x12(.fileengine.finetune.v1.CancelJobRequest\x1a).fileengine.finetune.v1.CancelJobResponse\x12\x64\n\x08WatchJob\x12\'.fileengine.finetune.v1.WatchJobRequest\x1a(.fileengine.finetune.v1.WatchJobResponse\"\x03\x90\x02\x02\x30\x01\x12]\n\x08\x43omplete\x12\'.fileengine.finetune.v1.CompleteRequest\x1a(.fileengine.finetune.v1.CompleteResponse\x12q\n\x0eStreamComplete\x12-.fileengine.finetune.v1.StreamCompleteRequest\x1a..fileengine.finetune.v1.StreamCompleteResponse0\x01\x12\x65\n\tListTiers\x12(.fileengine.finetune.v1.ListTiersRequest\x1a).fileengine.finetune.v1.ListTiersResponse\"\x03\x90\x02\x01\x12i\n\x0cPromoteModel\x12+.fileengine.finetune.v1.PromoteModelRequest\x1a,.fileengine.finetune.v1.PromoteModelResponse\x12o\n\x0eRecordFeedback\x12-.fileengine.finetune.v1.RecordFeedbackRequest\x1a..fileengine.finetune.v1.RecordFeedbackResponse\x12n\n\x0cGetTierStats\x12+.fileengine.finetune.v1.GetTierStatsRequest\x1a,.fileengine.finetune.v1.GetTierStatsResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fileengine.finetune.v1.service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_FINETUNESERVICE'].methods_by_name['ValidateDataset']._loaded_options = None
+  _globals['_FINETUNESERVICE'].methods_by_name['ValidateDataset']._serialized_options = b'\220\002\001'
+  _globals['_FINETUNESERVICE'].methods_by_name['GetJob']._loaded_options = None
+  _globals['_FINETUNESERVICE'].methods_by_name['GetJob']._serialized_options = b'\220\002\002'
+  _globals['_FINETUNESERVICE'].methods_by_name['ListJobs']._loaded_options = None
+  _globals['_FINETUNESERVICE'].methods_by_name['ListJobs']._serialized_options = b'\220\002\001'
+  _globals['_FINETUNESERVICE'].methods_by_name['WatchJob']._loaded_options = None
+  _globals['_FINETUNESERVICE'].methods_by_name['WatchJob']._serialized_options = b'\220\002\002'
+  _globals['_FINETUNESERVICE'].methods_by_name['ListTiers']._loaded_options = None
+  _globals['_FINETUNESERVICE'].methods_by_name['ListTiers']._serialized_options = b'\220\002\001'
+  _globals['_FINETUNESERVICE'].methods_by_name['GetTierStats']._loaded_options = None
+  _globals['_FINETUNESERVICE'].methods_by_name['GetTierStats']._serialized_options = b'\220\002\001'
   _globals['_FINETUNESERVICE']._serialized_start=178
-  _globals['_FINETUNESERVICE']._serialized_end=1547
+  _globals['_FINETUNESERVICE']._serialized_end=1577
 # @@protoc_insertion_point(module_scope)

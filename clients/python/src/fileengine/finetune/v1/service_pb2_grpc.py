@@ -181,7 +181,9 @@ class FineTuneServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetJob(self, request, context):
-        """GetJob returns the latest snapshot of a job.
+        """GetJob returns the latest snapshot of a job. It reads what the service
+        holds; an OpenAI id it does not hold yet is adopted (once: repeating the
+        call changes nothing more), hence IDEMPOTENT rather than NO_SIDE_EFFECTS.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -204,6 +206,7 @@ class FineTuneServiceServicer:
 
     def WatchJob(self, request, context):
         """WatchJob streams a job's events from a resume position until the job ends.
+        Like GetJob, it adopts an OpenAI id the service does not hold yet.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

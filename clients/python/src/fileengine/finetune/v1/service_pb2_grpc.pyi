@@ -75,7 +75,10 @@ class FineTuneServiceStub:
     Idempotent per request_id.
     """
     GetJob: _grpc.UnaryUnaryMultiCallable[_job_pb2.GetJobRequest, _job_pb2.GetJobResponse]
-    """GetJob returns the latest snapshot of a job."""
+    """GetJob returns the latest snapshot of a job. It reads what the service
+    holds; an OpenAI id it does not hold yet is adopted (once: repeating the
+    call changes nothing more), hence IDEMPOTENT rather than NO_SIDE_EFFECTS.
+    """
     ListJobs: _grpc.UnaryUnaryMultiCallable[_job_pb2.ListJobsRequest, _job_pb2.ListJobsResponse]
     """ListJobs pages through the jobs this service holds, newest first: those
     started through it and those adopted from OpenAI (see GetJobRequest).
@@ -83,7 +86,9 @@ class FineTuneServiceStub:
     CancelJob: _grpc.UnaryUnaryMultiCallable[_job_pb2.CancelJobRequest, _job_pb2.CancelJobResponse]
     """CancelJob cancels a job that has not finished."""
     WatchJob: _grpc.UnaryStreamMultiCallable[_job_pb2.WatchJobRequest, _job_pb2.WatchJobResponse]
-    """WatchJob streams a job's events from a resume position until the job ends."""
+    """WatchJob streams a job's events from a resume position until the job ends.
+    Like GetJob, it adopts an OpenAI id the service does not hold yet.
+    """
     Complete: _grpc.UnaryUnaryMultiCallable[_completion_pb2.CompleteRequest, _completion_pb2.CompleteResponse]
     """Complete answers a conversation from a tier or model."""
     StreamComplete: _grpc.UnaryStreamMultiCallable[_completion_pb2.StreamCompleteRequest, _completion_pb2.StreamCompleteResponse]
@@ -146,7 +151,10 @@ class FineTuneServiceAsyncStub(FineTuneServiceStub):
     Idempotent per request_id.
     """
     GetJob: _aio.UnaryUnaryMultiCallable[_job_pb2.GetJobRequest, _job_pb2.GetJobResponse]  # type: ignore[assignment]
-    """GetJob returns the latest snapshot of a job."""
+    """GetJob returns the latest snapshot of a job. It reads what the service
+    holds; an OpenAI id it does not hold yet is adopted (once: repeating the
+    call changes nothing more), hence IDEMPOTENT rather than NO_SIDE_EFFECTS.
+    """
     ListJobs: _aio.UnaryUnaryMultiCallable[_job_pb2.ListJobsRequest, _job_pb2.ListJobsResponse]  # type: ignore[assignment]
     """ListJobs pages through the jobs this service holds, newest first: those
     started through it and those adopted from OpenAI (see GetJobRequest).
@@ -154,7 +162,9 @@ class FineTuneServiceAsyncStub(FineTuneServiceStub):
     CancelJob: _aio.UnaryUnaryMultiCallable[_job_pb2.CancelJobRequest, _job_pb2.CancelJobResponse]  # type: ignore[assignment]
     """CancelJob cancels a job that has not finished."""
     WatchJob: _aio.UnaryStreamMultiCallable[_job_pb2.WatchJobRequest, _job_pb2.WatchJobResponse]  # type: ignore[assignment]
-    """WatchJob streams a job's events from a resume position until the job ends."""
+    """WatchJob streams a job's events from a resume position until the job ends.
+    Like GetJob, it adopts an OpenAI id the service does not hold yet.
+    """
     Complete: _aio.UnaryUnaryMultiCallable[_completion_pb2.CompleteRequest, _completion_pb2.CompleteResponse]  # type: ignore[assignment]
     """Complete answers a conversation from a tier or model."""
     StreamComplete: _aio.UnaryStreamMultiCallable[_completion_pb2.StreamCompleteRequest, _completion_pb2.StreamCompleteResponse]  # type: ignore[assignment]
@@ -238,7 +248,10 @@ class FineTuneServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_pb2.GetJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_pb2.GetJobResponse, _abc.Awaitable[_job_pb2.GetJobResponse]]:
-        """GetJob returns the latest snapshot of a job."""
+        """GetJob returns the latest snapshot of a job. It reads what the service
+        holds; an OpenAI id it does not hold yet is adopted (once: repeating the
+        call changes nothing more), hence IDEMPOTENT rather than NO_SIDE_EFFECTS.
+        """
 
     @_abc_1.abstractmethod
     def ListJobs(
@@ -264,7 +277,9 @@ class FineTuneServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_pb2.WatchJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_job_pb2.WatchJobResponse], _abc.AsyncIterator[_job_pb2.WatchJobResponse]]:
-        """WatchJob streams a job's events from a resume position until the job ends."""
+        """WatchJob streams a job's events from a resume position until the job ends.
+        Like GetJob, it adopts an OpenAI id the service does not hold yet.
+        """
 
     @_abc_1.abstractmethod
     def Complete(
