@@ -2,13 +2,17 @@
 //! Only here does the lifecycle meet OpenAI's statuses, event kinds, `"auto"`
 //! hyperparameters, method objects and id prefixes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
 
 use crate::openai::OpenAi;
 use crate::types::{self, AutoOr, AutoTag};
 use finetune_core::domain::job::{EventKind, Hyperparameters, JobError, JobState, Method, Metrics};
+use finetune_core::error::Error;
 use finetune_core::ports::{
-    FineTuning, NewJob, Page, RemoteCheckpoint, RemoteEvent, RemoteFile, RemoteJob, UpstreamError,
+    FineTuning, NewJob, Page, PreparedUpload, RemoteCheckpoint, RemoteEvent, RemoteFile, RemoteJob,
+    UpstreamError,
 };
 
 #[async_trait::async_trait]
@@ -81,6 +85,72 @@ impl FineTuning for OpenAi {
             .await
             .map(|p| page(p, checkpoint))
     }
+
+    async fn prepare_upload(
+        &self,
+        path: &Path,
+        sha256: &str,
+        scratch: &Path,
+    ) -> Result<PreparedUpload, Error> {
+        let (path, sha256, temporary) = strip_metadata(path, sha256, scratch).await?;
+        Ok(PreparedUpload {
+            path,
+            sha256,
+            temporary,
+        })
+    }
+}
+
+/// A copy of `path` without top-level `metadata` keys when any line has one (OpenAI's
+/// training files take only the format's keys; File Engine tags examples with
+/// `metadata.intent`). Returns (file to upload, its SHA-256, whether it is a temporary copy).
+async fn strip_metadata(
+    path: &Path,
+    sha256: &str,
+    dir: &Path,
+) -> Result<(PathBuf, String, bool), Error> {
+    let path = path.to_owned();
+    let original_sha256 = sha256.to_owned();
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || -> Result<(PathBuf, String, bool), Error> {
+        use std::io::{BufRead, BufWriter, Write};
+        let io = |e: std::io::Error| Error::Io(format!("preparing the upload failed: {e}"));
+        let reader = std::io::BufReader::new(std::fs::File::open(&path).map_err(io)?);
+        let tmp = tempfile::Builder::new()
+            .prefix(".strip-")
+            .suffix(".jsonl")
+            .tempfile_in(&dir)
+            .map_err(io)?;
+        let (file, tmp_path) = tmp.into_parts();
+        let mut out = BufWriter::new(file);
+        let mut hasher = Sha256::new();
+        let mut changed = false;
+        for line in reader.split(b'\n') {
+            let line = line.map_err(io)?;
+            let mut bytes = line;
+            if let Ok(serde_json::Value::Object(mut obj)) =
+                serde_json::from_slice::<serde_json::Value>(&bytes)
+            {
+                if obj.remove("metadata").is_some() {
+                    bytes = serde_json::to_vec(&obj).map_err(|e| Error::Io(e.to_string()))?;
+                    changed = true;
+                }
+            }
+            bytes.push(b'\n');
+            hasher.update(&bytes);
+            out.write_all(&bytes).map_err(io)?;
+        }
+        out.flush().map_err(io)?;
+        if !changed {
+            return Ok((path, original_sha256, false));
+        }
+        let kept = tmp_path
+            .keep()
+            .map_err(|e| Error::Io(format!("preparing the upload failed: {e}")))?;
+        Ok((kept, hex::encode(hasher.finalize()), true))
+    })
+    .await
+    .map_err(|e| Error::Io(format!("preparing the upload failed: {e}")))?
 }
 
 fn page<T, U>(p: types::Page<T>, f: impl FnMut(T) -> U) -> Page<U> {

@@ -13,7 +13,7 @@
 //! id or the periodic reconciler.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -34,7 +34,9 @@ use crate::domain::job::{
 };
 use crate::error::{Error, Missing, Precondition};
 use crate::ports::retry::Failure;
-use crate::ports::{FineTuning, NewJob, RemoteFile, RemoteJob, RetryPolicy, UpstreamError};
+use crate::ports::{
+    FineTuning, NewJob, PreparedUpload, RemoteFile, RemoteJob, RetryPolicy, UpstreamError,
+};
 use crate::store::{DatasetStore, Recorded, Reservation, Store};
 
 /// Metadata keys this service writes on OpenAI jobs.
@@ -724,12 +726,19 @@ impl JobManager {
         }
     }
 
-    /// Uploads a dataset without our `metadata` keys, once per content. A remembered
+    /// Uploads a dataset as the provider takes it (see `FineTuning::prepare_upload`), once
+    /// per content. A remembered
     /// upload is reused only while OpenAI still has it; when it does not, the dataset is
     /// uploaded again and `notes` says so.
     async fn upload(&self, file: &DatasetFile, notes: &mut Vec<String>) -> Result<String, Error> {
-        let (path, sha256, temporary) =
-            strip_metadata(&file.path, &file.sha256, self.datasets.dir()).await?;
+        let PreparedUpload {
+            path,
+            sha256,
+            temporary,
+        } = self
+            .provider
+            .prepare_upload(&file.path, &file.sha256, self.datasets.dir())
+            .await?;
         let result = async {
             let mut stale = None;
             if let Some(id) = self.store.uploaded_file(&sha256).await? {
@@ -1080,57 +1089,6 @@ fn fingerprint(req: &StartRequest) -> String {
         value["accepted_problems"] = serde_json::json!(req.accepted);
     }
     hex::encode(Sha256::digest(value.to_string().as_bytes()))
-}
-
-/// Writes a copy of `path` without top-level `metadata` keys when any line has one.
-/// Returns (file to upload, its SHA-256, whether it is a temporary copy).
-async fn strip_metadata(
-    path: &Path,
-    sha256: &str,
-    dir: &Path,
-) -> Result<(PathBuf, String, bool), Error> {
-    let path = path.to_owned();
-    let original_sha256 = sha256.to_owned();
-    let dir = dir.to_owned();
-    tokio::task::spawn_blocking(move || -> Result<(PathBuf, String, bool), Error> {
-        use std::io::{BufRead, BufWriter, Write};
-        let io = |e: std::io::Error| Error::Io(format!("preparing the upload failed: {e}"));
-        let reader = std::io::BufReader::new(std::fs::File::open(&path).map_err(io)?);
-        let tmp = tempfile::Builder::new()
-            .prefix(".strip-")
-            .suffix(".jsonl")
-            .tempfile_in(&dir)
-            .map_err(io)?;
-        let (file, tmp_path) = tmp.into_parts();
-        let mut out = BufWriter::new(file);
-        let mut hasher = Sha256::new();
-        let mut changed = false;
-        for line in reader.split(b'\n') {
-            let line = line.map_err(io)?;
-            let mut bytes = line;
-            if let Ok(serde_json::Value::Object(mut obj)) =
-                serde_json::from_slice::<serde_json::Value>(&bytes)
-            {
-                if obj.remove("metadata").is_some() {
-                    bytes = serde_json::to_vec(&obj).map_err(|e| Error::Io(e.to_string()))?;
-                    changed = true;
-                }
-            }
-            bytes.push(b'\n');
-            hasher.update(&bytes);
-            out.write_all(&bytes).map_err(io)?;
-        }
-        out.flush().map_err(io)?;
-        if !changed {
-            return Ok((path, original_sha256, false));
-        }
-        let kept = tmp_path
-            .keep()
-            .map_err(|e| Error::Io(format!("preparing the upload failed: {e}")))?;
-        Ok((kept, hex::encode(hasher.finalize()), true))
-    })
-    .await
-    .map_err(|e| Error::Io(format!("preparing the upload failed: {e}")))?
 }
 
 /// Why a file OpenAI holds cannot be trained from at unix second `now`, or None.

@@ -10,9 +10,10 @@ pub mod telemetry;
 pub use retry::RetryPolicy;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::domain::job::{EventKind, Hyperparameters, JobError, JobState, Method, Metrics};
+use crate::error::Error;
 pub use crate::error::{Refusal, UpstreamError};
 
 /// What the training lifecycle needs from a fine-tuning provider, in the core's own
@@ -60,6 +61,31 @@ pub trait FineTuning: Send + Sync + 'static {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Page<RemoteCheckpoint>, UpstreamError>;
+    /// The file to upload for the dataset at `path` (SHA-256 `sha256`): the provider's
+    /// own rules of what a training file may hold applied, in a temporary copy under
+    /// `scratch` when they change anything. By default the file itself.
+    async fn prepare_upload(
+        &self,
+        path: &Path,
+        sha256: &str,
+        _scratch: &Path,
+    ) -> Result<PreparedUpload, Error> {
+        Ok(PreparedUpload {
+            path: path.to_owned(),
+            sha256: sha256.to_owned(),
+            temporary: false,
+        })
+    }
+}
+
+/// A dataset file as it will be uploaded (see [`FineTuning::prepare_upload`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedUpload {
+    pub path: PathBuf,
+    /// The SHA-256 of what is uploaded: the key of the remembered upload.
+    pub sha256: String,
+    /// A copy to delete once uploaded.
+    pub temporary: bool,
 }
 
 /// One page of a provider's list, newest first.
