@@ -448,6 +448,7 @@ impl OpenAi {
 
 /// The fine-tuning API in OpenAI's own types; [`FineTuning`] is these, translated.
 impl OpenAi {
+    /// Uploads `path` as a `fine-tune` file named `filename`, in parts above the upload threshold.
     pub async fn upload_file(
         &self,
         path: &Path,
@@ -464,6 +465,7 @@ impl OpenAi {
         }
     }
 
+    /// One page of this service's `fine-tune` files, newest first, after the id `after`.
     pub async fn list_files(
         &self,
         after: Option<&str>,
@@ -476,6 +478,7 @@ impl OpenAi {
         self.call(self.http.get(url), "page of files").await
     }
 
+    /// Creates a fine-tuning job; sent once, never retried, since a retry could create a second job.
     pub async fn create_job(&self, request: &CreateJobRequest) -> Result<Job, UpstreamError> {
         // Whole-number hyperparameters serialize as integers (see types::AutoOr).
         let body = serde_json::to_value(request).map_err(|e| UpstreamError::Local {
@@ -491,6 +494,7 @@ impl OpenAi {
         .await
     }
 
+    /// Fetches the job `id` as OpenAI reports it now.
     pub async fn get_job(&self, id: &str) -> Result<Job, UpstreamError> {
         self.call(
             self.http.get(self.url(&["fine_tuning", "jobs", id])),
@@ -499,6 +503,7 @@ impl OpenAi {
         .await
     }
 
+    /// One page of jobs after the id `after`, filtered by every `metadata` key/value pair.
     pub async fn list_jobs(
         &self,
         after: Option<&str>,
@@ -521,6 +526,7 @@ impl OpenAi {
             .await
     }
 
+    /// Asks OpenAI to cancel the job `id`; returns the job as it is after the request.
     pub async fn cancel_job(&self, id: &str) -> Result<Job, UpstreamError> {
         self.call(
             self.http
@@ -530,6 +536,7 @@ impl OpenAi {
         .await
     }
 
+    /// One page of the job's events after the event id `after` (OpenAI returns newest first).
     pub async fn list_events(
         &self,
         id: &str,
@@ -545,6 +552,7 @@ impl OpenAi {
             .await
     }
 
+    /// One page of the job's checkpoints after the checkpoint id `after`.
     pub async fn list_checkpoints(
         &self,
         id: &str,
