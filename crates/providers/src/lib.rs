@@ -3,7 +3,6 @@
 //! port of `finetune-core` and translates its wire format into the core's types.
 
 #![warn(missing_docs)]
-
 #![forbid(unsafe_code)]
 
 pub mod anthropic;
