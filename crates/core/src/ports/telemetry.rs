@@ -23,6 +23,7 @@ pub trait Telemetry: Send + Sync + 'static {
 pub struct Reporter(Arc<dyn Telemetry>);
 
 impl Reporter {
+    /// Shares `telemetry` with every holder of a clone.
     pub fn new(telemetry: impl Telemetry) -> Reporter {
         Reporter(Arc::new(telemetry))
     }
