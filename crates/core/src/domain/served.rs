@@ -5,7 +5,7 @@ use crate::dataset::InferencePrice;
 /// One served (or failed) request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Served {
-    /// The response id returned to the caller (`resp-...` for a failure), the key for ratings.
+    /// The `resp-...` id returned to the caller (failures get one too): the key for ratings.
     pub id: String,
     /// The tier that answered (after any fallback).
     pub tier: String,
