@@ -1,8 +1,6 @@
 //! The one domain error. Each kind has its ErrorInfo reason here ([`Error::reason`]); the
 //! server maps it to a gRPC status, in one place (the service's `status` module).
 
-#![warn(missing_docs)]
-
 use std::time::Duration;
 
 /// Everything that can go wrong in the core, each kind with the reason a client branches on.

@@ -5,11 +5,17 @@ use serde::Serialize;
 /// Summary of a per-example quantity; quantiles interpolate linearly (numpy's default).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Distribution {
+    /// The smallest value.
     pub min: f64,
+    /// The largest value.
     pub max: f64,
+    /// The arithmetic mean.
     pub mean: f64,
+    /// The 50th percentile.
     pub median: f64,
+    /// The 10th percentile.
     pub p10: f64,
+    /// The 90th percentile.
     pub p90: f64,
 }
 

@@ -9,11 +9,14 @@ use tiktoken_rs::CoreBPE;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Encoding {
+    /// GPT-4o's and later models' encoding.
     O200kBase,
+    /// GPT-3.5's and GPT-4's encoding.
     Cl100kBase,
 }
 
 impl Encoding {
+    /// The encoding's tiktoken name, e.g. `o200k_base`.
     pub fn name(self) -> &'static str {
         match self {
             Encoding::O200kBase => "o200k_base",
@@ -84,6 +87,7 @@ pub struct Counter {
 }
 
 impl Counter {
+    /// A counter with an empty cache; loading the encoding's tables happens once per process.
     pub fn new(encoding: Encoding) -> Counter {
         Counter {
             bpe: encoding.bpe(),

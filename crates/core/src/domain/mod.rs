@@ -2,7 +2,5 @@
 //! checkpoints, and served requests with their statistics. Plain data, below the ports
 //! and the logic that use them.
 
-#![warn(missing_docs)]
-
 pub mod job;
 pub mod served;

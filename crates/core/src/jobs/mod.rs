@@ -2,8 +2,6 @@
 //! starting jobs safely, one poller per active job, adopting jobs made outside the
 //! service, and the watch hub that fans events out to any number of watchers.
 
-#![warn(missing_docs)]
-
 mod manager;
 /// The job records, under the name they had here.
 pub use crate::domain::job as model;

@@ -3,8 +3,6 @@
 //! the retry policy the adapters and the job manager share. The adapters live in the
 //! `finetune-providers` crate.
 
-#![warn(missing_docs)]
-
 pub mod chat;
 pub mod retry;
 pub mod telemetry;

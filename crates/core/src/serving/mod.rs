@@ -1,8 +1,6 @@
 //! Serving: tiers (named routes), model promotion, knowledge injection, sticky A/B
 //! splits, cost per request, and the record every statistic is made from.
 
-#![warn(missing_docs)]
-
 mod split;
 pub mod tiers;
 

@@ -1,8 +1,6 @@
 //! Persistence ports: the job store (the SQLite adapter is the `finetune-store-sqlite`
 //! crate) and content-addressed dataset files.
 
-#![warn(missing_docs)]
-
 mod blobs;
 
 pub use blobs::{DatasetStore, Expected, StoredDataset};
