@@ -335,7 +335,7 @@ impl UpstreamError {
 
     /// The error with "(gave up after N attempts)" added to its message when `attempts`
     /// is more than one, so callers know retries happened.
-    pub fn after_attempts(mut self, attempts: u32) -> UpstreamError {
+    pub(crate) fn after_attempts(mut self, attempts: u32) -> UpstreamError {
         if attempts > 1 {
             match &mut self {
                 UpstreamError::RateLimited { message, .. }

@@ -34,7 +34,7 @@ use crate::http::{
 use finetune_core::error::Error;
 
 /// The `provider` of every error this adapter returns.
-pub const PROVIDER: &str = "anthropic";
+const PROVIDER: &str = "anthropic";
 /// The `anthropic-version` header every request carries (named SSE events, incremental
 /// deltas, no `data: [DONE]`).
 pub const API_VERSION: &str = "2023-06-01";

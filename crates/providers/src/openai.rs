@@ -46,7 +46,7 @@ use crate::http::{
 use finetune_core::error::Error;
 
 /// The `provider` of every error this adapter returns.
-pub const PROVIDER: &str = "openai";
+const PROVIDER: &str = "openai";
 
 /// The purpose every file of this service is uploaded with.
 const PURPOSE: &str = "fine-tune";

@@ -338,7 +338,7 @@ impl JobEvent {
 
     /// The step of OpenAI's "Checkpoint created at step N ..." message, which only
     /// announces what the checkpoints list gives in full (id, model name, metrics).
-    pub fn announced_checkpoint_step(&self) -> Option<u64> {
+    pub(crate) fn announced_checkpoint_step(&self) -> Option<u64> {
         if self.kind.as_deref().is_some_and(|k| k != "message") {
             return None;
         }
@@ -373,7 +373,7 @@ pub struct Checkpoint {
 /// OpenAI's error envelope: `{"error": {message, type, param, code}}` (plus, on some
 /// 404s, a top-level `detail`, ignored).
 #[derive(Debug, Clone, Deserialize)]
-pub struct ErrorEnvelope {
+pub(crate) struct ErrorEnvelope {
     /// The error itself.
     pub error: ApiError,
 }

@@ -18,9 +18,10 @@ use std::io::Read;
 use serde::Serialize;
 
 pub use catalog::{Catalog, InferencePrice, ModelInfo, Resolved, TokenPrices};
-pub use problem::{Acceptance, Code, Problem, Role, Severity, acceptable_names};
+pub use problem::{Acceptance, Code, Problem, Role, Severity};
 pub use secrets::find as find_secret;
-pub use stats::{Distribution, auto_epochs};
+pub use stats::Distribution;
+use stats::auto_epochs;
 pub use tokens::{Counter, Encoding};
 
 use check::LineFormat;
@@ -29,9 +30,9 @@ use scan::{FileScan, ScanContext, Sink, scan};
 use crate::error::Error;
 
 /// Minimum training examples OpenAI accepts.
-pub const MIN_EXAMPLES: u64 = 10;
+const MIN_EXAMPLES: u64 = 10;
 /// Fewer training examples than this draws a warning (the pipeline advises 50-100+).
-pub const ADVISED_EXAMPLES: u64 = 50;
+const ADVISED_EXAMPLES: u64 = 50;
 /// Default and largest number of listed problems.
 pub const DEFAULT_MAX_PROBLEMS: usize = 1000;
 /// The most problems a caller may ask to list.

@@ -45,7 +45,7 @@ macro_rules! codes {
             }
 
             /// The code named by its stable name.
-            pub fn from_name(name: &str) -> Option<Code> {
+            pub(crate) fn from_name(name: &str) -> Option<Code> {
                 match name { $($name => Some(Code::$variant),)* _ => None }
             }
 
@@ -102,7 +102,7 @@ impl Code {
     /// training. Only the service's own judgement qualifies: a string that looks like a
     /// key may be a published sample. Every other error is a rule OpenAI enforces, and an
     /// accepted one would only fail the job upstream.
-    pub fn acceptable(self) -> bool {
+    pub(crate) fn acceptable(self) -> bool {
         matches!(self, Code::PossibleSecret)
     }
 }
@@ -142,13 +142,13 @@ impl Acceptance {
     }
 
     /// Whether this acceptance is for the problem `code` at `line` of `dataset`.
-    pub fn covers(&self, dataset: Role, line: u64, code: Code) -> bool {
+    pub(crate) fn covers(&self, dataset: Role, line: u64, code: Code) -> bool {
         self.dataset == dataset && u64::from(self.line) == line && self.code == code
     }
 }
 
 /// The codes that may be accepted, comma-separated, for messages.
-pub fn acceptable_names() -> String {
+fn acceptable_names() -> String {
     Code::ALL
         .iter()
         .filter(|c| c.acceptable())

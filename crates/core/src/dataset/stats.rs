@@ -49,7 +49,7 @@ fn quantile(sorted: &[u64], q: f64) -> f64 {
 /// OpenAI's default number of epochs for `n` training examples, with the reason.
 /// The rule (from OpenAI's data-prep cookbook): 3 epochs, raised to
 /// min(25, 100 / n) when 3n < 100, lowered to max(1, 25000 / n) when 3n > 25000.
-pub fn auto_epochs(n: u64) -> (u32, String) {
+pub(crate) fn auto_epochs(n: u64) -> (u32, String) {
     if n == 0 {
         return (3, "no examples: OpenAI's default of 3 shown".to_owned());
     }

@@ -26,7 +26,7 @@ impl Encoding {
 
     /// The encoding of a model family, after tiktoken's prefix table. `gpt-4.1`
     /// and `gpt-4o` are checked before the `gpt-4` prefix they share.
-    pub fn for_model_family(model: &str) -> Encoding {
+    pub(crate) fn for_model_family(model: &str) -> Encoding {
         const O200K: &[&str] = &["gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4"];
         if O200K.iter().any(|p| model.starts_with(p)) {
             Encoding::O200kBase

@@ -202,7 +202,7 @@ const JOB_ID_PREFIX: &str = "job-";
 
 /// Whether `id` has the form of this service's job ids, so that a store that lacks it
 /// knows no provider holds it either.
-pub fn is_service_job_id(id: &str) -> bool {
+pub(crate) fn is_service_job_id(id: &str) -> bool {
     id.starts_with(JOB_ID_PREFIX)
 }
 

@@ -38,9 +38,9 @@ use crate::ports::{FineTuning, NewJob, RemoteFile, RemoteJob, RetryPolicy, Upstr
 use crate::store::{DatasetStore, Recorded, Reservation, Store};
 
 /// Metadata keys this service writes on OpenAI jobs.
-pub const META_REQUEST_ID: &str = "finetune_request_id";
+const META_REQUEST_ID: &str = "finetune_request_id";
 /// The metadata key holding this service's job id on the upstream job.
-pub const META_JOB_ID: &str = "finetune_job_id";
+const META_JOB_ID: &str = "finetune_job_id";
 /// The most metadata pairs OpenAI takes on a fine-tuning job (its `Metadata` schema).
 const OPENAI_MAX_METADATA: usize = 16;
 /// What a caller may set: OpenAI's limit less the keys this service writes on every job.
@@ -269,7 +269,7 @@ impl JobManager {
     /// running: adopts the job OpenAI holds for its request id, releases it when OpenAI
     /// holds none, and leaves it when OpenAI cannot tell. Returns how many were adopted
     /// or released. (`min_age` spares a creation that is just being set up.)
-    pub async fn reconcile(self: &Arc<Self>, min_age: Duration) -> Result<usize, Error> {
+    pub(crate) async fn reconcile(self: &Arc<Self>, min_age: Duration) -> Result<usize, Error> {
         let cutoff =
             now_millis().saturating_sub(i64::try_from(min_age.as_millis()).unwrap_or(i64::MAX));
         let mut settled = 0;

@@ -31,7 +31,7 @@ const RECORD_QUEUE: usize = 65_536;
 
 /// The `tier` label of the metrics for requests that name a model instead of a tier
 /// (one label for them all, so callers cannot create series by naming models).
-pub const DIRECT_MODEL_TIER: &str = "(model)";
+const DIRECT_MODEL_TIER: &str = "(model)";
 
 /// A conversation turn as callers send it.
 #[derive(Debug, Clone, PartialEq)]

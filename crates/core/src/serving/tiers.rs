@@ -29,7 +29,7 @@ impl ProviderKind {
     }
 
     /// The provider of an explicitly named model.
-    pub fn of_model(model: &str) -> ProviderKind {
+    pub(crate) fn of_model(model: &str) -> ProviderKind {
         if model.starts_with("claude") {
             ProviderKind::Anthropic
         } else {
@@ -78,7 +78,7 @@ fn default_max_output() -> u32 {
 
 impl TierSpec {
     /// Whether this tier splits its users over other tiers.
-    pub fn is_split(&self) -> bool {
+    pub(crate) fn is_split(&self) -> bool {
         !self.split.is_empty()
     }
 }
