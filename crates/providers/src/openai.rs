@@ -446,7 +446,8 @@ impl OpenAi {
     }
 }
 
-/// The fine-tuning API in OpenAI's own types; [`FineTuning`] is these, translated.
+/// The fine-tuning API in OpenAI's own types; [`FineTuning`](finetune_core::ports::FineTuning)
+/// is these, translated.
 impl OpenAi {
     /// Uploads `path` as a `fine-tune` file named `filename`, in parts above the upload threshold.
     pub async fn upload_file(

@@ -244,7 +244,8 @@ impl JobManager {
     }
 
     /// Settles, every `reconcile_interval` until shutdown, the reservations left
-    /// creating (see [`JobManager::reconcile`]).
+    /// creating for at least that long: adopts the job OpenAI holds for each one's request
+    /// id, releases it when OpenAI holds none, and leaves it when OpenAI cannot tell.
     pub fn spawn_reconciler(self: &Arc<Self>) -> JoinHandle<()> {
         let this = self.clone();
         let interval = self.config.reconcile_interval;
