@@ -3,14 +3,25 @@
 
 use std::time::Duration;
 
+/// Everything that can go wrong in the core, each kind with the reason a client branches on.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// A request field is wrong; `field` is its path in the request.
     #[error("invalid {field}: {reason}")]
-    InvalidArgument { field: String, reason: String },
+    InvalidArgument {
+        /// The field's path in the request, e.g. `hyperparameters.n_epochs`.
+        field: String,
+        /// Why the value is refused.
+        reason: String,
+    },
     /// Something the request names does not exist; `what` says it in words (with a hint).
     #[error("{what} not found")]
-    NotFound { what: String, missing: Missing },
+    NotFound {
+        /// What is missing, in words for the caller (with a hint).
+        what: String,
+        /// Which kind of thing, and its id: the ErrorInfo reason and metadata.
+        missing: Missing,
+    },
     /// Uploaded bytes did not match what the client announced.
     #[error("{0}")]
     DataLoss(String),
@@ -27,15 +38,23 @@ pub enum Error {
     /// errors, or cancelling a finished job). `violations` are (type, subject, description).
     #[error("{message}")]
     FailedPrecondition {
+        /// What went wrong, in words for the caller.
         message: String,
+        /// Which precondition failed (its ErrorInfo reason).
         reason: Precondition,
+        /// Details for the `PreconditionFailure` detail, e.g. each dataset problem not accepted.
         violations: Vec<(String, String, String)>,
     },
     /// A request id was reused with different parameters; `job_id` holds it.
     #[error(
         "request_id {request_id} was already used for job {job_id} with different parameters; use a new request_id"
     )]
-    AlreadyExists { request_id: String, job_id: String },
+    AlreadyExists {
+        /// The request id reused.
+        request_id: String,
+        /// The job created under it first.
+        job_id: String,
+    },
     /// The caller went away before the answer was complete.
     #[error("{0}")]
     Cancelled(String),
@@ -47,7 +66,9 @@ pub enum Error {
     /// `retry_after`) returns the job if it exists or creates it if it does not.
     #[error("{message}")]
     OutcomeUnknown {
+        /// What could not be confirmed, in words for the caller.
         message: String,
+        /// How long to wait before calling again with the same request id.
         retry_after: std::time::Duration,
     },
     /// A provider call failed.
@@ -94,9 +115,13 @@ impl Precondition {
 /// client reads which one without parsing the message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Missing {
+    /// A job id this service does not know.
     Job(String),
+    /// A tier name not configured.
     Tier(String),
+    /// A dataset id not in the dataset store.
     Dataset(String),
+    /// A response id with no served record (for a rating).
     Response(String),
 }
 
@@ -123,6 +148,7 @@ impl Missing {
 }
 
 impl Error {
+    /// An [`Error::InvalidArgument`] for the request field `field`.
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Error {
         Error::InvalidArgument {
             field: field.into(),
@@ -165,51 +191,72 @@ pub enum UpstreamError {
     /// 429: slow down; `retry_after` from `retry-after-ms` / `Retry-After` when given.
     #[error("{provider} rate limit: {message}")]
     RateLimited {
+        /// `openai` or `anthropic`.
         provider: &'static str,
+        /// The provider's message.
         message: String,
+        /// How long the provider asked us to wait, when it said.
         retry_after: Option<Duration>,
     },
     /// 5xx, 529, connection failures and timeouts: the provider is unavailable.
     #[error("{provider} unavailable: {message}")]
     Unavailable {
+        /// `openai` or `anthropic`.
         provider: &'static str,
+        /// The HTTP status, or None when no response came (connection failure, timeout).
         status: Option<u16>,
+        /// The provider's message, or what failed on the way.
         message: String,
     },
     /// Other 4xx (400, 408, 409, 422, ...): the request was refused; `code`/`param` are the
     /// provider's, `refusal` what the adapter made of them.
     #[error("{provider} rejected the request: {message}")]
     Rejected {
+        /// `openai` or `anthropic`.
         provider: &'static str,
+        /// The HTTP status.
         status: u16,
+        /// The provider's error code, e.g. `invalid_training_file`.
         code: Option<String>,
+        /// The request parameter the provider named, e.g. `training_file`.
         param: Option<String>,
+        /// What the refusal is about, for the status the server returns.
         refusal: Refusal,
+        /// The provider's message.
         message: String,
     },
     /// 404.
     #[error("{provider}: {message}")]
     NotFound {
+        /// `openai` or `anthropic`.
         provider: &'static str,
+        /// The provider's message.
         message: String,
     },
     /// 401/403: the key is missing, wrong or lacks permission.
     #[error("{provider} authentication failed: {message}")]
     Auth {
+        /// `openai` or `anthropic`.
         provider: &'static str,
+        /// The HTTP status: 401 or 403.
         status: u16,
+        /// The provider's message (never containing the key).
         message: String,
     },
     /// The response could not be decoded.
     #[error("{provider} sent an unreadable response: {message}")]
     Protocol {
+        /// `openai` or `anthropic`.
         provider: &'static str,
+        /// What could not be decoded, and why.
         message: String,
     },
     /// A local failure while preparing the call (for example reading the file to upload).
     #[error("{message}")]
     Local {
+        /// The provider the call was for.
         provider: &'static str,
+        /// What failed locally.
         message: String,
     },
     /// A create (job, file, upload) was sent but its answer was lost or unreadable: the
@@ -217,7 +264,9 @@ pub enum UpstreamError {
     /// The provider may have done the work; only a look-up can tell.
     #[error("{provider} may have done it, but its answer was lost: {message}")]
     Unconfirmed {
+        /// `openai` or `anthropic`.
         provider: &'static str,
+        /// What was sent, and how the answer was lost.
         message: String,
     },
 }
@@ -286,7 +335,7 @@ impl UpstreamError {
 
     /// The error with "(gave up after N attempts)" added to its message when `attempts`
     /// is more than one, so callers know retries happened.
-    pub fn after_attempts(mut self, attempts: u32) -> UpstreamError {
+    pub(crate) fn after_attempts(mut self, attempts: u32) -> UpstreamError {
         if attempts > 1 {
             match &mut self {
                 UpstreamError::RateLimited { message, .. }

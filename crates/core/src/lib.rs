@@ -3,6 +3,7 @@
 //! telemetry) and the one domain error. It knows nothing of gRPC, HTTP or databases (no tonic, prost, reqwest, sqlx or
 //! axum in its dependency tree), so nothing here can reach up to them.
 
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod dataset;

@@ -132,7 +132,7 @@ impl App {
         }
     }
 
-    /// Keeps a request body for [`Emulator::last_requests`].
+    /// Keeps a request body for [`Emulator::last_requests`](crate::Emulator::last_requests).
     pub(crate) fn record(&self, route: &str, body: serde_json::Value) {
         let mut store = self.lock_store();
         let bodies = store.recorded.entry(route.to_owned()).or_default();
@@ -167,7 +167,7 @@ pub(crate) struct Store {
     pub(crate) recorded: BTreeMap<String, VecDeque<serde_json::Value>>,
 }
 
-/// Request bodies kept per route for [`Emulator::last_requests`].
+/// Request bodies kept per route for [`Emulator::last_requests`](crate::Emulator::last_requests).
 pub const RECORDED_PER_ROUTE: usize = 16;
 
 impl Store {

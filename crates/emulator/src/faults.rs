@@ -16,6 +16,7 @@ pub enum Fault {
     /// `retry-after-ms`; on `/v1/messages`, Anthropic's `rate_limit_error` with
     /// `retry-after` and `x-should-retry: true`.
     RateLimit {
+        /// How long the client is told to wait, in milliseconds (default 1000).
         #[serde(default = "default_retry_after_ms")]
         retry_after_ms: u64,
     },
@@ -24,7 +25,10 @@ pub enum Fault {
     /// HTTP 503 (the engine is overloaded); on `/v1/messages`, 529 `overloaded_error`.
     Unavailable,
     /// Waits `ms` real milliseconds, then answers normally.
-    Latency { ms: u64 },
+    Latency {
+        /// How long to wait before answering, in real milliseconds.
+        ms: u64,
+    },
     /// Closes the connection without a response and without doing the work.
     DropConnection,
     /// Does the work (e.g. creates the job), then closes the connection without the response.
@@ -32,7 +36,9 @@ pub enum Fault {
     /// A streamed chat completion stops after `after_chunks` chunks with no `[DONE]`:
     /// cleanly, or with `abort` by breaking the chunked body.
     TruncateStream {
+        /// Chunks sent before the stream stops.
         after_chunks: u32,
+        /// Break the chunked body instead of ending it cleanly.
         #[serde(default)]
         abort: bool,
     },
@@ -42,6 +48,7 @@ pub enum Fault {
     /// then `event: error` with `overloaded_error` after the 200; a plain one gets the
     /// comparable 529. Other routes answer normally.
     ErrorEvent {
+        /// Stream events sent before the `error` event.
         #[serde(default)]
         after_chunks: u32,
     },
@@ -61,6 +68,7 @@ pub struct FaultRule {
     /// Matching requests still to fail.
     #[serde(default = "one")]
     pub times: u32,
+    /// The failure injected into each matching request.
     #[serde(flatten)]
     pub fault: Fault,
 }
@@ -76,7 +84,9 @@ fn one() -> u32 {
 /// Request counts by route, `METHOD /v1/path/{template}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
+    /// Requests served since start (or the last reset), all routes together.
     pub total: u64,
+    /// Requests per route template, e.g. `POST /v1/fine_tuning/jobs`.
     pub by_route: BTreeMap<String, u64>,
     /// Streamed responses whose client went away before the end (a cancelled upstream
     /// request, as the provider would see it).

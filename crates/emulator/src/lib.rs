@@ -11,6 +11,8 @@
 //! truncated streams, malformed JSON, outages) can be injected in process through
 //! [`FaultControl`] or over HTTP at `/_emulator/faults`.
 
+#![warn(missing_docs)]
+
 // Modules by layer; each uses only modules of the layers above it (no import circle):
 // - leaves: api (OpenAI's envelope, ids), clock, config, faults (the knobs), models, net,
 //   prompt_cache, tokens, training_file;

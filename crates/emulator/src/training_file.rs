@@ -40,7 +40,9 @@ use tiktoken_rs::CoreBPE;
 /// The training method a file is checked for (`method.type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Method {
+    /// Supervised fine-tuning: chat `messages` examples.
     Supervised,
+    /// Direct preference optimisation: `input` with preferred and non-preferred outputs.
     Dpo,
 }
 
@@ -57,8 +59,11 @@ pub struct Accepted {
 /// path in it, and the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejected {
+    /// 1-based line of the first offending example; 0 when the whole file is at fault.
     pub line: u64,
+    /// JSON path inside that line, e.g. `messages[2].content`.
     pub path: String,
+    /// OpenAI-style explanation shown to the client.
     pub reason: String,
 }
 

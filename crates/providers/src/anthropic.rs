@@ -34,7 +34,7 @@ use crate::http::{
 use finetune_core::error::Error;
 
 /// The `provider` of every error this adapter returns.
-pub const PROVIDER: &str = "anthropic";
+const PROVIDER: &str = "anthropic";
 /// The `anthropic-version` header every request carries (named SSE events, incremental
 /// deltas, no `data: [DONE]`).
 pub const API_VERSION: &str = "2023-06-01";
@@ -46,6 +46,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// in its configuration); the adapter reads no environment.
 #[derive(Clone)]
 pub struct AnthropicConfig {
+    /// The `x-api-key` sent with every request (never logged: `Debug` redacts it).
     pub api_key: String,
     /// The API root, without `/v1` (the official SDKs' `ANTHROPIC_BASE_URL`).
     pub base_url: String,
@@ -67,6 +68,7 @@ impl std::fmt::Debug for AnthropicConfig {
 }
 
 impl AnthropicConfig {
+    /// Anthropic's public API root, for a caller without its own `base_url`.
     pub const DEFAULT_BASE_URL: &'static str = "https://api.anthropic.com";
 
     /// A configuration with the SDKs' default timeout (600 s).

@@ -2,6 +2,7 @@
 //! Anthropic (Messages), over HTTP with the official SDKs' retry rules. Each implements a
 //! port of `finetune-core` and translates its wire format into the core's types.
 
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod anthropic;
@@ -20,9 +21,13 @@ use finetune_core::ports::retry::RetryPolicy;
 /// in its configuration); the adapter reads no environment.
 #[derive(Clone)]
 pub struct OpenAiConfig {
+    /// The bearer key sent with every request (never logged: `Debug` redacts it).
     pub api_key: String,
+    /// The API root including `/v1` (the official SDKs' `OPENAI_BASE_URL`).
     pub base_url: String,
+    /// Sent as `OpenAI-Organization` when set.
     pub organization: Option<String>,
+    /// Sent as `OpenAI-Project` when set.
     pub project: Option<String>,
     /// Files larger than this go through the Uploads API in parts.
     pub upload_threshold_bytes: u64,
@@ -50,10 +55,12 @@ impl std::fmt::Debug for OpenAiConfig {
 }
 
 impl OpenAiConfig {
+    /// OpenAI's public API root, for a caller without its own `base_url`.
     pub const DEFAULT_BASE_URL: &'static str = "https://api.openai.com/v1";
     /// Files above this size go through the Uploads API in parts.
     pub const DEFAULT_UPLOAD_THRESHOLD_BYTES: u64 = 256 << 20;
 
+    /// A config for `base_url` with OpenAI's defaults: 256 MB upload threshold, 64 MB parts, 600 s timeout, default retries.
     pub fn new(api_key: impl Into<String>, base_url: impl Into<String>) -> OpenAiConfig {
         OpenAiConfig {
             api_key: api_key.into(),

@@ -46,7 +46,7 @@ use crate::http::{
 use finetune_core::error::Error;
 
 /// The `provider` of every error this adapter returns.
-pub const PROVIDER: &str = "openai";
+const PROVIDER: &str = "openai";
 
 /// The purpose every file of this service is uploaded with.
 const PURPOSE: &str = "fine-tune";
@@ -446,8 +446,10 @@ impl OpenAi {
     }
 }
 
-/// The fine-tuning API in OpenAI's own types; [`FineTuning`] is these, translated.
+/// The fine-tuning API in OpenAI's own types; [`FineTuning`](finetune_core::ports::FineTuning)
+/// is these, translated.
 impl OpenAi {
+    /// Uploads `path` as a `fine-tune` file named `filename`, in parts above the upload threshold.
     pub async fn upload_file(
         &self,
         path: &Path,
@@ -464,6 +466,7 @@ impl OpenAi {
         }
     }
 
+    /// One page of this service's `fine-tune` files, newest first, after the id `after`.
     pub async fn list_files(
         &self,
         after: Option<&str>,
@@ -476,6 +479,7 @@ impl OpenAi {
         self.call(self.http.get(url), "page of files").await
     }
 
+    /// Creates a fine-tuning job; sent once, never retried, since a retry could create a second job.
     pub async fn create_job(&self, request: &CreateJobRequest) -> Result<Job, UpstreamError> {
         // Whole-number hyperparameters serialize as integers (see types::AutoOr).
         let body = serde_json::to_value(request).map_err(|e| UpstreamError::Local {
@@ -491,6 +495,7 @@ impl OpenAi {
         .await
     }
 
+    /// Fetches the job `id` as OpenAI reports it now.
     pub async fn get_job(&self, id: &str) -> Result<Job, UpstreamError> {
         self.call(
             self.http.get(self.url(&["fine_tuning", "jobs", id])),
@@ -499,6 +504,7 @@ impl OpenAi {
         .await
     }
 
+    /// One page of jobs after the id `after`, filtered by every `metadata` key/value pair.
     pub async fn list_jobs(
         &self,
         after: Option<&str>,
@@ -521,6 +527,7 @@ impl OpenAi {
             .await
     }
 
+    /// Asks OpenAI to cancel the job `id`; returns the job as it is after the request.
     pub async fn cancel_job(&self, id: &str) -> Result<Job, UpstreamError> {
         self.call(
             self.http
@@ -530,6 +537,7 @@ impl OpenAi {
         .await
     }
 
+    /// One page of the job's events after the event id `after` (OpenAI returns newest first).
     pub async fn list_events(
         &self,
         id: &str,
@@ -545,6 +553,7 @@ impl OpenAi {
             .await
     }
 
+    /// One page of the job's checkpoints after the checkpoint id `after`.
     pub async fn list_checkpoints(
         &self,
         id: &str,

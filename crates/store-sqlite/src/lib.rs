@@ -1,5 +1,7 @@
 //! The job store in an embedded SQLite file (WAL, one transaction per write).
 
+#![warn(missing_docs)]
+
 use std::path::Path;
 use std::str::FromStr;
 
@@ -11,6 +13,7 @@ use finetune_core::domain::served::{Served, TierStats, percentile};
 use finetune_core::error::{Error, Missing};
 use finetune_core::store::{JobPage, Recorded, Reservation, Store, check_write};
 
+/// The core's [`Store`] in one SQLite file; cheap to clone (clones share the pool).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,

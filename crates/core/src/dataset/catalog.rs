@@ -14,14 +14,19 @@ const FALLBACK_CONTEXT: u64 = 65_536;
 /// One model's training facts.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ModelInfo {
+    /// The model's name as OpenAI lists it, e.g. `gpt-4o-mini-2024-07-18`.
     pub name: String,
+    /// Other names that resolve to it, e.g. `gpt-4o-mini`.
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// The tokenizer its tokens are counted with.
     pub encoding: Encoding,
+    /// The most tokens of one example that training uses; longer ones are truncated.
     pub training_context: u64,
     /// USD per 1M training tokens; 0 when unknown.
     #[serde(default)]
     pub training_usd_per_1m: f64,
+    /// Where the figures come from, for a reader checking them.
     #[serde(default)]
     pub source: String,
 }
@@ -34,6 +39,7 @@ pub struct InferencePrice {
     /// Applies to `ft:` models of this base rather than to the base itself.
     #[serde(default)]
     pub fine_tuned: bool,
+    /// USD per 1M uncached prompt tokens.
     pub input: f64,
     /// Prompt tokens read from the cache; default: the input price.
     #[serde(default)]
@@ -41,7 +47,9 @@ pub struct InferencePrice {
     /// Prompt tokens written to the cache; default: the input price.
     #[serde(default)]
     pub cache_write: Option<f64>,
+    /// USD per 1M output tokens.
     pub output: f64,
+    /// Where the prices come from, for a reader checking them.
     #[serde(default)]
     pub source: String,
 }
@@ -62,9 +70,13 @@ impl InferencePrice {
 /// USD per 1M tokens of each kind a request pays for.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TokenPrices {
+    /// USD per 1M uncached prompt tokens.
     pub input: f64,
+    /// USD per 1M prompt tokens read from the cache.
     pub cached_input: f64,
+    /// USD per 1M prompt tokens written to the cache.
     pub cache_write: f64,
+    /// USD per 1M output tokens.
     pub output: f64,
 }
 
@@ -92,9 +104,12 @@ impl TokenPrices {
 /// The models the service knows, loaded from TOML.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Catalog {
+    /// The model used when a request names none.
     pub default_model: String,
+    /// The trainable models (`[[model]]` tables).
     #[serde(rename = "model")]
     pub models: Vec<ModelInfo>,
+    /// Inference prices, for the cost of served requests.
     #[serde(default)]
     pub inference: Vec<InferencePrice>,
 }
@@ -104,6 +119,7 @@ pub struct Catalog {
 pub struct Resolved {
     /// The model as the caller named it.
     pub requested: String,
+    /// The catalog's facts for it (defaults when unknown).
     pub info: ModelInfo,
     /// False when the catalog did not list the model and defaults were assumed.
     pub known: bool,

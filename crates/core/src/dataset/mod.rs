@@ -18,9 +18,10 @@ use std::io::Read;
 use serde::Serialize;
 
 pub use catalog::{Catalog, InferencePrice, ModelInfo, Resolved, TokenPrices};
-pub use problem::{Acceptance, Code, Problem, Role, Severity, acceptable_names};
+pub use problem::{Acceptance, Code, Problem, Role, Severity};
 pub use secrets::find as find_secret;
-pub use stats::{Distribution, auto_epochs};
+pub use stats::Distribution;
+use stats::auto_epochs;
 pub use tokens::{Counter, Encoding};
 
 use check::LineFormat;
@@ -29,11 +30,12 @@ use scan::{FileScan, ScanContext, Sink, scan};
 use crate::error::Error;
 
 /// Minimum training examples OpenAI accepts.
-pub const MIN_EXAMPLES: u64 = 10;
+const MIN_EXAMPLES: u64 = 10;
 /// Fewer training examples than this draws a warning (the pipeline advises 50-100+).
-pub const ADVISED_EXAMPLES: u64 = 50;
+const ADVISED_EXAMPLES: u64 = 50;
 /// Default and largest number of listed problems.
 pub const DEFAULT_MAX_PROBLEMS: usize = 1000;
+/// The most problems a caller may ask to list.
 pub const MAX_MAX_PROBLEMS: usize = 100_000;
 /// Default minimum examples per intent.
 pub const DEFAULT_MIN_PER_INTENT: u64 = 3;
@@ -45,7 +47,9 @@ pub struct Options {
     pub model: String,
     /// Epochs to estimate for; None applies OpenAI's automatic rule.
     pub epochs: Option<u32>,
+    /// How many problems to list at most (every one is still counted by code).
     pub max_problems: usize,
+    /// Intents with fewer examples than this draw a warning.
     pub min_examples_per_intent: u64,
     /// Worker threads for parsing and tokenizing.
     pub threads: usize,
@@ -68,11 +72,14 @@ impl Default for Options {
 
 /// A dataset to read: a name for messages and its bytes.
 pub struct Input<'a> {
+    /// The name problems and the report use for it (e.g. the file name).
     pub name: String,
+    /// Its bytes, read once, front to back.
     pub reader: Box<dyn Read + Send + 'a>,
 }
 
 impl<'a> Input<'a> {
+    /// An input over bytes already in memory.
     pub fn from_bytes(name: impl Into<String>, bytes: &'a [u8]) -> Input<'a> {
         Input {
             name: name.into(),
@@ -85,12 +92,16 @@ impl<'a> Input<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Format {
+    /// Supervised chat examples (`messages`).
     Chat,
+    /// Preference pairs for DPO (`input`, `preferred_output`, `non_preferred_output`).
     Preference,
+    /// The legacy `prompt`/`completion` format, which chat models refuse.
     Completion,
 }
 
 impl Format {
+    /// A short human-readable name of the format, for reports.
     pub fn describe(self) -> &'static str {
         match self {
             Format::Chat => "supervised chat",
@@ -103,23 +114,36 @@ impl Format {
 /// Token figures of one file.
 #[derive(Debug, Clone, Serialize)]
 pub struct TokenSummary {
+    /// The tokenizer used (`o200k_base` or `cl100k_base`).
     pub encoding: &'static str,
+    /// Tokens of every example together.
     pub total: u64,
+    /// Tokens per example.
     pub per_example: Distribution,
+    /// Tokens of assistant messages (the ones trained on), all examples together.
     pub assistant_total: u64,
+    /// Assistant tokens per example.
     pub assistant_per_example: Distribution,
+    /// Messages per example.
     pub messages_per_example: Distribution,
+    /// Examples longer than the training context (truncated in training).
     pub examples_over_context: u64,
 }
 
 /// One validated file.
 #[derive(Debug, Clone, Serialize)]
 pub struct FileSummary {
+    /// The file's name as given.
     pub name: String,
+    /// Hex SHA-256 of its bytes.
     pub sha256: String,
+    /// Size in bytes.
     pub size_bytes: u64,
+    /// Lines read.
     pub lines: u64,
+    /// Examples parsed.
     pub examples: u64,
+    /// Its token figures.
     pub tokens: TokenSummary,
 }
 
@@ -128,41 +152,61 @@ pub struct FileSummary {
 pub struct IntentRow {
     /// Empty for untagged examples.
     pub intent: String,
+    /// Examples tagged with this intent.
     pub examples: u64,
+    /// Whether that is fewer than the minimum per intent.
     pub below_minimum: bool,
 }
 
 /// The complete result of a validation.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The format of the training file's examples; None when no line had a recognisable one.
     pub format: Option<Format>,
+    /// The model the estimate is for (the catalog's default when none was asked).
     pub model: String,
+    /// Whether the catalog lists that model (else defaults were assumed).
     pub model_known: bool,
+    /// The training file's figures.
     pub training: FileSummary,
+    /// The validation file's figures, if one was given.
     pub validation: Option<FileSummary>,
     /// Whole-dataset findings (line 0) first, then by file (training first) and line.
     pub problems: Vec<Problem>,
+    /// Whether problems were left out of `problems` because of `max_problems`.
     pub problems_truncated: bool,
+    /// The limit `problems` was cut at.
     pub max_problems: usize,
     /// Errors not accepted: training is refused unless this is 0.
     pub error_count: u64,
+    /// Warnings: they never block training.
     pub warning_count: u64,
     /// Errors the caller accepted (in no other count but `counts_by_code`).
     pub accepted_count: u64,
     /// Every problem counted by code, listed or not.
     pub counts_by_code: BTreeMap<&'static str, u64>,
+    /// The model's training context: tokens per example beyond it are not billed.
     pub training_context_tokens: u64,
+    /// Epochs the estimate is for.
     pub epochs: u32,
+    /// Whether `epochs` came from OpenAI's automatic rule rather than the caller.
     pub epochs_auto: bool,
+    /// How `epochs` was chosen, in words.
     pub epochs_explanation: String,
+    /// Tokens OpenAI would bill: each example capped at the context, times the epochs.
     pub billed_tokens: u64,
+    /// The model's training price, USD per 1M tokens (0 when unknown).
     pub price_per_million_usd: f64,
+    /// `billed_tokens` at that price, in USD.
     pub estimated_cost_usd: f64,
+    /// The minimum examples per intent used for the intent table.
     pub min_examples_per_intent: u64,
+    /// Examples per intent, for the coverage table.
     pub intents: Vec<IntentRow>,
 }
 
 impl Report {
+    /// Whether errors remain that the caller did not accept (training would be refused).
     pub fn has_errors(&self) -> bool {
         self.error_count > 0
     }

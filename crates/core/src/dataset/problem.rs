@@ -6,7 +6,9 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    /// Training would be refused (unless the caller accepts it, where allowed).
     Error,
+    /// Worth a look; never blocks training.
     Warning,
 }
 
@@ -14,7 +16,9 @@ pub enum Severity {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// The training file.
     Training,
+    /// The validation file.
     Validation,
 }
 
@@ -41,7 +45,7 @@ macro_rules! codes {
             }
 
             /// The code named by its stable name.
-            pub fn from_name(name: &str) -> Option<Code> {
+            pub(crate) fn from_name(name: &str) -> Option<Code> {
                 match name { $($name => Some(Code::$variant),)* _ => None }
             }
 
@@ -98,7 +102,7 @@ impl Code {
     /// training. Only the service's own judgement qualifies: a string that looks like a
     /// key may be a published sample. Every other error is a rule OpenAI enforces, and an
     /// accepted one would only fail the job upstream.
-    pub fn acceptable(self) -> bool {
+    pub(crate) fn acceptable(self) -> bool {
         matches!(self, Code::PossibleSecret)
     }
 }
@@ -107,9 +111,11 @@ impl Code {
 /// Written `CODE:LINE` (the training file) or `CODE:training:LINE` / `CODE:validation:LINE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Acceptance {
+    /// Which file the line is in.
     pub dataset: Role,
     /// 1-based.
     pub line: u32,
+    /// The problem accepted there.
     pub code: Code,
 }
 
@@ -135,13 +141,14 @@ impl Acceptance {
         })
     }
 
-    pub fn covers(&self, dataset: Role, line: u64, code: Code) -> bool {
+    /// Whether this acceptance is for the problem `code` at `line` of `dataset`.
+    pub(crate) fn covers(&self, dataset: Role, line: u64, code: Code) -> bool {
         self.dataset == dataset && u64::from(self.line) == line && self.code == code
     }
 }
 
 /// The codes that may be accepted, comma-separated, for messages.
-pub fn acceptable_names() -> String {
+fn acceptable_names() -> String {
     Code::ALL
         .iter()
         .filter(|c| c.acceptable())
@@ -197,14 +204,18 @@ impl<'de> serde::Deserialize<'de> for Acceptance {
 /// One finding about a dataset.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Problem {
+    /// Which file it is in.
     pub dataset: Role,
     /// 1-based line number; 0 for a finding about the whole dataset.
     pub line: u32,
     /// JSON path inside the line, e.g. `messages[2].role`; empty for the whole line.
     pub path: String,
+    /// The stable problem code (its snake_case name on the wire).
     #[serde(serialize_with = "code_name")]
     pub code: Code,
+    /// Whether it blocks training.
     pub severity: Severity,
+    /// What is wrong and how to fix it, in words.
     pub message: String,
     /// The caller accepted it ([`Acceptance`]): listed, but not counted as an error.
     pub accepted: bool,

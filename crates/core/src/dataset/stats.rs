@@ -5,11 +5,17 @@ use serde::Serialize;
 /// Summary of a per-example quantity; quantiles interpolate linearly (numpy's default).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Distribution {
+    /// The smallest value.
     pub min: f64,
+    /// The largest value.
     pub max: f64,
+    /// The arithmetic mean.
     pub mean: f64,
+    /// The 50th percentile.
     pub median: f64,
+    /// The 10th percentile.
     pub p10: f64,
+    /// The 90th percentile.
     pub p90: f64,
 }
 
@@ -43,7 +49,7 @@ fn quantile(sorted: &[u64], q: f64) -> f64 {
 /// OpenAI's default number of epochs for `n` training examples, with the reason.
 /// The rule (from OpenAI's data-prep cookbook): 3 epochs, raised to
 /// min(25, 100 / n) when 3n < 100, lowered to max(1, 25000 / n) when 3n > 25000.
-pub fn auto_epochs(n: u64) -> (u32, String) {
+pub(crate) fn auto_epochs(n: u64) -> (u32, String) {
     if n == 0 {
         return (3, "no examples: OpenAI's default of 3 shown".to_owned());
     }

@@ -9,11 +9,14 @@ use tiktoken_rs::CoreBPE;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Encoding {
+    /// GPT-4o's and later models' encoding.
     O200kBase,
+    /// GPT-3.5's and GPT-4's encoding.
     Cl100kBase,
 }
 
 impl Encoding {
+    /// The encoding's tiktoken name, e.g. `o200k_base`.
     pub fn name(self) -> &'static str {
         match self {
             Encoding::O200kBase => "o200k_base",
@@ -23,7 +26,7 @@ impl Encoding {
 
     /// The encoding of a model family, after tiktoken's prefix table. `gpt-4.1`
     /// and `gpt-4o` are checked before the `gpt-4` prefix they share.
-    pub fn for_model_family(model: &str) -> Encoding {
+    pub(crate) fn for_model_family(model: &str) -> Encoding {
         const O200K: &[&str] = &["gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4"];
         if O200K.iter().any(|p| model.starts_with(p)) {
             Encoding::O200kBase
@@ -84,6 +87,7 @@ pub struct Counter {
 }
 
 impl Counter {
+    /// A counter with an empty cache; loading the encoding's tables happens once per process.
     pub fn new(encoding: Encoding) -> Counter {
         Counter {
             bpe: encoding.bpe(),

@@ -40,8 +40,9 @@ use crate::ports::{
 use crate::store::{DatasetStore, Recorded, Reservation, Store};
 
 /// Metadata keys this service writes on OpenAI jobs.
-pub const META_REQUEST_ID: &str = "finetune_request_id";
-pub const META_JOB_ID: &str = "finetune_job_id";
+const META_REQUEST_ID: &str = "finetune_request_id";
+/// The metadata key holding this service's job id on the upstream job.
+const META_JOB_ID: &str = "finetune_job_id";
 /// The most metadata pairs OpenAI takes on a fine-tuning job (its `Metadata` schema).
 const OPENAI_MAX_METADATA: usize = 16;
 /// What a caller may set: OpenAI's limit less the keys this service writes on every job.
@@ -118,22 +119,34 @@ struct CreateFailure {
 /// A dataset file in the content-addressed store.
 #[derive(Debug, Clone)]
 pub struct DatasetFile {
+    /// Where the file is in the dataset store.
     pub path: PathBuf,
+    /// Its hex SHA-256 (the dataset id).
     pub sha256: String,
+    /// The filename given to the provider on upload.
     pub name: String,
 }
 
 /// StartTraining, in the core's terms.
 #[derive(Debug, Clone)]
 pub struct StartRequest {
+    /// The caller's idempotency key: a repeat with the same parameters returns the same job.
     pub request_id: String,
+    /// The training dataset.
     pub training: DatasetFile,
+    /// The validation dataset, if any.
     pub validation: Option<DatasetFile>,
+    /// The base model to fine-tune.
     pub model: String,
+    /// Supervised or DPO.
     pub method: Method,
+    /// The requested hyperparameters; each `None` is left to the provider.
     pub hyperparameters: Hyperparameters,
+    /// Text the provider adds to the fine-tuned model's name.
     pub suffix: Option<String>,
+    /// Seed for a reproducible run.
     pub seed: Option<i64>,
+    /// The caller's key/value tags, stored here and on the upstream job.
     pub metadata: BTreeMap<String, String>,
     /// Problems the caller accepts (sorted, no repeats): they do not block the job.
     pub accepted: Vec<dataset::Acceptance>,
@@ -143,7 +156,9 @@ pub struct StartRequest {
 /// validated (a repeated request returns the existing job without one).
 #[derive(Debug)]
 pub struct Started {
+    /// The job, new or the one the request id already named.
     pub job: Job,
+    /// The validation report, when this call validated the datasets.
     pub report: Option<Report>,
 }
 
@@ -164,6 +179,7 @@ pub struct JobManager {
 }
 
 impl JobManager {
+    /// A manager over `store` and `provider`; nothing runs until [`JobManager::resume`] or a call.
     pub fn new(
         store: Arc<dyn Store>,
         provider: Arc<dyn FineTuning>,
@@ -230,7 +246,8 @@ impl JobManager {
     }
 
     /// Settles, every `reconcile_interval` until shutdown, the reservations left
-    /// creating (see [`JobManager::reconcile`]).
+    /// creating for at least that long: adopts the job OpenAI holds for each one's request
+    /// id, releases it when OpenAI holds none, and leaves it when OpenAI cannot tell.
     pub fn spawn_reconciler(self: &Arc<Self>) -> JoinHandle<()> {
         let this = self.clone();
         let interval = self.config.reconcile_interval;
@@ -255,7 +272,7 @@ impl JobManager {
     /// running: adopts the job OpenAI holds for its request id, releases it when OpenAI
     /// holds none, and leaves it when OpenAI cannot tell. Returns how many were adopted
     /// or released. (`min_age` spares a creation that is just being set up.)
-    pub async fn reconcile(self: &Arc<Self>, min_age: Duration) -> Result<usize, Error> {
+    pub(crate) async fn reconcile(self: &Arc<Self>, min_age: Duration) -> Result<usize, Error> {
         let cutoff =
             now_millis().saturating_sub(i64::try_from(min_age.as_millis()).unwrap_or(i64::MAX));
         let mut settled = 0;
@@ -273,6 +290,7 @@ impl JobManager {
         Ok(settled)
     }
 
+    /// Starts a training job: validates, reserves the request id, uploads and creates it upstream.
     pub async fn start(self: &Arc<Self>, req: StartRequest) -> Result<Started, Error> {
         check_request(&req)?;
         let fingerprint = fingerprint(&req);

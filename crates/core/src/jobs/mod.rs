@@ -9,10 +9,7 @@ mod poller;
 mod reader;
 mod watch;
 
-pub use manager::{
-    DatasetFile, JobManager, JobsConfig, META_JOB_ID, META_REQUEST_ID, StartRequest, Started,
-    jobs_by_request_id,
-};
+pub use manager::{DatasetFile, JobManager, JobsConfig, StartRequest, Started, jobs_by_request_id};
 pub use poller::SuccessHook;
 pub use reader::{JobReader, Lookup};
 pub use watch::WatchItem;

@@ -42,9 +42,17 @@ impl Hub {
 /// One item of a WatchJob stream.
 #[derive(Debug, Clone)]
 pub enum WatchItem {
+    /// The job as it stands, sent first.
     Snapshot(Job),
+    /// The next event of the job's log, in sequence order.
     Event(JobEvent),
-    Heartbeat { last_sequence: u64, at: i64 },
+    /// Sent after a quiet spell, so the client knows the stream is alive.
+    Heartbeat {
+        /// The newest sequence number sent so far: the resume point.
+        last_sequence: u64,
+        /// When it was sent, in unix milliseconds.
+        at: i64,
+    },
 }
 
 /// The WatchJob streams of this process.

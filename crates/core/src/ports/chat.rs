@@ -10,13 +10,18 @@ use super::UpstreamError;
 /// Who wrote a conversation turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChatRole {
+    /// The end user asking.
     User,
+    /// The model answering (an earlier answer, given back as context).
     Assistant,
 }
 
+/// One turn of the conversation sent to the model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatMessage {
+    /// Who wrote it.
     pub role: ChatRole,
+    /// Its text.
     pub content: String,
 }
 
@@ -24,18 +29,22 @@ pub struct ChatMessage {
 /// cache (Anthropic `cache_control: {"type": "ephemeral"}`; OpenAI caches on its own).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SystemBlock {
+    /// The block's text.
     pub text: String,
+    /// Whether the prompt up to and including this block should be cached.
     pub cache: bool,
 }
 
 /// One completion request.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChatRequest {
+    /// The provider's model name (a tier's base or fine-tuned model).
     pub model: String,
     /// System prompt blocks in order (the knowledge base first when injected).
     pub system: Vec<SystemBlock>,
     /// The conversation, oldest first; it ends with a user turn.
     pub messages: Vec<ChatMessage>,
+    /// Sampling temperature; None leaves the provider's default.
     pub temperature: Option<f64>,
     /// Maximum output tokens (Anthropic requires it; OpenAI `max_completion_tokens`).
     pub max_tokens: u32,
@@ -54,6 +63,7 @@ pub struct ChatRequest {
 pub struct ChatUsage {
     /// All prompt tokens, including those read from or written to the cache.
     pub input_tokens: u64,
+    /// Tokens generated in the answer.
     pub output_tokens: u64,
     /// The part of input_tokens read from the prompt cache.
     pub cache_read_tokens: u64,
@@ -76,6 +86,7 @@ pub struct ChatResponse {
     /// `length`, `content_filter`, `tool_calls` (OpenAI); `end_turn`, `max_tokens`,
     /// `stop_sequence`, `refusal`, `tool_use` (Anthropic); empty when none was sent.
     pub raw_finish_reason: String,
+    /// Tokens read and written, as the provider billed them.
     pub usage: ChatUsage,
 }
 
@@ -108,10 +119,13 @@ pub enum ChatChunk {
 /// event) yields an error instead, never a silent end. Dropping it cancels the request.
 pub type ChatStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, UpstreamError>> + Send>>;
 
+/// What serving needs from a chat provider: one completion, whole or streamed.
 #[async_trait::async_trait]
 pub trait Chat: Send + Sync + 'static {
     /// `openai` or `anthropic`.
     fn provider(&self) -> &'static str;
+    /// Answers `request` in one response (retried by the adapter's policy while safe).
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, UpstreamError>;
+    /// Opens a streamed answer to `request`; see [`ChatStream`] for what it yields.
     async fn stream(&self, request: &ChatRequest) -> Result<ChatStream, UpstreamError>;
 }

@@ -37,7 +37,9 @@ pub trait FineTuning: Send + Sync + 'static {
     ) -> Result<Page<RemoteFile>, UpstreamError>;
     /// A file by id; [`UpstreamError::NotFound`] when it was deleted or has expired.
     async fn get_file(&self, id: &str) -> Result<RemoteFile, UpstreamError>;
+    /// Creates a job upstream; called once per attempt, never retried by the adapter.
     async fn create_job(&self, job: &NewJob) -> Result<RemoteJob, UpstreamError>;
+    /// The job `id` as the provider reports it now; [`UpstreamError::NotFound`] when unknown.
     async fn get_job(&self, id: &str) -> Result<RemoteJob, UpstreamError>;
     /// One page of jobs, newest first, optionally filtered by metadata `key=value` pairs.
     async fn list_jobs(
@@ -46,6 +48,7 @@ pub trait FineTuning: Send + Sync + 'static {
         limit: u32,
         metadata: &[(String, String)],
     ) -> Result<Page<RemoteJob>, UpstreamError>;
+    /// Asks the provider to cancel `id`; returns the job as it stands after the request.
     async fn cancel_job(&self, id: &str) -> Result<RemoteJob, UpstreamError>;
     /// One page of events, newest first; `after` pages towards older events.
     async fn list_events(
@@ -91,7 +94,9 @@ pub struct PreparedUpload {
 /// One page of a provider's list, newest first.
 #[derive(Debug, Clone)]
 pub struct Page<T> {
+    /// The items, newest first.
     pub data: Vec<T>,
+    /// Whether older items follow (ask for them with `after = last_id`).
     pub has_more: bool,
     /// The id to page on from (the last item's).
     pub last_id: Option<String>,
@@ -100,8 +105,11 @@ pub struct Page<T> {
 /// A training file the provider holds. Times are unix seconds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RemoteFile {
+    /// The provider's file id, which a job names as its training file.
     pub id: String,
+    /// Size in bytes.
     pub bytes: u64,
+    /// The name given at upload.
     pub filename: String,
     /// The provider refused the file: it cannot be trained from.
     pub rejected: bool,
@@ -112,50 +120,77 @@ pub struct RemoteFile {
 /// A job to create upstream. `None` hyperparameters are left to the provider.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewJob {
+    /// The base model to fine-tune.
     pub model: String,
+    /// The uploaded training file's id.
     pub training_file: String,
+    /// The uploaded validation file's id, if any.
     pub validation_file: Option<String>,
+    /// Text the provider adds to the fine-tuned model's name.
     pub suffix: Option<String>,
+    /// Seed for a reproducible run; None lets the provider pick.
     pub seed: Option<i64>,
+    /// Supervised or DPO.
     pub method: Method,
+    /// The requested values; each `None` is left to the provider.
     pub hyperparameters: Hyperparameters,
+    /// Tags stored with the job upstream (the job manager's request id goes here).
     pub metadata: BTreeMap<String, String>,
 }
 
 /// A job as the provider reports it. Times are unix seconds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RemoteJob {
+    /// The provider's job id (OpenAI's `ftjob-...`).
     pub id: String,
+    /// The base model being fine-tuned.
     pub model: String,
+    /// The provider's status in the core's terms.
     pub state: JobState,
     /// The provider's own word for the state, shown beside ours.
     pub status: String,
+    /// When the job was created.
     pub created_at: i64,
+    /// When the job ended, once it has.
     pub finished_at: Option<i64>,
     /// Only while the job runs.
     pub estimated_finish: Option<i64>,
+    /// The model produced, once the job succeeded.
     pub fine_tuned_model: Option<String>,
+    /// Tokens billed for training, once known.
     pub trained_tokens: Option<u64>,
+    /// The training file's id.
     pub training_file: String,
+    /// The validation file's id, if any.
     pub validation_file: Option<String>,
+    /// Supervised or DPO.
     pub method: Method,
     /// The values in effect; `None` where the provider has not settled one yet.
     pub hyperparameters: Hyperparameters,
+    /// Why the job failed, when it did.
     pub error: Option<JobError>,
+    /// The seed used for training.
     pub seed: Option<i64>,
+    /// The suffix given at creation.
     pub suffix: Option<String>,
+    /// The tags given at creation.
     pub metadata: BTreeMap<String, String>,
 }
 
 /// An event of a job's upstream log. Times are unix seconds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RemoteEvent {
+    /// The provider's event id: the cursor for paging and the key that keeps events once.
     pub id: String,
+    /// When the event happened.
     pub created_at: i64,
+    /// The provider's severity (`info`, `warn`, `error`), kept as sent.
     pub level: String,
+    /// Human-readable text of the event.
     pub message: String,
     /// Message, Metrics (with `metrics`), or Unknown for a kind this service does not know.
     pub kind: EventKind,
+    /// The step's metrics, for a metrics event.
     pub metrics: Option<Metrics>,
     /// The step of a message that only announces a checkpoint the checkpoint list gives
     /// in full.
@@ -165,10 +200,14 @@ pub struct RemoteEvent {
 /// A checkpoint of a running or finished job. Times are unix seconds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RemoteCheckpoint {
+    /// The provider's checkpoint id.
     pub id: String,
+    /// When it was saved.
     pub created_at: i64,
     /// The checkpoint's model name, usable for serving.
     pub model: String,
+    /// The training step at which it was saved.
     pub step: u64,
+    /// The metrics at that step.
     pub metrics: Metrics,
 }

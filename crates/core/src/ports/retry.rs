@@ -23,8 +23,11 @@ use crate::ports::telemetry::Reporter;
 /// at most 8 s, and a provider's own delay honoured up to 60 s.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
+    /// Retries after the first attempt (0 disables retrying).
     pub max_retries: usize,
+    /// Backoff before the first retry; it doubles at each retry, with jitter.
     pub min_delay: Duration,
+    /// The longest computed backoff.
     pub max_delay: Duration,
     /// A longer `Retry-After` is not waited for: the computed backoff is used instead.
     pub max_retry_after: Duration,
@@ -111,6 +114,7 @@ impl RetryPolicy {
 /// One failed attempt: the error, and what the response said about retrying it.
 #[derive(Debug)]
 pub struct Failure {
+    /// What went wrong, returned if the attempt is not retried.
     pub error: UpstreamError,
     /// `x-should-retry: true|false`, when the provider sent it.
     pub should_retry: Option<bool>,

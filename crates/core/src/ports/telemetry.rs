@@ -1,5 +1,5 @@
 //! What the core and the provider adapters report for the metrics, without knowing how
-//! they are kept: the server's Prometheus registry ([`crate::metrics::Metrics`]) is one
+//! they are kept: the server's Prometheus registry (`metrics::Metrics` in the root package) is one
 //! implementation. Arrows run from the metrics to this port, never from the core to them.
 
 use std::fmt;
@@ -23,6 +23,7 @@ pub trait Telemetry: Send + Sync + 'static {
 pub struct Reporter(Arc<dyn Telemetry>);
 
 impl Reporter {
+    /// Shares `telemetry` with every holder of a clone.
     pub fn new(telemetry: impl Telemetry) -> Reporter {
         Reporter(Arc::new(telemetry))
     }

@@ -31,25 +31,35 @@ const RECORD_QUEUE: usize = 65_536;
 
 /// The `tier` label of the metrics for requests that name a model instead of a tier
 /// (one label for them all, so callers cannot create series by naming models).
-pub const DIRECT_MODEL_TIER: &str = "(model)";
+const DIRECT_MODEL_TIER: &str = "(model)";
 
 /// A conversation turn as callers send it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Turn {
+    /// Instructions for the model.
     System(String),
+    /// What the end user said.
     User(String),
+    /// What the model answered earlier.
     Assistant(String),
 }
 
 /// Complete / StreamComplete in the core's terms.
 #[derive(Debug, Clone, Default)]
 pub struct CompleteRequest {
+    /// The conversation, oldest first; it ends with a user turn.
     pub turns: Vec<Turn>,
+    /// The tier to route through; empty for the default tier (unless `model` is given).
     pub tier: String,
+    /// A model to call directly instead of a tier (no knowledge, no fallback).
     pub model: String,
+    /// Sampling temperature; None leaves the provider's default.
     pub temperature: Option<f64>,
+    /// Output token limit; 0 takes the tier's `max_output_tokens`.
     pub max_output_tokens: u32,
+    /// Stop sequences.
     pub stop: Vec<String>,
+    /// The end user's opaque id: it picks the split arm and goes to the provider's abuse monitoring.
     pub user_id: String,
     /// The caller's deadline: no upstream retry is started that would end after it.
     pub deadline: Option<tokio::time::Instant>,
@@ -58,46 +68,68 @@ pub struct CompleteRequest {
 /// The answer and its accounting.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
+    /// The `resp-...` id a caller rates the answer by.
     pub response_id: String,
+    /// The answer's text.
     pub text: String,
+    /// The model that answered, as the provider names it.
     pub model: String,
+    /// `openai` or `anthropic`.
     pub provider: String,
+    /// The tier that answered (the fallback tier, when one answered).
     pub tier: String,
+    /// The split arm the request was routed to; empty when it came through no split tier.
     pub arm: String,
+    /// Why generation stopped, normalised by the adapter.
     pub finish_reason: FinishReason,
     /// The provider's own stop reason (see [`ChatResponse::raw_finish_reason`]).
     pub raw_finish_reason: String,
+    /// Prompt tokens, cached ones and the knowledge base included.
     pub input_tokens: u64,
+    /// Tokens generated.
     pub output_tokens: u64,
+    /// Prompt tokens read from the provider's cache.
     pub cached_tokens: u64,
     /// Prompt tokens written to the provider's cache (billed at the cache-write price).
     pub cache_write_tokens: u64,
+    /// Tokens of the knowledge base injected into the prompt.
     pub knowledge_tokens: u64,
+    /// What the request cost, in USD, at the catalog's prices.
     pub cost_usd: f64,
+    /// Whether a fallback tier answered because the first one failed.
     pub fallback: bool,
+    /// Why the first tier failed, when a fallback answered.
     pub fallback_reason: String,
+    /// Time from receiving the request to the end of the answer, in milliseconds.
     pub latency_ms: f64,
 }
 
 /// One item of a streamed completion.
 #[derive(Debug, Clone)]
 pub enum StreamItem {
+    /// The next piece of text.
     Delta(String),
+    /// The end: the whole completion with its accounting.
     Done(Box<Completion>),
 }
 
 /// A tier as it stands now.
 #[derive(Debug, Clone)]
 pub struct TierView {
+    /// The tier's configuration.
     pub spec: TierSpec,
+    /// The model it calls now: configured, else promoted, else empty.
     pub model: String,
+    /// Knowledge-base tokens it injects into each prompt (0 if it injects none).
     pub knowledge_tokens: u64,
+    /// The job whose model was promoted to it, if any.
     pub promoted_from_job: Option<String>,
 }
 
 /// The knowledge base injected as the system prompt of tiers that ask for it.
 #[derive(Debug, Clone)]
 pub struct Knowledge {
+    /// The joined text of the knowledge files.
     pub text: String,
     /// Tokens in o200k_base (OpenAI's encoding for gpt-4o; Anthropic's tokenizer
     /// differs, so for Claude this is an approximation and the usage reports the truth).
@@ -126,10 +158,13 @@ impl Knowledge {
 /// The providers serving can call.
 #[derive(Clone, Default)]
 pub struct Providers {
+    /// The OpenAI chat adapter, when a key is configured.
     pub openai: Option<Arc<dyn Chat>>,
+    /// The Anthropic chat adapter, when a key is configured.
     pub anthropic: Option<Arc<dyn Chat>>,
 }
 
+/// Completions routed through tiers, with fallbacks, A/B splits, promotions and served-request records.
 pub struct Serving {
     tiers: Tiers,
     knowledge: Option<Knowledge>,
@@ -158,6 +193,7 @@ struct Route {
 }
 
 impl Serving {
+    /// Serving over `tiers`, with the promotions saved in `store`; starts the writer of served records.
     pub async fn new(
         tiers: Tiers,
         knowledge: Option<Knowledge>,
@@ -439,6 +475,7 @@ impl Serving {
         Some((fallback, reason))
     }
 
+    /// Answers `req` in one response, falling back to the tier's fallback when the first fails.
     pub async fn complete(&self, req: CompleteRequest) -> Result<Completion, Error> {
         validate(&req)?;
         let started = Instant::now();
@@ -693,6 +730,7 @@ impl Serving {
         })
     }
 
+    /// Figures per (tier, split) from the served records, after writing the queued ones.
     pub async fn stats(&self, tier: Option<&str>) -> Result<Vec<TierStats>, Error> {
         if let Some(t) = tier {
             self.tiers.get(t).ok_or_else(|| unknown_tier(t))?;

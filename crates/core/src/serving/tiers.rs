@@ -9,14 +9,18 @@ use crate::error::Error;
 /// The tiers shipped with the service (`data/tiers.toml`).
 const BUILTIN_TIERS: &str = include_str!("../../../../data/tiers.toml");
 
+/// The chat provider a tier calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
+    /// OpenAI's chat completions.
     Openai,
+    /// Anthropic's Messages API.
     Anthropic,
 }
 
 impl ProviderKind {
+    /// The lowercase name used in tiers files, metrics and responses.
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderKind::Openai => "openai",
@@ -25,7 +29,7 @@ impl ProviderKind {
     }
 
     /// The provider of an explicitly named model.
-    pub fn of_model(model: &str) -> ProviderKind {
+    pub(crate) fn of_model(model: &str) -> ProviderKind {
         if model.starts_with("claude") {
             ProviderKind::Anthropic
         } else {
@@ -34,26 +38,36 @@ impl ProviderKind {
     }
 }
 
+/// One arm of a split tier: a plain tier and its share of the users.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct ArmSpec {
+    /// The plain tier this arm routes to.
     pub tier: String,
+    /// Relative share of users (at least 1).
     pub weight: u32,
 }
 
+/// One named route of the tiers file: a provider and model, or a split over other tiers.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct TierSpec {
+    /// The tier's unique name, which callers give.
     pub name: String,
+    /// The provider to call; None only for a split tier.
     #[serde(default)]
     pub provider: Option<ProviderKind>,
     /// Empty: the promoted model.
     #[serde(default)]
     pub model: String,
+    /// Whether the knowledge base is put in the system prompt.
     #[serde(default)]
     pub inject_knowledge: bool,
+    /// A plain tier to try when this one fails.
     #[serde(default)]
     pub fallback: Option<String>,
+    /// The arms of a split tier; empty for a plain tier.
     #[serde(default)]
     pub split: Vec<ArmSpec>,
+    /// Output token limit for requests that set none (default 4096).
     #[serde(default = "default_max_output")]
     pub max_output_tokens: u32,
 }
@@ -63,24 +77,30 @@ fn default_max_output() -> u32 {
 }
 
 impl TierSpec {
-    pub fn is_split(&self) -> bool {
+    /// Whether this tier splits its users over other tiers.
+    pub(crate) fn is_split(&self) -> bool {
         !self.split.is_empty()
     }
 }
 
+/// The tiers file: every route and the auto-promotion target.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Tiers {
+    /// The tier a succeeded job's model is promoted to automatically; empty for none.
     #[serde(default)]
     pub auto_promote: String,
+    /// The tiers (`[[tier]]` tables), in file order.
     #[serde(rename = "tier")]
     pub tiers: Vec<TierSpec>,
 }
 
 impl Tiers {
+    /// The tiers shipped with the service (`data/tiers.toml`).
     pub fn builtin() -> Tiers {
         Tiers::parse(BUILTIN_TIERS, "data/tiers.toml").expect("the shipped tiers are valid")
     }
 
+    /// Reads and checks the tiers file at `path`.
     pub fn load(path: &std::path::Path) -> Result<Tiers, Error> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Config(format!("cannot read tiers {}: {e}", path.display())))?;
@@ -163,6 +183,7 @@ impl Tiers {
         Ok(tiers)
     }
 
+    /// The tier named `name`, if configured.
     pub fn get(&self, name: &str) -> Option<&TierSpec> {
         self.tiers.iter().find(|t| t.name == name)
     }

@@ -11,6 +11,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::error::{Error, Missing};
 
+/// The dataset files, named by the SHA-256 of their content; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct DatasetStore {
     dir: PathBuf,
@@ -19,15 +20,20 @@ pub struct DatasetStore {
 /// The result of storing an upload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredDataset {
+    /// The dataset id: the hex SHA-256 of its bytes.
     pub id: String,
+    /// Size in bytes.
     pub size_bytes: u64,
+    /// True when identical bytes were stored before (the upload was deduplicated).
     pub already_present: bool,
 }
 
 /// What the client announced about an upload, checked at the end.
 #[derive(Debug, Clone, Default)]
 pub struct Expected {
+    /// Hex SHA-256 the bytes must have; the upload is refused otherwise.
     pub sha256: Option<String>,
+    /// Size the upload must have; it is refused otherwise.
     pub size_bytes: Option<u64>,
 }
 

@@ -78,6 +78,7 @@ pub fn check_write(job: &Job, events: &[NewEvent]) -> Result<(), Error> {
 /// A page of jobs, newest first.
 #[derive(Debug)]
 pub struct JobPage {
+    /// The jobs of this page, newest first.
     pub jobs: Vec<Job>,
     /// Cursor of the next page, when there is one.
     pub next: Option<String>,
@@ -93,8 +94,11 @@ pub trait Store: Send + Sync + 'static {
     async fn adopt(&self, job: &Job) -> Result<Job, Error>;
     /// Removes a reservation whose upstream creation failed, with its events.
     async fn release(&self, job_id: &str) -> Result<(), Error>;
+    /// The job `id`, or None when the store does not know it.
     async fn get(&self, id: &str) -> Result<Option<Job>, Error>;
+    /// The job reserved under `request_id`, with the fingerprint of the request that reserved it.
     async fn get_by_request(&self, request_id: &str) -> Result<Option<(Job, String)>, Error>;
+    /// The job linked to the provider's job `upstream_id`, if any.
     async fn get_by_upstream(&self, upstream_id: &str) -> Result<Option<Job>, Error>;
     /// Jobs newest first; `cursor` is a previous page's `next`.
     async fn list(
@@ -130,6 +134,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<JobEvent>, Error>;
     /// The upstream file id of a dataset already uploaded, by SHA-256 of the uploaded bytes.
     async fn uploaded_file(&self, sha256: &str) -> Result<Option<String>, Error>;
+    /// Remembers that the bytes with `sha256` were uploaded as the provider's `file_id`.
     async fn remember_upload(&self, sha256: &str, file_id: &str) -> Result<(), Error>;
 
     /// Promotes `model` to `tier` (persisted across restarts).
