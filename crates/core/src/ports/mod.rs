@@ -84,6 +84,7 @@ pub trait FineTuning: Send + Sync + 'static {
 /// A dataset file as it will be uploaded (see [`FineTuning::prepare_upload`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreparedUpload {
+    /// The file to upload.
     pub path: PathBuf,
     /// The SHA-256 of what is uploaded: the key of the remembered upload.
     pub sha256: String,
