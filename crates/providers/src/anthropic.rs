@@ -9,7 +9,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use eventsource_stream::{Event, EventStreamError, Eventsource as _};
 use futures_util::stream::{self, Stream, StreamExt as _};
@@ -200,29 +200,9 @@ impl Anthropic {
             ),
         };
         let kind = envelope.map(|e| e.error.kind);
-        match code {
-            429 => UpstreamError::RateLimited {
-                provider: PROVIDER,
-                message,
-                retry_after: crate::http::parse_retry_after(headers, SystemTime::now()),
-            },
-            401 | 403 => UpstreamError::Auth {
-                provider: PROVIDER,
-                status: code,
-                message,
-            },
-            404 => UpstreamError::NotFound {
-                provider: PROVIDER,
-                message,
-            },
-            // 529 (overloaded_error) is in this range too.
-            500..=599 => UpstreamError::Unavailable {
-                provider: PROVIDER,
-                status: Some(code),
-                message,
-            },
-            // 400 invalid_request_error, 402 billing_error, 413 request_too_large, 408, 409...
-            400..=499 => UpstreamError::Rejected {
+        // 400 invalid_request_error, 402 billing_error, 413 request_too_large, 408, 409...
+        crate::http::status_error(PROVIDER, code, headers, message, |message| {
+            UpstreamError::Rejected {
                 provider: PROVIDER,
                 status: code,
                 code: kind.map(|k| self.redactor.clean(&k)),
@@ -230,12 +210,8 @@ impl Anthropic {
                 // Anthropic names no parameter: the status is all there is to go on.
                 refusal: refusal_of_status(code),
                 message,
-            },
-            _ => UpstreamError::Protocol {
-                provider: PROVIDER,
-                message: format!("unexpected HTTP status {code}"),
-            },
-        }
+            }
+        })
     }
 
     /// The provider's message, cleaned, with the request id support asks for.

@@ -41,6 +41,41 @@ impl Redactor {
     }
 }
 
+/// The failure a non-2xx `code` is, the same for every provider: 429 a rate limit (with
+/// the delay the headers ask for), 401/403 authentication, 404 not found, 5xx (529 too)
+/// unavailable, any other 4xx the refusal `rejected` builds, anything else a protocol error.
+pub(crate) fn status_error(
+    provider: &'static str,
+    code: u16,
+    headers: &HeaderMap,
+    message: String,
+    rejected: impl FnOnce(String) -> UpstreamError,
+) -> UpstreamError {
+    match code {
+        429 => UpstreamError::RateLimited {
+            provider,
+            message,
+            retry_after: parse_retry_after(headers, SystemTime::now()),
+        },
+        401 | 403 => UpstreamError::Auth {
+            provider,
+            status: code,
+            message,
+        },
+        404 => UpstreamError::NotFound { provider, message },
+        500..=599 => UpstreamError::Unavailable {
+            provider,
+            status: Some(code),
+            message,
+        },
+        400..=499 => rejected(message),
+        _ => UpstreamError::Protocol {
+            provider,
+            message: format!("unexpected HTTP status {code}"),
+        },
+    }
+}
+
 /// What a 4xx refusal is about when all we know is its HTTP status: 422 is the request's
 /// content, 409 a conflict with another change, anything else the provider's state.
 pub(crate) fn refusal_of_status(status: u16) -> Refusal {

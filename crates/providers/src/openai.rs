@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -386,46 +386,20 @@ impl OpenAi {
                 describe_content(headers, body.len())
             ),
         };
-        match code {
-            429 => UpstreamError::RateLimited {
-                provider: PROVIDER,
-                message,
-                retry_after: crate::http::parse_retry_after(headers, SystemTime::now()),
-            },
-            401 | 403 => UpstreamError::Auth {
+        // 400/408/409/422 and any other refusal (405, 413, 415...).
+        crate::http::status_error(PROVIDER, code, headers, message, |message| {
+            let api = api.unwrap_or_default();
+            let upstream_code = api.code.map(|c| self.redactor.clean(&c));
+            let param = api.param.map(|p| self.redactor.clean(&p));
+            UpstreamError::Rejected {
                 provider: PROVIDER,
                 status: code,
+                refusal: refusal(code, upstream_code.as_deref(), param.as_deref()),
+                code: upstream_code,
+                param,
                 message,
-            },
-            404 => UpstreamError::NotFound {
-                provider: PROVIDER,
-                message,
-            },
-            // 529 ("overloaded") is in this range too.
-            500..=599 => UpstreamError::Unavailable {
-                provider: PROVIDER,
-                status: Some(code),
-                message,
-            },
-            // 400/408/409/422 and any other refusal (405, 413, 415...).
-            400..=499 => {
-                let api = api.unwrap_or_default();
-                let upstream_code = api.code.map(|c| self.redactor.clean(&c));
-                let param = api.param.map(|p| self.redactor.clean(&p));
-                UpstreamError::Rejected {
-                    provider: PROVIDER,
-                    status: code,
-                    refusal: refusal(code, upstream_code.as_deref(), param.as_deref()),
-                    code: upstream_code,
-                    param,
-                    message,
-                }
             }
-            _ => UpstreamError::Protocol {
-                provider: PROVIDER,
-                message: format!("unexpected HTTP status {code}"),
-            },
-        }
+        })
     }
 
     fn transport_error(&self, e: &reqwest::Error) -> UpstreamError {
