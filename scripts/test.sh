@@ -18,7 +18,7 @@ fi
 
 step "self-contained (no file names a path outside the repository)"
 # A clone at any path, with nothing beside it, must pass: provider material lives in reference/.
-if git grep -nE '\.\./(shared|\.library)/|/work/(shared|main)' -- ':!scripts/test.sh'; then
+if git grep -nE '\.\./(shared|\.library)\b|/work/(shared|main)' -- ':!scripts/test.sh'; then
   echo "the files above reach outside the repository"; exit 1
 fi
 
