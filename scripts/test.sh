@@ -97,9 +97,12 @@ clients/typescript/test.sh
 step "SDK: Go (clients/go)"
 clients/go/test.sh
 
-# Last, because it replaces target/debug/finetune (the steps above run the default build's).
-# Only the finetune package is rebuilt without the feature; the dependencies are shared.
+# Last, because it replaces target/debug/finetune (the steps above run the default build's);
+# the default binary is kept aside and put back after. Only the finetune package is rebuilt
+# without the feature; the dependencies are shared.
 step "a build without the emulator feature has no emulator"
+default_bin="$(mktemp -d)/finetune"
+cp -p target/debug/finetune "$default_bin"
 if cargo tree --locked -e normal --no-default-features -p finetune --prefix none | grep -q '^finetune-emulator '; then
   echo "finetune-emulator is in the dependency tree of the build without the feature"; exit 1
 fi
@@ -121,4 +124,4 @@ for args in "serve --emulator --addr 127.0.0.1:0 --data-dir $(mktemp -d)" "emula
 done
 echo "serve --emulator and finetune emulator are refused, with exit status 2"
 # Put the default binary back for whoever runs it next.
-cargo build --locked --bin finetune
+mv "$default_bin" target/debug/finetune

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use finetune_core::dataset::Catalog;
-use finetune_core::jobs::model::{EventKind, JobEvent, JobState, Method};
+use finetune_core::domain::job::{EventKind, JobEvent, JobState, Method};
 use finetune_core::jobs::{DatasetFile, JobManager, JobsConfig, StartRequest};
 use finetune_core::ports::RetryPolicy;
 use finetune_core::store::{DatasetStore, Store};

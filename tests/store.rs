@@ -2,7 +2,7 @@
 //! (SQLite now, PostgreSQL later) runs the same checks: `record` is a compare-and-set on
 //! the job's version, and a finished job takes no further write.
 
-use finetune_core::jobs::model::{EventKind, Job, JobState, Method, NewEvent, now_millis};
+use finetune_core::domain::job::{EventKind, Job, JobState, Method, NewEvent, now_millis};
 use finetune_core::store::{Recorded, Reservation, Store};
 use finetune_store_sqlite::SqliteStore;
 

@@ -3,8 +3,6 @@
 //! service, and the watch hub that fans events out to any number of watchers.
 
 mod manager;
-/// The job records, under the name they had here.
-pub use crate::domain::job as model;
 mod poller;
 mod reader;
 mod watch;
