@@ -21,8 +21,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out_dir.join("finetune_descriptor.bin"))
         .compile_with_config(config, &files, &["proto"])?;
     println!("cargo:rerun-if-changed=proto");
-    // sqlx::migrate! embeds migrations/ at compile time.
-    println!("cargo:rerun-if-changed=migrations");
     println!("cargo:rerun-if-env-changed=PROTOC");
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
@@ -11,7 +12,7 @@ use sqlx::{Row, SqlitePool};
 use finetune_core::domain::job::{Job, JobEvent, JobState, NewEvent, now_millis};
 use finetune_core::domain::served::{Served, TierStats, percentile};
 use finetune_core::error::{Error, Missing};
-use finetune_core::store::{JobPage, Recorded, Reservation, Store, check_write};
+use finetune_core::store::{Change, JobPage, Recorded, Reservation, Store, check_write};
 
 /// The core's [`Store`] in one SQLite file; cheap to clone (clones share the pool).
 #[derive(Debug, Clone)]
@@ -43,11 +44,35 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(|e| Error::Io(format!("cannot open the job store {}: {e}", path.display())))?;
-        sqlx::migrate!("../../migrations")
+        let migrator = sqlx::migrate!("../../migrations/sqlite");
+        refuse_newer_schema(&pool, &migrator).await?;
+        migrator
             .run(&pool)
             .await
             .map_err(|e| Error::Io(format!("job store migration failed: {e}")))?;
         Ok(SqliteStore { pool })
+    }
+}
+
+/// Refuses a database migrated by a newer build: this one would misread what it does not
+/// know (sqlx would refuse too, naming only the missing migration).
+async fn refuse_newer_schema(
+    pool: &SqlitePool,
+    migrator: &sqlx::migrate::Migrator,
+) -> Result<(), Error> {
+    let applied: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+            .fetch_optional(pool)
+            .await
+            .ok()
+            .flatten();
+    let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    match applied {
+        Some(applied) if applied > known => Err(Error::Io(format!(
+            "the job store's schema is at version {applied}, newer than this build knows \
+             ({known}): run the finetune release that migrated it, or a newer one"
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -149,6 +174,11 @@ impl Store for SqliteStore {
     async fn release(&self, job_id: &str) -> Result<(), Error> {
         let mut tx = self.write_transaction().await?;
         sqlx::query("DELETE FROM job_accepted_problems WHERE job_id = ?")
+            .bind(job_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        sqlx::query("DELETE FROM job_leases WHERE job_id = ?")
             .bind(job_id)
             .execute(&mut *tx)
             .await
@@ -574,4 +604,106 @@ impl Store for SqliteStore {
             })
             .collect())
     }
+
+    async fn ping(&self) -> Result<(), Error> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(db_err)
+    }
+
+    async fn listen(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Change>>, Error> {
+        // One process per file: its writers tell its watchers in process.
+        Ok(None)
+    }
+
+    async fn last_sequences(&self, job_ids: &[String]) -> Result<Vec<(String, u64)>, Error> {
+        // The ids go in as one JSON array: one statement, whatever their number.
+        let ids = serde_json::to_string(job_ids).map_err(json_err)?;
+        let rows = sqlx::query(
+            "SELECT id, last_sequence FROM jobs WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("id").map_err(db_err)?;
+                let last: i64 = row.try_get("last_sequence").map_err(db_err)?;
+                Ok((id, last as u64))
+            })
+            .collect()
+    }
+
+    async fn claim_leases(&self, holder: &str, ttl: Duration) -> Result<Vec<String>, Error> {
+        let now = now_millis();
+        let mut tx = self.write_transaction().await?;
+        sqlx::query(
+            "DELETE FROM job_leases WHERE job_id IN
+             (SELECT id FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled'))",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        sqlx::query(
+            "INSERT INTO job_leases (job_id, holder, expires_at)
+             SELECT id, ?, ? FROM jobs
+             WHERE upstream_id IS NOT NULL AND state NOT IN ('succeeded', 'failed', 'cancelled')
+             ON CONFLICT (job_id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+             WHERE job_leases.holder = excluded.holder OR job_leases.expires_at < ?",
+        )
+        .bind(holder)
+        .bind(now + millis(ttl))
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let held: Vec<String> =
+            sqlx::query_scalar("SELECT job_id FROM job_leases WHERE holder = ? ORDER BY job_id")
+                .bind(holder)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(held)
+    }
+
+    async fn claim_lease(
+        &self,
+        job_id: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, Error> {
+        let now = now_millis();
+        let claimed = sqlx::query(
+            "INSERT INTO job_leases (job_id, holder, expires_at)
+             SELECT id, ?, ? FROM jobs WHERE id = ? AND state NOT IN ('succeeded', 'failed', 'cancelled')
+             ON CONFLICT (job_id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+             WHERE job_leases.holder = excluded.holder OR job_leases.expires_at < ?",
+        )
+        .bind(holder)
+        .bind(now + millis(ttl))
+        .bind(job_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(claimed.rows_affected() == 1)
+    }
+
+    async fn release_leases(&self, holder: &str) -> Result<(), Error> {
+        sqlx::query("DELETE FROM job_leases WHERE holder = ?")
+            .bind(holder)
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(db_err)
+    }
+}
+
+/// A duration in whole milliseconds, as the lease columns hold time.
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }

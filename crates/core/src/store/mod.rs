@@ -1,9 +1,12 @@
-//! Persistence ports: the job store (the SQLite adapter is the `finetune-store-sqlite`
-//! crate) and content-addressed dataset files.
+//! Persistence ports: the job store (adapters: `finetune-store-sqlite`, one process's
+//! embedded file, and `finetune-store-postgres`, shared by replicas) and content-addressed
+//! dataset files.
 
 mod blobs;
 
 pub use blobs::{DatasetStore, Expected, StoredDataset};
+
+use std::time::Duration;
 
 use crate::domain::job::{Job, JobEvent, JobState, NewEvent};
 use crate::domain::served::{Served, TierStats};
@@ -73,6 +76,29 @@ pub fn check_write(job: &Job, events: &[NewEvent]) -> Result<(), Error> {
         [_] => Ok(()),
         _ => refuse("more than one terminal event"),
     }
+}
+
+/// A write to the store, as the processes that did not make it learn of it
+/// ([`Store::listen`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Job `job_id` now has events up to `last_sequence`.
+    Job {
+        /// The service's job id.
+        job_id: String,
+        /// The sequence of its newest event.
+        last_sequence: u64,
+    },
+    /// Job `job_id` was released (its creation failed): it is gone from the store.
+    Released {
+        /// The service's job id.
+        job_id: String,
+    },
+    /// A tier's promotion changed.
+    Tiers,
+    /// Changes may have been missed (the listening connection was lost and restored):
+    /// whoever relies on them reads the store again.
+    Lagged,
 }
 
 /// A page of jobs, newest first.
@@ -153,4 +179,38 @@ pub trait Store: Send + Sync + 'static {
     -> Result<Option<(String, String)>, Error>;
     /// Statistics per (tier, split), optionally for one tier or split only.
     async fn tier_stats(&self, tier: Option<&str>) -> Result<Vec<TierStats>, Error>;
+
+    /// Answers when the database does (readiness): one round trip.
+    async fn ping(&self) -> Result<(), Error>;
+
+    /// The writes other processes make from now on, when the store is shared by several
+    /// (PostgreSQL's LISTEN/NOTIFY); `None` when it is this process's alone (SQLite), whose
+    /// own writers already tell the watchers in process. Delivery is best effort: a
+    /// listener also reads [`Store::last_sequences`] now and then, so a lost notice only
+    /// delays an event.
+    async fn listen(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Change>>, Error>;
+
+    /// The `last_sequence` of each of `job_ids` the store holds (a released job is absent),
+    /// in one query.
+    async fn last_sequences(&self, job_ids: &[String]) -> Result<Vec<(String, u64)>, Error>;
+
+    /// Polling leases: a process polls a job only while it holds the job's lease, so each
+    /// active job has one poller however many processes share the store. A lease is a row
+    /// (job, holder, expiry on the database's clock); it lapses `ttl` after it was last
+    /// renewed.
+    ///
+    /// In one statement: renews every lease `holder` holds on a job that is not finished,
+    /// takes the lease of every unfinished job linked upstream that has none or whose lease
+    /// lapsed, drops the leases of finished jobs, and returns the ids of the jobs whose
+    /// lease `holder` holds afterwards.
+    async fn claim_leases(&self, holder: &str, ttl: Duration) -> Result<Vec<String>, Error>;
+
+    /// Takes or renews the lease of one job when it is free, lapsed or already `holder`'s;
+    /// whether `holder` holds it afterwards.
+    async fn claim_lease(&self, job_id: &str, holder: &str, ttl: Duration)
+    -> Result<bool, Error>;
+
+    /// Gives up every lease `holder` holds (at shutdown), so that another process takes
+    /// them over at its next claim instead of after the TTL.
+    async fn release_leases(&self, holder: &str) -> Result<(), Error>;
 }
