@@ -137,6 +137,27 @@ pub struct ServeConfig {
     #[arg(long, env = "FINETUNE_DATABASE")]
     pub database: Option<PathBuf>,
 
+    /// PostgreSQL database the replicas share (postgres://USER[:PASSWORD]@HOST[:PORT]/DB):
+    /// the jobs, promotions, served records and datasets live there. Without it, the
+    /// SQLite file (one process). The password is never printed or logged.
+    #[arg(long, env = "FINETUNE_DATABASE_URL", conflicts_with = "database")]
+    #[serde(serialize_with = "serialize_redacted_url")]
+    pub database_url: Option<String>,
+
+    /// With --database-url: the most connections this process opens to PostgreSQL.
+    #[arg(long, env = "FINETUNE_DB_MAX_CONNECTIONS", default_value_t = 10)]
+    pub db_max_connections: u32,
+
+    /// With --database-url: seconds a query waits for a free connection before failing.
+    #[arg(long, env = "FINETUNE_DB_ACQUIRE_TIMEOUT_SECONDS", default_value_t = 5.0)]
+    pub db_acquire_timeout_seconds: f64,
+
+    /// Seconds a job's polling lease outlives its last renewal [default: 2 poll
+    /// intervals]. Each job is polled by the one process holding its lease; when that
+    /// process dies, another takes the job over within this plus one poll interval.
+    #[arg(long, env = "FINETUNE_LEASE_TTL_SECONDS")]
+    pub lease_ttl_seconds: Option<f64>,
+
     /// Train against an in-process emulator of OpenAI's API: no key, no real training.
     #[arg(long, env = "FINETUNE_EMULATOR")]
     pub emulator: bool,
@@ -301,6 +322,10 @@ impl ServeConfig {
             max_dataset_bytes: DEFAULT_MAX_DATASET_BYTES,
             catalog: None,
             database: None,
+            database_url: None,
+            db_max_connections: 10,
+            db_acquire_timeout_seconds: 5.0,
+            lease_ttl_seconds: None,
             emulator: false,
             emulator_time_scale: 20.0,
             poll_interval_seconds: None,
@@ -357,6 +382,33 @@ impl ServeConfig {
         if let Some(p) = self.poll_interval_seconds {
             positive("--poll-interval-seconds", p)?;
         }
+        positive(
+            "--db-acquire-timeout-seconds",
+            self.db_acquire_timeout_seconds,
+        )?;
+        if self.db_max_connections == 0 {
+            return Err(finetune_core::Error::Config(
+                "--db-max-connections must be at least 1".into(),
+            ));
+        }
+        if let Some(ttl) = self.lease_ttl_seconds {
+            positive("--lease-ttl-seconds", ttl)?;
+            if Duration::from_secs_f64(ttl) <= self.poll_interval() {
+                return Err(finetune_core::Error::Config(format!(
+                    "--lease-ttl-seconds ({ttl}) must be longer than the poll interval ({} s), \
+                     or leases lapse between polls and jobs change hands",
+                    self.poll_interval().as_secs_f64()
+                )));
+            }
+        }
+        if let Some(url) = &self.database_url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(finetune_core::Error::Config(format!(
+                    "--database-url must be a postgres:// URL, got {}",
+                    redact_url(url)
+                )));
+            }
+        }
         // clap ties the two flags together, but not values from the file: without this, a
         // file naming only one would serve plaintext.
         if self.tls_cert.is_some() != self.tls_key.is_some() {
@@ -396,6 +448,13 @@ impl ServeConfig {
     pub fn poll_interval(&self) -> Duration {
         let default = if self.emulator { 1.0 } else { 30.0 };
         Duration::from_secs_f64(self.poll_interval_seconds.unwrap_or(default))
+    }
+
+    /// How long a polling lease outlives its last renewal: two poll intervals unless set.
+    pub fn lease_ttl(&self) -> Duration {
+        self.lease_ttl_seconds
+            .map(Duration::from_secs_f64)
+            .unwrap_or(self.poll_interval() * 2)
     }
 
     /// These settings with the provider API keys that `var` gives (`finetune serve` passes
@@ -646,5 +705,30 @@ impl PreBound {
 
     pub(crate) fn take(&self) -> Option<std::net::TcpListener> {
         self.0.lock().expect("pre-bound listener").take()
+    }
+}
+
+/// `url` with its password replaced by `***`, for messages and `--print-config`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((credentials, host)) => match credentials.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+fn serialize_redacted_url<S: serde::Serializer>(
+    url: &Option<String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(url) => serializer.serialize_some(&redact_url(url)),
+        None => serializer.serialize_none(),
     }
 }

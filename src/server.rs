@@ -101,8 +101,9 @@ pub async fn serve(
         if resumed > 0 {
             info!(resumed, "resumed polling unfinished jobs");
         }
-        // Ends with the manager's shutdown token (`jobs.stop()`).
+        // Both end with the manager's shutdown token (`jobs.stop()`).
         let _reconciler = jobs.spawn_reconciler();
+        let _lease_keeper = jobs.spawn_lease_keeper();
     }
     let google_rpc = pb::google_rpc_descriptor_set()
         .map_err(|e| Error::Config(format!("reflection: google.rpc descriptors: {e}")))?;
@@ -231,7 +232,7 @@ async fn run_until_shutdown(
     // Ends watch streams (clients resume elsewhere) and stops pollers; jobs go on upstream.
     draining.cancel();
     if let Some(jobs) = &state.jobs {
-        jobs.stop();
+        jobs.stop().await;
     }
     let _ = stop_tx.send(());
     match tokio::time::timeout(config.drain(), &mut server).await {
@@ -307,6 +308,7 @@ async fn open_state(
         heartbeat: std::time::Duration::from_secs_f64(config.heartbeat_seconds),
         retry: retry.clone(),
         reconcile_interval: std::time::Duration::from_secs_f64(config.reconcile_interval_seconds),
+        lease_ttl: config.lease_ttl(),
     };
     // The job history is read from the store alone, so it is served with no provider too;
     // with one, through the manager's reader, whose watchers its writes wake.

@@ -647,6 +647,12 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
+        sqlx::query("UPDATE job_leases SET expires_at = ? WHERE holder = ?")
+            .bind(now + millis(ttl))
+            .bind(holder)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
         sqlx::query(
             "INSERT INTO job_leases (job_id, holder, expires_at)
              SELECT id, ?, ? FROM jobs

@@ -69,6 +69,10 @@ pub struct JobsConfig {
     /// settled against OpenAI. Each round is one store query, plus one OpenAI look-up
     /// per such reservation older than the interval.
     pub reconcile_interval: Duration,
+    /// How long a polling lease outlives its last renewal: when the process holding it
+    /// dies, another takes the job over within this plus one `poll_interval`. Longer than
+    /// a poll interval, or leases lapse between polls.
+    pub lease_ttl: Duration,
 }
 
 impl Default for JobsConfig {
@@ -78,6 +82,7 @@ impl Default for JobsConfig {
             heartbeat: Duration::from_secs(15),
             retry: RetryPolicy::default(),
             reconcile_interval: Duration::from_secs(60),
+            lease_ttl: Duration::from_secs(60),
         }
     }
 }
@@ -196,6 +201,8 @@ impl JobManager {
             catalog: catalog.clone(),
             hub: hub.clone(),
             interval: config.poll_interval,
+            holder: holder_name(),
+            lease_ttl: config.lease_ttl,
             shutdown: shutdown.clone(),
             on_success: OnceLock::new(),
             tasks: Mutex::new(HashMap::new()),
@@ -225,24 +232,58 @@ impl JobManager {
         let _ = self.poller.on_success.set(hook);
     }
 
-    /// Picks up after a restart: settles interrupted creations and restarts a poller
-    /// for every unfinished job.
+    /// Picks up after a restart: settles interrupted creations nobody else is running,
+    /// and polls every unfinished job whose lease this process can take (with other
+    /// processes on the store, each job is polled by one of them).
     pub async fn resume(self: &Arc<Self>) -> Result<usize, Error> {
-        let unfinished = self.store.unfinished().await?;
         let mut resumed = 0;
-        for job in unfinished {
-            if job.upstream_id.is_none() {
-                // Interrupted between reserving and creating: adopt what OpenAI made, if
-                // anything; what cannot be told yet is left to the reconciler.
+        for job in self.store.creating().await? {
+            // Interrupted between reserving and creating: adopt what OpenAI made, if
+            // anything; what cannot be told yet is left to the reconciler. A creation
+            // another live process is running stays with it.
+            if self.holds_lease(&job.id).await {
                 if let Creation::Tracked(_) = self.creation(job, Work::Settle).await {
                     resumed += 1;
                 }
-                continue;
             }
-            self.poller.spawn(&job.id);
-            resumed += 1;
         }
+        resumed += self.poller.claim_lapsed().await?;
         Ok(resumed)
+    }
+
+    /// Claims, every poll interval until shutdown, the polling leases that lapsed (their
+    /// holder died or lost the database) and polls those jobs; renews this process's.
+    pub fn spawn_lease_keeper(self: &Arc<Self>) -> JoinHandle<()> {
+        let poller = self.poller.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(poller.interval) => {}
+                    () = shutdown.cancelled() => break,
+                }
+                match poller.claim_lapsed().await {
+                    Ok(0) => {}
+                    Ok(taken) => info!(taken, "took over the polling of jobs whose lease lapsed"),
+                    Err(e) => warn!(error = %e, "claiming polling leases failed; next round will retry"),
+                }
+            }
+        })
+    }
+
+    /// Whether this process holds (now took, or renewed) the lease of `job_id`.
+    async fn holds_lease(&self, job_id: &str) -> bool {
+        match self
+            .store
+            .claim_lease(job_id, &self.poller.holder, self.config.lease_ttl)
+            .await
+        {
+            Ok(held) => held,
+            Err(e) => {
+                warn!(job_id, error = %e, "cannot claim the job's lease");
+                false
+            }
+        }
     }
 
     /// Settles, every `reconcile_interval` until shutdown, the reservations left
@@ -277,7 +318,10 @@ impl JobManager {
             now_millis().saturating_sub(i64::try_from(min_age.as_millis()).unwrap_or(i64::MAX));
         let mut settled = 0;
         for job in self.store.creating().await? {
-            if job.created_at > cutoff || self.creation_running(&job.id) {
+            if job.created_at > cutoff
+                || self.creation_running(&job.id)
+                || !self.holds_lease(&job.id).await
+            {
                 continue;
             }
             match self.creation(job, Work::Settle).await {
@@ -411,8 +455,7 @@ impl JobManager {
     }
 
     async fn create_or_settle(self: &Arc<Self>, job: Job, work: Work) -> Creation {
-        // Another task may have finished or released it since it was read.
-        let job = match self.store.get(&job.id).await {
+        let job = match self.take_creation(&job.id).await {
             Ok(Some(job)) => job,
             Ok(None) => return Creation::Released(None),
             Err(e) => return Creation::Unsettled(e),
@@ -444,6 +487,40 @@ impl JobManager {
                 self.release(&job).await;
                 Creation::Released(Some(error))
             }
+        }
+    }
+
+    /// The job to create or settle, once this process holds its lease: while another
+    /// process holds it (a StartTraining with the same request id is creating it there),
+    /// waits until that process links the job upstream or releases it, or dies and its
+    /// lease lapses. So one request id makes one upstream job, whichever replicas its
+    /// retries reach. `None` when the job was released.
+    async fn take_creation(&self, job_id: &str) -> Result<Option<Job>, Error> {
+        let mut wait = Duration::from_millis(50);
+        loop {
+            // Another task may have finished or released it since it was read.
+            let Some(job) = self.store.get(job_id).await? else {
+                return Ok(None);
+            };
+            if job.upstream_id.is_some() || job.state.is_terminal() {
+                return Ok(Some(job));
+            }
+            if self
+                .store
+                .claim_lease(job_id, &self.poller.holder, self.config.lease_ttl)
+                .await?
+            {
+                return Ok(Some(job));
+            }
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.shutdown.cancelled() => {
+                    return Err(Error::Unavailable(
+                        "the server is shutting down; call StartTraining again with the same request_id".to_owned(),
+                    ));
+                }
+            }
+            wait = (wait * 2).min(Duration::from_secs(1));
         }
     }
 
@@ -930,14 +1007,19 @@ impl JobManager {
         self.poller.poll_once(job_id).await
     }
 
-    /// Stops every poller (on shutdown); jobs go on upstream.
-    pub fn stop(&self) {
+    /// Stops every poller and gives up this process's polling leases (on shutdown), so
+    /// other processes on the store take the jobs over at once; jobs go on upstream.
+    pub async fn stop(&self) {
         self.shutdown.cancel();
-        let pollers = std::mem::take(&mut *self.poller.tasks.lock().expect("poller map"));
-        for (_, handle) in pollers {
-            handle.abort();
-        }
+        self.poller.stop().await;
     }
+}
+
+/// This process's name in the lease table: the pid for people reading it, a random part
+/// so that a restarted process with a recycled pid is not taken for its predecessor.
+fn holder_name() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("pid{}-{}", std::process::id(), &id[..12])
 }
 
 /// Every job `provider` holds, by the request id this service put in its metadata (jobs

@@ -1,5 +1,11 @@
 //! One poller per active job: asks OpenAI for the job and its new events every
 //! interval, records them in order, and wakes the job's watchers.
+//!
+//! Several processes may share the store, so a process polls a job only while it holds
+//! the job's lease there ([`Store::claim_lease`]): each poll renews it first, and a process
+//! that finds another holding it stops its poller. A lease keeper claims the leases that
+//! lapse (their holder died) every `interval`, so a job goes unpolled for at most the TTL
+//! plus one interval.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -34,6 +40,10 @@ pub(super) struct Poller {
     pub(super) catalog: Arc<Catalog>,
     pub(super) hub: Arc<Hub>,
     pub(super) interval: Duration,
+    /// This process's name in the lease table: unique per process.
+    pub(super) holder: String,
+    /// How long a lease outlives its last renewal.
+    pub(super) lease_ttl: Duration,
     pub(super) shutdown: CancellationToken,
     /// Called once when a job is recorded as succeeded.
     pub(super) on_success: OnceLock<SuccessHook>,
@@ -41,17 +51,33 @@ pub(super) struct Poller {
 }
 
 impl Poller {
-    /// Starts the job's poller unless one is running.
-    pub(super) fn spawn(self: &Arc<Self>, job_id: &str) {
+    /// Starts the job's poller unless one is running; whether it started one. The poller
+    /// polls only while this process holds the job's lease.
+    pub(super) fn spawn(self: &Arc<Self>, job_id: &str) -> bool {
         let mut pollers = self.tasks.lock().expect("poller map");
         if pollers.get(job_id).is_some_and(|h| !h.is_finished()) {
-            return;
+            return false;
         }
         let this = self.clone();
         let id = job_id.to_owned();
         let span = tracing::info_span!("poller", job_id = %id);
         let poll = async move {
             loop {
+                match this.store.claim_lease(&id, &this.holder, this.lease_ttl).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        info!(job_id = %id, "another process holds the job's lease and polls it; poller stops");
+                        break;
+                    }
+                    Err(e) => {
+                        // Without a renewed lease another process may be polling: wait.
+                        warn!(job_id = %id, error = %e, "cannot renew the job's lease; not polling until it can");
+                        tokio::select! {
+                            () = tokio::time::sleep(this.interval) => continue,
+                            () = this.shutdown.cancelled() => break,
+                        }
+                    }
+                }
                 match this.poll_once(&id).await {
                     Ok(true) => {
                         info!(job_id = %id, "job finished; poller stops");
@@ -70,6 +96,29 @@ impl Poller {
         };
         let handle = tokio::spawn(poll.instrument(span));
         pollers.insert(job_id.to_owned(), handle);
+        true
+    }
+
+    /// Claims the leases nobody holds any more (and renews this process's), then starts
+    /// a poller for each job this process holds without one. Returns how many it started.
+    pub(super) async fn claim_lapsed(self: &Arc<Self>) -> Result<usize, Error> {
+        let held = self
+            .store
+            .claim_leases(&self.holder, self.lease_ttl)
+            .await?;
+        Ok(held.iter().filter(|id| self.spawn(id)).count())
+    }
+
+    /// Stops every poller and gives up this process's leases, so another process takes
+    /// the jobs over at its next claim rather than after the TTL.
+    pub(super) async fn stop(&self) {
+        let pollers = std::mem::take(&mut *self.tasks.lock().expect("poller map"));
+        for (_, handle) in pollers {
+            handle.abort();
+        }
+        if let Err(e) = self.store.release_leases(&self.holder).await {
+            warn!(error = %e, "cannot give up the polling leases; other processes take them over when they lapse");
+        }
     }
 
     /// One poll: records new upstream events and checkpoints, in the order they happened,

@@ -199,10 +199,11 @@ pub trait Store: Send + Sync + 'static {
     /// (job, holder, expiry on the database's clock); it lapses `ttl` after it was last
     /// renewed.
     ///
-    /// In one statement: renews every lease `holder` holds on a job that is not finished,
-    /// takes the lease of every unfinished job linked upstream that has none or whose lease
-    /// lapsed, drops the leases of finished jobs, and returns the ids of the jobs whose
-    /// lease `holder` holds afterwards.
+    /// Atomically (one statement where the engine allows): drops the leases of finished
+    /// jobs, renews every lease `holder` holds (a job being created included: its
+    /// creator holds it), takes the lease of every unfinished job linked upstream that
+    /// has none or whose lease lapsed, and returns the ids of the jobs whose lease
+    /// `holder` holds afterwards.
     async fn claim_leases(&self, holder: &str, ttl: Duration) -> Result<Vec<String>, Error>;
 
     /// Takes or renews the lease of one job when it is free, lapsed or already `holder`'s;
