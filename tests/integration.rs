@@ -22,6 +22,7 @@ mod faults;
 mod grpc_api;
 mod history;
 mod hostile;
+mod leases;
 mod lifecycle;
 mod limits;
 mod metrics;
