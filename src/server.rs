@@ -60,6 +60,10 @@ impl Emulator {
     }
 }
 
+/// How often watched jobs are read from a shared store, besides its notifications: the
+/// longest a lost notification delays an event.
+const WATCH_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The fully qualified name health checks use for the service.
 pub use crate::pb::fine_tune_service_server::SERVICE_NAME;
 
@@ -326,6 +330,8 @@ async fn open_state(
         Some(jobs) => jobs.reader().clone(),
         None => JobReader::new(store.clone(), jobs_config.heartbeat, draining),
     };
+    // With replicas on one database, their writes reach this one's watchers too.
+    let _follower = history.follow_store(WATCH_CATCH_UP);
     let providers = Providers {
         openai: openai.map(|o| o as Arc<dyn Chat>),
         anthropic: anthropic.map(|a| a as Arc<dyn Chat>),

@@ -397,6 +397,7 @@ impl FineTuneService for Service {
             .state
             .serving
             .tiers()
+            .await
             .into_iter()
             .map(serving::tier)
             .collect();
@@ -438,6 +439,7 @@ impl FineTuneService for Service {
             .state
             .serving
             .tiers()
+            .await
             .into_iter()
             .find(|t| t.spec.name == req.tier)
             .map(serving::tier);

@@ -605,6 +605,11 @@ impl Store for SqliteStore {
             .collect())
     }
 
+    fn is_shared(&self) -> bool {
+        // One process per file.
+        false
+    }
+
     async fn ping(&self) -> Result<(), Error> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)

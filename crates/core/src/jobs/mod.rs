@@ -2,6 +2,7 @@
 //! starting jobs safely, one poller per active job, adopting jobs made outside the
 //! service, and the watch hub that fans events out to any number of watchers.
 
+mod changes;
 mod manager;
 mod poller;
 mod reader;

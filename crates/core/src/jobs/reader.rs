@@ -51,6 +51,18 @@ impl JobReader {
         JobReader { store, watchers }
     }
 
+    /// Wakes this reader's watchers on writes other processes make to a shared store
+    /// (its change feed, and a read of the watched jobs' positions every `catch_up`),
+    /// until shutdown. With a store of this process's alone there is nothing to follow.
+    pub fn follow_store(&self, catch_up: Duration) -> tokio::task::JoinHandle<()> {
+        super::changes::follow(
+            self.store.clone(),
+            self.watchers.hub.clone(),
+            catch_up,
+            self.watchers.shutdown.clone(),
+        )
+    }
+
     /// The hub the writers notify, so this reader's watchers learn of their writes.
     pub(super) fn hub(&self) -> &Arc<Hub> {
         &self.watchers.hub

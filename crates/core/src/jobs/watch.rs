@@ -31,10 +31,24 @@ impl Hub {
             .subscribe()
     }
 
+    /// The jobs somebody watches now.
+    pub(super) fn watched(&self) -> Vec<String> {
+        let jobs = self.jobs.lock().expect("hub map");
+        jobs.iter()
+            .filter(|(_, tx)| tx.receiver_count() > 0)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     pub(super) fn notify(&self, job_id: &str, sequence: u64) {
         let jobs = self.jobs.lock().expect("hub map");
         if let Some(tx) = jobs.get(job_id) {
-            tx.send_replace(sequence);
+            // Only news wakes the watchers: the change feed repeats positions it read.
+            tx.send_if_modified(|known| {
+                let news = sequence > *known;
+                *known = (*known).max(sequence);
+                news
+            });
         }
     }
 }

@@ -32,6 +32,9 @@ const RECORD_QUEUE: usize = 65_536;
 /// The `tier` label of the metrics for requests that name a model instead of a tier
 /// (one label for them all, so callers cannot create series by naming models).
 const DIRECT_MODEL_TIER: &str = "(model)";
+/// How long a request waits for the promotions of a shared store before it is served
+/// with the ones read last (see `refresh_promotions`).
+const PROMOTIONS_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A conversation turn as callers send it.
 #[derive(Debug, Clone, PartialEq)]
@@ -251,7 +254,8 @@ impl Serving {
     }
 
     /// The tiers as they stand now, in configuration order.
-    pub fn tiers(&self) -> Vec<TierView> {
+    pub async fn tiers(&self) -> Vec<TierView> {
+        self.refresh_promotions().await;
         let promoted = self.promoted.read().expect("promotions");
         self.tiers
             .tiers
@@ -305,6 +309,8 @@ impl Serving {
         if model.is_empty() {
             return Err(Error::invalid("model", "required"));
         }
+        // The previous model is the one any replica promoted last.
+        self.refresh_promotions().await;
         self.store.set_tier_model(tier, model, job_id).await?;
         let previous = self
             .promoted
@@ -324,6 +330,33 @@ impl Serving {
             "promoted model"
         );
         Ok(previous)
+    }
+
+    /// With a store other processes write too, reads the promotions before a request, so
+    /// a promotion made through any replica is served from the next request on. The read
+    /// gets [`PROMOTIONS_READ_TIMEOUT`]: on the live request path, a slow or unreachable
+    /// database leaves the promotions this process last read in force rather than
+    /// holding the request up.
+    async fn refresh_promotions(&self) {
+        if !self.store.is_shared() {
+            return;
+        }
+        match tokio::time::timeout(PROMOTIONS_READ_TIMEOUT, self.store.tier_models()).await {
+            Ok(Ok(rows)) => {
+                let fresh = rows
+                    .into_iter()
+                    .map(|(tier, model, job)| (tier, (model, job)))
+                    .collect();
+                *self.promoted.write().expect("promotions") = fresh;
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e, "cannot read the promotions; serving the ones read last")
+            }
+            Err(_) => warn!(
+                timeout_ms = PROMOTIONS_READ_TIMEOUT.as_millis() as u64,
+                "reading the promotions timed out; serving the ones read last"
+            ),
+        }
     }
 
     /// The tier that auto-promotion targets, if configured.
@@ -479,6 +512,7 @@ impl Serving {
     pub async fn complete(&self, req: CompleteRequest) -> Result<Completion, Error> {
         validate(&req)?;
         let started = Instant::now();
+        self.refresh_promotions().await;
         let route = self.route(&req)?;
         let result = match self.call(&route.tier, &req).await {
             Err(e) => match self.fallback_for(&route.tier, &e) {
@@ -521,6 +555,7 @@ impl Serving {
     ) -> Result<mpsc::Receiver<Result<StreamItem, Error>>, Error> {
         validate(&req)?;
         let started = Instant::now();
+        self.refresh_promotions().await;
         let route = self.route(&req)?;
         let opened = match self.open_stream(&route.tier, &req).await {
             Err(e) => match self.fallback_for(&route.tier, &e) {

@@ -180,6 +180,10 @@ pub trait Store: Send + Sync + 'static {
     /// Statistics per (tier, split), optionally for one tier or split only.
     async fn tier_stats(&self, tier: Option<&str>) -> Result<Vec<TierStats>, Error>;
 
+    /// Whether other processes may write to this store too (a database replicas share),
+    /// so that what this process holds in memory (promotions, say) can be stale.
+    fn is_shared(&self) -> bool;
+
     /// Answers when the database does (readiness): one round trip.
     async fn ping(&self) -> Result<(), Error>;
 
