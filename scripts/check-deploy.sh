@@ -56,11 +56,11 @@ k8s_validate deploy/kubernetes/*.yaml || fail "deploy/kubernetes: a manifest doe
 # The validators must refuse a misspelt field.
 canary=$(mktemp -d)
 trap 'rm -rf "$canary"' EXIT
-misspell() { # FILE FROM TO: a copy of FILE with FROM replaced, in $canary
-  local out="$canary/$(basename "$1")"
+misspell() { # FILE FROM TO: writes $canary/<name of FILE>, FILE with FROM replaced by TO
+  local out
+  out="$canary/$(basename "$1")"
   sed "0,/$2/s//$3/" "$1" >"$out"
   grep -q "$3" "$out" || { echo "check-deploy: canary: '$2' not found in $1"; exit 1; }
-  echo "$out"
 }
 refused() { # WHAT COMMAND...: the command must fail
   local what=$1
@@ -69,9 +69,12 @@ refused() { # WHAT COMMAND...: the command must fail
     echo "check-deploy: $what accepted a misspelt field: the check is not working"; exit 1
   fi
 }
-refused "kubernetes-validate" k8s_validate "$(misspell deploy/kubernetes/deployment.yaml 'replicas: 3' 'replica: 3')"
-refused "kubernetes-validate (kind)" k8s_validate "$(misspell deploy/kubernetes/service.yaml 'kind: Service' 'kind: Servic')"
-refused "deploy-check envoy" "$bin" envoy "$(misspell deploy/envoy/envoy.yaml 'lb_policy:' 'lb_polcy:')"
-cp deploy/envoy/envoy.yaml "$canary/"
-refused "deploy-check compose" "$bin" compose "$(misspell deploy/envoy/compose.yaml 'stop_grace_period:' 'stop_grace_perod:')"
+misspell deploy/kubernetes/deployment.yaml 'replicas: 3' 'replica: 3'
+refused "kubernetes-validate" k8s_validate "$canary/deployment.yaml"
+misspell deploy/kubernetes/service.yaml 'kind: Service' 'kind: Servic'
+refused "kubernetes-validate (kind)" k8s_validate "$canary/service.yaml"
+misspell deploy/envoy/envoy.yaml 'lb_policy:' 'lb_polcy:'
+refused "deploy-check envoy" "$bin" envoy "$canary/envoy.yaml"
+misspell deploy/envoy/compose.yaml 'stop_grace_period:' 'stop_grace_perod:'
+refused "deploy-check compose" "$bin" compose "$canary/compose.yaml"
 echo "deploy/: every manifest valid; the validators refuse misspelt fields"
