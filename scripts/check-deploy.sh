@@ -33,7 +33,7 @@ command -v go >/dev/null || { echo "check-deploy: go is not installed (needed to
 # kubernetes-validate only warns about a kind it has no schema for (a typo in `kind:`);
 # here every warning fails.
 k8s_validate() {
-  local out status=0
+  local out version status=0
   for version in $K8S_VERSIONS; do
     out=$("$venv/bin/kubernetes-validate" --strict --quiet -k "$version" "$@" 2>&1) || status=1
     if [ -n "$out" ]; then
