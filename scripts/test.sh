@@ -43,6 +43,9 @@ fi
 rm -rf "$canary"
 echo "buf breaking refuses a renamed field, as it should"
 
+step "deploy/: Kubernetes, Envoy and compose files against their schemas (offline)"
+scripts/check-deploy.sh
+
 step "the core crate depends on no gRPC, HTTP or database crate"
 # The direction core <- adapters <- server is held by the compiler only while the core
 # cannot name them: finetune-core's dependency tree must not hold any of them.
