@@ -64,6 +64,9 @@ impl Emulator {
 /// longest a lost notification delays an event.
 const WATCH_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How often the database is asked whether it answers, for readiness.
+const READINESS_PROBE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The fully qualified name health checks use for the service.
 pub use crate::pb::fine_tune_service_server::SERVICE_NAME;
 
@@ -159,6 +162,7 @@ pub async fn serve(
     let server = tokio::spawn(server);
 
     set_health(&health, ServingStatus::Serving).await;
+    let _readiness = follow_database(state.store.clone(), health.clone(), draining.clone());
     if config.announce {
         announce(&config, addr, auth, &upstream);
     }
@@ -189,6 +193,49 @@ pub async fn serve(
         emulator.shutdown().await;
     }
     served
+}
+
+/// Keeps health in step with the database until shutdown: NOT_SERVING while the store
+/// does not answer (a replica that can neither read nor write jobs should get no new
+/// calls; the load balancer sends them to one that can), SERVING again once it does.
+fn follow_database(
+    store: Arc<dyn Store>,
+    health: HealthReporter,
+    draining: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut serving = true;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(READINESS_PROBE) => {}
+                () = draining.cancelled() => return,
+            }
+            let answer = match tokio::time::timeout(READINESS_PROBE * 2, store.ping()).await {
+                Ok(answer) => answer,
+                Err(_) => Err(Error::Io(format!(
+                    "no answer within {:?}",
+                    READINESS_PROBE * 2
+                ))),
+            };
+            match (answer, serving) {
+                (Ok(()), false) => {
+                    info!("the database answers again: SERVING");
+                    serving = true;
+                    set_health(&health, ServingStatus::Serving).await;
+                    // Shutdown may have begun meanwhile: it has the last word.
+                    if draining.is_cancelled() {
+                        set_health(&health, ServingStatus::NotServing).await;
+                    }
+                }
+                (Err(e), true) => {
+                    warn!(error = %e, "the database does not answer: NOT_SERVING until it does");
+                    serving = false;
+                    set_health(&health, ServingStatus::NotServing).await;
+                }
+                _ => {}
+            }
+        }
+    })
 }
 
 /// The one line users and test harnesses read to learn where the server is.
@@ -341,7 +388,7 @@ async fn open_state(
         knowledge,
         providers,
         catalog.clone(),
-        store,
+        store.clone(),
         Reporter::new(metrics.clone()),
     )
     .await?;
@@ -356,6 +403,7 @@ async fn open_state(
         jobs,
         serving,
         metrics,
+        store,
     };
     Ok((state, upstream, emulator))
 }

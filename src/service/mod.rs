@@ -38,6 +38,8 @@ pub struct AppState {
     pub serving: Arc<finetune_core::serving::Serving>,
     /// This server's metrics registry.
     pub metrics: crate::metrics::Metrics,
+    /// The job store, for what no handler reads directly (readiness).
+    pub store: Arc<dyn finetune_core::store::Store>,
 }
 
 impl AppState {
@@ -97,7 +99,7 @@ impl Service {
                     .datasets
                     .put(&bytes, self.state.max_dataset_bytes)
                     .await?;
-                let path = self.state.datasets.path(&stored.id)?;
+                let path = self.state.datasets.path(&stored.id).await?;
                 Ok(DatasetFile {
                     path,
                     name: if name.is_empty() {
@@ -109,7 +111,7 @@ impl Service {
                 })
             }
             Some(pb::dataset_source::Source::DatasetId(id)) => {
-                let path = self.state.datasets.path(&id).map_err(|e| match e {
+                let path = self.state.datasets.path(&id).await.map_err(|e| match e {
                     Error::InvalidArgument { reason, .. } => {
                         Error::invalid(format!("{field}.dataset_id"), reason)
                     }
@@ -126,7 +128,11 @@ impl Service {
     }
 
     /// Opens a dataset source for reading on a blocking thread.
-    fn input(&self, source: pb::DatasetSource, field: &str) -> Result<Input<'static>, Error> {
+    async fn input(
+        &self,
+        source: pb::DatasetSource,
+        field: &str,
+    ) -> Result<Input<'static>, Error> {
         let label = |default: String| {
             if source.file_name.is_empty() {
                 default
@@ -140,7 +146,7 @@ impl Service {
                 reader: Box::new(std::io::Cursor::new(bytes)),
             }),
             Some(pb::dataset_source::Source::DatasetId(id)) => {
-                let path = self.state.datasets.path(&id).map_err(|e| match e {
+                let path = self.state.datasets.path(&id).await.map_err(|e| match e {
                     Error::InvalidArgument { reason, .. } => {
                         Error::invalid(format!("{field}.dataset_id"), reason)
                     }
@@ -170,13 +176,12 @@ impl FineTuneService for Service {
         let options = convert::options(&req).map_err(status)?;
         let training = self
             .input(req.training.take().unwrap_or_default(), "training")
+            .await
             .map_err(status)?;
-        let validation = req
-            .validation
-            .take()
-            .map(|v| self.input(v, "validation"))
-            .transpose()
-            .map_err(status)?;
+        let validation = match req.validation.take() {
+            Some(v) => Some(self.input(v, "validation").await.map_err(status)?),
+            None => None,
+        };
         let state = self.state.clone();
         let report = tokio::task::spawn_blocking(move || {
             dataset::validate(training, validation, &options, &state.catalog)

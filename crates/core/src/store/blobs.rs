@@ -3,18 +3,44 @@
 //! Uploads stream to a temporary file in the same directory while hashing, and are
 //! renamed into place only when complete and verified, so a crash or a cancelled
 //! upload never leaves a partial dataset under a real id.
+//!
+//! With replicas, a dataset uploaded through one is trained or validated through
+//! another: the bytes are then also saved in the shared database ([`SharedDatasets`]),
+//! and the directory is each replica's cache of them, filled on first use.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::error::{Error, Missing};
 
+/// Dataset bytes kept where every replica reads them (the shared database), beside each
+/// replica's directory of files.
+#[async_trait::async_trait]
+pub trait SharedDatasets: Send + Sync + 'static {
+    /// Saves the file at `path` as dataset `sha256`; nothing when it is saved already.
+    /// A dataset is readable only once all of it is saved.
+    async fn save_dataset(&self, sha256: &str, path: &Path) -> Result<(), Error>;
+    /// Writes dataset `sha256` to `dest` (a new file); false when it was never saved.
+    async fn load_dataset(&self, sha256: &str, dest: &Path) -> Result<bool, Error>;
+}
+
 /// The dataset files, named by the SHA-256 of their content; cheap to clone.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DatasetStore {
     dir: PathBuf,
+    shared: Option<Arc<dyn SharedDatasets>>,
+}
+
+impl std::fmt::Debug for DatasetStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatasetStore")
+            .field("dir", &self.dir)
+            .field("shared", &self.shared.is_some())
+            .finish()
+    }
 }
 
 /// The result of storing an upload.
@@ -43,7 +69,13 @@ impl DatasetStore {
         let dir = data_dir.join("datasets");
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::Io(format!("cannot create {}: {e}", dir.display())))?;
-        Ok(DatasetStore { dir })
+        Ok(DatasetStore { dir, shared: None })
+    }
+
+    /// This store with its bytes also saved to, and read from, `shared`.
+    pub fn with_shared(mut self, shared: Arc<dyn SharedDatasets>) -> DatasetStore {
+        self.shared = Some(shared);
+        self
     }
 
     /// The directory holding the datasets.
@@ -59,7 +91,8 @@ impl DatasetStore {
     }
 
     /// The file of a stored dataset. Ids are validated so they cannot name other paths.
-    pub fn path(&self, id: &str) -> Result<PathBuf, Error> {
+    /// A dataset another replica stored is fetched from the shared database first.
+    pub async fn path(&self, id: &str) -> Result<PathBuf, Error> {
         if id.len() != 64
             || !id
                 .bytes()
@@ -71,13 +104,33 @@ impl DatasetStore {
             ));
         }
         let path = self.dir.join(format!("{id}.jsonl"));
-        if !path.is_file() {
-            return Err(Error::NotFound {
-                what: format!("dataset {id}"),
-                missing: Missing::Dataset(id.to_owned()),
-            });
+        if path.is_file() || self.fetch(id, &path).await? {
+            return Ok(path);
         }
-        Ok(path)
+        Err(Error::NotFound {
+            what: format!("dataset {id}"),
+            missing: Missing::Dataset(id.to_owned()),
+        })
+    }
+
+    /// Copies dataset `id` from the shared database to `path`, through a temporary file
+    /// renamed into place, so a reader never sees part of it; false when it is not there.
+    async fn fetch(&self, id: &str, path: &Path) -> Result<bool, Error> {
+        let Some(shared) = &self.shared else {
+            return Ok(false);
+        };
+        let tmp = tempfile::Builder::new()
+            .prefix(".fetch-")
+            .suffix(".part")
+            .tempfile_in(&self.dir)
+            .map_err(|e| Error::Io(format!("cannot create a file in {}: {e}", self.dir.display())))?
+            .into_temp_path();
+        if !shared.load_dataset(id, &tmp).await? {
+            return Ok(false);
+        }
+        tmp.persist(path)
+            .map_err(|e| Error::Io(format!("storing dataset {id} failed: {e}")))?;
+        Ok(true)
     }
 
     /// Starts an upload of at most `max_bytes`.
@@ -100,6 +153,7 @@ impl DatasetStore {
             size: 0,
             max_bytes,
             dir: self.dir.clone(),
+            shared: self.shared.clone(),
         })
     }
 }
@@ -112,6 +166,7 @@ pub struct Upload {
     size: u64,
     max_bytes: u64,
     dir: PathBuf,
+    shared: Option<Arc<dyn SharedDatasets>>,
 }
 
 impl Upload {
@@ -162,6 +217,11 @@ impl Upload {
             self.path
                 .persist(&dest)
                 .map_err(|e| Error::Io(format!("storing the upload failed: {e}")))?;
+        }
+        // Saved for the other replicas before the id is handed out, so that any of them
+        // can train on it.
+        if let Some(shared) = &self.shared {
+            shared.save_dataset(&id, &dest).await?;
         }
         Ok(StoredDataset {
             id,

@@ -4,7 +4,7 @@
 
 mod blobs;
 
-pub use blobs::{DatasetStore, Expected, StoredDataset};
+pub use blobs::{DatasetStore, Expected, SharedDatasets, StoredDataset};
 
 use std::time::Duration;
 
