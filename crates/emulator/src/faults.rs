@@ -2,7 +2,7 @@
 //! shared by the front layer that applies it ([`crate::front`]) and the handlers that
 //! count abandoned streams.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -92,7 +92,15 @@ pub struct Stats {
     /// request, as the provider would see it).
     #[serde(default)]
     pub abandoned_streams: u64,
+    /// When each job was read (`GET /v1/fine_tuning/jobs/{id}`, what a poll starts with),
+    /// in unix milliseconds, the last [`JOB_READS_KEPT`] per job: how often, and how many
+    /// pollers at once, a job is polled.
+    #[serde(default)]
+    pub job_reads: BTreeMap<String, VecDeque<i64>>,
 }
+
+/// Reads kept per job in [`Stats::job_reads`].
+pub(crate) const JOB_READS_KEPT: usize = 4096;
 
 impl Stats {
     /// Requests counted for `route` (e.g. `"POST /v1/fine_tuning/jobs"`).
@@ -182,6 +190,16 @@ impl FaultControl {
         let mut k = self.lock();
         k.stats.total += 1;
         *k.stats.by_route.entry(route.to_owned()).or_default() += 1;
+    }
+
+    /// Notes a read of job `id`, at `at` (unix milliseconds).
+    pub(crate) fn note_job_read(&self, id: &str, at: i64) {
+        let mut k = self.lock();
+        let reads = k.stats.job_reads.entry(id.to_owned()).or_default();
+        if reads.len() == JOB_READS_KEPT {
+            reads.pop_front();
+        }
+        reads.push_back(at);
     }
 
     /// The fault for this request, consuming one use of the first matching rule.

@@ -32,6 +32,14 @@ pub(crate) async fn front(State(app): State<App>, mut req: Request, next: Next) 
     let started = Instant::now();
     let route = route_key(&req);
     app.faults.count(&route);
+    if route == "GET /v1/fine_tuning/jobs/{id}" {
+        if let Some(id) = req.uri().path().rsplit('/').next() {
+            let at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            app.faults.note_job_read(id, at);
+        }
+    }
     req.extensions_mut().insert(Counted);
     let is_anthropic = anthropic_wire::serves(&route);
     let request_id = if is_anthropic {
