@@ -26,10 +26,9 @@ const READ_BATCH: u32 = 256;
 
 /// Events a job's tail keeps. One read batch: a fill never evicts what it has just read, so
 /// a watcher that was current before a batch is served the whole batch from memory. It
-/// also holds the whole log of a typical job (the emulated one writes about 100 events),
-/// so watchers that start from the beginning of a young job are served from memory too.
-/// A state change carries a job snapshot (under 1 KiB), so a full tail stays well under
-/// 256 KiB per watched job.
+/// also holds the whole log of a young job, so watchers that start from its beginning are
+/// served from memory too. An event is a few hundred bytes (a state change carries a job
+/// snapshot, under 1 KiB), so a full tail is at most about 256 KiB per watched job.
 const TAIL_LEN: usize = READ_BATCH as usize;
 
 /// The watched jobs' tails. Writers (and, for other processes' writes, whoever learns of
