@@ -77,6 +77,13 @@ if grep -q '^warning' "$build_log"; then
 fi
 rm -f "$build_log"
 
+# The Store conformance suite (tests/store.rs) runs on PostgreSQL too: a throwaway server for
+# this run, stopped and removed when the script exits, however it exits.
+step "PostgreSQL for the tests (scripts/postgres.sh)"
+pg_env=$(scripts/postgres.sh start)  # an assignment, so that a failed start stops the run
+eval "$pg_env"
+trap 'scripts/postgres.sh stop "$FINETUNE_TEST_PG_DIR"' EXIT
+
 step "cargo test"
 cargo test --locked --workspace --all-targets
 

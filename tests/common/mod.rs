@@ -10,6 +10,7 @@
 pub mod anthropic;
 pub mod grpc;
 pub mod invariants;
+pub mod postgres;
 pub mod prices;
 pub mod spec;
 pub mod training;
