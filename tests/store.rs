@@ -1071,7 +1071,7 @@ async fn postgres_tells_each_replica_the_writes_of_the_others() {
 /// When the listening connection is lost, the listener says Lagged and listens again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_change_feed_reports_a_lost_connection_and_recovers() {
-    let (db, here, there, mut changes) = two_replicas_one_listening().await;
+    let (db, _here, there, mut changes) = two_replicas_one_listening().await;
     let Db::Postgres(database) = &db else {
         unreachable!()
     };
@@ -1119,5 +1119,33 @@ async fn postgres_migrate_applies_what_is_missing_once() {
         }
     );
     db.open().await.ping().await.unwrap();
+    db.finish().await;
+}
+
+/// A notice that is not one the store sends is skipped: the feed goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_change_feed_skips_malformed_notices() {
+    let (db, _here, there, mut changes) = two_replicas_one_listening().await;
+    let Db::Postgres(database) = &db else {
+        unreachable!()
+    };
+    let mut conn = sqlx::PgConnection::connect(&database.url).await.unwrap();
+    for malformed in [
+        "",
+        "elsewhere",
+        "elsewhere job x job-1",
+        "elsewhere gone job-1",
+    ] {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(finetune_store_postgres::CHANNEL)
+            .bind(malformed)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    conn.close().await.unwrap();
+    there.set_tier_model("fast", "ft:x", None).await.unwrap();
+    assert_eq!(next_change(&mut changes).await, Change::Tiers);
+    drop(changes);
     db.finish().await;
 }

@@ -887,8 +887,7 @@ async fn subscribe(
 }
 
 /// Turns the notices of other processes into [`Change`]s until the receiver is dropped.
-/// A lost connection is a [`Change::Lagged`] once listening again, as is a reader too slow
-/// for the buffer (told before the next change that finds room): the notices in between
+/// A lost connection is a [`Change::Lagged`] once listening again: the notices in between
 /// are gone, and the reader reads the store again.
 async fn forward_changes(
     mut listener: PgListener,
@@ -897,11 +896,13 @@ async fn forward_changes(
     origin: Arc<str>,
     changes: mpsc::Sender<Change>,
 ) {
-    use mpsc::error::TrySendError;
-    let mut lagged = false;
+    let mut relay = Relay {
+        changes,
+        lagged: false,
+    };
     loop {
         let received = tokio::select! {
-            () = changes.closed() => return,
+            () = relay.changes.closed() => return,
             received = listener.try_recv() => received,
         };
         let change = match received {
@@ -917,27 +918,50 @@ async fn forward_changes(
             Ok(None) => Change::Lagged,
             Err(e) => {
                 tracing::warn!(error = %e, "lost the job store's change feed; listening again");
-                let Some(again) = resubscribe(&options, &settings, &changes).await else {
+                let Some(again) = resubscribe(&options, &settings, &relay.changes).await else {
                     return;
                 };
                 listener = again;
                 Change::Lagged
             }
         };
-        if lagged {
-            match changes.try_send(Change::Lagged) {
-                Ok(()) => lagged = false,
-                Err(TrySendError::Full(_)) => continue,
-                Err(TrySendError::Closed(_)) => return,
+        if !relay.pass(change) {
+            return;
+        }
+    }
+}
+
+/// Passes changes on without ever waiting for the reader: waiting would leave the notices
+/// queued in PostgreSQL, whose one notification queue, once full, fails every writer's
+/// commit on every replica. A change that finds the buffer full is dropped, and the reader
+/// is told [`Change::Lagged`] before the next change that finds room.
+#[derive(Debug)]
+struct Relay {
+    changes: mpsc::Sender<Change>,
+    lagged: bool,
+}
+
+impl Relay {
+    /// Passes `change` on (or drops it, as above); false once the reader is gone.
+    fn pass(&mut self, change: Change) -> bool {
+        use mpsc::error::TrySendError;
+        if self.lagged {
+            match self.changes.try_send(Change::Lagged) {
+                Ok(()) => self.lagged = false,
+                Err(TrySendError::Full(_)) => return true,
+                Err(TrySendError::Closed(_)) => return false,
             }
             if change == Change::Lagged {
-                continue;
+                return true;
             }
         }
-        match changes.try_send(change) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => lagged = true,
-            Err(TrySendError::Closed(_)) => return,
+        match self.changes.try_send(change) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.lagged = true;
+                true
+            }
+            Err(TrySendError::Closed(_)) => false,
         }
     }
 }
@@ -960,5 +984,49 @@ async fn resubscribe(
             Err(e) => tracing::warn!(error = %e, "the job store's change feed is still down"),
         }
         pause = (pause * 2).min(Duration::from_secs(30));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(last_sequence: u64) -> Change {
+        Change::Job {
+            job_id: "job-1".to_owned(),
+            last_sequence,
+        }
+    }
+
+    #[test]
+    fn a_reader_that_falls_behind_is_told_it_lagged() {
+        let (changes, mut reader) = mpsc::channel(2);
+        let mut relay = Relay {
+            changes,
+            lagged: false,
+        };
+        // 3 and 4 find the buffer full and are dropped.
+        for sequence in 1..=4 {
+            assert!(relay.pass(job(sequence)));
+        }
+        assert_eq!(reader.try_recv().ok(), Some(job(1)));
+        assert_eq!(reader.try_recv().ok(), Some(job(2)));
+        assert!(reader.try_recv().is_err(), "nothing until the next change");
+        // The next change comes after the news of the loss.
+        assert!(relay.pass(job(5)));
+        assert_eq!(reader.try_recv().ok(), Some(Change::Lagged));
+        assert_eq!(reader.try_recv().ok(), Some(job(5)));
+        // A lag told while one is pending is told once.
+        for sequence in 6..=9 {
+            assert!(relay.pass(job(sequence)));
+        }
+        reader.try_recv().unwrap();
+        reader.try_recv().unwrap();
+        assert!(relay.pass(Change::Lagged));
+        assert_eq!(reader.try_recv().ok(), Some(Change::Lagged));
+        assert!(reader.try_recv().is_err());
+        // The reader gone, the relay stops.
+        drop(reader);
+        assert!(!relay.pass(job(10)));
     }
 }
