@@ -1149,3 +1149,33 @@ async fn postgres_change_feed_skips_malformed_notices() {
     drop(changes);
     db.finish().await;
 }
+
+/// Replicas starting together on an empty database: all start, the schema is migrated once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_replicas_starting_together_migrate_once() {
+    let db = Db::postgres().await;
+    let starts: Vec<_> = (0..4)
+        .map(|_| {
+            let Db::Postgres(database) = &db else {
+                unreachable!()
+            };
+            let url = database.url.clone();
+            tokio::spawn(async move { PgStore::connect(&url, PoolSettings::default()).await })
+        })
+        .collect();
+    for start in starts {
+        start.await.unwrap().unwrap().ping().await.unwrap();
+    }
+    let Db::Postgres(database) = &db else {
+        unreachable!()
+    };
+    let mut conn = sqlx::PgConnection::connect(&database.url).await.unwrap();
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    conn.close().await.unwrap();
+    assert_eq!(applied, (1..=PgStore::schema_version()).collect::<Vec<_>>());
+    db.finish().await;
+}

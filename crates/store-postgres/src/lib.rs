@@ -190,18 +190,24 @@ impl PgStore {
 }
 
 /// The version of the newest migration applied (0 when none: an empty database).
-async fn applied_version(pool: &PgPool) -> i64 {
-    // Fails on an empty database, which has no migrations table yet.
+async fn applied_version(pool: &PgPool) -> Result<i64, Error> {
+    // An empty database has no migrations table yet; any other failure is an error.
+    let migrated: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(pool)
+        .await
+        .map_err(db_err)?;
+    if !migrated {
+        return Ok(0);
+    }
     sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
         .fetch_one(pool)
         .await
-        .ok()
-        .flatten()
-        .unwrap_or(0)
+        .map(Option::unwrap_or_default)
+        .map_err(db_err)
 }
 
 async fn apply_migrations(pool: &PgPool) -> Result<Migrated, Error> {
-    let from = applied_version(pool).await;
+    let from = applied_version(pool).await?;
     let known = PgStore::schema_version();
     // Refused here with a clear message: this build would misread what it does not know
     // (sqlx would refuse too, naming only the missing migration).
