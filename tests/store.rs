@@ -1068,33 +1068,6 @@ async fn postgres_tells_each_replica_the_writes_of_the_others() {
     db.finish().await;
 }
 
-/// When the listening connection is lost, the listener says Lagged and listens again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_change_feed_reports_a_lost_connection_and_recovers() {
-    let (db, _here, there, mut changes) = two_replicas_one_listening().await;
-    let Db::Postgres(database) = &db else {
-        unreachable!()
-    };
-    let mut admin = sqlx::PgConnection::connect(&database.url).await.unwrap();
-    let killed: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-         WHERE datname = current_database() AND query LIKE 'LISTEN%'",
-    )
-    .fetch_all(&mut admin)
-    .await
-    .unwrap();
-    assert_eq!(killed, vec![true], "one listening connection");
-    admin.close().await.unwrap();
-    assert_eq!(next_change(&mut changes).await, Change::Lagged);
-    there
-        .set_tier_model("fast", "ft:after", None)
-        .await
-        .unwrap();
-    assert_eq!(next_change(&mut changes).await, Change::Tiers);
-    drop(changes);
-    db.finish().await;
-}
-
 /// `finetune migrate` on an empty database, then again (nothing left to do).
 #[tokio::test]
 async fn postgres_migrate_applies_what_is_missing_once() {
@@ -1178,4 +1151,61 @@ async fn postgres_replicas_starting_together_migrate_once() {
     conn.close().await.unwrap();
     assert_eq!(applied, (1..=PgStore::schema_version()).collect::<Vec<_>>());
     db.finish().await;
+}
+
+/// Cuts the listening connection of a replica, with the database refusing new connections
+/// meanwhile when `refusing`: once it is back, the feed says Lagged and goes on.
+async fn cut_the_change_feed(refusing: bool) {
+    let (db, _here, there, mut changes) = two_replicas_one_listening().await;
+    let Db::Postgres(database) = &db else {
+        unreachable!()
+    };
+    let name = database.url.rsplit('/').next().unwrap().to_owned();
+    let admin_url = std::env::var(crate::common::postgres::URL_VARIABLE).unwrap();
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+    let allow = |allowed: bool| {
+        sqlx::AssertSqlSafe(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS {allowed}"))
+    };
+    if refusing {
+        sqlx::raw_sql(allow(false))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = $1 AND query LIKE 'LISTEN%'",
+    )
+    .bind(&name)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(killed, vec![true], "one listening connection");
+    if refusing {
+        sqlx::raw_sql(allow(true))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+    admin.close().await.unwrap();
+    assert_eq!(next_change(&mut changes).await, Change::Lagged);
+    there
+        .set_tier_model("fast", "ft:after", None)
+        .await
+        .unwrap();
+    assert_eq!(next_change(&mut changes).await, Change::Tiers);
+    drop(changes);
+    db.finish().await;
+}
+
+/// When the listening connection is lost, the listener says Lagged and listens again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_change_feed_reports_a_lost_connection_and_recovers() {
+    cut_the_change_feed(false).await;
+}
+
+/// The same while the database refuses connections for a moment: the feed keeps trying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_change_feed_outlasts_a_database_refusing_connections() {
+    cut_the_change_feed(true).await;
 }
