@@ -149,7 +149,11 @@ pub struct ServeConfig {
     pub db_max_connections: u32,
 
     /// With --database-url: seconds a query waits for a free connection before failing.
-    #[arg(long, env = "FINETUNE_DB_ACQUIRE_TIMEOUT_SECONDS", default_value_t = 5.0)]
+    #[arg(
+        long,
+        env = "FINETUNE_DB_ACQUIRE_TIMEOUT_SECONDS",
+        default_value_t = 5.0
+    )]
     pub db_acquire_timeout_seconds: f64,
 
     /// Seconds a job's polling lease outlives its last renewal [default: 2 poll

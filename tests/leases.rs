@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use finetune_core::dataset::Catalog;
 use finetune_core::domain::job::{JobState, Method};
+use finetune_core::error::Error;
 use finetune_core::jobs::{DatasetFile, JobManager, JobsConfig, StartRequest};
 use finetune_core::ports::{
-    FineTuning, NewJob, Page, PreparedUpload, RemoteCheckpoint, RemoteEvent, RemoteFile,
-    RemoteJob, RetryPolicy, UpstreamError,
+    FineTuning, NewJob, Page, PreparedUpload, RemoteCheckpoint, RemoteEvent, RemoteFile, RemoteJob,
+    RetryPolicy, UpstreamError,
 };
-use finetune_core::error::Error;
 use finetune_core::store::{DatasetStore, Store};
 use finetune_emulator::Emulator;
 use finetune_providers::OpenAiConfig;
@@ -203,7 +203,11 @@ async fn each_job_is_polled_by_its_lease_holder_and_taken_over_when_the_holder_d
     a.kill.cancel();
     for job in &jobs {
         let stored = store.get(&job.id).await.unwrap().unwrap();
-        assert!(!stored.state.is_terminal(), "{} still runs when A dies", job.id);
+        assert!(
+            !stored.state.is_terminal(),
+            "{} still runs when A dies",
+            job.id
+        );
     }
     let a_polls: Vec<u64> = jobs
         .iter()

@@ -1209,3 +1209,67 @@ async fn postgres_change_feed_reports_a_lost_connection_and_recovers() {
 async fn postgres_change_feed_outlasts_a_database_refusing_connections() {
     cut_the_change_feed(true).await;
 }
+
+/// Dataset bytes saved through one replica are read through another, whole: uploaded to
+/// one replica's directory, fetched into another's on first use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_shares_dataset_bytes_between_replicas() {
+    use finetune_core::store::{DatasetStore, SharedDatasets};
+    let db = Db::postgres().await;
+    let Db::Postgres(database) = &db else {
+        unreachable!()
+    };
+    let connect = || PgStore::connect(&database.url, PoolSettings::default());
+    let (here, there) = (
+        Arc::new(connect().await.unwrap()),
+        Arc::new(connect().await.unwrap()),
+    );
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let uploads = DatasetStore::open(dirs.0.path())
+        .unwrap()
+        .with_shared(here.clone());
+    let elsewhere = DatasetStore::open(dirs.1.path())
+        .unwrap()
+        .with_shared(there.clone());
+    // Several chunks of 1 MiB, the last one partial.
+    let bytes: Vec<u8> = (0..(5 << 19) + 7)
+        .map(|i: u32| (i * 31 % 251) as u8)
+        .collect();
+    let stored = uploads.put(&bytes, u64::MAX).await.unwrap();
+    let fetched = elsewhere.path(&stored.id).await.unwrap();
+    assert!(fetched.starts_with(dirs.1.path()));
+    assert_eq!(std::fs::read(&fetched).unwrap(), bytes);
+    assert!(
+        elsewhere.path(&"0".repeat(64)).await.is_err(),
+        "never saved"
+    );
+
+    // Two replicas saving one dataset at once: both succeed, it is saved once, whole.
+    let files = tempfile::tempdir().unwrap();
+    for (name, size) in [("empty", 0), ("small", 10), ("exact", 1 << 20)] {
+        let source = files.path().join(name);
+        let content: Vec<u8> = (0..size).map(|i: u32| (i % 7) as u8).collect();
+        std::fs::write(&source, &content).unwrap();
+        let saves: Vec<_> = [here.clone(), there.clone()]
+            .into_iter()
+            .map(|store| {
+                let source = source.clone();
+                tokio::spawn(async move { store.save_dataset(name, &source).await })
+            })
+            .collect();
+        for save in saves {
+            save.await.unwrap().unwrap();
+        }
+        here.save_dataset(name, &source).await.unwrap();
+        let copy = files.path().join(format!("{name}.copy"));
+        assert!(there.load_dataset(name, &copy).await.unwrap());
+        assert_eq!(std::fs::read(&copy).unwrap(), content, "{name}");
+    }
+    assert!(
+        !there
+            .load_dataset("unknown", &files.path().join("x"))
+            .await
+            .unwrap()
+    );
+    db.finish().await;
+}

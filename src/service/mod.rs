@@ -128,11 +128,7 @@ impl Service {
     }
 
     /// Opens a dataset source for reading on a blocking thread.
-    async fn input(
-        &self,
-        source: pb::DatasetSource,
-        field: &str,
-    ) -> Result<Input<'static>, Error> {
+    async fn input(&self, source: pb::DatasetSource, field: &str) -> Result<Input<'static>, Error> {
         let label = |default: String| {
             if source.file_name.is_empty() {
                 default

@@ -7,7 +7,9 @@
 //! - a polling lease is a row whose expiry is reckoned on the database's clock;
 //! - every write other replicas must learn of sends a notice on the [`CHANNEL`] channel in
 //!   its own transaction (delivered only if it commits), which [`Store::listen`] turns into
-//!   [`Change`]s.
+//!   [`Change`]s;
+//! - uploaded dataset bytes are rows too ([`SharedDatasets`]: 1 MiB chunks, written in one
+//!   transaction), so a dataset uploaded through one replica trains through any other.
 //!
 //! [`PgStore::connect`] applies pending migrations (a first start works with nothing run
 //! beforehand); [`PgStore::migrate`] applies them alone, for `finetune migrate` ahead of a
@@ -18,6 +20,7 @@
 
 mod notice;
 
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,12 +28,15 @@ use std::time::Duration;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use finetune_core::domain::job::{Job, JobEvent, JobState, NewEvent, now_millis};
 use finetune_core::domain::served::{Served, TierStats};
 use finetune_core::error::{Error, Missing};
-use finetune_core::store::{Change, JobPage, Recorded, Reservation, Store, check_write};
+use finetune_core::store::{
+    Change, JobPage, Recorded, Reservation, SharedDatasets, Store, check_write,
+};
 
 pub use notice::CHANNEL;
 
@@ -60,6 +66,10 @@ const TAKE_LEASE: &str = concat!(
     "
      RETURNING job_id"
 );
+
+/// The size of a dataset chunk row: small enough to read and write without holding a whole
+/// dataset in memory, big enough that a dataset is few rows.
+const DATASET_CHUNK: usize = 1 << 20;
 
 /// How many changes [`Store::listen`] holds for a slow reader before it reports
 /// [`Change::Lagged`] instead.
@@ -776,6 +786,10 @@ impl Store for PgStore {
             .collect()
     }
 
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     async fn ping(&self) -> Result<(), Error> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)
@@ -872,6 +886,97 @@ impl Store for PgStore {
             .await
             .map(drop)
             .map_err(db_err)
+    }
+}
+
+/// Dataset bytes in the database, for every replica (`datasets`, `dataset_chunks`).
+#[async_trait::async_trait]
+impl SharedDatasets for PgStore {
+    async fn save_dataset(&self, sha256: &str, path: &Path) -> Result<(), Error> {
+        let saved: Option<i64> =
+            sqlx::query_scalar("SELECT chunks FROM datasets WHERE sha256 = $1")
+                .bind(sha256)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?;
+        if saved.is_some() {
+            return Ok(());
+        }
+        let io = |e: std::io::Error| Error::Io(format!("cannot read dataset {sha256}: {e}"));
+        let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+        let size = file.metadata().await.map_err(io)?.len();
+        let chunks = size.div_ceil(DATASET_CHUNK as u64);
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        // The header first: a replica saving the same dataset at the same time waits here
+        // for this transaction, then finds it saved (or, if this one failed, saves it).
+        let claimed = sqlx::query(
+            "INSERT INTO datasets (sha256, size_bytes, chunks, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (sha256) DO NOTHING",
+        )
+        .bind(sha256)
+        .bind(size as i64)
+        .bind(chunks as i64)
+        .bind(now_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if claimed.rows_affected() == 0 {
+            return tx.rollback().await.map_err(db_err);
+        }
+        let mut buffer = vec![0; DATASET_CHUNK];
+        for chunk in 0..chunks {
+            let expected = DATASET_CHUNK.min((size - chunk * DATASET_CHUNK as u64) as usize);
+            file.read_exact(&mut buffer[..expected]).await.map_err(io)?;
+            sqlx::query("INSERT INTO dataset_chunks (sha256, chunk, bytes) VALUES ($1, $2, $3)")
+                .bind(sha256)
+                .bind(chunk as i64)
+                .bind(&buffer[..expected])
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn load_dataset(&self, sha256: &str, dest: &Path) -> Result<bool, Error> {
+        let header = sqlx::query("SELECT size_bytes, chunks FROM datasets WHERE sha256 = $1")
+            .bind(sha256)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        let Some(header) = header else {
+            return Ok(false);
+        };
+        let size: i64 = header.try_get("size_bytes").map_err(db_err)?;
+        let chunks: i64 = header.try_get("chunks").map_err(db_err)?;
+        let io = |e: std::io::Error| {
+            Error::Io(format!(
+                "cannot write dataset {sha256} to {}: {e}",
+                dest.display()
+            ))
+        };
+        let mut file = tokio::fs::File::create(dest).await.map_err(io)?;
+        let mut written = 0;
+        // One chunk in memory at a time. Saved rows never change (the id is their hash).
+        for chunk in 0..chunks {
+            let bytes: Vec<u8> = sqlx::query_scalar(
+                "SELECT bytes FROM dataset_chunks WHERE sha256 = $1 AND chunk = $2",
+            )
+            .bind(sha256)
+            .bind(chunk)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)?;
+            file.write_all(&bytes).await.map_err(io)?;
+            written += bytes.len() as i64;
+        }
+        if written != size {
+            return Err(Error::Io(format!(
+                "job store: dataset {sha256} is {written} bytes in the database, not {size}"
+            )));
+        }
+        file.sync_all().await.map_err(io)?;
+        Ok(true)
     }
 }
 

@@ -681,12 +681,7 @@ impl Store for SqliteStore {
         Ok(held)
     }
 
-    async fn claim_lease(
-        &self,
-        job_id: &str,
-        holder: &str,
-        ttl: Duration,
-    ) -> Result<bool, Error> {
+    async fn claim_lease(&self, job_id: &str, holder: &str, ttl: Duration) -> Result<bool, Error> {
         let now = now_millis();
         let claimed = sqlx::query(
             "INSERT INTO job_leases (job_id, holder, expires_at)

@@ -86,6 +86,8 @@ async fn catch_up_watched(store: &dyn Store, hub: &Hub) {
             }
             debug!(jobs = watched.len(), "caught up the watched jobs");
         }
-        Err(e) => warn!(error = %e, "cannot read the watched jobs' positions; next round will retry"),
+        Err(e) => {
+            warn!(error = %e, "cannot read the watched jobs' positions; next round will retry")
+        }
     }
 }

@@ -265,7 +265,9 @@ impl JobManager {
                 match poller.claim_lapsed().await {
                     Ok(0) => {}
                     Ok(taken) => info!(taken, "took over the polling of jobs whose lease lapsed"),
-                    Err(e) => warn!(error = %e, "claiming polling leases failed; next round will retry"),
+                    Err(e) => {
+                        warn!(error = %e, "claiming polling leases failed; next round will retry")
+                    }
                 }
             }
         })

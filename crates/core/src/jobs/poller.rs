@@ -63,7 +63,11 @@ impl Poller {
         let span = tracing::info_span!("poller", job_id = %id);
         let poll = async move {
             loop {
-                match this.store.claim_lease(&id, &this.holder, this.lease_ttl).await {
+                match this
+                    .store
+                    .claim_lease(&id, &this.holder, this.lease_ttl)
+                    .await
+                {
                     Ok(true) => {}
                     Ok(false) => {
                         info!(job_id = %id, "another process holds the job's lease and polls it; poller stops");

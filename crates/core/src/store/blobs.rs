@@ -123,7 +123,12 @@ impl DatasetStore {
             .prefix(".fetch-")
             .suffix(".part")
             .tempfile_in(&self.dir)
-            .map_err(|e| Error::Io(format!("cannot create a file in {}: {e}", self.dir.display())))?
+            .map_err(|e| {
+                Error::Io(format!(
+                    "cannot create a file in {}: {e}",
+                    self.dir.display()
+                ))
+            })?
             .into_temp_path();
         if !shared.load_dataset(id, &tmp).await? {
             return Ok(false);

@@ -212,8 +212,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Takes or renews the lease of one job when it is free, lapsed or already `holder`'s;
     /// whether `holder` holds it afterwards.
-    async fn claim_lease(&self, job_id: &str, holder: &str, ttl: Duration)
-    -> Result<bool, Error>;
+    async fn claim_lease(&self, job_id: &str, holder: &str, ttl: Duration) -> Result<bool, Error>;
 
     /// Gives up every lease `holder` holds (at shutdown), so that another process takes
     /// them over at its next claim instead of after the TTL.
