@@ -867,6 +867,19 @@ async fn leases_give_each_job_one_holder(db: &Db) {
     held.push(creating.id.clone());
     held.sort();
     assert_eq!(store.claim_leases("a", hour).await.unwrap(), held);
+    // Its creator's claims renew it with the others, lapsed or not.
+    assert!(
+        store
+            .claim_lease(&creating.id, "a", Duration::ZERO)
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(store.claim_leases("a", hour).await.unwrap(), held);
+    assert!(
+        !store.claim_lease(&creating.id, "b", hour).await.unwrap(),
+        "renewed by the claim"
+    );
 
     // A finished job's lease is dropped.
     let finished = Job {
