@@ -454,6 +454,14 @@ impl ServeConfig {
         Duration::from_secs_f64(self.poll_interval_seconds.unwrap_or(default))
     }
 
+    /// The PostgreSQL pool's settings (with `--database-url`).
+    pub fn pool_settings(&self) -> finetune_store_postgres::PoolSettings {
+        finetune_store_postgres::PoolSettings {
+            max_connections: self.db_max_connections,
+            acquire_timeout: Duration::from_secs_f64(self.db_acquire_timeout_seconds),
+        }
+    }
+
     /// How long a polling lease outlives its last renewal: two poll intervals unless set.
     pub fn lease_ttl(&self) -> Duration {
         self.lease_ttl_seconds

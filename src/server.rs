@@ -42,6 +42,7 @@ use finetune_providers::anthropic::Anthropic;
 #[cfg(feature = "emulator")]
 use finetune_providers::anthropic::AnthropicConfig;
 use finetune_providers::openai::OpenAi;
+use finetune_store_postgres::PgStore;
 use finetune_store_sqlite::SqliteStore;
 
 /// Why `--emulator` is refused by a build without the `emulator` cargo feature.
@@ -338,8 +339,7 @@ async fn open_state(
         None => Tiers::builtin(),
     };
     let knowledge = Knowledge::load(&config.knowledge)?;
-    let datasets = DatasetStore::open(&config.data_dir)?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database_path()).await?);
+    let (store, datasets) = open_stores(config).await?;
     let metrics = Metrics::new();
     // Every upstream call counts its requests and retries into this server's registry.
     let retry = RetryPolicy {
@@ -406,6 +406,24 @@ async fn open_state(
         store,
     };
     Ok((state, upstream, emulator))
+}
+
+/// The job store and the datasets: PostgreSQL shared with the other replicas (dataset
+/// bytes saved there too, the data directory their local cache) with `--database-url`,
+/// else the SQLite file and the data directory of this one process.
+async fn open_stores(config: &ServeConfig) -> Result<(Arc<dyn Store>, DatasetStore), Error> {
+    let datasets = DatasetStore::open(&config.data_dir)?;
+    Ok(match &config.database_url {
+        Some(url) => {
+            let store = Arc::new(PgStore::connect(url, config.pool_settings()).await?);
+            info!(database = %crate::config::redact_url(url), "job store: PostgreSQL, shared by the replicas");
+            (store.clone(), datasets.with_shared(store))
+        }
+        None => (
+            Arc::new(SqliteStore::open(&config.database_path()).await?),
+            datasets,
+        ),
+    })
 }
 
 /// The providers the server talks to, and the upstream's description for the start line.
