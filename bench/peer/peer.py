@@ -300,7 +300,8 @@ class Bench:
         self.args = args
         self.workdir = workdir
         self.raw = args.out / "peer-raw"
-        self.raw.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.raw, ignore_errors=True)  # no stale runs beside this one's
+        self.raw.mkdir(parents=True)
         self.procs: dict[str, Proc] = {}
         self.request = json.loads((HERE / "request.json").read_text())
         self.body = json.dumps(self.request, separators=(",", ":")).encode()

@@ -47,7 +47,7 @@ Options:
 
 Installs on first use (all ignored by git): ghz $GHZ_VERSION and vegeta $VEGETA_VERSION with
 `go install` into bench/out/bin, litellm[proxy]==$LITELLM_VERSION into bench/.venv-peer, grpcurl
-into tools/bin (scripts/tools.sh). The default run takes about 6-8 minutes on 2 cores.
+into tools/bin (scripts/tools.sh). The default run takes 7-9 minutes on 2 cores.
 EOF
 }
 
