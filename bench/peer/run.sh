@@ -122,7 +122,7 @@ finetune="$PWD/target/release/finetune"
 [ -x "$finetune" ] || die "$finetune is missing: run without --no-build"
 # ghz 0.93's own .proto parser predates proto3 `optional`: it reads the descriptor set that
 # build.rs writes for reflection instead (the newest, if several builds are around).
-protoset=$(ls -t target/release/build/finetune-*/out/finetune_descriptor.bin 2>/dev/null | head -n 1)
+protoset=$(ls -t target/release/build/finetune-*/out/finetune_descriptor.bin 2>/dev/null | head -n 1 || true)
 [ -n "$protoset" ] || die "no finetune_descriptor.bin under target/release/build: run without --no-build"
 
 exec python3 bench/peer/peer.py \
