@@ -66,6 +66,9 @@ pub enum Command {
     Cost(cost::CostArgs),
     /// Run the emulator of OpenAI's and Anthropic's APIs on its own (SDKs, offline work).
     Emulator(EmulatorArgs),
+    /// Apply the job store's pending migrations (before a rolling upgrade of replicas:
+    /// run the new release's `finetune migrate`, then replace the replicas one by one).
+    Migrate(MigrateArgs),
     /// Make bearer tokens for the server's --auth-tokens-file.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -108,6 +111,17 @@ pub struct EmulatorArgs {
     pub data_dir: Option<std::path::PathBuf>,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// The PostgreSQL database the replicas share (postgres://...); its password is never
+    /// printed.
+    #[arg(long, env = "FINETUNE_DATABASE_URL", required_unless_present = "database")]
+    pub database_url: Option<String>,
+    /// A SQLite job store file instead (`finetune serve` migrates its own at start).
+    #[arg(long, env = "FINETUNE_DATABASE", conflicts_with = "database_url")]
+    pub database: Option<std::path::PathBuf>,
+}
+
 /// Runs the CLI; the exit code is 0 on success, 1 when a dataset has errors, 2 on usage errors.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
@@ -123,6 +137,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Ab(args) => serve_cmds::ab(&args),
         Command::Cost(args) => cost::run(&args),
         Command::Emulator(args) => emulator(args),
+        Command::Migrate(args) => migrate(&args),
         Command::Token(TokenCommand::New(args)) => new_token(&args),
     }
 }
@@ -155,6 +170,43 @@ fn new_token(args: &TokenArgs) -> ExitCode {
          add the line to the server's --auth-tokens-file. The token is not stored anywhere."
     );
     ExitCode::SUCCESS
+}
+
+fn migrate(args: &MigrateArgs) -> ExitCode {
+    let runtime = match client::runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("finetune: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match (&args.database_url, &args.database) {
+            (Some(url), _) => {
+                let migrated = finetune_store_postgres::PgStore::migrate(url).await?;
+                Ok(format!(
+                    "{}: schema version {} -> {}",
+                    crate::config::redact_url(url),
+                    migrated.from,
+                    migrated.to
+                ))
+            }
+            (None, Some(path)) => finetune_store_sqlite::SqliteStore::open(path)
+                .await
+                .map(|_| format!("{}: migrated", path.display())),
+            (None, None) => unreachable!("clap requires one"),
+        }
+    });
+    match outcome {
+        Ok(line) => {
+            outln!("finetune migrate: {line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("finetune migrate: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[cfg(feature = "emulator")]
