@@ -12,6 +12,7 @@ mod anthropic_contract;
 mod anthropic_emulator;
 mod auth;
 mod cli;
+mod cluster;
 mod config;
 mod cost;
 mod crash;

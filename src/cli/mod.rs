@@ -115,7 +115,11 @@ pub struct EmulatorArgs {
 pub struct MigrateArgs {
     /// The PostgreSQL database the replicas share (postgres://...); its password is never
     /// printed.
-    #[arg(long, env = "FINETUNE_DATABASE_URL", required_unless_present = "database")]
+    #[arg(
+        long,
+        env = "FINETUNE_DATABASE_URL",
+        required_unless_present = "database"
+    )]
     pub database_url: Option<String>,
     /// A SQLite job store file instead (`finetune serve` migrates its own at start).
     #[arg(long, env = "FINETUNE_DATABASE", conflicts_with = "database_url")]
