@@ -7,6 +7,7 @@
 
 use crate::common;
 use crate::common::postgres::TestDatabase;
+use crate::common::resume::{Seen, lazy_client, watch_across};
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -14,9 +15,7 @@ use std::time::Duration;
 
 use finetune::pb;
 use finetune::pb::fine_tune_service_client::FineTuneServiceClient;
-use finetune::pb::watch_job_response::Item;
-use tokio_stream::StreamExt;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 const POLL_SECONDS: f64 = 0.5;
 const LEASE_TTL_SECONDS: f64 = 1.5;
@@ -71,66 +70,13 @@ impl Replica {
     }
 
     fn client(&self) -> FineTuneServiceClient<Channel> {
-        client(&self.addr)
+        lazy_client(&self.addr)
     }
 }
 
 impl Drop for Replica {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-fn client(addr: &str) -> FineTuneServiceClient<Channel> {
-    FineTuneServiceClient::new(
-        Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect_lazy(),
-    )
-}
-
-/// What a watcher saw: (sequence, message) of each event in arrival order, its breaks.
-#[derive(Debug, Default)]
-struct Seen {
-    events: Vec<(u64, String)>,
-    breaks: usize,
-    final_state: Option<pb::JobState>,
-}
-
-/// A watcher as the SDKs implement one: on a broken stream it calls WatchJob again with
-/// the last sequence it received, on the next replica of `addrs`, until the job ends.
-async fn watch_across(addrs: Vec<String>, first: usize, job_id: String) -> Seen {
-    let mut seen = Seen::default();
-    let mut last = 0;
-    let mut at = first;
-    loop {
-        let stream = client(&addrs[at % addrs.len()])
-            .watch_job(pb::WatchJobRequest {
-                job_id: job_id.clone(),
-                after_sequence: last,
-            })
-            .await;
-        if let Ok(stream) = stream {
-            let mut stream = stream.into_inner();
-            while let Some(Ok(item)) = stream.next().await {
-                if let Some(Item::Event(e)) = item.item {
-                    last = e.sequence;
-                    if let Some(job) = &e.job {
-                        seen.final_state = Some(job.state());
-                    }
-                    seen.events.push((e.sequence, e.message));
-                }
-            }
-            if matches!(
-                seen.final_state,
-                Some(pb::JobState::Succeeded | pb::JobState::Failed | pb::JobState::Cancelled)
-            ) {
-                return seen;
-            }
-        }
-        seen.breaks += 1;
-        at += 1;
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

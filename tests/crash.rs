@@ -5,17 +5,14 @@
 //! the SQLite store must open and answer after each kill.
 
 use crate::common;
+use crate::common::resume::{Seen, lazy_client, watch_across};
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use finetune::pb;
-use finetune::pb::fine_tune_service_client::FineTuneServiceClient;
-use finetune::pb::watch_job_response::Item;
 use finetune_emulator::Fault;
-use tokio_stream::StreamExt;
-use tonic::transport::{Channel, Endpoint};
 
 fn spawn_server(addr: &str, data_dir: &std::path::Path, base_url: &str) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_finetune"))
@@ -39,83 +36,6 @@ fn kill(mut server: Child) {
     server.wait().unwrap();
 }
 
-fn client(addr: &str) -> FineTuneServiceClient<Channel> {
-    // Lazy: the channel reconnects by itself once the server is back.
-    FineTuneServiceClient::new(
-        Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect_lazy(),
-    )
-}
-
-/// What a watcher saw: (sequence, message) of each event, in arrival order, and how many
-/// times its stream broke.
-#[derive(Debug, Default)]
-struct Seen {
-    events: Vec<(u64, String)>,
-    breaks: usize,
-    final_state: Option<pb::JobState>,
-}
-
-/// A watcher as a client library implements one: on a broken stream it calls WatchJob
-/// again with the last sequence it received, until the job ends. Not the shared
-/// `TestServer::watch_to_end`: that one fails on a broken stream, and here the server is
-/// killed under the watcher on purpose.
-async fn watch_to_the_end(addr: String, job_id: String) -> Seen {
-    let mut seen = Seen::default();
-    let mut last = 0;
-    loop {
-        let stream = client(&addr)
-            .watch_job(pb::WatchJobRequest {
-                job_id: job_id.clone(),
-                after_sequence: last,
-            })
-            .await;
-        let mut stream = match stream {
-            Ok(s) => s.into_inner(),
-            Err(_) => {
-                seen.breaks += 1;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        loop {
-            match stream.next().await {
-                Some(Ok(item)) => {
-                    if let Some(Item::Event(e)) = item.item {
-                        last = e.sequence;
-                        if let Some(job) = &e.job {
-                            seen.final_state = Some(job.state());
-                        }
-                        seen.events.push((e.sequence, e.message));
-                    }
-                }
-                Some(Err(_)) => {
-                    seen.breaks += 1;
-                    break;
-                }
-                None => {
-                    let terminal = matches!(
-                        seen.final_state,
-                        Some(
-                            pb::JobState::Succeeded
-                                | pb::JobState::Failed
-                                | pb::JobState::Cancelled
-                        )
-                    );
-                    if terminal {
-                        return seen;
-                    }
-                    // Ended early (the server shut down): resume like a break.
-                    seen.breaks += 1;
-                    break;
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_sigkills_mid_training_lose_and_repeat_no_event() {
     // Jobs of ~6 s at this scale: both kills land while they run.
@@ -126,7 +46,7 @@ async fn two_sigkills_mid_training_lose_and_repeat_no_event() {
 
     let mut jobs = Vec::new();
     for i in 0..3 {
-        let job = client(&addr)
+        let job = lazy_client(&addr)
             .start_training(common::StartTraining::new(&format!("crash-{i}")).build())
             .await
             .unwrap()
@@ -140,7 +60,7 @@ async fn two_sigkills_mid_training_lose_and_repeat_no_event() {
         for _ in 0..2 {
             watchers.push((
                 job.clone(),
-                tokio::spawn(watch_to_the_end(addr.clone(), job.clone())),
+                tokio::spawn(watch_across(vec![addr.clone()], 0, job.clone())),
             ));
         }
     }
@@ -150,7 +70,7 @@ async fn two_sigkills_mid_training_lose_and_repeat_no_event() {
         tokio::time::sleep(Duration::from_millis(400)).await;
         server = spawn_server(&addr, data_dir.path(), &emulator.base_url());
         // The store opened after the kill and answers.
-        let listed = client(&addr)
+        let listed = lazy_client(&addr)
             .list_jobs(pb::ListJobsRequest::default())
             .await
             .unwrap()
@@ -169,7 +89,7 @@ async fn two_sigkills_mid_training_lose_and_repeat_no_event() {
     }
     for (job, seen) in &by_job {
         // The log as the restarted server has it, from the first event.
-        let full = watch_to_the_end(addr.clone(), job.clone()).await;
+        let full = watch_across(vec![addr.clone()], 0, job.clone()).await;
         assert_eq!(full.final_state, Some(pb::JobState::Succeeded), "{job}");
         let sequences: Vec<u64> = full.events.iter().map(|e| e.0).collect();
         assert_eq!(
@@ -209,7 +129,7 @@ async fn a_creation_cut_by_sigkill_is_adopted_after_the_restart() {
     let server = spawn_server(&addr, data_dir.path(), &emulator.base_url());
     let call_addr = addr.clone();
     let call = tokio::spawn(async move {
-        client(&call_addr)
+        lazy_client(&call_addr)
             .start_training(common::StartTraining::new("cut-creation").build())
             .await
     });
@@ -237,14 +157,14 @@ async fn a_creation_cut_by_sigkill_is_adopted_after_the_restart() {
 
     let server = spawn_server(&addr, data_dir.path(), &emulator.base_url());
     // The caller retries with the same request id, as it should after UNAVAILABLE.
-    let job = client(&addr)
+    let job = lazy_client(&addr)
         .start_training(common::StartTraining::new("cut-creation").build())
         .await
         .unwrap()
         .into_inner()
         .job
         .unwrap();
-    let seen = watch_to_the_end(addr.clone(), job.id.clone()).await;
+    let seen = watch_across(vec![addr.clone()], 0, job.id.clone()).await;
     assert_eq!(seen.final_state, Some(pb::JobState::Succeeded));
     // Exactly one job upstream for the request id, and it is the one the service follows
     // (whether the create the dead server sent completed or not).

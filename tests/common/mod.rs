@@ -12,6 +12,7 @@ pub mod grpc;
 pub mod invariants;
 pub mod postgres;
 pub mod prices;
+pub mod resume;
 pub mod spec;
 pub mod training;
 

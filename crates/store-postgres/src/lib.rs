@@ -395,14 +395,8 @@ impl Store for PgStore {
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<JobPage, Error> {
-        // The cursor is SQLite's (`created_at:id`), so a page token reads alike on both.
-        let (before_time, before_id) = match cursor {
-            Some(c) => c
-                .split_once(':')
-                .and_then(|(t, id)| Some((t.parse::<i64>().ok()?, id.to_owned())))
-                .ok_or_else(|| Error::invalid("page_token", "not a token this service issued"))?,
-            None => (i64::MAX, String::new()),
-        };
+        let (before_time, before_id) =
+            JobPage::position(cursor)?.unwrap_or((i64::MAX, String::new()));
         let rows = sqlx::query(
             "SELECT snapshot FROM jobs
              WHERE ($1 OR (created_at, id) < ($2, $3))
@@ -417,14 +411,8 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        let mut jobs = rows.iter().map(decode_job).collect::<Result<Vec<_>, _>>()?;
-        let next = if jobs.len() > limit as usize {
-            jobs.truncate(limit as usize);
-            jobs.last().map(|j| format!("{}:{}", j.created_at, j.id))
-        } else {
-            None
-        };
-        Ok(JobPage { jobs, next })
+        let jobs = rows.iter().map(decode_job).collect::<Result<Vec<_>, _>>()?;
+        Ok(JobPage::of(jobs, limit))
     }
 
     async fn unfinished(&self) -> Result<Vec<Job>, Error> {

@@ -237,18 +237,8 @@ impl Store for SqliteStore {
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<JobPage, Error> {
-        let (before_time, before_id) = match cursor {
-            Some(c) => {
-                let (t, id) = c
-                    .split_once(':')
-                    .and_then(|(t, id)| Some((t.parse::<i64>().ok()?, id.to_owned())))
-                    .ok_or_else(|| {
-                        Error::invalid("page_token", "not a token this service issued")
-                    })?;
-                (t, id)
-            }
-            None => (i64::MAX, String::new()),
-        };
+        let (before_time, before_id) =
+            JobPage::position(cursor)?.unwrap_or((i64::MAX, String::new()));
         let state_filter = state.map(|s| s.as_str());
         let rows = sqlx::query(
             "SELECT snapshot, created_at, id FROM jobs
@@ -266,14 +256,8 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        let mut jobs = rows.iter().map(decode_job).collect::<Result<Vec<_>, _>>()?;
-        let next = if jobs.len() > limit as usize {
-            jobs.truncate(limit as usize);
-            jobs.last().map(|j| format!("{}:{}", j.created_at, j.id))
-        } else {
-            None
-        };
-        Ok(JobPage { jobs, next })
+        let jobs = rows.iter().map(decode_job).collect::<Result<Vec<_>, _>>()?;
+        Ok(JobPage::of(jobs, limit))
     }
 
     async fn unfinished(&self) -> Result<Vec<Job>, Error> {

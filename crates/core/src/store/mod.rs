@@ -110,6 +110,34 @@ pub struct JobPage {
     pub next: Option<String>,
 }
 
+impl JobPage {
+    /// Where the page a cursor names starts: after the job created at `.0` with id `.1`
+    /// (jobs are ordered by creation time, then id, newest first); `None` for the first
+    /// page. Every adapter issues the same tokens (`created_at:id`), so a token reads alike
+    /// whichever database a replica uses.
+    pub fn position(cursor: Option<&str>) -> Result<Option<(i64, String)>, Error> {
+        cursor
+            .map(|c| {
+                c.split_once(':')
+                    .and_then(|(t, id)| Some((t.parse::<i64>().ok()?, id.to_owned())))
+                    .ok_or_else(|| Error::invalid("page_token", "not a token this service issued"))
+            })
+            .transpose()
+    }
+
+    /// The page of `limit` jobs from `jobs`, read with one more than `limit` so that a
+    /// next page is known to exist exactly when that extra job came back.
+    pub fn of(mut jobs: Vec<Job>, limit: u32) -> JobPage {
+        let next = if jobs.len() > limit as usize {
+            jobs.truncate(limit as usize);
+            jobs.last().map(|j| format!("{}:{}", j.created_at, j.id))
+        } else {
+            None
+        };
+        JobPage { jobs, next }
+    }
+}
+
 /// The job store. Every write that adds events also updates the job snapshot in the
 /// same transaction, so `last_sequence` and the log never disagree.
 #[async_trait::async_trait]
