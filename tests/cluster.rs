@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use finetune::pb;
 use finetune::pb::fine_tune_service_client::FineTuneServiceClient;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
 
 const POLL_SECONDS: f64 = 0.5;
 const LEASE_TTL_SECONDS: f64 = 1.5;
@@ -262,5 +262,47 @@ async fn promotions_arms_and_statistics_are_the_same_on_every_replica() {
         assert_eq!(requests, served_total as u64, "{}: {stats:?}", replica.addr);
     }
     drop(replicas);
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_not_serving_while_the_database_refuses_and_serving_once_it_is_back() {
+    use tonic_health::ServingStatus;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let emulator = common::emulator(20.0).await;
+    let db = TestDatabase::create().await;
+    let replica = Replica::start(&db.url, &emulator);
+    let channel = Endpoint::from_shared(format!("http://{}", replica.addr))
+        .unwrap()
+        .connect_lazy();
+    let mut health = HealthClient::new(channel);
+    let mut until = async |want: ServingStatus, what: &str| {
+        tokio::time::timeout(Duration::from_secs(15), async {
+            loop {
+                let status = health
+                    .check(HealthCheckRequest {
+                        service: finetune::server::SERVICE_NAME.to_owned(),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .status;
+                if status == want as i32 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("health never became {want:?} {what}"));
+    };
+    until(ServingStatus::Serving, "after the start").await;
+    db.refuse_connections(true).await;
+    until(ServingStatus::NotServing, "while the database refused").await;
+    db.refuse_connections(false).await;
+    until(ServingStatus::Serving, "once the database was back").await;
+    drop(replica);
     db.drop().await;
 }

@@ -47,6 +47,29 @@ impl TestDatabase {
         TestDatabase { url, admin, name }
     }
 
+    /// Makes the database refuse connections and closes the open ones (`true`), as an
+    /// unreachable database looks to a replica; `false` lets connections in again.
+    pub async fn refuse_connections(&self, refuse: bool) {
+        let mut conn = PgConnection::connect(&self.admin).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS {}",
+            self.name, !refuse
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        if refuse {
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            )
+            .bind(&self.name)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+        conn.close().await.unwrap();
+    }
+
     /// Drops the database, closing whatever connections still use it.
     pub async fn drop(self) {
         let mut conn = PgConnection::connect(&self.admin).await.unwrap();
