@@ -140,8 +140,17 @@ fn options(url: &str) -> Result<PgConnectOptions, Error> {
         .map_err(|e| Error::Io(format!("the job store's database URL is not valid: {e}")))
 }
 
-fn connect_err(e: sqlx::Error) -> Error {
-    Error::Io(format!("cannot connect to the job store's database: {e}"))
+/// Names the server the connection was for (host, port and database, never the password):
+/// sqlx's "pool timed out" alone does not say where it tried.
+fn connect_err(options: &PgConnectOptions) -> impl Fn(sqlx::Error) -> Error + '_ {
+    move |e| {
+        Error::Io(format!(
+            "cannot connect to the job store's database {} on {}:{}: {e}",
+            options.get_database().unwrap_or("(default)"),
+            options.get_host(),
+            options.get_port()
+        ))
+    }
 }
 
 impl PgStore {
@@ -154,7 +163,7 @@ impl PgStore {
             .acquire_timeout(settings.acquire_timeout)
             .connect_with(options.clone())
             .await
-            .map_err(connect_err)?;
+            .map_err(connect_err(&options))?;
         apply_migrations(&pool).await?;
         Ok(PgStore {
             pool,
@@ -168,11 +177,12 @@ impl PgStore {
     /// schema newer than this build knows. Safe while other replicas run or migrate: sqlx
     /// holds a PostgreSQL advisory lock while it migrates.
     pub async fn migrate(url: &str) -> Result<Migrated, Error> {
+        let options = options(url)?;
         let pool = PgPoolOptions::new()
             .max_connections(1)
-            .connect_with(options(url)?)
+            .connect_with(options.clone())
             .await
-            .map_err(connect_err)?;
+            .map_err(connect_err(&options))?;
         let migrated = apply_migrations(&pool).await;
         pool.close().await;
         migrated
@@ -980,7 +990,9 @@ async fn subscribe(
         .max_lifetime(None)
         .idle_timeout(None)
         .connect_lazy_with(options.clone());
-    let mut listener = PgListener::connect_with(&pool).await.map_err(connect_err)?;
+    let mut listener = PgListener::connect_with(&pool)
+        .await
+        .map_err(connect_err(options))?;
     listener.listen(CHANNEL).await.map_err(db_err)?;
     Ok(listener)
 }
